@@ -75,7 +75,7 @@ func parse(data []byte, f Format) (map[string]any, error) {
 	}
 	obj, ok := tree.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("a config file must hold an object at the top level, not %s", describe(tree))
+		return nil, Errors{{Path: "", Msg: "a config file must hold an object at the top level, not " + describe(tree)}}
 	}
 	return obj, nil
 }

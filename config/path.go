@@ -65,7 +65,7 @@ func (es Errors) err() error {
 // suggest returns the candidate closest to s by edit distance, or "" when
 // none is close enough to be a plausible typo.
 func suggest(s string, candidates []string) string {
-	best, bestD := "", len(s)/2+2
+	best, bestD := "", len(s)/3+2
 	for _, c := range candidates {
 		if d := levenshtein(strings.ToLower(s), strings.ToLower(c)); d < bestD {
 			best, bestD = c, d

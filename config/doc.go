@@ -1,0 +1,8 @@
+// Package config is mirrord's configuration: the typed schema with the
+// defaults of the upstream documentation, loading from JSON, TOML or YAML
+// after Tera-style template rendering, MIRRORD_* environment overrides,
+// validation with key-path errors, and a JSON Schema of the whole thing.
+//
+// Precedence, lowest first: defaults, config file, MIRRORD_* environment
+// variables, command-line flags (applied by the caller through Overrides).
+package config

@@ -1,0 +1,167 @@
+package httpfilter
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dlclark/regexp2"
+)
+
+// matchTimeout bounds one regex match: a pathological pattern must not
+// stall the agent's request path.
+const matchTimeout = 100 * time.Millisecond
+
+// Regex is a compiled filter pattern.
+type Regex struct {
+	re *regexp2.Regexp
+}
+
+// Compile compiles a filter pattern. Matching is case-insensitive and, as in
+// upstream mirrord, unanchored: "api" matches "/v1/api/x".
+func Compile(pattern string) (*Regex, error) {
+	re, err := regexp2.Compile(pattern, regexp2.IgnoreCase|regexp2.RE2)
+	if err != nil {
+		// RE2 mode rejects a few Perl-only constructs; retry without it
+		// before giving up so that any pattern upstream accepts works here.
+		var err2 error
+		re, err2 = regexp2.Compile(pattern, regexp2.IgnoreCase)
+		if err2 != nil {
+			return nil, fmt.Errorf("invalid regex %q: %w", pattern, err2)
+		}
+	}
+	re.MatchTimeout = matchTimeout
+	return &Regex{re: re}, nil
+}
+
+// MatchString reports whether s contains a match. A match that times out
+// counts as no match.
+func (r *Regex) MatchString(s string) bool {
+	ok, err := r.re.MatchString(s)
+	return err == nil && ok
+}
+
+func (r *Regex) String() string { return r.re.String() }
+
+// Request is what a filter sees of an HTTP request.
+type Request struct {
+	Method string
+	Path   string // the request target: path and query, as sent
+	Header http.Header
+}
+
+// Filter selects requests.
+type Filter interface {
+	Match(r *Request) bool
+	String() string
+}
+
+type headerFilter struct{ re *Regex }
+
+// Header returns a filter that matches when one header line, written as
+// "Name: value", matches pattern.
+func Header(pattern string) (Filter, error) {
+	re, err := Compile(pattern)
+	if err != nil {
+		return nil, err
+	}
+	return headerFilter{re}, nil
+}
+
+func (f headerFilter) Match(r *Request) bool {
+	names := make([]string, 0, len(r.Header))
+	for name := range r.Header {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for _, v := range r.Header[name] {
+			if f.re.MatchString(name + ": " + v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (f headerFilter) String() string { return "header=" + f.re.String() }
+
+type pathFilter struct{ re *Regex }
+
+// Path returns a filter that matches when the request path matches pattern.
+func Path(pattern string) (Filter, error) {
+	re, err := Compile(pattern)
+	if err != nil {
+		return nil, err
+	}
+	return pathFilter{re}, nil
+}
+
+func (f pathFilter) Match(r *Request) bool { return f.re.MatchString(r.Path) }
+func (f pathFilter) String() string        { return "path=" + f.re.String() }
+
+type methodFilter string
+
+// Method returns a filter that matches one HTTP method, case-insensitively.
+func Method(m string) (Filter, error) {
+	m = strings.TrimSpace(m)
+	if m == "" || strings.ContainsAny(m, " \t/:") {
+		return nil, fmt.Errorf("invalid HTTP method %q", m)
+	}
+	return methodFilter(strings.ToUpper(m)), nil
+}
+
+func (f methodFilter) Match(r *Request) bool { return strings.EqualFold(r.Method, string(f)) }
+func (f methodFilter) String() string        { return "method=" + string(f) }
+
+type allOf []Filter
+
+// AllOf matches when every filter matches. It needs at least one filter.
+func AllOf(fs ...Filter) (Filter, error) {
+	if len(fs) == 0 {
+		return nil, fmt.Errorf("all_of needs at least one filter")
+	}
+	return allOf(fs), nil
+}
+
+func (f allOf) Match(r *Request) bool {
+	for _, x := range f {
+		if !x.Match(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func (f allOf) String() string { return "all_of(" + join(f) + ")" }
+
+type anyOf []Filter
+
+// AnyOf matches when at least one filter matches. It needs at least one filter.
+func AnyOf(fs ...Filter) (Filter, error) {
+	if len(fs) == 0 {
+		return nil, fmt.Errorf("any_of needs at least one filter")
+	}
+	return anyOf(fs), nil
+}
+
+func (f anyOf) Match(r *Request) bool {
+	for _, x := range f {
+		if x.Match(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f anyOf) String() string { return "any_of(" + join(f) + ")" }
+
+func join(fs []Filter) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = f.String()
+	}
+	return strings.Join(s, ", ")
+}
