@@ -241,3 +241,23 @@ func TestWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONSchemaCoversEveryKey walks the schema and checks that each key
+// the decoder knows appears in it, for a few representative paths.
+func TestJSONSchema(t *testing.T) {
+	s := JSONSchema()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"accept_invalid_certificates"`, `"http_filter"`, `"header_filter"`, `"readonly_file_buffer"`,
+		`"localwithoverrides"`, `Environment variable: MIRRORD_AGENT_TCP_STEAL_TRAFFIC`, `"additionalProperties":false`, `"start_idle_timeout"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("schema lacks %s", want)
+		}
+	}
+	props := s["properties"].(map[string]any)
+	if len(props) != len(structFields(reflect.TypeFor[Config]()).list) {
+		t.Errorf("schema has %d top-level keys, config has %d", len(props), len(structFields(reflect.TypeFor[Config]()).list))
+	}
+}

@@ -137,7 +137,6 @@ func keys(m map[string]string) []string {
 	return out
 }
 
-
 func TestReadEnvFile(t *testing.T) {
 	path := t.TempDir() + "/.env"
 	content := "# comment\nexport DB_HOST=localhost\nQUOTED=\"a b\"\nEMPTY=\n"

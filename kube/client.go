@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -71,6 +72,9 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Kubeconfig != "" {
 		rules.ExplicitPath = ExpandHome(opts.Kubeconfig)
 		where.Kubeconfig = rules.ExplicitPath
+		if _, err := os.Stat(rules.ExplicitPath); err != nil {
+			return nil, fmt.Errorf("cannot use kubeconfig %s: %w (set --kubeconfig or \"kubeconfig\" in the config file)", rules.ExplicitPath, err)
+		}
 	} else {
 		where.Kubeconfig = strings.Join(rules.GetLoadingPrecedence(), string(filepath.ListSeparator))
 	}
@@ -141,5 +145,6 @@ func contextNames(c clientcmdapi.Config) []string {
 	if len(names) == 0 {
 		return []string{"none"}
 	}
+	sort.Strings(names)
 	return names
 }

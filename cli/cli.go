@@ -1,0 +1,117 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"github.com/willabides/kongplete"
+
+	"github.com/mirrord-go/mirrord/version"
+)
+
+// CLI is the root command.
+type CLI struct {
+	Version kong.VersionFlag `help:"Print the version and exit." short:"V"`
+
+	Exec         ExecCmd         `cmd:"" help:"Run a local command in the context of a remote target (pod, deployment, ...)."`
+	PortForward  PortForwardCmd  `cmd:"" name:"port-forward" help:"Forward local ports to hosts reachable from a target, or a target's ports to local ports."`
+	Ls           LsCmd           `cmd:"" help:"List the targets in a namespace."`
+	VerifyConfig VerifyConfigCmd `cmd:"" name:"verify-config" help:"Check a config file and print the resolved config as JSON."`
+	Config       ConfigCmd       `cmd:"" help:"Inspect the configuration format."`
+	Container    ContainerCmd    `cmd:"" help:"Run a local container in the context of a remote target (not yet supported)."`
+	Completions  CompletionsCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
+	Agent        AgentCmd        `cmd:"" hidden:"" help:"Run the in-cluster agent."`
+}
+
+// Env gives commands the process environment and output streams, so that
+// tests can run commands in-process without touching the real ones.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Lookup         func(string) (string, bool)
+}
+
+// ExitError asks Main to exit with Code after printing Err (if any).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Main runs the CLI and returns the process exit code.
+func Main(args []string) int {
+	return run(args, &Env{Stdout: os.Stdout, Stderr: os.Stderr, Lookup: os.LookupEnv})
+}
+
+func newParser(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name("mirrord"),
+		kong.Description("mirrord runs a local process in the context of a Kubernetes pod: its environment, files, DNS, outgoing and incoming traffic."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"version": "mirrord " + version.Version},
+		kong.Writers(env.Stdout, env.Stderr),
+		kong.Exit(exit),
+		kong.Bind(env),
+	)
+}
+
+type exitPanic int
+
+func run(args []string, env *Env) (code int) {
+	var cli CLI
+	// kong calls exit for --help and --version; turn that into a return
+	// so that run can be tested in-process.
+	defer func() {
+		if r := recover(); r != nil {
+			if c, ok := r.(exitPanic); ok {
+				code = int(c)
+				return
+			}
+			panic(r)
+		}
+	}()
+	parser, err := newParser(&cli, env, func(c int) { panic(exitPanic(c)) })
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mirrord: %v\n", err)
+		return 1
+	}
+	if env.Lookup != nil {
+		if _, ok := env.Lookup("COMP_LINE"); ok {
+			kongplete.Complete(parser)
+		}
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mirrord: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(); err != nil {
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			if ee.Err != nil {
+				fmt.Fprintf(env.Stderr, "mirrord: %v\n", ee.Err)
+			}
+			return ee.Code
+		}
+		fmt.Fprintf(env.Stderr, "mirrord: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,265 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/kube"
+)
+
+// clusterProbeTimeout bounds the check that the cluster answers, so that
+// a wrong kubeconfig is reported in seconds, not after client-go's
+// default of minutes.
+const clusterProbeTimeout = 8 * time.Second
+
+// loadConfig resolves the config and prints its warnings.
+func loadConfig(env *Env, cf *ConfigFlags, settings []config.Setting) (*config.Config, error) {
+	cfg, err := config.Load(cf.options(env, settings))
+	if err != nil {
+		var es config.Errors
+		if errors.As(err, &es) {
+			return nil, fmt.Errorf("invalid configuration:\n%w", err)
+		}
+		return nil, err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(env.Stderr, "mirrord: warning: %s\n", w)
+	}
+	return cfg, nil
+}
+
+// connect checks that the cluster of cfg answers.
+func connect(ctx context.Context, cfg *config.Config) (*kube.Client, error) {
+	opts := kube.Options{AcceptInvalidCertificates: cfg.AcceptInvalidCertificates, Timeout: clusterProbeTimeout}
+	if cfg.Kubeconfig != nil {
+		opts.Kubeconfig = *cfg.Kubeconfig
+	}
+	if cfg.KubeContext != nil {
+		opts.Context = *cfg.KubeContext
+	}
+	return kube.Connect(ctx, opts)
+}
+
+// ExecCmd is `mirrord exec`.
+type ExecCmd struct {
+	ConfigFlags
+	TargetFlags
+	AgentFlags
+	KubeFlags
+	ExecFlags
+	Command []string `arg:"" passthrough:"partial" name:"command" help:"The command to run, with its arguments."`
+}
+
+func (c *ExecCmd) settings() []config.Setting {
+	var s []config.Setting
+	s = append(s, c.TargetFlags.settings()...)
+	s = append(s, c.AgentFlags.settings()...)
+	s = append(s, c.KubeFlags.settings()...)
+	s = append(s, c.ExecFlags.settings()...)
+	return s
+}
+
+// Run resolves the config and connects to the cluster. Running the
+// command in the target's context needs the agent (not built yet), so it
+// stops there with a clear message.
+func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
+	cfg, err := loadConfig(env, &c.ConfigFlags, c.settings())
+	if err != nil {
+		return err
+	}
+	if len(c.Command) == 0 {
+		return errors.New("exec: no command given; usage: mirrord exec [flags] -- COMMAND [ARGS...]")
+	}
+	client, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return notBuilt(fmt.Sprintf("exec: connected to %s, but running a process in a target's context is not built yet (the agent and the local engines come next)", client.Where))
+}
+
+// PortForwardCmd is `mirrord port-forward`.
+type PortForwardCmd struct {
+	ConfigFlags
+	TargetFlags
+	AgentFlags
+	KubeFlags
+	Local  []string `short:"L" name:"port-mapping" aliases:"port-mappings" placeholder:"[LOCAL_PORT:]REMOTE_HOST:REMOTE_PORT" help:"Forward a local port to a host and port reachable from the target."`
+	Remote []string `short:"R" name:"reverse-port-mapping" placeholder:"[REMOTE_PORT:]LOCAL_PORT" help:"Forward a port of the target to a local port."`
+}
+
+func (c *PortForwardCmd) Run(ctx context.Context, env *Env) error {
+	if len(c.Local) == 0 && len(c.Remote) == 0 {
+		return errors.New("port-forward: give at least one -L or -R mapping")
+	}
+	var s []config.Setting
+	s = append(s, c.TargetFlags.settings()...)
+	s = append(s, c.AgentFlags.settings()...)
+	s = append(s, c.KubeFlags.settings()...)
+	cfg, err := loadConfig(env, &c.ConfigFlags, s)
+	if err != nil {
+		return err
+	}
+	client, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return notBuilt(fmt.Sprintf("port-forward: connected to %s, but port forwarding is not built yet", client.Where))
+}
+
+// LsCmd is `mirrord ls`.
+type LsCmd struct {
+	ConfigFlags
+	KubeFlags
+	Namespace string `short:"n" name:"namespace" help:"Namespace to list. Default: the target namespace of the config, then the kube context's."`
+	Output    string `short:"o" name:"output" enum:"text,json" default:"text" help:"Output format: text or json."`
+}
+
+func (c *LsCmd) Run(ctx context.Context, env *Env) error {
+	cfg, err := loadConfig(env, &c.ConfigFlags, c.KubeFlags.settings())
+	if err != nil {
+		return err
+	}
+	client, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return notBuilt(fmt.Sprintf("ls: connected to %s, but listing targets is not built yet", client.Where))
+}
+
+// VerifyConfigCmd is `mirrord verify-config`.
+type VerifyConfigCmd struct {
+	IDE  bool   `name:"ide" help:"Print a machine-readable result for IDE plugins: {\"type\": \"Success\"|\"Fail\", ...}."`
+	Path string `arg:"" name:"FILE" type:"path" help:"The config file to check."`
+}
+
+type ideResult struct {
+	Type     string         `json:"type"`
+	Config   *config.Config `json:"config,omitempty"`
+	Warnings []string       `json:"warnings"`
+	Errors   []string       `json:"errors,omitempty"`
+}
+
+// Run loads the file with the current environment (templates and MIRRORD_*
+// variables apply, as they would for exec) and prints the resolved config.
+func (c *VerifyConfigCmd) Run(env *Env) error {
+	cfg, err := config.Load(config.Options{File: c.Path, Lookup: env.Lookup})
+	if c.IDE {
+		res := ideResult{Type: "Success", Config: cfg, Warnings: []string{}}
+		if err != nil {
+			res = ideResult{Type: "Fail", Warnings: []string{}, Errors: errorLines(err)}
+		} else if w := cfg.Warnings(); w != nil {
+			res.Warnings = w
+		}
+		if werr := writeJSON(env.Stdout, res); werr != nil {
+			return werr
+		}
+		if err != nil {
+			return &ExitError{Code: 1}
+		}
+		return nil
+	}
+	if err != nil {
+		return &ExitError{Code: 1, Err: fmt.Errorf("%s is not a valid mirrord config:\n%w", c.Path, err)}
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(env.Stderr, "mirrord: warning: %s\n", w)
+	}
+	return writeJSON(env.Stdout, cfg)
+}
+
+func errorLines(err error) []string {
+	var es config.Errors
+	if errors.As(err, &es) {
+		out := make([]string, len(es))
+		for i, e := range es {
+			out[i] = e.Error()
+		}
+		return out
+	}
+	return []string{err.Error()}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// ConfigCmd groups config inspection commands.
+type ConfigCmd struct {
+	Schema SchemaCmd `cmd:"" help:"Print the JSON Schema of the config file."`
+}
+
+// SchemaCmd is `mirrord config schema`.
+type SchemaCmd struct {
+	Output string `short:"o" name:"output" type:"path" help:"Write the schema to this file instead of stdout."`
+}
+
+func (c *SchemaCmd) Run(env *Env) error {
+	if c.Output == "" {
+		return writeJSON(env.Stdout, config.JSONSchema())
+	}
+	if err := os.MkdirAll(filepath.Dir(c.Output), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(c.Output)
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(f, config.JSONSchema()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ContainerCmd is `mirrord container`.
+type ContainerCmd struct {
+	ConfigFlags
+	TargetFlags
+	Command []string `arg:"" optional:"" passthrough:"partial" help:"The container command (docker run ...)."`
+}
+
+func (c *ContainerCmd) Run() error {
+	return notBuilt("container: running a local container in a target's context is not yet supported")
+}
+
+// AgentCmd is the hidden `mirrord agent`, the in-cluster side.
+type AgentCmd struct{}
+
+func (c *AgentCmd) Run() error {
+	return notBuilt("agent: the agent is not built yet")
+}
+
+// notBuilt reports a feature that does not exist yet: exit status 2, so
+// that scripts can tell it from a failure of a feature that does.
+func notBuilt(msg string) error { return &ExitError{Code: 2, Err: errors.New(msg)} }
+
+// CompletionsCmd prints a completion script. The script calls mirrord back
+// with COMP_LINE set; Main answers those calls through kongplete.
+type CompletionsCmd struct {
+	Shell string `arg:"" enum:"bash,zsh,fish" help:"bash, zsh or fish."`
+}
+
+func (c *CompletionsCmd) Run(env *Env) error {
+	self, err := os.Executable()
+	if err != nil {
+		self = "mirrord"
+	}
+	switch c.Shell {
+	case "bash":
+		fmt.Fprintf(env.Stdout, "complete -o default -C %q mirrord\n", self)
+	case "zsh":
+		fmt.Fprintf(env.Stdout, "autoload -U +X bashcompinit && bashcompinit\ncomplete -o default -C %q mirrord\n", self)
+	case "fish":
+		fmt.Fprintf(env.Stdout, "complete -c mirrord -f -a '(env COMP_LINE=(commandline -cp) %s)'\n", self)
+	}
+	return nil
+}
