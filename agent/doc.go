@@ -1,8 +1,10 @@
-// Package agent is the part of mirrord that runs in the cluster, next to the
-// target pod: it is the hidden `mirrord agent` subcommand of the same binary.
-// It dials outgoing traffic and answers DNS from the target's network
-// namespace, mirrors or steals incoming traffic with nftables rules, and
-// serves the target's files and environment from /proc/<pid>.
+// Package agent is the part of mirrord that runs next to the target: the
+// hidden `mirrord agent` subcommand of the same binary. It listens for the
+// CLI's internal proxy (a yamux session per client, see package protocol)
+// and does every remote operation inside the target's namespaces:
+// outgoing TCP and UDP are dialed from the target's network namespace
+// (setns on a locked OS thread), DNS queries go to the target's resolvers
+// from there, and the environment comes from /proc/<pid>/environ.
 //
-// Not built yet: the `mirrord agent` command reports that and exits.
+// It exits when no client has been connected for its TTL.
 package agent

@@ -1,0 +1,297 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/miekg/dns"
+
+	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/version"
+)
+
+// Options configure an agent.
+type Options struct {
+	TargetPID int    // 0: targetless
+	Listen    string // address to listen on, e.g. "127.0.0.1:0"
+	// TTL is how long the agent waits after its last client left.
+	TTL time.Duration
+	// FirstClientTimeout is how long it waits for the first client.
+	FirstClientTimeout time.Duration
+	Logger             *slog.Logger
+	// Ready is called with the listening address once the agent accepts
+	// connections.
+	Ready func(addr net.Addr)
+}
+
+// Agent serves clients.
+type Agent struct {
+	opts     Options
+	log      *slog.Logger
+	target   *target
+	resolver *dns.ClientConfig
+	hello    protocol.HelloReply
+
+	mu      sync.Mutex
+	clients int
+	idle    *time.Timer
+	done    chan struct{}
+	once    sync.Once
+}
+
+// Run runs an agent until its TTL expires or ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.FirstClientTimeout == 0 {
+		opts.FirstClientTimeout = time.Minute
+	}
+	t, err := openTarget(opts.TargetPID)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{})}
+	if a.resolver, err = t.resolver(); err != nil {
+		// DNS requests will fail with this error; the rest still works.
+		a.log.Warn("no resolver", "err", err)
+	}
+	host, err := t.hostname()
+	if err != nil {
+		a.log.Warn("no hostname", "err", err)
+	}
+	a.hello = protocol.HelloReply{
+		Version:    protocol.Version,
+		Agent:      "mirrord-agent " + version.Version,
+		Targetless: opts.TargetPID == 0,
+		Hostname:   host,
+		Resolver:   resolverInfo(a.resolver),
+	}
+
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return fmt.Errorf("agent: listen on %s: %w", opts.Listen, err)
+	}
+	defer ln.Close()
+	a.idle = time.AfterFunc(opts.FirstClientTimeout, a.stop)
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr())
+	}
+	a.log.Info("agent listening", "addr", ln.Addr().String(), "target_pid", opts.TargetPID)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-a.done:
+		}
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-a.done:
+				wg.Wait()
+				return nil
+			default:
+			}
+			if ctx.Err() != nil {
+				wg.Wait()
+				return nil
+			}
+			return fmt.Errorf("agent: accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveClient(ctx, conn)
+		}()
+	}
+}
+
+func (a *Agent) stop() { a.once.Do(func() { close(a.done) }) }
+
+func (a *Agent) clientJoined() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.clients++
+	a.idle.Stop()
+}
+
+func (a *Agent) clientLeft() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.clients--
+	if a.clients == 0 {
+		a.idle.Reset(a.opts.TTL)
+	}
+}
+
+// serveClient runs one client's session: every stream is one request.
+func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	sess, err := yamux.Server(conn, protocol.MuxConfig())
+	if err != nil {
+		a.log.Warn("session", "err", err)
+		return
+	}
+	defer sess.Close()
+	a.clientJoined()
+	defer a.clientLeft()
+	a.log.Info("client connected", "remote", conn.RemoteAddr().String())
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-a.done:
+		case <-sess.CloseChan():
+		}
+		sess.Close()
+	}()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			a.log.Info("client gone", "remote", conn.RemoteAddr().String(), "err", err)
+			return
+		}
+		go a.serveStream(st)
+	}
+}
+
+func (a *Agent) serveStream(st *yamux.Stream) {
+	defer st.Close()
+	req, err := protocol.Read(st)
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			a.log.Warn("bad request", "err", err)
+			protocol.Write(st, &protocol.ErrorReply{Message: err.Error()})
+		}
+		return
+	}
+	switch req := req.(type) {
+	case *protocol.Hello:
+		if err := protocol.CheckVersion(req.Version, "the client ("+req.Client+")"); err != nil {
+			protocol.Write(st, &protocol.ErrorReply{Message: err.Error()})
+			return
+		}
+		protocol.Write(st, &a.hello)
+	case *protocol.EnvRequest:
+		env, err := a.target.env()
+		if err != nil {
+			protocol.Write(st, &protocol.ErrorReply{Message: err.Error()})
+			return
+		}
+		protocol.Write(st, &protocol.EnvReply{Env: env})
+	case *protocol.DNSRequest:
+		answer, err := a.exchange(req.Query)
+		if err != nil {
+			protocol.Write(st, &protocol.ErrorReply{Message: err.Error()})
+			return
+		}
+		protocol.Write(st, &protocol.DNSReply{Answer: answer})
+	case *protocol.DialRequest:
+		a.dial(st, req)
+	case *protocol.UDPOpen:
+		a.udp(st, req)
+	default:
+		protocol.Write(st, &protocol.ErrorReply{Message: fmt.Sprintf("unexpected request %T", req)})
+	}
+}
+
+// dial connects from the target's network namespace and then copies bytes
+// between the stream and the connection until both sides are done.
+func (a *Agent) dial(st *yamux.Stream, req *protocol.DialRequest) {
+	var conn net.Conn
+	err := a.target.inNetns(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", req.Addr, 20*time.Second)
+		return err
+	})
+	if err != nil {
+		protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
+		return
+	}
+	defer conn.Close()
+	if err := protocol.Write(st, &protocol.DialReply{LocalAddr: conn.LocalAddr().String(), RemoteAddr: conn.RemoteAddr().String()}); err != nil {
+		return
+	}
+	splice(st, conn)
+}
+
+// halfCloser is a connection whose write side can be closed alone.
+type halfCloser interface {
+	CloseWrite() error
+}
+
+// splice copies both ways; when one side finishes sending, the other side's
+// write half is closed so that EOF propagates like in a direct connection.
+func splice(a, b io.ReadWriteCloser) {
+	var wg sync.WaitGroup
+	cp := func(dst, src io.ReadWriteCloser) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		if hc, ok := dst.(halfCloser); ok {
+			hc.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	wg.Add(2)
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+}
+
+// udp relays datagrams between the stream and a UDP socket in the target.
+func (a *Agent) udp(st *yamux.Stream, req *protocol.UDPOpen) {
+	network := req.Network
+	if network != "udp4" && network != "udp6" {
+		network = "udp"
+	}
+	var pc *net.UDPConn
+	err := a.target.inNetns(func() error {
+		var err error
+		pc, err = net.ListenUDP(network, nil)
+		return err
+	})
+	if err != nil {
+		protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
+		return
+	}
+	defer pc.Close()
+	if err := protocol.Write(st, &protocol.UDPOpenReply{LocalAddr: pc.LocalAddr().String()}); err != nil {
+		return
+	}
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				st.Close()
+				return
+			}
+			if protocol.Write(st, &protocol.Datagram{Addr: from.String(), Data: buf[:n]}) != nil {
+				pc.Close()
+				return
+			}
+		}
+	}()
+	for {
+		m, err := protocol.ReadReply[*protocol.Datagram](st)
+		if err != nil {
+			return
+		}
+		addr, err := net.ResolveUDPAddr("udp", m.Addr)
+		if err != nil {
+			continue
+		}
+		pc.WriteToUDP(m.Data, addr)
+	}
+}

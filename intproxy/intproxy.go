@@ -1,0 +1,305 @@
+package intproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/mirrord-go/mirrord/addrfilter"
+	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/envfilter"
+	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/version"
+)
+
+// Proxy is a connected internal proxy.
+type Proxy struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	sess  *yamux.Session
+	hello protocol.HelloReply
+
+	outgoing addrfilter.Set
+	dns      addrfilter.Set
+
+	names     *nameCache
+	localDNS  *localResolver
+	resolveMu sync.Mutex
+}
+
+// Connect connects to an agent at addr and checks the protocol version.
+func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger) (*Proxy, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the agent at %s: %w", addr, err)
+	}
+	sess, err := yamux.Client(conn, protocol.MuxConfig())
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent session: %w", err)
+	}
+	p := &Proxy{cfg: cfg, log: log, sess: sess, names: newNameCache(), localDNS: newLocalResolver()}
+	if err := p.handshake(ctx); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	if p.outgoing, err = parseSet(cfg.Feature.Network.Outgoing.Filter, true); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	if p.dns, err = parseSet(cfg.Feature.Network.DNS.Filter, false); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func parseSet(fc *config.FilterConfig, outgoing bool) (addrfilter.Set, error) {
+	var s addrfilter.Set
+	if fc == nil {
+		return s, nil
+	}
+	parse := func(list []string) ([]addrfilter.Filter, error) {
+		out := make([]addrfilter.Filter, 0, len(list))
+		for _, e := range list {
+			f, err := addrfilter.Parse(e, outgoing)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, f)
+		}
+		return out, nil
+	}
+	var err error
+	if s.Local, err = parse(fc.Local); err != nil {
+		return s, err
+	}
+	s.Remote, err = parse(fc.Remote)
+	return s, err
+}
+
+func (p *Proxy) handshake(ctx context.Context) error {
+	st, err := p.open(ctx)
+	if err != nil {
+		return fmt.Errorf("agent handshake: %w", err)
+	}
+	defer st.Close()
+	if err := protocol.Write(st, &protocol.Hello{Version: protocol.Version, Client: "mirrord " + version.Version}); err != nil {
+		return fmt.Errorf("agent handshake: %w", err)
+	}
+	reply, err := protocol.ReadReply[*protocol.HelloReply](st)
+	if err != nil {
+		return fmt.Errorf("agent handshake: %w", err)
+	}
+	if err := protocol.CheckVersion(reply.Version, "the agent ("+reply.Agent+")"); err != nil {
+		return err
+	}
+	p.hello = *reply
+	return nil
+}
+
+// open opens a stream, bounded by ctx.
+func (p *Proxy) open(ctx context.Context) (*yamux.Stream, error) {
+	st, err := p.sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("the agent connection is closed: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
+	return st, nil
+}
+
+// Hello is what the agent said about itself and its target.
+func (p *Proxy) Hello() protocol.HelloReply { return p.hello }
+
+// Done is closed when the agent connection is lost.
+func (p *Proxy) Done() <-chan struct{} { return p.sess.CloseChan() }
+
+// Close ends the session.
+func (p *Proxy) Close() error { return p.sess.Close() }
+
+// RemoteEnv fetches the target's whole environment.
+func (p *Proxy) RemoteEnv(ctx context.Context) (map[string]string, error) {
+	st, err := p.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if err := protocol.Write(st, &protocol.EnvRequest{}); err != nil {
+		return nil, err
+	}
+	reply, err := protocol.ReadReply[*protocol.EnvReply](st)
+	if err != nil {
+		return nil, fmt.Errorf("fetch the target's environment: %w", err)
+	}
+	return reply.Env, nil
+}
+
+// Environment computes the program's environment from the local one and
+// the target's, following feature.env.
+func (p *Proxy) Environment(ctx context.Context, local []string) ([]string, error) {
+	ec := p.cfg.Feature.Env
+	spec := envfilter.Spec{
+		Filter:   envfilter.Filter{Include: ec.Include, Exclude: ec.Exclude},
+		Mapping:  ec.Mapping,
+		Override: ec.Override,
+		Unset:    ec.Unset,
+	}
+	remote := map[string]string{}
+	if !(len(ec.Exclude) == 1 && ec.Exclude[0] == "*") {
+		var err error
+		if remote, err = p.RemoteEnv(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if ec.EnvFile != nil {
+		vars, err := envfilter.ReadEnvFile(*ec.EnvFile)
+		if err != nil {
+			return nil, err
+		}
+		spec.EnvFile = vars
+	}
+	merged, err := spec.Remote(remote)
+	if err != nil {
+		return nil, err
+	}
+	return envfilter.Merge(local, merged, ec.Unset), nil
+}
+
+// ErrDisabled is returned for traffic the config sends nowhere.
+var ErrDisabled = errors.New("disabled by the configuration")
+
+// DialTCP connects to dst for the program: through the agent, or directly
+// from this machine, as feature.network.outgoing says.
+func (p *Proxy) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	if p.remote(ctx, addrfilter.TCP, dst) {
+		return p.dialRemote(ctx, dst)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", dst.String())
+}
+
+func (p *Proxy) dialRemote(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	st, err := p.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := protocol.Write(st, &protocol.DialRequest{Addr: dst.String()}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if _, err := protocol.ReadReply[*protocol.DialReply](st); err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.SetDeadline(time.Time{})
+	return st, nil
+}
+
+// DialUDP returns a datagram connection to dst: each Write sends one
+// datagram, each Read returns one.
+func (p *Proxy) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	if !p.remote(ctx, addrfilter.UDP, dst) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", dst.String())
+	}
+	st, err := p.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	network := "udp4"
+	if dst.Addr().Is6() && !dst.Addr().Is4In6() {
+		network = "udp6"
+	}
+	if err := protocol.Write(st, &protocol.UDPOpen{Network: network}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if _, err := protocol.ReadReply[*protocol.UDPOpenReply](st); err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.SetDeadline(time.Time{})
+	return &udpConn{Stream: st, dst: dst}, nil
+}
+
+// udpConn carries one UDP flow over a stream in Datagram frames.
+type udpConn struct {
+	*yamux.Stream
+	dst netip.AddrPort
+	wmu sync.Mutex
+}
+
+func (c *udpConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := protocol.Write(c.Stream, &protocol.Datagram{Addr: c.dst.String(), Data: b}); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (c *udpConn) Read(b []byte) (int, error) {
+	for {
+		m, err := protocol.ReadReply[*protocol.Datagram](c.Stream)
+		if err != nil {
+			return 0, err
+		}
+		// The program's socket is connected to dst: drop anything else,
+		// as the kernel would.
+		if from, err := netip.ParseAddrPort(m.Addr); err == nil && from.Addr().Unmap() != c.dst.Addr().Unmap() {
+			continue
+		}
+		return copy(b, m.Data), nil
+	}
+}
+
+// remote decides whether an outgoing connection goes through the agent.
+func (p *Proxy) remote(ctx context.Context, proto addrfilter.Protocol, dst netip.AddrPort) bool {
+	out := p.cfg.Feature.Network.Outgoing
+	if (proto == addrfilter.TCP && !out.TCP) || (proto == addrfilter.UDP && !out.UDP) {
+		return false
+	}
+	t := addrfilter.Target{Protocol: proto, Addr: dst.Addr().Unmap(), Port: dst.Port()}
+	switch {
+	case len(p.outgoing.Remote) > 0:
+		return p.anyMatch(ctx, p.outgoing.Remote, t, true)
+	case len(p.outgoing.Local) > 0:
+		return !p.anyMatch(ctx, p.outgoing.Local, t, false)
+	}
+	return true
+}
+
+// anyMatch matches t against filters. A name filter matches when the
+// program reached t.Addr through that name (we saw the DNS answer), or when
+// the name resolves to t.Addr: remotely for a remote list when remote DNS
+// is on, locally otherwise, as upstream mirrord does.
+func (p *Proxy) anyMatch(ctx context.Context, fs []addrfilter.Filter, t addrfilter.Target, remoteList bool) bool {
+	for _, f := range fs {
+		tt := t
+		if f.Name != "" {
+			if p.names.has(f.Name, t.Addr) || p.resolvesTo(ctx, f.Name, t.Addr, remoteList && p.cfg.Feature.Network.DNS.Enabled) {
+				tt.Name = f.Name
+			}
+		}
+		if f.Match(tt) {
+			return true
+		}
+	}
+	return false
+}
+
+// Debug logging helper for tests and MIRRORD_LOG_LEVEL=debug.
+func (p *Proxy) logf(msg string, args ...any) { p.log.Debug(msg, args...) }

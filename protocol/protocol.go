@@ -1,0 +1,286 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Version is the protocol version. Both ends must have the same.
+const Version = 1
+
+// MaxFrame bounds one frame, so that a corrupt length cannot make a reader
+// allocate gigabytes.
+const MaxFrame = 4 << 20
+
+// Type identifies a message.
+type Type uint8
+
+const (
+	TypeHello Type = iota + 1
+	TypeHelloReply
+	TypeError
+	TypeEnvRequest
+	TypeEnvReply
+	TypeDNSRequest
+	TypeDNSReply
+	TypeDialRequest
+	TypeDialReply
+	TypeUDPOpen
+	TypeUDPOpenReply
+	TypeDatagram
+	typeEnd
+)
+
+// Message is any protocol message.
+type Message interface{ Type() Type }
+
+// Hello opens a session.
+type Hello struct {
+	Version int    `json:"version"`
+	Client  string `json:"client"` // e.g. "mirrord 0.1.0"
+}
+
+// HelloReply describes the agent and its target.
+type HelloReply struct {
+	Version    int      `json:"version"`
+	Agent      string   `json:"agent"`
+	Targetless bool     `json:"targetless"`
+	Hostname   string   `json:"hostname"`
+	Resolver   Resolver `json:"resolver"`
+}
+
+// Resolver is the target's DNS configuration (from its /etc/resolv.conf):
+// the local side writes the same search domains and ndots into the
+// sandbox's resolv.conf so names expand as they would in the pod.
+type Resolver struct {
+	Servers []string `json:"servers"`
+	Search  []string `json:"search"`
+	Ndots   int      `json:"ndots"`
+}
+
+// ErrorReply answers a request that failed.
+type ErrorReply struct {
+	Message string `json:"message"`
+	// Code is a syscall-style error name where one applies
+	// ("ECONNREFUSED", "ENETUNREACH", "ETIMEDOUT", ...), so that the
+	// local side can give the program the same error the pod would see.
+	Code string `json:"code,omitempty"`
+}
+
+func (e *ErrorReply) Error() string {
+	if e.Code != "" {
+		return e.Message + " (" + e.Code + ")"
+	}
+	return e.Message
+}
+
+// EnvRequest asks for the target's environment.
+type EnvRequest struct{}
+
+// EnvReply is the target's whole environment; filtering is the local side's job.
+type EnvReply struct {
+	Env map[string]string `json:"env"`
+}
+
+// DNSRequest is one DNS query in wire format, answered with the target's
+// resolvers from inside its network namespace.
+type DNSRequest struct {
+	Query []byte `json:"query"`
+}
+
+// DNSReply is the answer in wire format.
+type DNSReply struct {
+	Answer []byte `json:"answer"`
+}
+
+// DialRequest opens a TCP connection from the target. After a DialReply
+// the stream carries the connection's bytes.
+type DialRequest struct {
+	Addr string `json:"addr"` // ip:port
+}
+
+// DialReply reports the connection's addresses as the target sees them.
+type DialReply struct {
+	LocalAddr  string `json:"local_addr"`
+	RemoteAddr string `json:"remote_addr"`
+}
+
+// UDPOpen opens a UDP socket in the target. After a UDPOpenReply the
+// stream carries Datagram frames both ways.
+type UDPOpen struct {
+	Network string `json:"network"` // "udp4" or "udp6"
+}
+
+// UDPOpenReply reports the socket's local address in the target.
+type UDPOpenReply struct {
+	LocalAddr string `json:"local_addr"`
+}
+
+// Datagram is one UDP datagram: to Addr when sent by the local side, from
+// Addr when sent by the agent.
+type Datagram struct {
+	Addr string `json:"addr"`
+	Data []byte `json:"data"`
+}
+
+func (*Hello) Type() Type        { return TypeHello }
+func (*HelloReply) Type() Type   { return TypeHelloReply }
+func (*ErrorReply) Type() Type   { return TypeError }
+func (*EnvRequest) Type() Type   { return TypeEnvRequest }
+func (*EnvReply) Type() Type     { return TypeEnvReply }
+func (*DNSRequest) Type() Type   { return TypeDNSRequest }
+func (*DNSReply) Type() Type     { return TypeDNSReply }
+func (*DialRequest) Type() Type  { return TypeDialRequest }
+func (*DialReply) Type() Type    { return TypeDialReply }
+func (*UDPOpen) Type() Type      { return TypeUDPOpen }
+func (*UDPOpenReply) Type() Type { return TypeUDPOpenReply }
+func (*Datagram) Type() Type     { return TypeDatagram }
+
+func newMessage(t Type) Message {
+	switch t {
+	case TypeHello:
+		return &Hello{}
+	case TypeHelloReply:
+		return &HelloReply{}
+	case TypeError:
+		return &ErrorReply{}
+	case TypeEnvRequest:
+		return &EnvRequest{}
+	case TypeEnvReply:
+		return &EnvReply{}
+	case TypeDNSRequest:
+		return &DNSRequest{}
+	case TypeDNSReply:
+		return &DNSReply{}
+	case TypeDialRequest:
+		return &DialRequest{}
+	case TypeDialReply:
+		return &DialReply{}
+	case TypeUDPOpen:
+		return &UDPOpen{}
+	case TypeUDPOpenReply:
+		return &UDPOpenReply{}
+	case TypeDatagram:
+		return &Datagram{}
+	}
+	return nil
+}
+
+// Encode returns the frame for m.
+func Encode(m Message) ([]byte, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", m, err)
+	}
+	if len(body)+1 > MaxFrame {
+		return nil, fmt.Errorf("encode %T: %d bytes is more than the %d-byte frame limit", m, len(body)+1, MaxFrame)
+	}
+	frame := make([]byte, 5+len(body))
+	binary.BigEndian.PutUint32(frame, uint32(1+len(body)))
+	frame[4] = byte(m.Type())
+	copy(frame[5:], body)
+	return frame, nil
+}
+
+// Write writes m as one frame.
+func Write(w io.Writer, m Message) error {
+	frame, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(frame)
+	return err
+}
+
+// ErrFrame reports a malformed frame.
+var ErrFrame = errors.New("malformed protocol frame")
+
+// Read reads one frame.
+func Read(r io.Reader) (Message, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxFrame {
+		return nil, fmt.Errorf("%w: length %d (limit %d)", ErrFrame, n, MaxFrame)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return decodeBody(body)
+}
+
+// Decode decodes one complete frame held in b.
+func Decode(b []byte) (Message, error) {
+	if len(b) < 5 {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than a header", ErrFrame, len(b))
+	}
+	n := binary.BigEndian.Uint32(b)
+	if n == 0 || n > MaxFrame || int(n) != len(b)-4 {
+		return nil, fmt.Errorf("%w: length %d does not match %d bytes", ErrFrame, n, len(b)-4)
+	}
+	return decodeBody(b[4:])
+}
+
+func decodeBody(body []byte) (Message, error) {
+	t := Type(body[0])
+	m := newMessage(t)
+	if m == nil {
+		return nil, fmt.Errorf("%w: unknown message type %d", ErrFrame, t)
+	}
+	if err := json.Unmarshal(body[1:], m); err != nil {
+		return nil, fmt.Errorf("%w: message type %d: %v", ErrFrame, t, err)
+	}
+	return m, nil
+}
+
+// ReadReply reads a reply and checks its type: an ErrorReply is returned
+// as an error, and so is any other unexpected message.
+func ReadReply[T Message](r io.Reader) (T, error) {
+	var zero T
+	m, err := Read(r)
+	if err != nil {
+		return zero, err
+	}
+	if e, ok := m.(*ErrorReply); ok {
+		return zero, e
+	}
+	if t, ok := m.(T); ok {
+		return t, nil
+	}
+	return zero, fmt.Errorf("%w: expected %T, got %T", ErrFrame, zero, m)
+}
+
+// MuxConfig is the yamux configuration both ends use. Keepalives are the
+// heartbeat: a peer that stops answering is dropped within about
+// KeepAliveInterval + ConnectionWriteTimeout.
+func MuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = 2 * time.Second
+	c.ConnectionWriteTimeout = 3 * time.Second
+	c.StreamOpenTimeout = 10 * time.Second
+	// A larger window keeps bulk transfers from stalling on round trips.
+	c.MaxStreamWindowSize = 4 << 20
+	c.LogOutput = io.Discard
+	return c
+}
+
+// CheckVersion compares the peer's version with ours.
+func CheckVersion(peer int, peerName string) error {
+	if peer != Version {
+		return fmt.Errorf("protocol version mismatch: this side speaks version %d, %s speaks version %d; use the same mirrord version on both sides", Version, peerName, peer)
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+)
+
+var samples = []Message{
+	&Hello{Version: Version, Client: "mirrord test"},
+	&HelloReply{Version: Version, Agent: "agent", Hostname: "pod-1", Resolver: Resolver{Servers: []string{"10.0.0.10"}, Search: []string{"ns.svc.cluster.local"}, Ndots: 5}},
+	&ErrorReply{Message: "connection refused", Code: "ECONNREFUSED"},
+	&EnvRequest{},
+	&EnvReply{Env: map[string]string{"A": "1", "EMPTY": ""}},
+	&DNSRequest{Query: []byte{0, 1, 2, 255}},
+	&DNSReply{Answer: []byte{9, 8}},
+	&DialRequest{Addr: "10.0.0.2:8080"},
+	&DialReply{LocalAddr: "10.0.0.1:40000", RemoteAddr: "10.0.0.2:8080"},
+	&UDPOpen{Network: "udp4"},
+	&UDPOpenReply{LocalAddr: "10.0.0.1:5000"},
+	&Datagram{Addr: "[fd00::1]:53", Data: []byte("hello")},
+}
+
+func TestRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	for _, m := range samples {
+		if err := Write(&buf, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range samples {
+		got, err := Read(&buf)
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("round trip: got %#v, want %#v", got, want)
+		}
+	}
+	if _, err := Read(&buf); err != io.EOF {
+		t.Errorf("Read at end = %v, want io.EOF", err)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	tests := []struct {
+		name  string
+		frame []byte
+	}{
+		{"short header", []byte{0, 0}},
+		{"zero length", []byte{0, 0, 0, 0, 1}},
+		{"huge length", []byte{0xff, 0xff, 0xff, 0xff, 1}},
+		{"unknown type", []byte{0, 0, 0, 3, 200, '{', '}'}},
+		{"bad json", []byte{0, 0, 0, 3, byte(TypeHello), '{', '['}},
+		{"wrong field type", append([]byte{0, 0, 0, 16, byte(TypeHello)}, []byte(`{"version":"x"}`)...)},
+		{"length mismatch", []byte{0, 0, 0, 9, byte(TypeEnvRequest), '{', '}'}},
+	}
+	for _, tt := range tests {
+		if _, err := Decode(tt.frame); !errors.Is(err, ErrFrame) {
+			t.Errorf("%s: Decode error = %v, want ErrFrame", tt.name, err)
+		}
+	}
+	if _, err := Read(bytes.NewReader([]byte{0, 0, 0, 10, 1})); err != io.ErrUnexpectedEOF {
+		t.Errorf("truncated body: %v", err)
+	}
+}
+
+func TestReadReply(t *testing.T) {
+	var buf bytes.Buffer
+	Write(&buf, &ErrorReply{Message: "no", Code: "ENOENT"})
+	Write(&buf, &EnvReply{})
+	Write(&buf, &DialReply{})
+	if _, err := ReadReply[*EnvReply](&buf); err == nil || err.Error() != "no (ENOENT)" {
+		t.Errorf("error reply: %v", err)
+	}
+	if _, err := ReadReply[*EnvReply](&buf); err != nil {
+		t.Errorf("env reply: %v", err)
+	}
+	if _, err := ReadReply[*EnvReply](&buf); !errors.Is(err, ErrFrame) {
+		t.Errorf("unexpected reply type: %v", err)
+	}
+}
+
+func TestCheckVersion(t *testing.T) {
+	if err := CheckVersion(Version, "agent"); err != nil {
+		t.Error(err)
+	}
+	if err := CheckVersion(Version+1, "the agent"); err == nil {
+		t.Error("mismatch not detected")
+	}
+}
+
+// FuzzDecode: any input gives a message or an error, never a panic, and a
+// decoded message encodes back into a frame that decodes to the same.
+func FuzzDecode(f *testing.F) {
+	for _, m := range samples {
+		b, _ := Encode(m)
+		f.Add(b)
+	}
+	f.Add([]byte{0, 0, 0, 1, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := Encode(m)
+		if err != nil {
+			t.Fatalf("re-encode %T: %v", m, err)
+		}
+		m2, err := Decode(again)
+		if err != nil {
+			t.Fatalf("decode of re-encoded %T: %v", m, err)
+		}
+		if !reflect.DeepEqual(m, m2) {
+			t.Fatalf("unstable round trip: %#v vs %#v", m, m2)
+		}
+	})
+}
