@@ -1,0 +1,198 @@
+package goshim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// helperFD is the helper's end of the socketpair: ExtraFiles[0].
+const helperFD = 3
+
+// HelperMain is the body of the hidden `mirrord goshim-helper` command; the
+// CLI must exit with its result. It runs inside the new namespaces: it
+// sets up the network and mounts, hands the TUN fd to the parent, waits for
+// the go byte and then execs the program in place, so it returns only on
+// failure. Failures are reported to the parent, which prints them.
+func HelperMain() int {
+	// Capabilities are per thread: the ambient set is cleared on the thread
+	// that then calls execve, so pin everything to one.
+	runtime.LockOSThread()
+
+	sock, err := openHelperSocket()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mirrord %s: %v (this command is internal to mirrord)\n", HelperCommand, err)
+		return 1
+	}
+	msg, err := readSetup(sock)
+	if err != nil {
+		return sock.fail(fmt.Errorf("reading the sandbox spec: %w", err), 1)
+	}
+	tun, err := setupSandbox(msg)
+	if err != nil {
+		return sock.fail(err, 1)
+	}
+	err = sock.sendFD(tun)
+	// The program must not inherit the TUN device; the parent holds it now.
+	tun.Close()
+	if err != nil {
+		return sock.fail(fmt.Errorf("sending the TUN fd: %w", err), 1)
+	}
+	if !sock.waitGo() {
+		return 1 // the parent gave up (or died): nothing to report to
+	}
+	code, err := execProgram(msg.Spec)
+	return sock.fail(err, code)
+}
+
+// helperSocket is the helper's end of the socketpair.
+type helperSocket struct{ f *os.File }
+
+// openHelperSocket checks that fd 3 is what Start passed, and makes it
+// close-on-exec: the parent takes EOF as "the program was exec'd".
+func openHelperSocket() (*helperSocket, error) {
+	typ, err := unix.GetsockoptInt(helperFD, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return nil, fmt.Errorf("fd %d is not the socket mirrord passes to its helper", helperFD)
+	}
+	unix.CloseOnExec(helperFD)
+	return &helperSocket{f: os.NewFile(helperFD, "goshim-socket")}, nil
+}
+
+func readSetup(sock *helperSocket) (setupMessage, error) {
+	var msg setupMessage
+	typ, payload, err := readFrame(sock.f)
+	if err != nil {
+		return msg, err
+	}
+	if typ != frameSetup {
+		return msg, fmt.Errorf("unexpected %q frame", typ)
+	}
+	if err := json.Unmarshal(payload, &msg); err != nil {
+		return msg, fmt.Errorf("decoding: %w", err)
+	}
+	return msg, nil
+}
+
+// sendFD sends a TUN frame with f's descriptor attached.
+func (s *helperSocket) sendFD(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	frame := encodeFrame(frameTUN, nil)
+	var n int
+	// Control, unlike Fd, leaves the descriptor non-blocking, which the
+	// parent's packet loop wants.
+	cerr := rc.Control(func(fd uintptr) {
+		n, err = unix.SendmsgN(helperFD, frame, unix.UnixRights(int(fd)), nil, 0)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return err
+	}
+	_, err = s.f.Write(frame[n:]) // a stream socket may take the header in parts
+	return err
+}
+
+// waitGo waits for the parent's go byte. EOF means the parent closed the
+// sandbox before starting the program.
+func (s *helperSocket) waitGo() bool {
+	b := make([]byte, 1)
+	_, err := io.ReadFull(s.f, b)
+	return err == nil && b[0] == goByte
+}
+
+// fail reports err to the parent and returns the exit code to use.
+func (s *helperSocket) fail(err error, code int) int {
+	if _, werr := s.f.Write(encodeError(err)); werr != nil {
+		// The parent is gone; stderr is the only place left.
+		fmt.Fprintf(os.Stderr, "mirrord: %v\n", err)
+	}
+	return code
+}
+
+// setupSandbox prepares the namespaces and returns the TUN device.
+func setupSandbox(msg setupMessage) (*os.File, error) {
+	tun, err := setupNetwork(msg.Spec.MTU)
+	if err != nil {
+		return nil, err
+	}
+	if err := setupMounts(msg.Binds); err != nil {
+		tun.Close()
+		return nil, err
+	}
+	if msg.Spec.Hostname != "" {
+		if err := unix.Sethostname([]byte(msg.Spec.Hostname)); err != nil {
+			tun.Close()
+			return nil, capError("setting the hostname", err)
+		}
+	}
+	return tun, nil
+}
+
+// execProgram replaces the helper with the program. It returns only on
+// failure, with a shell-style exit code: 127 not found, 126 not executable.
+func execProgram(spec Spec) (int, error) {
+	// The program must not keep the helper's powers over the sandbox (e.g.
+	// rerouting around the TUN device); a non-root uid then execs with no
+	// capabilities at all.
+	if err := dropInheritableCaps(); err != nil {
+		return 1, err
+	}
+	if spec.Dir != "" {
+		if err := os.Chdir(spec.Dir); err != nil {
+			return 1, fmt.Errorf("changing to the working directory: %w", err)
+		}
+	}
+	path, err := lookPath(spec.Path, spec.Env)
+	if err != nil {
+		return execExitCode(err), err
+	}
+	argv := spec.Args
+	if len(argv) == 0 {
+		argv = []string{spec.Path}
+	}
+	env := spec.Env
+	if env == nil {
+		env = []string{}
+	}
+	err = syscall.Exec(path, argv, env)
+	return execExitCode(err), fmt.Errorf("exec %s: %w", path, err)
+}
+
+// dropInheritableCaps clears the ambient set and the inheritable set
+// (which Go filled to be allowed to raise the ambient one: a binary with
+// inheritable file capabilities could still pick them up). Capabilities
+// are per thread, and this is the thread that execs.
+func dropInheritableCaps() error {
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clearing ambient capabilities: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("reading capabilities: %w", err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("clearing inheritable capabilities: %w", err)
+	}
+	return nil
+}
+
+func execExitCode(err error) int {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, exec.ErrNotFound) {
+		return 127
+	}
+	return 126
+}
