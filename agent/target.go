@@ -181,4 +181,3 @@ func errorCode(err error) string {
 	}
 	return ""
 }
-

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/alecthomas/kong"
 	"github.com/willabides/kongplete"
@@ -26,7 +24,8 @@ type CLI struct {
 	Config       ConfigCmd       `cmd:"" help:"Inspect the configuration format."`
 	Container    ContainerCmd    `cmd:"" help:"Run a local container in the context of a remote target (not yet supported)."`
 	Completions  CompletionsCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
-	Agent        AgentCmd        `cmd:"" hidden:"" help:"Run the in-cluster agent."`
+	Agent        AgentCmd        `cmd:"" hidden:"" help:"Run the agent (the side next to the target)."`
+	GoshimHelper GoshimHelperCmd `cmd:"" name:"goshim-helper" hidden:"" help:"Internal: set up a sandbox and exec the program in it."`
 }
 
 // Env gives commands the process environment and output streams, so that
@@ -99,9 +98,9 @@ func run(args []string, env *Env) (code int) {
 		fmt.Fprintf(env.Stderr, "mirrord: %v\n", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	kctx.BindTo(ctx, (*context.Context)(nil))
+	// Commands install their own signal handling: exec forwards signals
+	// to the program instead of stopping on them.
+	kctx.BindTo(context.Background(), (*context.Context)(nil))
 	if err := kctx.Run(); err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) {

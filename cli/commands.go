@@ -54,7 +54,8 @@ type ExecCmd struct {
 	AgentFlags
 	KubeFlags
 	ExecFlags
-	Command []string `arg:"" passthrough:"partial" name:"command" help:"The command to run, with its arguments."`
+	AgentAddr string   `name:"agent-addr" env:"MIRRORD_AGENT_ADDR" placeholder:"HOST:PORT" help:"Use the agent already running at this address instead of starting one (config: connect_tcp)."`
+	Command   []string `arg:"" passthrough:"partial" name:"command" help:"The command to run, with its arguments."`
 }
 
 func (c *ExecCmd) settings() []config.Setting {
@@ -66,22 +67,46 @@ func (c *ExecCmd) settings() []config.Setting {
 	return s
 }
 
-// Run resolves the config and connects to the cluster. Running the
-// command in the target's context needs the agent (not built yet), so it
-// stops there with a clear message.
+// Run runs the command in the target's context. The agent is one that
+// already runs (--agent-addr, MIRRORD_AGENT_ADDR or connect_tcp), one this
+// command starts for a local process (-t pid/PID), or, for Kubernetes
+// targets, one in the cluster (not built yet).
 func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
 	cfg, err := loadConfig(env, &c.ConfigFlags, c.settings())
 	if err != nil {
 		return err
 	}
+	if len(c.Command) > 0 && c.Command[0] == "--" {
+		c.Command = c.Command[1:]
+	}
 	if len(c.Command) == 0 {
 		return errors.New("exec: no command given; usage: mirrord exec [flags] -- COMMAND [ARGS...]")
+	}
+	log, closeLog, err := newLogger(env)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	addr := c.AgentAddr
+	if addr == "" && cfg.ConnectTCP != nil {
+		addr = *cfg.ConnectTCP
+	}
+	if addr == "" && cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
+		var done func()
+		addr, done, err = startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
+		if err != nil {
+			return err
+		}
+		defer done()
+	}
+	if addr != "" {
+		return c.runWithAgent(ctx, env, cfg, addr, log)
 	}
 	client, err := connect(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	return notBuilt(fmt.Sprintf("exec: connected to %s, but running a process in a target's context is not built yet (the agent and the local engines come next)", client.Where))
+	return notBuilt(fmt.Sprintf("exec: connected to %s, but running an agent in Kubernetes is not built yet; use --agent-addr or -t pid/PID", client.Where))
 }
 
 // PortForwardCmd is `mirrord port-forward`.
@@ -229,13 +254,6 @@ type ContainerCmd struct {
 
 func (c *ContainerCmd) Run() error {
 	return notBuilt("container: running a local container in a target's context is not yet supported")
-}
-
-// AgentCmd is the hidden `mirrord agent`, the in-cluster side.
-type AgentCmd struct{}
-
-func (c *AgentCmd) Run() error {
-	return notBuilt("agent: the agent is not built yet")
 }
 
 // notBuilt reports a feature that does not exist yet: exit status 2, so

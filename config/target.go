@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/mirrord-go/mirrord/version"
@@ -67,6 +68,9 @@ var targetKinds = map[string]string{
 	"statefulset": "statefulset", "statefulsets": "statefulset", "sts": "statefulset",
 	"service": "service", "services": "service", "svc": "service",
 	"replicaset": "replicaset", "replicasets": "replicaset", "rs": "replicaset",
+	// pid/<PID>: a process on this machine, for local testing; mirrord
+	// starts the agent itself.
+	"pid": "pid",
 }
 
 // targetKeys are the keys of the object form of a target path.
@@ -119,6 +123,12 @@ func (tp *TargetPath) parse(d *decoder, p Path, s string) bool {
 	if t.Name == "" || (len(parts) > 2 && t.Container == "") {
 		d.errs.add(p, "invalid target %q: empty name; expected %s", s, targetForms)
 		return false
+	}
+	if kind == "pid" {
+		if n, err := strconv.Atoi(t.Name); err != nil || n <= 0 || len(parts) > 2 {
+			d.errs.add(p, "invalid target %q: expected pid/<process id>, such as pid/4242", s)
+			return false
+		}
 	}
 	*tp = t
 	return true

@@ -75,9 +75,13 @@ func New(fd int, h Handler, opts Options) (*Stack, error) {
 		MTU:                opts.MTU,
 		EthernetHeader:     false,
 		PacketDispatchMode: fdbased.RecvMMsg,
-		// The TUN device needs no checksums: both ends are on this machine.
+		// Packets from the kernel arrive with checksums complete, so
+		// checking them again is wasted work. Packets to the kernel must
+		// carry correct checksums: a TUN device without a virtio-net
+		// header has no way to say "checksum not computed", and the
+		// kernel drops TCP segments with bad ones.
 		RXChecksumOffload: true,
-		TXChecksumOffload: true,
+		TXChecksumOffload: false,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("netstack: TUN endpoint: %v", err)

@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mirrord-go/mirrord/agent"
+	"github.com/mirrord-go/mirrord/goshim"
+)
+
+// AgentCmd is the hidden `mirrord agent`, the side next to the target.
+type AgentCmd struct {
+	TargetPID          int           `name:"target-pid" help:"Process whose namespaces to work in. Absent: targetless (the agent's own)."`
+	Listen             string        `name:"listen" default:"0.0.0.0:0" help:"Address to listen on for clients."`
+	TTL                time.Duration `name:"ttl" default:"1s" help:"How long to keep running after the last client left."`
+	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"60s" help:"How long to wait for the first client."`
+}
+
+// Run serves until the TTL expires. The first line on stdout is
+// "agent listening on ADDR", which a parent process can read to learn
+// the port.
+func (c *AgentCmd) Run(env *Env) error {
+	log, closeLog, err := newLogger(env)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return agent.Run(ctx, agent.Options{
+		TargetPID:          c.TargetPID,
+		Listen:             c.Listen,
+		TTL:                c.TTL,
+		FirstClientTimeout: c.FirstClientTimeout,
+		Logger:             log,
+		Ready: func(addr net.Addr) {
+			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
+		},
+	})
+}
+
+// GoshimHelperCmd is the process goshim starts inside new namespaces.
+type GoshimHelperCmd struct{}
+
+func (GoshimHelperCmd) Run() error {
+	if code := goshim.HelperMain(); code != 0 {
+		return &ExitError{Code: code}
+	}
+	return nil
+}

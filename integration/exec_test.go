@@ -1,0 +1,250 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func writeConfig(t *testing.T, json string) string {
+	p := filepath.Join(t.TempDir(), "mirrord.json")
+	if err := os.WriteFile(p, []byte(json), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustContain(t *testing.T, out string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+// TestOutgoingDNSEnv is the main path: a dynamic binary (curl), a static
+// Go binary and Python get the pod's DNS, network and environment.
+func TestOutgoingDNSEnv(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+
+	t.Run("curl", func(t *testing.T) {
+		out, err := f.mirrord(ctx(t), nil, "--", "curl", "-sS", "--max-time", "10", "http://"+svcName+":8080/")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, svcBody)
+	})
+	t.Run("curl short name through search domains", func(t *testing.T) {
+		out, err := f.mirrord(ctx(t), nil, "--", "curl", "-sS", "--max-time", "10", "http://db:8080/")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, svcBody)
+	})
+	want := []string{"dns " + svcIP, "tcp " + svcBody, "udp echo:ping", "env " + secret}
+	t.Run("static go binary", func(t *testing.T) {
+		out, err := f.mirrord(ctx(t), nil, "--", goclientBin, svcName)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, want...)
+	})
+	t.Run("python", func(t *testing.T) {
+		py, err := exec.LookPath("python3")
+		if err != nil {
+			t.Fatal("python3 is needed for this test")
+		}
+		out, err := f.mirrord(ctx(t), nil, "--", py, "testdata/pyclient.py", svcName)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, want...)
+	})
+	t.Run("getent (glibc resolver)", func(t *testing.T) {
+		out, err := f.mirrord(ctx(t), nil, "--", "sh", "-c", "getent hosts "+svcName)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, svcIP)
+	})
+}
+
+// TestOutgoingFilter: a local filter sends one destination to this
+// machine's network while the rest goes through the pod.
+func TestOutgoingFilter(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+
+	cfg := writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"local": ["`+localIP+`"]}}}}}`)
+	out, err := f.mirrord(ctx(t), nil, "-f", cfg, "--", "sh", "-c",
+		"curl -sS --max-time 10 http://"+localIP+":8080/; echo; curl -sS --max-time 10 http://"+svcName+":8080/")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, out, localBody, svcBody)
+
+	// Without the filter, the local address goes to the pod, which has
+	// no route to it.
+	out, err = f.mirrord(ctx(t), nil, "--", "curl", "-sS", "--max-time", "5", "http://"+localIP+":8080/")
+	if err == nil || strings.Contains(out, localBody) {
+		t.Errorf("without a filter %s was reached locally: %v\n%s", localIP, err, out)
+	}
+
+	// A remote filter: only the svc port goes remote, UDP to the local
+	// address stays local.
+	cfg = writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"remote": ["tcp://`+svcName+`:8080"]}}}}}`)
+	out, err = f.mirrord(ctx(t), nil, "-f", cfg, "--", "sh", "-c",
+		"curl -sS --max-time 10 http://"+svcName+":8080/; echo; curl -sS --max-time 10 http://"+localIP+":8080/")
+	if err != nil {
+		t.Fatalf("remote filter: %v\n%s", err, out)
+	}
+	mustContain(t, out, svcBody, localBody)
+}
+
+// TestDNSFilter: a name in dns.filter.local resolves with this machine's
+// resolver, which here answers with the local address.
+func TestDNSFilter(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	cfg := writeConfig(t, `{"feature": {"network": {
+		"dns": {"filter": {"local": ["`+svcName+`"]}},
+		"outgoing": {"filter": {"local": ["`+localIP+`"]}}}}}`)
+	out, err := f.mirrord(ctx(t), nil, "-f", cfg, "--", goclientBin, svcName)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, out, "dns "+localIP, "tcp "+localBody, "udp local-echo:ping")
+
+	// --no-remote-dns: everything resolves locally.
+	out, err = f.mirrord(ctx(t), nil, "--no-remote-dns", "--", "getent", "hosts", "localonly.test")
+	if err != nil {
+		t.Fatalf("--no-remote-dns: %v\n%s", err, out)
+	}
+	mustContain(t, out, localIP)
+}
+
+// TestEnv checks include/exclude/override/mapping/unset/env_file.
+func TestEnv(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	envFile := filepath.Join(t.TempDir(), ".env")
+	os.WriteFile(envFile, []byte("FROM_FILE=yes\nDB_HOST=file-db\n"), 0o600)
+	tests := []struct {
+		name  string
+		cfg   string
+		env   []string
+		args  []string
+		wants []string
+		nots  []string
+	}{
+		{"defaults", `{}`, []string{"LOCAL_ONLY=1"}, nil,
+			[]string{"SECRET_TOKEN=" + secret, "DB_HOST=db", "LOCAL_ONLY=1"}, []string{"PATH=/remote/bin"}},
+		{"include", `{"feature": {"env": {"include": "DB_*"}}}`, nil, nil,
+			[]string{"DB_HOST=db", "DB_PASSWORD=pw"}, []string{"SECRET_TOKEN="}},
+		{"exclude flag", `{}`, nil, []string{"-x", "DB_PASSWORD;SECRET_*"},
+			[]string{"DB_HOST=db"}, []string{"DB_PASSWORD=", "SECRET_TOKEN="}},
+		{"override, mapping, unset, env file", `{"feature": {"env": {
+			"override": {"DB_HOST": "localhost"}, "mapping": {".+_TIMEOUT": "1000"},
+			"unset": ["local_unset"], "env_file": "` + envFile + `"}}}`, []string{"LOCAL_UNSET=x"}, nil,
+			[]string{"DB_HOST=localhost", "CONNECT_TIMEOUT=1000", "READ_TIMEOUT=1000", "FROM_FILE=yes"}, []string{"LOCAL_UNSET="}},
+		{"env off", `{"feature": {"env": false}}`, nil, nil, nil, []string{"SECRET_TOKEN="}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"-f", writeConfig(t, tt.cfg)}, tt.args...)
+			args = append(args, "--", "env")
+			out, err := f.mirrord(ctx(t), tt.env, args...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			lines := "\n" + out
+			for _, w := range tt.wants {
+				if !strings.Contains(lines, "\n"+w+"\n") {
+					t.Errorf("env lacks %s:\n%s", w, out)
+				}
+			}
+			for _, n := range tt.nots {
+				if strings.Contains(lines, "\n"+n) {
+					t.Errorf("env has %s:\n%s", n, out)
+				}
+			}
+		})
+	}
+}
+
+// TestExitAndSignals: the exit status and signals pass through.
+func TestExitAndSignals(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	_, err := f.mirrord(ctx(t), nil, "--", "sh", "-c", "exit 7")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Errorf("exit status: %v, want 7", err)
+	}
+	out, err := f.mirrord(ctx(t), nil, "--", "no-such-command-xyz")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 127 {
+		t.Errorf("missing command: %v, want exit 127\n%s", err, out)
+	}
+	mustContain(t, out, "no-such-command-xyz")
+
+	// SIGTERM to mirrord reaches the program, which reports it.
+	script := `trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done`
+	cmd := exec.Command("unshare", "-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
+		f.resolvConf, mirrordBin, "exec", "--agent-addr", f.agentAddr, "--", "sh", "-c", script)
+	var buf strings.Builder
+	cmd.Stdout = &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "program ready", func() bool { return strings.Contains(buf.String(), "ready") })
+	cmd.Process.Signal(syscall.SIGTERM)
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(buf.String(), "got-term") {
+		t.Errorf("SIGTERM: %v, output %q; want exit 3 after got-term", err, buf.String())
+	}
+}
+
+// TestKillLeavesNothing: SIGKILL on the CLI leaves no program, no agent,
+// no sandbox behind.
+func TestKillLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	agent := f.startAgent("--ttl", "1s")
+	marker := fmt.Sprintf("mirrord-kill-test-%d", time.Now().UnixNano())
+	cmd := exec.Command("unshare", "-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
+		f.resolvConf, mirrordBin, "exec", "--agent-addr", f.agentAddr, "--", "sh", "-c", "echo ready; exec sleep 600 # "+marker)
+	var buf strings.Builder
+	cmd.Stdout = &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "program ready", func() bool { return strings.Contains(buf.String(), "ready") })
+	// unshare exec'd mirrord: the pid is mirrord's.
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- agent.Wait() }()
+	select {
+	case <-done:
+		t.Logf("agent exited %v after the CLI was killed", time.Since(start).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Error("agent still running 5s after the CLI was killed")
+	}
+	waitFor(t, "the program to be gone", func() bool {
+		out, _ := exec.Command("pgrep", "-f", marker).Output()
+		return len(strings.TrimSpace(string(out))) == 0
+	})
+}
