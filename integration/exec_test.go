@@ -222,16 +222,33 @@ func TestExitAndSignals(t *testing.T) {
 func TestKillLeavesNothing(t *testing.T) {
 	f := newFixture(t)
 	agent := f.startAgent("--ttl", "1s")
-	marker := fmt.Sprintf("mirrord-kill-test-%d", time.Now().UnixNano())
+	// A sleep with a duration no other process uses, to find it by.
+	marker := fmt.Sprintf("sleep %d", 100000+time.Now().UnixNano()%100000)
+	outFile := filepath.Join(t.TempDir(), "out")
+	out, err := os.Create(outFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
 	cmd := exec.Command("unshare", "-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
-		f.resolvConf, mirrordBin, "exec", "--agent-addr", f.agentAddr, "--", "sh", "-c", "echo ready; exec sleep 600 # "+marker)
-	var buf strings.Builder
-	cmd.Stdout = &buf
+		f.resolvConf, mirrordBin, "exec", "--agent-addr", f.agentAddr, "--", "sh", "-c", "echo ready; exec "+marker)
+	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "program ready", func() bool { return strings.Contains(buf.String(), "ready") })
-	// unshare exec'd mirrord: the pid is mirrord's.
+	waitFor(t, "program ready", func() bool {
+		b, _ := os.ReadFile(outFile)
+		return strings.Contains(string(b), "ready")
+	})
+	sandboxNetns := func() string {
+		pid, _ := exec.Command("pgrep", "-f", "^"+marker+"$").Output()
+		link, _ := os.Readlink("/proc/" + strings.TrimSpace(string(pid)) + "/ns/net")
+		return link
+	}
+	if sandboxNetns() == "" {
+		t.Fatal("cannot find the program")
+	}
+	// unshare and sh exec'd mirrord: the pid is mirrord's.
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	start := time.Now()
@@ -243,8 +260,10 @@ func TestKillLeavesNothing(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("agent still running 5s after the CLI was killed")
 	}
+	// The program was the last process in the sandbox's namespaces: when
+	// it is gone, so are they and the TUN device.
 	waitFor(t, "the program to be gone", func() bool {
-		out, _ := exec.Command("pgrep", "-f", marker).Output()
+		out, _ := exec.Command("pgrep", "-f", "^"+marker+"$").Output()
 		return len(strings.TrimSpace(string(out))) == 0
 	})
 }
