@@ -10,14 +10,15 @@ BIN := bin/mirrord
 # Static binary: the same file runs locally and as the in-cluster agent.
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit lint demo e2e bench clean
+.PHONY: all build deps test unit lint demo e2e bench clean
 
 all: build
 
 build:
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mirrord
 
-## unit: unit and hermetic tests, with a closing summary line.
+## unit: unit tests and the hermetic integration tests (network
+## namespaces; they need root), with a closing summary line.
 unit:
 	@scripts/gotest.sh ./...
 
@@ -27,8 +28,12 @@ lint:
 	go vet ./...
 	go tool staticcheck ./...
 
+## deps: system tools the tests use (iproute2, curl, python3, ...).
+deps:
+	@scripts/deps.sh
+
 ## test: everything CI checks.
-test: lint build unit
+test: deps lint build unit
 
 demo:
 	@echo "make demo: not built yet — it needs the agent (issue 4), the Kubernetes transport (issue 8) and the kind harness (issue 7)." >&2
@@ -38,9 +43,9 @@ e2e:
 	@echo "make e2e: not built yet — the kind harness is issue 7." >&2
 	@exit 2
 
-bench:
-	@echo "make bench: not built yet — there is no data path to measure before the agent and engines exist." >&2
-	@exit 2
+## bench: throughput side by side (needs root); writes bench/results.md.
+bench: deps
+	go test -tags bench -run TestBench -count=1 -v -timeout 20m ./integration
 
 clean:
 	rm -rf bin

@@ -267,3 +267,20 @@ func TestKillLeavesNothing(t *testing.T) {
 		return len(strings.TrimSpace(string(out))) == 0
 	})
 }
+
+// TestLocalPidTarget: with -t pid/PID the CLI starts the agent itself.
+func TestLocalPidTarget(t *testing.T) {
+	f := newFixture(t)
+	cmd := exec.CommandContext(ctx(t), "unshare", "-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
+		f.resolvConf, mirrordBin, "exec", "-t", fmt.Sprintf("pid/%d", f.podPID), "--", goclientBin, svcName)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, string(out), "dns "+svcIP, "tcp "+svcBody, "udp echo:ping", "env "+secret)
+	// The agent it started goes away by itself.
+	waitFor(t, "the local agent to exit", func() bool {
+		out, _ := exec.Command("pgrep", "-f", fmt.Sprintf("agent --target-pid %d ", f.podPID)).Output()
+		return len(strings.TrimSpace(string(out))) == 0
+	})
+}

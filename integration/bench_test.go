@@ -1,0 +1,154 @@
+//go:build bench
+
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The benchmark runs each path several times, alternating them, and keeps
+// the median, so that both sides of a ratio see the same machine state.
+const (
+	benchBytes = 1 << 30
+	benchRuns  = 5
+)
+
+// serveSink counts bytes until EOF and answers with the count.
+func serveSink(t *testing.T, ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				n, _ := io.Copy(io.Discard, c)
+				io.WriteString(c, strconv.FormatInt(n, 10))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+}
+
+func median(xs []float64) float64 {
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
+}
+
+func parseRate(t *testing.T, out string) float64 {
+	lines := strings.Fields(strings.TrimSpace(out))
+	v, err := strconv.ParseFloat(lines[len(lines)-1], 64)
+	if err != nil {
+		t.Fatalf("bulk output %q", out)
+	}
+	return v
+}
+
+// TestBench measures bulk TCP throughput through the netstack engine and
+// through the agent, each next to its direct baseline, and writes
+// ../bench/results.md.
+func TestBench(t *testing.T) {
+	dir := t.TempDir()
+	bulk := filepath.Join(dir, "bulk")
+	build := exec.Command("go", "build", "-o", bulk, "./testdata/bulk")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	f := newFixture(t)
+	f.startAgent("--ttl", "30s")
+
+	// Sinks: on loopback and on this machine's end of the local link
+	// (both served by this process), and in the svc namespace.
+	lo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveSink(t, lo)
+	hostSink, err := net.Listen("tcp", hostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveSink(t, hostSink)
+	var svcSink net.Listener
+	inNetns(t, f.svc, func() (err error) { svcSink, err = net.Listen("tcp", svcIP+":9999"); return err })
+	serveSink(t, svcSink)
+
+	size := strconv.Itoa(benchBytes)
+	localCfg := writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"local": ["`+hostIP+`"]}}}}}`)
+	paths := []struct {
+		name string
+		run  func() (string, error)
+	}{
+		{"loopback (no mirrord)", func() (string, error) {
+			out, err := exec.Command(bulk, lo.Addr().String(), size).CombinedOutput()
+			return string(out), err
+		}},
+		{"netstack engine to a local sink", func() (string, error) {
+			return f.mirrord(ctx(t), nil, "-f", localCfg, "--", bulk, hostSink.Addr().String(), size)
+		}},
+		{"direct in the pod namespace (no mirrord)", func() (string, error) {
+			out, err := exec.Command("ip", "netns", "exec", f.pod, bulk, svcIP+":9999", size).CombinedOutput()
+			return string(out), err
+		}},
+		{"through the agent (netstack + agent)", func() (string, error) {
+			return f.mirrord(ctx(t), nil, "--", bulk, svcIP+":9999", size)
+		}},
+	}
+	rates := make([][]float64, len(paths))
+	for run := 0; run < benchRuns; run++ {
+		for i, p := range paths {
+			out, err := p.run()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", p.name, err, out)
+			}
+			rates[i] = append(rates[i], parseRate(t, out))
+		}
+	}
+	med := make([]float64, len(paths))
+	for i := range paths {
+		med[i] = median(append([]float64(nil), rates[i]...))
+		t.Logf("%-45s median %8.1f MB/s  runs %v", paths[i].name, med[i], rates[i])
+	}
+	netstackRatio := med[1] / med[0]
+	agentRatio := med[3] / med[2]
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmark results\n\nWritten by `make bench` on %s (%s/%s, %d CPUs, %s).\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(&b, "Bulk TCP upload of %d MiB per run, %d runs per path, paths interleaved; medians.\n\n", benchBytes>>20, benchRuns)
+	b.WriteString("| Path | Median MB/s | Runs (MB/s) |\n|---|---:|---|\n")
+	for i, p := range paths {
+		fmt.Fprintf(&b, "| %s | %.1f | %s |\n", p.name, med[i], fmtRuns(rates[i]))
+	}
+	fmt.Fprintf(&b, "\n| Ratio | Value | Target |\n|---|---:|---|\n")
+	fmt.Fprintf(&b, "| netstack engine / loopback | %.2f | ≥ 0.30 |\n", netstackRatio)
+	fmt.Fprintf(&b, "| through the agent / direct in the pod | %.2f | (reported) |\n", agentRatio)
+	if err := os.MkdirAll("../bench", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("../bench/results.md", []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("netstack/loopback = %.2f, agent/direct = %.2f; wrote bench/results.md", netstackRatio, agentRatio)
+}
+
+func fmtRuns(xs []float64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,48 @@
+// Command bulk measures TCP throughput: it sends BYTES to a sink at ADDR,
+// half-closes, waits for the sink to confirm it read everything, and prints
+// the rate in MB/s (10^6 bytes per second).
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: bulk ADDR BYTES")
+		os.Exit(2)
+	}
+	n, err := strconv.ParseInt(os.Args[2], 10, 64)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	start := time.Now()
+	c, err := net.Dial("tcp", os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buf := make([]byte, 256<<10)
+	for sent := int64(0); sent < n; {
+		chunk := min(int64(len(buf)), n-sent)
+		if _, err := c.Write(buf[:chunk]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		sent += chunk
+	}
+	c.(*net.TCPConn).CloseWrite()
+	ack, err := io.ReadAll(c)
+	if err != nil || string(ack) != strconv.FormatInt(n, 10) {
+		fmt.Fprintf(os.Stderr, "sink confirmed %q, %v\n", ack, err)
+		os.Exit(1)
+	}
+	secs := time.Since(start).Seconds()
+	fmt.Printf("%.1f\n", float64(n)/secs/1e6)
+}

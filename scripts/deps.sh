@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system tools the tests use, if they are missing. Idempotent:
+# it does nothing when everything is there.
+set -euo pipefail
+declare -A pkg=([ip]=iproute2 [curl]=curl [unshare]=util-linux [getent]=libc-bin [python3]=python3 [pgrep]=procps)
+missing=()
+for cmd in "${!pkg[@]}"; do
+	command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+	echo "deps: missing ${missing[*]}; install them (Debian/Ubuntu: apt-get install ${missing[*]})" >&2
+	exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null
