@@ -29,9 +29,8 @@ type Proxy struct {
 	outgoing addrfilter.Set
 	dns      addrfilter.Set
 
-	names     *nameCache
-	localDNS  *localResolver
-	resolveMu sync.Mutex
+	names    *nameCache
+	localDNS *localResolver
 }
 
 // Connect connects to an agent at addr and checks the protocol version.
@@ -300,6 +299,3 @@ func (p *Proxy) anyMatch(ctx context.Context, fs []addrfilter.Filter, t addrfilt
 	}
 	return false
 }
-
-// Debug logging helper for tests and MIRRORD_LOG_LEVEL=debug.
-func (p *Proxy) logf(msg string, args ...any) { p.log.Debug(msg, args...) }
