@@ -61,7 +61,7 @@ func TestOutgoingDNSEnv(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
-		mustContain(t, out, want...)
+		mustContain(t, out, append(want, "txt hello")...)
 	})
 	t.Run("python", func(t *testing.T) {
 		py, err := exec.LookPath("python3")

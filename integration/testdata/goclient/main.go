@@ -27,6 +27,12 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println("dns", addrs[0])
+	// A record type other than A/AAAA: the agent forwards whole answers.
+	if txt, err := net.DefaultResolver.LookupTXT(ctx, host); err == nil && len(txt) > 0 {
+		fmt.Println("txt", txt[0])
+	} else {
+		fmt.Println("txt error", err)
+	}
 
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + net.JoinHostPort(host, "8080") + "/")
