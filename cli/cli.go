@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/alecthomas/kong"
 	"github.com/willabides/kongplete"
@@ -93,6 +95,13 @@ func run(args []string, env *Env) (code int) {
 			kongplete.Complete(parser)
 		}
 	}
+	implicit := false
+	if isProgramPath(args, parser) {
+		// `go test -exec mirrord` runs `mirrord <test binary> <args>`:
+		// a path where a subcommand would be means "exec this".
+		args = append([]string{"exec", "--"}, args...)
+		implicit = true
+	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "mirrord: %v\n", err)
@@ -101,6 +110,9 @@ func run(args []string, env *Env) (code int) {
 	// Commands install their own signal handling: exec forwards signals
 	// to the program instead of stopping on them.
 	kctx.BindTo(context.Background(), (*context.Context)(nil))
+	if implicit {
+		cli.Exec.implicit = true
+	}
 	if err := kctx.Run(); err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) {
@@ -113,4 +125,23 @@ func run(args []string, env *Env) (code int) {
 		return 1
 	}
 	return 0
+}
+
+// isProgramPath reports whether args start with a program to run rather
+// than a subcommand or a flag: a path with a slash, or the name of an
+// existing file that is not also a subcommand.
+func isProgramPath(args []string, parser *kong.Kong) bool {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return false
+	}
+	for _, n := range parser.Model.Children {
+		if n.Name == args[0] || slices.Contains(n.Aliases, args[0]) {
+			return false
+		}
+	}
+	if strings.Contains(args[0], "/") {
+		return true
+	}
+	st, err := os.Stat(args[0])
+	return err == nil && !st.IsDir()
 }

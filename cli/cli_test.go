@@ -240,3 +240,44 @@ func TestVerifyConfigSpecCorpus(t *testing.T) {
 		}
 	}
 }
+
+func TestProgramPathMeansExec(t *testing.T) {
+	var root CLI
+	env := &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
+	parser, err := newParser(&root, env, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(t.TempDir(), "pkg.test")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755)
+	tests := []struct {
+		args []string
+		want bool
+	}{
+		{[]string{exe, "-test.v"}, true},
+		{[]string{"./pkg.test"}, true},
+		{[]string{"exec", "--", "x"}, false},
+		{[]string{"ls"}, false}, // a subcommand, even if a file "ls" existed
+		{[]string{"--version"}, false},
+		{nil, false},
+	}
+	for _, tt := range tests {
+		if got := isProgramPath(tt.args, parser); got != tt.want {
+			t.Errorf("isProgramPath(%q) = %v, want %v", tt.args, got, tt.want)
+		}
+	}
+}
+
+func TestFindProjectConfig(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, ".mirrord"), 0o755)
+	os.WriteFile(filepath.Join(root, ".mirrord", "mirrord.toml"), []byte(""), 0o644)
+	deep := filepath.Join(root, "a", "b")
+	os.MkdirAll(deep, 0o755)
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(deep)
+	if got := findProjectConfig(); got != filepath.Join(root, ".mirrord", "mirrord.toml") {
+		t.Errorf("findProjectConfig() = %q", got)
+	}
+}

@@ -54,6 +54,11 @@ type ExecCmd struct {
 	AgentFlags
 	KubeFlags
 	ExecFlags
+	// implicit is set when mirrord was called as `mirrord PROGRAM ARGS`
+	// (go test -exec mirrord): the config file may then also come from
+	// .mirrord/ above the working directory.
+	implicit bool
+
 	AgentAddr string   `name:"agent-addr" env:"MIRRORD_AGENT_ADDR" placeholder:"HOST:PORT" help:"Use the agent already running at this address instead of starting one (config: connect_tcp)."`
 	Command   []string `arg:"" passthrough:"partial" name:"command" help:"The command to run, with its arguments."`
 }
@@ -72,6 +77,11 @@ func (c *ExecCmd) settings() []config.Setting {
 // command starts for a local process (-t pid/PID), or, for Kubernetes
 // targets, one in the cluster (not built yet).
 func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
+	if c.implicit && c.ConfigFile == "" {
+		if _, ok := lookup(env, "MIRRORD_CONFIG_FILE"); !ok {
+			c.ConfigFile = findProjectConfig()
+		}
+	}
 	cfg, err := loadConfig(env, &c.ConfigFlags, c.settings())
 	if err != nil {
 		return err
@@ -280,4 +290,28 @@ func (c *CompletionsCmd) Run(env *Env) error {
 		fmt.Fprintf(env.Stdout, "complete -c mirrord -f -a '(env COMP_LINE=(commandline -cp) %s)'\n", self)
 	}
 	return nil
+}
+
+// findProjectConfig looks for .mirrord/mirrord.{json,toml,yaml,yml} in the
+// working directory and its parents, as the IDE plugins do, so that
+// `go test -exec mirrord ./...` finds the project's config from any
+// package directory.
+func findProjectConfig() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		for _, ext := range []string{"json", "toml", "yaml", "yml"} {
+			p := filepath.Join(dir, ".mirrord", "mirrord."+ext)
+			if st, err := os.Stat(p); err == nil && !st.IsDir() {
+				return p
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
 }

@@ -61,7 +61,7 @@ func TestOutgoingDNSEnv(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
-		mustContain(t, out, append(want, "txt hello")...)
+		mustContain(t, out, append(want, "txt hello", "hostname "+podHostname)...)
 	})
 	t.Run("python", func(t *testing.T) {
 		py, err := exec.LookPath("python3")
@@ -73,6 +73,15 @@ func TestOutgoingDNSEnv(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		mustContain(t, out, want...)
+	})
+	t.Run("hostname", func(t *testing.T) {
+		out, err := f.mirrord(ctx(t), nil, "--", "sh", "-c", "hostname; cat /etc/hostname")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if out != podHostname+"\n"+podHostname+"\n" {
+			t.Errorf("hostname and /etc/hostname = %q, want %s twice", out, podHostname)
+		}
 	})
 	t.Run("getent (glibc resolver)", func(t *testing.T) {
 		out, err := f.mirrord(ctx(t), nil, "--", "sh", "-c", "getent hosts "+svcName)
@@ -283,4 +292,47 @@ func TestLocalPidTarget(t *testing.T) {
 		out, _ := exec.Command("pgrep", "-f", fmt.Sprintf("agent --target-pid %d ", f.podPID)).Output()
 		return len(strings.TrimSpace(string(out))) == 0
 	})
+}
+
+// TestGoTestExec runs a package's tests with `go test -exec mirrord`.
+func TestGoTestExec(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent("--ttl", "30s")
+	goTest := func(env []string, args ...string) (string, error) {
+		full := append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
+			f.resolvConf, "go", "test", "-count=1"}, args...)
+		cmd := exec.CommandContext(ctx(t), "unshare", full...)
+		cmd.Dir = "testdata/samplepkg"
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(mirrordBin)+":"+os.Getenv("PATH"), "MIRRORD_AGENT_ADDR="+f.agentAddr, "GOFLAGS=-mod=mod")
+		cmd.Env = append(cmd.Env, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := goTest(nil, "-exec", "mirrord", "-run", "TestSeesThePod", "-v", ".")
+	if err != nil {
+		t.Fatalf("go test -exec mirrord: %v\n%s", err, out)
+	}
+	mustContain(t, out, "--- PASS: TestSeesThePod")
+
+	out, err = goTest(nil, "-exec", "mirrord exec --agent-addr "+f.agentAddr+" --", "-run", "TestSeesThePod", ".")
+	if err != nil {
+		t.Fatalf("go test -exec 'mirrord exec ... --': %v\n%s", err, out)
+	}
+
+	// Without mirrord the same test fails: it needs the pod.
+	if out, err := goTest(nil, "-run", "TestSeesThePod", "."); err == nil {
+		t.Fatalf("the sample test passed without mirrord:\n%s", out)
+	}
+
+	out, err = goTest([]string{"SAMPLE_FAIL=1"}, "-exec", "mirrord", "-run", "TestFails", ".")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("failing test: %v, want exit 1\n%s", err, out)
+	}
+	mustContain(t, out, "failing as asked", "FAIL")
+
+	out, err = goTest([]string{"SAMPLE_SLOW=1"}, "-exec", "mirrord", "-run", "TestSlow", "-timeout", "2s", ".")
+	if err == nil {
+		t.Fatalf("timed-out test passed:\n%s", out)
+	}
+	mustContain(t, out, "panic: test timed out", "goroutine ")
 }

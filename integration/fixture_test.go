@@ -59,12 +59,13 @@ const (
 	hostIP  = "10.79.0.1" // this machine's end of the "local" link
 	localIP = "10.79.0.2" // a server only this machine can reach
 
-	svcName   = "svc.cluster.test"
-	svcBody   = "hello from svc"
-	localBody = "hello from local"
-	secret    = "s3cr3t-token"
-	podDomain = "cluster.test"
-	podSearch = "ns1.svc.cluster.test"
+	svcName     = "svc.cluster.test"
+	svcBody     = "hello from svc"
+	localBody   = "hello from local"
+	secret      = "s3cr3t-token"
+	podDomain   = "cluster.test"
+	podSearch   = "ns1.svc.cluster.test"
+	podHostname = "api-7d9c-pod"
 )
 
 // fixture is a fake pod: three network namespaces made for one test.
@@ -131,7 +132,9 @@ func newFixture(t *testing.T) *fixture {
 	os.MkdirAll(etc, 0o755)
 	t.Cleanup(func() { os.RemoveAll(etc) })
 	os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte(fmt.Sprintf("nameserver %s\nsearch %s %s\noptions ndots:2\n", podIP, podSearch, podDomain)), 0o644)
-	target := exec.Command("ip", "netns", "exec", f.pod, "env", "-i", "SECRET_TOKEN="+secret, "DB_HOST=db", "DB_PASSWORD=pw",
+	// Its own UTS namespace too, so that it has a hostname of its own.
+	target := exec.Command("unshare", "-u", "--", "sh", "-c", `hostname "$0" && exec "$@"`, podHostname,
+		"ip", "netns", "exec", f.pod, "env", "-i", "SECRET_TOKEN="+secret, "DB_HOST=db", "DB_PASSWORD=pw",
 		"CONNECT_TIMEOUT=5", "READ_TIMEOUT=6", "PATH=/remote/bin", "/bin/sleep", "600")
 	target.Stderr = os.Stderr
 	if err := target.Start(); err != nil {

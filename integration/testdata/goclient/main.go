@@ -59,4 +59,6 @@ func main() {
 	}
 	fmt.Printf("udp %s\n", buf[:n])
 	fmt.Printf("env %s\n", os.Getenv("SECRET_TOKEN"))
+	hostname, _ := os.Hostname()
+	fmt.Printf("hostname %s\n", hostname)
 }

@@ -1,0 +1,3 @@
+module samplepkg
+
+go 1.26
