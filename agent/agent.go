@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +20,13 @@ import (
 
 // Options configure an agent.
 type Options struct {
-	TargetPID int    // 0: targetless
+	TargetPID int // 0: targetless, unless ContainerID is set
+	// ContainerID names the target by its container runtime ID (in a
+	// cluster); the agent finds its PID under /proc.
+	ContainerID string
+	// Token, when set, must be presented by clients in their Hello: it
+	// keeps other processes that can reach the agent's port out.
+	Token  string
 	Listen    string // address to listen on, e.g. "127.0.0.1:0"
 	// TTL is how long the agent waits after its last client left.
 	TTL time.Duration
@@ -53,6 +60,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.FirstClientTimeout == 0 {
 		opts.FirstClientTimeout = time.Minute
+	}
+	if opts.ContainerID != "" && opts.TargetPID == 0 {
+		pid, err := FindContainerPID("/proc", opts.ContainerID)
+		if err != nil {
+			return err
+		}
+		opts.TargetPID = pid
 	}
 	t, err := openTarget(opts.TargetPID)
 	if err != nil {
@@ -179,6 +193,11 @@ func (a *Agent) serveStream(st *yamux.Stream) {
 	case *protocol.Hello:
 		if err := protocol.CheckVersion(req.Version, "the client ("+req.Client+")"); err != nil {
 			protocol.Write(st, &protocol.ErrorReply{Message: err.Error()})
+			return
+		}
+		if a.opts.Token != "" && subtle.ConstantTimeCompare([]byte(req.Token), []byte(a.opts.Token)) != 1 {
+			protocol.Write(st, &protocol.ErrorReply{Message: "this agent belongs to another mirrord session (wrong session token)"})
+			st.Close()
 			return
 		}
 		protocol.Write(st, &a.hello)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 // AgentCmd is the hidden `mirrord agent`, the side next to the target.
 type AgentCmd struct {
 	TargetPID          int           `name:"target-pid" help:"Process whose namespaces to work in. Absent: targetless (the agent's own)."`
+	ContainerID        string        `name:"container-id" help:"Container (runtime ID) whose namespaces to work in; the agent finds its process under /proc."`
 	Listen             string        `name:"listen" default:"0.0.0.0:0" help:"Address to listen on for clients."`
 	TTL                time.Duration `name:"ttl" default:"1s" help:"How long to keep running after the last client left."`
 	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"60s" help:"How long to wait for the first client."`
@@ -33,6 +35,8 @@ func (c *AgentCmd) Run(env *Env) error {
 	defer stop()
 	return agent.Run(ctx, agent.Options{
 		TargetPID:          c.TargetPID,
+		ContainerID:        c.ContainerID,
+		Token:              os.Getenv("MIRRORD_AGENT_TOKEN"),
 		Listen:             c.Listen,
 		TTL:                c.TTL,
 		FirstClientTimeout: c.FirstClientTimeout,

@@ -112,11 +112,7 @@ func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
 	if addr != "" {
 		return c.runWithAgent(ctx, env, cfg, addr, log)
 	}
-	client, err := connect(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return notBuilt(fmt.Sprintf("exec: connected to %s, but running an agent in Kubernetes is not built yet; use --agent-addr or -t pid/PID", client.Where))
+	return c.runInCluster(ctx, env, cfg, log)
 }
 
 // PortForwardCmd is `mirrord port-forward`.
@@ -165,7 +161,27 @@ func (c *LsCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	return notBuilt(fmt.Sprintf("ls: connected to %s, but listing targets is not built yet", client.Where))
+	ns := c.Namespace
+	if ns == "" && cfg.Target.Namespace != nil {
+		ns = *cfg.Target.Namespace
+	}
+	if ns == "" {
+		ns = client.Namespace
+	}
+	targets, err := client.ListTargets(ctx, ns)
+	if err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		if targets == nil {
+			targets = []string{}
+		}
+		return writeJSON(env.Stdout, targets)
+	}
+	for _, t := range targets {
+		fmt.Fprintln(env.Stdout, t)
+	}
+	return nil
 }
 
 // VerifyConfigCmd is `mirrord verify-config`.

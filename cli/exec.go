@@ -23,8 +23,8 @@ import (
 // runWithAgent runs the command against the agent at addr: the internal
 // proxy connects to it, the program's environment is computed, and the
 // program runs in a goshim sandbox whose network the netstack serves.
-func (c *ExecCmd) runWithAgent(ctx context.Context, env *Env, cfg *config.Config, addr string, log *slog.Logger) error {
-	proxy, err := intproxy.Connect(ctx, addr, cfg, log)
+func (c *ExecCmd) runWithAgent(ctx context.Context, env *Env, cfg *config.Config, addr string, log *slog.Logger, opts ...intproxy.Option) error {
+	proxy, err := connectRetry(ctx, addr, cfg, log, opts...)
 	if err != nil {
 		return err
 	}

@@ -31,10 +31,17 @@ type Proxy struct {
 
 	names    *nameCache
 	localDNS *localResolver
+	token    string
 }
 
+// Option configures Connect.
+type Option func(*Proxy)
+
+// WithToken presents the session secret the agent was started with.
+func WithToken(token string) Option { return func(p *Proxy) { p.token = token } }
+
 // Connect connects to an agent at addr and checks the protocol version.
-func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger) (*Proxy, error) {
+func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger, opts ...Option) (*Proxy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -49,6 +56,9 @@ func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Log
 		return nil, fmt.Errorf("agent session: %w", err)
 	}
 	p := &Proxy{cfg: cfg, log: log, sess: sess, names: newNameCache(), localDNS: newLocalResolver()}
+	for _, o := range opts {
+		o(p)
+	}
 	if err := p.handshake(ctx); err != nil {
 		sess.Close()
 		return nil, err
@@ -94,7 +104,7 @@ func (p *Proxy) handshake(ctx context.Context) error {
 		return fmt.Errorf("agent handshake: %w", err)
 	}
 	defer st.Close()
-	if err := protocol.Write(st, &protocol.Hello{Version: protocol.Version, Client: "mirrord " + version.Version}); err != nil {
+	if err := protocol.Write(st, &protocol.Hello{Version: protocol.Version, Client: "mirrord " + version.Version, Token: p.token}); err != nil {
 		return fmt.Errorf("agent handshake: %w", err)
 	}
 	reply, err := protocol.ReadReply[*protocol.HelloReply](st)

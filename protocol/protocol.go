@@ -44,6 +44,8 @@ type Message interface{ Type() Type }
 type Hello struct {
 	Version int    `json:"version"`
 	Client  string `json:"client"` // e.g. "mirrord 0.1.0"
+	// Token is the session secret the agent was started with, if any.
+	Token string `json:"token,omitempty"`
 }
 
 // HelloReply describes the agent and its target.

@@ -1,0 +1,36 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+func TestFindContainerPID(t *testing.T) {
+	root := t.TempDir()
+	id := "0123456789abcdef0123456789abcdef"
+	procs := []struct {
+		pid, ppid int
+		cgroup    string
+	}{
+		{1, 0, "0::/init.scope"},
+		{900, 1, "0::/system.slice/containerd.service"},
+		{1200, 900, "0::/kubepods/besteffort/pod1/" + id},                      // container init
+		{1300, 1200, "0::/kubepods/besteffort/pod1/" + id},                     // its child
+		{1100, 900, "0::/kubepods/besteffort/pod2/ffffffffffffffffffffffffff"}, // another container
+	}
+	for _, p := range procs {
+		dir := filepath.Join(root, strconv.Itoa(p.pid))
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "cgroup"), []byte(p.cgroup+"\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "stat"), []byte(strconv.Itoa(p.pid)+" (my (app)) S "+strconv.Itoa(p.ppid)+" 0 0"), 0o644)
+	}
+	pid, err := FindContainerPID(root, id)
+	if err != nil || pid != 1200 {
+		t.Errorf("FindContainerPID = %d, %v; want 1200", pid, err)
+	}
+	if _, err := FindContainerPID(root, "deadbeefdeadbeef"); err == nil {
+		t.Error("unknown container found")
+	}
+}

@@ -1,0 +1,280 @@
+package kube
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+
+	"github.com/mirrord-go/mirrord/config"
+)
+
+// AgentPort is the port the agent listens on inside its pod. The pod has
+// its own network namespace, so a fixed port cannot clash.
+const AgentPort = 44128
+
+// Agent is a running agent pod.
+type Agent struct {
+	Namespace string
+	JobName   string
+	PodName   string
+	Token     string
+	client    *Client
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// defaultCapabilities are what the agent needs: entering namespaces and
+// (for incoming traffic) setting nftables rules.
+var defaultCapabilities = []string{"NET_ADMIN", "NET_RAW", "SYS_PTRACE", "SYS_ADMIN"}
+
+// AgentJob builds the Job that runs the agent for target (nil: targetless).
+func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batchv1.Job {
+	a := cfg.Agent
+	name := "mirrord-agent-" + randomHex(5)
+	args := []string{"agent", "--listen", fmt.Sprintf("0.0.0.0:%d", AgentPort), "--ttl", fmt.Sprintf("%ds", max(a.TTL, 1))}
+	if target != nil {
+		args = append(args, "--container-id", target.ContainerID)
+	}
+	caps := []corev1.Capability{}
+	for _, c := range defaultCapabilities {
+		if !slices.Contains(a.DisabledCapabilities, config.Capability(c)) {
+			caps = append(caps, corev1.Capability(c))
+		}
+	}
+	privileged := a.Privileged
+	env := []corev1.EnvVar{{Name: "MIRRORD_AGENT_TOKEN", Value: token}}
+	if lvl := agentLogLevel(a.LogLevel); lvl != "" {
+		env = append(env, corev1.EnvVar{Name: "MIRRORD_LOG_LEVEL", Value: lvl})
+	}
+	container := corev1.Container{
+		Name:            "mirrord-agent",
+		Image:           string(a.Image),
+		ImagePullPolicy: corev1.PullPolicy(a.ImagePullPolicy),
+		Command:         []string{"/mirrord"},
+		Args:            args,
+		Env:             env,
+		SecurityContext: &corev1.SecurityContext{
+			Privileged:   &privileged,
+			Capabilities: &corev1.Capabilities{Add: caps},
+		},
+		Resources: resources(a.Resources),
+	}
+	spec := corev1.PodSpec{
+		RestartPolicy:                 corev1.RestartPolicyNever,
+		Containers:                    []corev1.Container{container},
+		Tolerations:                   tolerations(a.Tolerations),
+		TerminationGracePeriodSeconds: ptr(int64(0)),
+	}
+	if target != nil {
+		spec.HostPID = true
+		spec.NodeName = target.Pod.Spec.NodeName
+	} else {
+		spec.NodeSelector = a.NodeSelector
+	}
+	if a.ServiceAccount != nil {
+		spec.ServiceAccountName = *a.ServiceAccount
+	}
+	for _, s := range a.ImagePullSecrets {
+		if n, ok := s["name"].(string); ok {
+			spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: n})
+		}
+	}
+	labels := map[string]string{"app": "mirrord", "mirrord.dev/agent": name}
+	for k, v := range a.Labels {
+		labels[k] = v
+	}
+	ttl := int32(max(a.TTL, 1))
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels, Annotations: a.Annotations},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            ptr(int32(0)),
+			TTLSecondsAfterFinished: &ttl,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: a.Annotations},
+				Spec:       spec,
+			},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// agentLogLevel maps RUST_LOG-style levels ("info", "mirrord=debug,warn")
+// to the agent's level.
+func agentLogLevel(s string) string {
+	for _, lvl := range []string{"trace", "debug", "info", "warn", "error"} {
+		if strings.Contains(strings.ToLower(s), lvl) {
+			if lvl == "trace" {
+				return "debug"
+			}
+			return lvl
+		}
+	}
+	return ""
+}
+
+func resources(m map[string]any) corev1.ResourceRequirements {
+	var r corev1.ResourceRequirements
+	conv := func(v any) corev1.ResourceList {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		out := corev1.ResourceList{}
+		for k, q := range mm {
+			if qty, err := resource.ParseQuantity(fmt.Sprint(q)); err == nil {
+				out[corev1.ResourceName(k)] = qty
+			}
+		}
+		return out
+	}
+	r.Requests = conv(m["requests"])
+	r.Limits = conv(m["limits"])
+	return r
+}
+
+func tolerations(ts []map[string]any) []corev1.Toleration {
+	var out []corev1.Toleration
+	for _, t := range ts {
+		var tol corev1.Toleration
+		if v, ok := t["key"].(string); ok {
+			tol.Key = v
+		}
+		if v, ok := t["operator"].(string); ok {
+			tol.Operator = corev1.TolerationOperator(v)
+		}
+		if v, ok := t["value"].(string); ok {
+			tol.Value = v
+		}
+		if v, ok := t["effect"].(string); ok {
+			tol.Effect = corev1.TaintEffect(v)
+		}
+		out = append(out, tol)
+	}
+	return out
+}
+
+// StartAgent creates the agent Job and waits until its pod runs.
+func (c *Client) StartAgent(ctx context.Context, cfg *config.Config, target *Target, namespace string) (*Agent, error) {
+	token := randomHex(16)
+	job := AgentJob(cfg, target, namespace, token)
+	created, err := c.Clientset.BatchV1().Jobs(namespace).Create(ctx, job, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create the agent job in namespace %q: %w", namespace, err)
+	}
+	a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, client: c}
+	timeout := time.Duration(cfg.Agent.StartupTimeout) * time.Second
+	if err := a.waitRunning(ctx, timeout); err != nil {
+		a.Delete(context.Background())
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) waitRunning(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sel := "job-name=" + a.JobName
+	for {
+		pods, err := a.client.Clientset.CoreV1().Pods(a.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err == nil {
+			for _, p := range pods.Items {
+				switch p.Status.Phase {
+				case corev1.PodRunning:
+					a.PodName = p.Name
+					return nil
+				case corev1.PodFailed, corev1.PodSucceeded:
+					return fmt.Errorf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))
+				}
+				for _, cs := range p.Status.ContainerStatuses {
+					if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
+						return fmt.Errorf("the agent image %s cannot be pulled (%s: %s); set agent.image", cs.Image, w.Reason, w.Message)
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the agent pod (job %s/%s) did not start within %s (agent.startup_timeout)", a.Namespace, a.JobName, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) podLogs(pod string) string {
+	req := a.client.Clientset.CoreV1().Pods(a.Namespace).GetLogs(pod, &corev1.PodLogOptions{TailLines: ptr(int64(20))})
+	rc, err := req.Stream(context.Background())
+	if err != nil {
+		return "(no logs: " + err.Error() + ")"
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return strings.TrimSpace(string(b))
+}
+
+// Delete removes the agent job and its pod now.
+func (a *Agent) Delete(ctx context.Context) error {
+	bg := metav1.DeletePropagationBackground
+	return a.client.Clientset.BatchV1().Jobs(a.Namespace).Delete(ctx, a.JobName, metav1.DeleteOptions{PropagationPolicy: &bg, GracePeriodSeconds: ptr(int64(0))})
+}
+
+// PortForward forwards a local port on 127.0.0.1 to the agent through the
+// API server (WebSocket, falling back to SPDY), and returns the local
+// address. It stops when ctx ends.
+func (a *Agent) PortForward(ctx context.Context) (string, error) {
+	cfg := a.client.Config
+	url := a.client.Clientset.CoreV1().RESTClient().Post().Resource("pods").Namespace(a.Namespace).Name(a.PodName).SubResource("portforward").URL()
+	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return "", err
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", url)
+	if ws, err := portforward.NewSPDYOverWebsocketDialer(url, cfg); err == nil {
+		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
+			return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+		})
+	}
+	ready := make(chan struct{})
+	stop := make(chan struct{})
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(AgentPort)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		return "", err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- fw.ForwardPorts() }()
+	go func() {
+		<-ctx.Done()
+		close(stop)
+	}()
+	select {
+	case <-ready:
+	case err := <-errc:
+		return "", fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, err)
+	case <-time.After(30 * time.Second):
+		return "", fmt.Errorf("port-forward to the agent pod %s/%s: not ready within 30s", a.Namespace, a.PodName)
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) == 0 {
+		return "", fmt.Errorf("port-forward: no local port: %v", err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local), nil
+}

@@ -1,0 +1,80 @@
+package kube
+
+import (
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mirrord-go/mirrord/config"
+)
+
+func TestAgentJob(t *testing.T) {
+	tree, err := config.ParseBytes([]byte(`{"agent": {"ttl": 5, "labels": {"team": "a"}, "disabled_capabilities": ["NET_RAW"],
+		"image_pull_secrets": [{"name": "regcred"}, {"secret-key": "ignored"}], "privileged": true}}`), config.JSON, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Decode(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := &Target{Pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "api-1"}, Spec: corev1.PodSpec{NodeName: "node-7"}}, Container: "app", ContainerID: "abc123abc123abc123"}
+	job := AgentJob(cfg, target, "staging", "tok")
+	spec := job.Spec.Template.Spec
+	c := spec.Containers[0]
+	switch {
+	case job.Namespace != "staging":
+		t.Errorf("namespace %q", job.Namespace)
+	case !spec.HostPID || spec.NodeName != "node-7":
+		t.Errorf("hostPID %v node %q: the agent must run on the target's node with hostPID", spec.HostPID, spec.NodeName)
+	case !slices.Contains(c.Args, "--container-id") || !slices.Contains(c.Args, "abc123abc123abc123"):
+		t.Errorf("args %v lack the container id", c.Args)
+	case !slices.Contains(c.Args, "5s"):
+		t.Errorf("args %v lack the ttl", c.Args)
+	case slices.Contains(c.SecurityContext.Capabilities.Add, "NET_RAW") || !slices.Contains(c.SecurityContext.Capabilities.Add, "SYS_ADMIN"):
+		t.Errorf("capabilities %v", c.SecurityContext.Capabilities.Add)
+	case !*c.SecurityContext.Privileged:
+		t.Error("privileged not set")
+	case job.Labels["team"] != "a" || job.Labels["app"] != "mirrord":
+		t.Errorf("labels %v", job.Labels)
+	case len(spec.ImagePullSecrets) != 1 || spec.ImagePullSecrets[0].Name != "regcred":
+		t.Errorf("pull secrets %v", spec.ImagePullSecrets)
+	case *job.Spec.TTLSecondsAfterFinished != 5:
+		t.Errorf("job ttl %d", *job.Spec.TTLSecondsAfterFinished)
+	case c.Resources.Limits.Memory().String() != "100Mi":
+		t.Errorf("limits %v", c.Resources.Limits)
+	case len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != corev1.TolerationOpExists:
+		t.Errorf("tolerations %v", spec.Tolerations)
+	}
+	if c.Env[0].Name != "MIRRORD_AGENT_TOKEN" || c.Env[0].Value != "tok" {
+		t.Errorf("env %v", c.Env)
+	}
+	tl := AgentJob(cfg, nil, "default", "tok").Spec.Template.Spec
+	if tl.HostPID || tl.NodeName != "" {
+		t.Error("a targetless agent needs no hostPID and no node")
+	}
+}
+
+func TestPickContainer(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "api-1"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy"}, {Name: "app"}}},
+		Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{
+			{Name: "istio-proxy", ContainerID: "containerd://aaa", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+			{Name: "app", ContainerID: "containerd://bbb", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+		}},
+	}
+	tg, err := pickContainer(pod, "")
+	if err != nil || tg.Container != "app" || tg.ContainerID != "bbb" || tg.Runtime != "containerd" {
+		t.Errorf("sidecar not skipped: %+v %v", tg, err)
+	}
+	if _, err := pickContainer(pod, "nope"); err == nil {
+		t.Error("unknown container accepted")
+	}
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "worker"})
+	if _, err := pickContainer(pod, ""); err == nil {
+		t.Error("two app containers should need /container/NAME")
+	}
+}
