@@ -281,3 +281,34 @@ func TestFindProjectConfig(t *testing.T) {
 		t.Errorf("findProjectConfig() = %q", got)
 	}
 }
+
+func TestParseForward(t *testing.T) {
+	tests := []struct {
+		in   string
+		want forward
+		err  bool
+	}{
+		{in: "8080:py-serv:80", want: forward{localPort: 8080, remoteHost: "py-serv", remotePort: 80}},
+		{in: "py-serv:80", want: forward{localPort: 80, remoteHost: "py-serv", remotePort: 80}},
+		{in: "udp/5353:kube-dns.kube-system:53", want: forward{udp: true, localPort: 5353, remoteHost: "kube-dns.kube-system", remotePort: 53}},
+		{in: "9000:[fd00::1]:80", want: forward{localPort: 9000, remoteHost: "fd00::1", remotePort: 80}},
+		{in: "[fd00::1]:80", want: forward{localPort: 80, remoteHost: "fd00::1", remotePort: 80}},
+		{in: "10.0.0.1:5432", want: forward{localPort: 5432, remoteHost: "10.0.0.1", remotePort: 5432}},
+		{in: "8080", err: true},
+		{in: "8080:host:http", err: true},
+		{in: "x:host:80", err: true},
+		{in: ":80", err: true},
+	}
+	for _, tt := range tests {
+		got, err := parseForward(tt.in)
+		if tt.err {
+			if err == nil {
+				t.Errorf("parseForward(%q) = %+v, want an error", tt.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseForward(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}

@@ -97,22 +97,12 @@ func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer closeLog()
-	addr := c.AgentAddr
-	if addr == "" && cfg.ConnectTCP != nil {
-		addr = *cfg.ConnectTCP
+	sess, err := startSession(ctx, cfg, c.AgentAddr, log)
+	if err != nil {
+		return err
 	}
-	if addr == "" && cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
-		var done func()
-		addr, done, err = startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
-		if err != nil {
-			return err
-		}
-		defer done()
-	}
-	if addr != "" {
-		return c.runWithAgent(ctx, env, cfg, addr, log)
-	}
-	return c.runInCluster(ctx, env, cfg, log)
+	defer sess.close()
+	return c.runWithAgent(ctx, env, cfg, sess.addr, log, sess.opts...)
 }
 
 // PortForwardCmd is `mirrord port-forward`.
@@ -121,27 +111,9 @@ type PortForwardCmd struct {
 	TargetFlags
 	AgentFlags
 	KubeFlags
-	Local  []string `short:"L" name:"port-mapping" aliases:"port-mappings" placeholder:"[LOCAL_PORT:]REMOTE_HOST:REMOTE_PORT" help:"Forward a local port to a host and port reachable from the target."`
-	Remote []string `short:"R" name:"reverse-port-mapping" placeholder:"[REMOTE_PORT:]LOCAL_PORT" help:"Forward a port of the target to a local port."`
-}
-
-func (c *PortForwardCmd) Run(ctx context.Context, env *Env) error {
-	if len(c.Local) == 0 && len(c.Remote) == 0 {
-		return errors.New("port-forward: give at least one -L or -R mapping")
-	}
-	var s []config.Setting
-	s = append(s, c.TargetFlags.settings()...)
-	s = append(s, c.AgentFlags.settings()...)
-	s = append(s, c.KubeFlags.settings()...)
-	cfg, err := loadConfig(env, &c.ConfigFlags, s)
-	if err != nil {
-		return err
-	}
-	client, err := connect(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return notBuilt(fmt.Sprintf("port-forward: connected to %s, but port forwarding is not built yet", client.Where))
+	AgentAddr string   `name:"agent-addr" env:"MIRRORD_AGENT_ADDR" placeholder:"HOST:PORT" help:"Use the agent already running at this address instead of starting one (config: connect_tcp)."`
+	Local     []string `short:"L" name:"port-mapping" aliases:"port-mappings" placeholder:"[udp/][LOCAL_PORT:]REMOTE_HOST:REMOTE_PORT" help:"Forward a local port to a host and port reachable from the target (repeatable; udp/ for UDP)."`
+	Remote    []string `short:"R" name:"reverse-port-mapping" placeholder:"[REMOTE_PORT:]LOCAL_PORT" help:"Forward a port of the target to a local port (repeatable)."`
 }
 
 // LsCmd is `mirrord ls`.

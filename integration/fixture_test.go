@@ -79,6 +79,7 @@ type fixture struct {
 	agentAddr       string
 	resolvConf      string // this machine's resolv.conf for the test: the local DNS server
 	dir             string
+	servers         map[string]*http.Server
 }
 
 func run(t *testing.T, args ...string) string {
@@ -185,6 +186,13 @@ func inNetns(t *testing.T, ns string, fn func() error) {
 	}
 }
 
+// restartHTTP stops the HTTP server on addr and starts a new one with a
+// different body, as a rescheduled service would.
+func (f *fixture) restartHTTP(ns, addr, body string) {
+	f.servers[addr].Close()
+	f.serveHTTP(ns, addr, body)
+}
+
 func (f *fixture) serveHTTP(ns, addr, body string) {
 	var ln net.Listener
 	inNetns(f.t, ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err })
@@ -196,6 +204,10 @@ func (f *fixture) serveHTTP(ns, addr, body string) {
 		io.WriteString(w, body)
 	})}
 	go srv.Serve(ln)
+	if f.servers == nil {
+		f.servers = map[string]*http.Server{}
+	}
+	f.servers[addr] = srv
 	f.t.Cleanup(func() { srv.Close() })
 }
 

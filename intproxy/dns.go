@@ -202,3 +202,59 @@ func (r *localResolver) exchange(ctx context.Context, msg *dns.Msg) ([]byte, err
 	}
 	return nil, fmt.Errorf("local DNS: every nameserver failed: %v", lastErr)
 }
+
+// ResolveRemote resolves name with the target's resolvers, expanding it
+// with the target's search domains as the pod's own resolver would (a name
+// with fewer dots than ndots is tried with each search domain first).
+func (p *Proxy) ResolveRemote(ctx context.Context, name string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		return []netip.Addr{a}, nil
+	}
+	var candidates []string
+	r := p.hello.Resolver
+	ndots := r.Ndots
+	if ndots == 0 {
+		ndots = 1
+	}
+	if !strings.HasSuffix(name, ".") && strings.Count(name, ".") < ndots {
+		for _, s := range r.Search {
+			candidates = append(candidates, name+"."+strings.TrimSuffix(s, "."))
+		}
+	}
+	candidates = append(candidates, strings.TrimSuffix(name, "."))
+	for _, cand := range candidates {
+		var addrs []netip.Addr
+		for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			q := new(dns.Msg)
+			q.SetQuestion(dns.Fqdn(cand), qtype)
+			b, err := q.Pack()
+			if err != nil {
+				return nil, err
+			}
+			answer, err := p.remoteDNS(ctx, b)
+			if err != nil {
+				return nil, err
+			}
+			m := new(dns.Msg)
+			if m.Unpack(answer) != nil {
+				continue
+			}
+			for _, rr := range m.Answer {
+				switch rr := rr.(type) {
+				case *dns.A:
+					if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+						addrs = append(addrs, a)
+					}
+				case *dns.AAAA:
+					if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
+						addrs = append(addrs, a)
+					}
+				}
+			}
+		}
+		if len(addrs) > 0 {
+			return addrs, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no such host in the cluster", name)
+}

@@ -224,6 +224,10 @@ func (p *Proxy) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, erro
 		var d net.Dialer
 		return d.DialContext(ctx, "udp", dst.String())
 	}
+	return p.dialRemoteUDP(ctx, dst)
+}
+
+func (p *Proxy) dialRemoteUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	st, err := p.open(ctx)
 	if err != nil {
 		return nil, err
@@ -308,4 +312,15 @@ func (p *Proxy) anyMatch(ctx context.Context, fs []addrfilter.Filter, t addrfilt
 		}
 	}
 	return false
+}
+
+// DialRemoteTCP connects to dst from the target, whatever the outgoing
+// filter says (port-forward always means "from the cluster").
+func (p *Proxy) DialRemoteTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return p.dialRemote(ctx, dst)
+}
+
+// DialRemoteUDP opens a UDP flow to dst from the target.
+func (p *Proxy) DialRemoteUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return p.dialRemoteUDP(ctx, dst)
 }

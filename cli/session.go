@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"k8s.io/client-go/dynamic"
+
+	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/intproxy"
+	"github.com/mirrord-go/mirrord/kube"
+)
+
+// session is an agent ready to be connected to.
+type session struct {
+	addr  string
+	opts  []intproxy.Option
+	via   string // for messages: "pod/x", "pid/42", "127.0.0.1:7000"
+	close func()
+}
+
+// startSession finds or starts the agent for cfg: one already running
+// (agentAddr, MIRRORD_AGENT_ADDR, connect_tcp), one for a local process
+// (target pid/PID), or an agent pod next to a Kubernetes target.
+func startSession(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger) (*session, error) {
+	if agentAddr == "" && cfg.ConnectTCP != nil {
+		agentAddr = *cfg.ConnectTCP
+	}
+	if agentAddr != "" {
+		return &session{addr: agentAddr, via: agentAddr, close: func() {}}, nil
+	}
+	if cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
+		addr, done, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
+		if err != nil {
+			return nil, err
+		}
+		return &session{addr: addr, via: cfg.Target.Path.String(), close: done}, nil
+	}
+	return startClusterSession(ctx, cfg, log)
+}
+
+// startClusterSession resolves the target, starts an agent pod next to
+// it and port-forwards to it through the API server.
+func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logger) (*session, error) {
+	if cfg.Agent.Ephemeral {
+		return nil, notBuilt("agent.ephemeral: running the agent as an ephemeral container is not built yet; the agent runs as a Job")
+	}
+	start := time.Now()
+	client, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ns := client.Namespace
+	if cfg.Target.Namespace != nil && *cfg.Target.Namespace != "" {
+		ns = *cfg.Target.Namespace
+	}
+	var target *kube.Target
+	via := "targetless"
+	if !cfg.Target.Targetless() {
+		tp := cfg.Target.Path
+		dyn, err := dynamic.NewForConfig(client.Config)
+		if err != nil {
+			return nil, err
+		}
+		if target, err = kube.ResolveTarget(ctx, client.Clientset, dyn, ns, tp.Kind, tp.Name, tp.Container); err != nil {
+			return nil, err
+		}
+		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
+		log.Info("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName, "took", time.Since(start))
+	}
+	agentNS := ns
+	if cfg.Agent.Namespace != nil && *cfg.Agent.Namespace != "" {
+		agentNS = *cfg.Agent.Namespace
+	}
+	agent, err := client.StartAgent(ctx, cfg, target, agentNS)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("agent running", "job", agent.JobName, "pod", agent.PodName, "took", time.Since(start))
+	fwdCtx, stopFwd := context.WithCancel(context.Background())
+	addr, err := agent.PortForward(fwdCtx)
+	if err != nil {
+		stopFwd()
+		agent.Delete(context.Background())
+		return nil, err
+	}
+	log.Info("port-forward ready", "local", addr, "took", time.Since(start))
+	return &session{
+		addr: addr,
+		opts: []intproxy.Option{intproxy.WithToken(agent.Token)},
+		via:  via,
+		// Removed at once when the session ends normally; if mirrord
+		// is killed, the agent exits one TTL after its connection
+		// drops and the Job's TTL removes the rest.
+		close: func() {
+			stopFwd()
+			agent.Delete(context.Background())
+		},
+	}, nil
+}
