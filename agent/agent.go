@@ -27,7 +27,7 @@ type Options struct {
 	// Token, when set, must be presented by clients in their Hello: it
 	// keeps other processes that can reach the agent's port out.
 	Token  string
-	Listen    string // address to listen on, e.g. "127.0.0.1:0"
+	Listen string // address to listen on, e.g. "127.0.0.1:0"
 	// TTL is how long the agent waits after its last client left.
 	TTL time.Duration
 	// FirstClientTimeout is how long it waits for the first client.

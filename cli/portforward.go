@@ -27,7 +27,9 @@ type forward struct {
 	remotePort uint16
 }
 
-func (f forward) remote() string { return net.JoinHostPort(f.remoteHost, strconv.Itoa(int(f.remotePort))) }
+func (f forward) remote() string {
+	return net.JoinHostPort(f.remoteHost, strconv.Itoa(int(f.remotePort)))
+}
 
 // parseForward parses [udp/|tcp/][LOCAL_PORT:]REMOTE_HOST:REMOTE_PORT.
 // REMOTE_HOST may be an IPv6 address in brackets.

@@ -221,4 +221,3 @@ func pickContainer(pod *corev1.Pod, want string) (*Target, error) {
 	}
 	return nil, fmt.Errorf("container %q of pod %s has no status yet", name, pod.Name)
 }
-
