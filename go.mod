@@ -18,8 +18,10 @@ require (
 )
 
 require (
+	github.com/google/nftables v0.3.0 // indirect
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674 // indirect
 	github.com/moby/spdystream v0.5.1 // indirect
+	github.com/vishvananda/netns v0.0.5 // indirect
 	k8s.io/streaming v0.37.2 // indirect
 )
 

@@ -46,6 +46,8 @@ type Agent struct {
 	resolver *dns.ClientConfig
 	hello    protocol.HelloReply
 
+	in *incoming
+
 	mu      sync.Mutex
 	clients int
 	idle    *time.Timer
@@ -89,6 +91,12 @@ func Run(ctx context.Context, opts Options) error {
 		Hostname:   host,
 		Resolver:   resolverInfo(a.resolver),
 	}
+
+	a.in = &incoming{a: a, subs: map[uint16]*subscription{}}
+	a.cleanStaleTables()
+	// Rules must not outlive the agent: removed on every way out of Run
+	// (TTL, SIGTERM/SIGINT through ctx).
+	defer a.in.close()
 
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
@@ -175,11 +183,11 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 			a.log.Info("client gone", "remote", conn.RemoteAddr().String(), "err", err)
 			return
 		}
-		go a.serveStream(st)
+		go a.serveStream(sess, st)
 	}
 }
 
-func (a *Agent) serveStream(st *yamux.Stream) {
+func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream) {
 	defer st.Close()
 	req, err := protocol.Read(st)
 	if err != nil {
@@ -219,6 +227,19 @@ func (a *Agent) serveStream(st *yamux.Stream) {
 		a.dial(st, req)
 	case *protocol.UDPOpen:
 		a.udp(st, req)
+	case *protocol.Subscribe:
+		sub, err := a.in.subscribe(sess, req.Port, req.Mode == "mirror")
+		if err != nil {
+			protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
+			return
+		}
+		defer a.in.unsubscribe(sub)
+		if protocol.Write(st, &protocol.SubscribeReply{}) != nil {
+			return
+		}
+		// The subscription lasts until the client closes the stream or
+		// the session ends.
+		io.Copy(io.Discard, st)
 	default:
 		protocol.Write(st, &protocol.ErrorReply{Message: fmt.Sprintf("unexpected request %T", req)})
 	}

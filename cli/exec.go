@@ -70,6 +70,9 @@ func (c *ExecCmd) runWithAgent(ctx context.Context, env *Env, cfg *config.Config
 		}
 		return &ExitError{Code: code, Err: err}
 	}
+	incCtx, stopIncoming := context.WithCancel(ctx)
+	defer stopIncoming()
+	go serveIncoming(incCtx, cfg, proxy, ns, sb.Pid(), log)
 	go func() {
 		select {
 		case <-proxy.Done():

@@ -34,6 +34,9 @@ const (
 	TypeUDPOpen
 	TypeUDPOpenReply
 	TypeDatagram
+	TypeSubscribe
+	TypeSubscribeReply
+	TypeIncoming
 	typeEnd
 )
 
@@ -131,6 +134,29 @@ type Datagram struct {
 	Data []byte `json:"data"`
 }
 
+// Subscribe asks the agent to deliver the target's incoming TCP
+// connections to Port. The subscription lasts as long as the stream.
+type Subscribe struct {
+	Port uint16 `json:"port"`
+	Mode string `json:"mode"` // "mirror" or "steal"
+}
+
+// SubscribeReply confirms a subscription.
+type SubscribeReply struct{}
+
+// Incoming starts a stream the agent opens to the client for one incoming
+// connection. After it, the stream carries the connection's bytes: both
+// ways when stolen; only the client's bytes (a copy) when mirrored.
+type Incoming struct {
+	Port   uint16 `json:"port"`
+	Source string `json:"source"` // the remote peer, ip:port
+	Mirror bool   `json:"mirror"`
+}
+
+func (*Subscribe) Type() Type      { return TypeSubscribe }
+func (*SubscribeReply) Type() Type { return TypeSubscribeReply }
+func (*Incoming) Type() Type       { return TypeIncoming }
+
 func (*Hello) Type() Type        { return TypeHello }
 func (*HelloReply) Type() Type   { return TypeHelloReply }
 func (*ErrorReply) Type() Type   { return TypeError }
@@ -170,6 +196,12 @@ func newMessage(t Type) Message {
 		return &UDPOpenReply{}
 	case TypeDatagram:
 		return &Datagram{}
+	case TypeSubscribe:
+		return &Subscribe{}
+	case TypeSubscribeReply:
+		return &SubscribeReply{}
+	case TypeIncoming:
+		return &Incoming{}
 	}
 	return nil
 }

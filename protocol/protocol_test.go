@@ -21,6 +21,9 @@ var samples = []Message{
 	&UDPOpen{Network: "udp4"},
 	&UDPOpenReply{LocalAddr: "10.0.0.1:5000"},
 	&Datagram{Addr: "[fd00::1]:53", Data: []byte("hello")},
+	&Subscribe{Port: 8080, Mode: "steal"},
+	&SubscribeReply{},
+	&Incoming{Port: 80, Source: "10.0.0.9:51000", Mirror: true},
 }
 
 func TestRoundTrip(t *testing.T) {

@@ -1,0 +1,311 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/hashicorp/yamux"
+	"golang.org/x/sys/unix"
+
+	"github.com/mirrord-go/mirrord/protocol"
+)
+
+// tablePrefix marks nftables tables as ours; the suffix is the agent's
+// PID, so a stale table (its agent is gone) can be recognised and removed.
+const tablePrefix = "mirrord_agent_"
+
+// incoming redirects subscribed ports of the target to a listener of the
+// agent in the target's network namespace, with an nftables REDIRECT rule
+// in the prerouting hook: connections from outside the pod are taken,
+// while the agent's own connections (output hook) are not, which is how it
+// can still reach the original app to pass traffic through.
+type incoming struct {
+	a *Agent
+
+	mu     sync.Mutex
+	ln     net.Listener
+	lnPort uint16
+	nft    *nftables.Conn
+	table  *nftables.Table
+	chain  *nftables.Chain
+	subs   map[uint16]*subscription
+}
+
+type subscription struct {
+	port   uint16
+	mirror bool
+	sess   *yamux.Session
+	rule   *nftables.Rule
+}
+
+// cleanStaleTables removes tables left by agents that are no longer
+// running (for example one that was killed).
+func (a *Agent) cleanStaleTables() {
+	if a.target.netns == nil {
+		return
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(a.target.netns.Fd())))
+	if err != nil {
+		return
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return
+	}
+	for _, t := range tables {
+		pid, ok := strings.CutPrefix(t.Name, tablePrefix)
+		if !ok {
+			continue
+		}
+		if n, err := strconv.Atoi(pid); err == nil && n != os.Getpid() {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", n)); err == nil {
+				continue // another live agent's table
+			}
+		}
+		c.DelTable(t)
+		a.log.Info("removed stale nftables table", "table", t.Name)
+	}
+	c.Flush()
+}
+
+// subscribe starts taking connections to port for sess.
+func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool) (*subscription, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if old, ok := in.subs[port]; ok && old.sess != sess {
+		return nil, fmt.Errorf("port %d is already taken by another mirrord session on this target", port)
+	}
+	if err := in.ensureListener(); err != nil {
+		return nil, err
+	}
+	if err := in.ensureTable(); err != nil {
+		return nil, err
+	}
+	rule := in.nft.AddRule(&nftables.Rule{Table: in.table, Chain: in.chain, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(in.lnPort)},
+		&expr.Redir{RegisterProtoMin: 1},
+	}})
+	if err := in.nft.Flush(); err != nil {
+		return nil, fmt.Errorf("nftables: add the redirect for port %d: %w", port, err)
+	}
+	// Flush does not fill in the handle; read it back to delete by it.
+	rules, err := in.nft.GetRules(in.table, in.chain)
+	if err == nil && len(rules) > 0 {
+		rule = rules[len(rules)-1]
+	}
+	sub := &subscription{port: port, mirror: mirror, sess: sess, rule: rule}
+	in.subs[port] = sub
+	in.a.log.Info("subscribed", "port", port, "mirror", mirror)
+	return sub, nil
+}
+
+func (in *incoming) unsubscribe(sub *subscription) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.subs[sub.port] != sub {
+		return
+	}
+	delete(in.subs, sub.port)
+	if err := in.nft.DelRule(sub.rule); err == nil {
+		in.nft.Flush()
+	}
+	if len(in.subs) == 0 {
+		in.teardownLocked()
+	}
+	in.a.log.Info("unsubscribed", "port", sub.port)
+}
+
+func (in *incoming) ensureTable() error {
+	if in.table != nil {
+		return nil
+	}
+	var opts []nftables.ConnOption
+	if in.a.target.netns != nil {
+		opts = append(opts, nftables.WithNetNSFd(int(in.a.target.netns.Fd())))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: tablePrefix + strconv.Itoa(os.Getpid())})
+	ch := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: create table %s in the target's network namespace (the agent needs NET_ADMIN): %w", t.Name, err)
+	}
+	in.nft, in.table, in.chain = c, t, ch
+	return nil
+}
+
+// teardownLocked removes the table and the listener.
+func (in *incoming) teardownLocked() {
+	if in.table != nil {
+		in.nft.DelTable(in.table)
+		in.nft.Flush()
+		in.table, in.chain = nil, nil
+	}
+	if in.ln != nil {
+		in.ln.Close()
+		in.ln = nil
+	}
+}
+
+// close removes everything, whatever is still subscribed.
+func (in *incoming) close() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.subs = map[uint16]*subscription{}
+	in.teardownLocked()
+}
+
+func (in *incoming) ensureListener() error {
+	if in.ln != nil {
+		return nil
+	}
+	var ln net.Listener
+	err := in.a.target.inNetns(func() error {
+		var err error
+		ln, err = net.Listen("tcp", ":0")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("listen in the target's network namespace: %w", err)
+	}
+	in.ln = ln
+	in.lnPort = uint16(ln.Addr().(*net.TCPAddr).Port)
+	go in.accept(ln)
+	return nil
+}
+
+func (in *incoming) accept(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go in.handle(c.(*net.TCPConn))
+	}
+}
+
+// handle delivers one redirected connection to its subscriber.
+func (in *incoming) handle(c *net.TCPConn) {
+	defer c.Close()
+	orig, err := originalDst(c)
+	if err != nil {
+		in.a.log.Warn("incoming: no original destination", "err", err)
+		return
+	}
+	in.mu.Lock()
+	sub := in.subs[orig.Port()]
+	in.mu.Unlock()
+	if sub == nil {
+		return
+	}
+	st, err := sub.sess.OpenStream()
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	if err := protocol.Write(st, &protocol.Incoming{Port: sub.port, Source: c.RemoteAddr().String(), Mirror: sub.mirror}); err != nil {
+		return
+	}
+	if !sub.mirror {
+		splice(st, c)
+		return
+	}
+	// Mirror: the original app answers; the client gets a copy of what
+	// the peer sends.
+	var app net.Conn
+	err = in.a.target.inNetns(func() error {
+		var err error
+		app, err = net.DialTimeout("tcp", orig.String(), 10*time.Second)
+		return err
+	})
+	if err != nil {
+		in.a.log.Warn("incoming: mirror: original app unreachable", "addr", orig.String(), "err", err)
+		return
+	}
+	defer app.Close()
+	go io.Copy(io.Discard, st) // the local app's answers are dropped
+	done := make(chan struct{})
+	go func() {
+		io.Copy(c, app)
+		c.CloseWrite()
+		close(done)
+	}()
+	io.Copy(io.MultiWriter(app, writerIgnoringErrors{st}), c)
+	app.(*net.TCPConn).CloseWrite()
+	st.Close()
+	<-done
+}
+
+// writerIgnoringErrors keeps the real connection going when the copy
+// stream fails (for example the local app closed early).
+type writerIgnoringErrors struct{ w io.Writer }
+
+func (w writerIgnoringErrors) Write(b []byte) (int, error) {
+	w.w.Write(b)
+	return len(b), nil
+}
+
+// originalDst reads where a redirected connection was going.
+func originalDst(c *net.TCPConn) (netAddrPort, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return netAddrPort{}, err
+	}
+	var out netAddrPort
+	var serr error
+	cerr := raw.Control(func(fd uintptr) {
+		if c.LocalAddr().(*net.TCPAddr).IP.To4() != nil {
+			var sa unix.RawSockaddrInet4
+			l := uint32(unsafe.Sizeof(sa))
+			_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_IP, unix.SO_ORIGINAL_DST, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)), 0)
+			if e != 0 {
+				serr = e
+				return
+			}
+			out = netAddrPort{ip: net.IP(sa.Addr[:]).String(), port: uint16(sa.Port>>8 | sa.Port<<8)}
+			return
+		}
+		var sa unix.RawSockaddrInet6
+		l := uint32(unsafe.Sizeof(sa))
+		const ip6tSoOriginalDst = 80
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_IPV6, ip6tSoOriginalDst, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)), 0)
+		if e != 0 {
+			serr = e
+			return
+		}
+		out = netAddrPort{ip: net.IP(sa.Addr[:]).String(), port: uint16(sa.Port>>8 | sa.Port<<8)}
+	})
+	if cerr != nil {
+		return out, cerr
+	}
+	if serr != nil {
+		return out, errors.New("SO_ORIGINAL_DST: " + serr.Error())
+	}
+	return out, nil
+}
+
+type netAddrPort struct {
+	ip   string
+	port uint16
+}
+
+func (a netAddrPort) Port() uint16   { return a.port }
+func (a netAddrPort) String() string { return net.JoinHostPort(a.ip, strconv.Itoa(int(a.port))) }

@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/goshim"
+	"github.com/mirrord-go/mirrord/intproxy"
+	"github.com/mirrord-go/mirrord/netstack"
+	"github.com/mirrord-go/mirrord/protocol"
+)
+
+// listeningPorts reads the TCP ports listening in the network namespace
+// of pid (the sandbox), from /proc/<pid>/net/tcp and tcp6. Sockets bound
+// to a loopback address are left out: only the program itself can reach
+// them.
+func listeningPorts(pid int) map[uint16]bool {
+	ports := map[uint16]bool{}
+	for _, name := range []string{"tcp", "tcp6"} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, name))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 4 || fields[3] != "0A" { // 0A = LISTEN
+				continue
+			}
+			hexIP, hexPort, ok := strings.Cut(fields[1], ":")
+			if !ok || isLoopbackHex(hexIP) {
+				continue
+			}
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
+				ports[uint16(p)] = true
+			}
+		}
+		f.Close()
+	}
+	return ports
+}
+
+// isLoopbackHex recognises 127.x.x.x and ::1 in /proc/net/tcp notation
+// (IPv4 in little-endian hex, IPv6 as four little-endian words).
+func isLoopbackHex(h string) bool {
+	switch len(h) {
+	case 8:
+		return strings.HasSuffix(h, "7F")
+	case 32:
+		return h == "00000000000000000000000001000000" || strings.HasPrefix(h, "0000000000000000FFFF0000") && strings.HasSuffix(h, "7F")
+	}
+	return false
+}
+
+// remotePort maps a local listening port to the target port it takes
+// traffic from (feature.network.incoming.port_mapping), and says whether
+// the port is to be subscribed at all (ports / ignore_ports).
+func remotePort(in config.IncomingConfig, local uint16) (uint16, bool) {
+	if slices.Contains(in.IgnorePorts, local) {
+		return 0, false
+	}
+	remote := local
+	for _, pm := range in.PortMapping {
+		if pm[0] == local {
+			remote = pm[1]
+		}
+	}
+	if len(in.Ports) > 0 && !slices.Contains(in.Ports, remote) {
+		return 0, false
+	}
+	return remote, true
+}
+
+// serveIncoming subscribes every port the program listens on and delivers
+// the connections into the sandbox through the netstack, until ctx ends.
+func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, ns *netstack.Stack, pid int, log *slog.Logger) {
+	in := cfg.Feature.Network.Incoming
+	if in.Mode == config.IncomingOff {
+		return
+	}
+	steal := in.Mode == config.IncomingSteal
+	var mu sync.Mutex
+	localOf := map[uint16]uint16{} // remote port -> local port
+	go proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
+		mu.Lock()
+		local, ok := localOf[inc.Port]
+		mu.Unlock()
+		if !ok {
+			conn.Close()
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		app, err := ns.DialSandbox(dctx, netip.AddrPortFrom(goshim.SandboxAddr4, local))
+		cancel()
+		if err != nil {
+			log.Warn("incoming: the program does not accept", "port", local, "err", err)
+			conn.Close()
+			return
+		}
+		intproxy.DeliverTo(inc, conn, app)
+	})
+	subs := map[uint16]func(){}
+	defer func() {
+		for _, cancel := range subs {
+			cancel()
+		}
+	}()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		current := listeningPorts(pid)
+		for local := range current {
+			remote, ok := remotePort(in, local)
+			if !ok || subs[remote] != nil {
+				continue
+			}
+			cancel, err := proxy.Subscribe(ctx, remote, steal)
+			if err != nil {
+				log.Warn("incoming: subscribe", "port", remote, "err", err)
+				subs[remote] = func() {} // don't retry every tick
+				continue
+			}
+			mu.Lock()
+			localOf[remote] = local
+			mu.Unlock()
+			subs[remote] = cancel
+			log.Info("incoming: subscribed", "remote", remote, "local", local, "steal", steal)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+// podGet sends a GET to the pod from the svc namespace: traffic that
+// arrives at the pod from outside, as a client in the cluster would send it.
+func (f *fixture) podGet(t *testing.T, url string) (string, error) {
+	t.Helper()
+	h, err := os.Open("/var/run/netns/" + f.svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	client := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			var derr error
+			inNetns(t, f.svc, func() error {
+				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return nil
+			})
+			return c, derr
+		},
+	}}
+	resp, err := client.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// nftTables lists the nftables tables in the pod's namespace.
+func (f *fixture) nftTables(t *testing.T) []string {
+	h, err := os.Open("/var/run/netns/" + f.pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(h.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tb := range tables {
+		names = append(names, tb.Name)
+	}
+	return names
+}
+
+// startLocalApp runs the python app under mirrord exec with extra flags.
+func (f *fixture) startLocalApp(t *testing.T, port, body string, flags ...string) (*exec.Cmd, string) {
+	t.Helper()
+	outFile := filepath.Join(t.TempDir(), "app.out")
+	out, err := os.Create(outFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	args := append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
+		f.resolvConf, mirrordBin, "exec", "--agent-addr", f.agentAddr}, flags...)
+	args = append(args, "--", "python3", "testdata/pyserver.py", port, body)
+	cmd := exec.Command("unshare", args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	return cmd, outFile
+}
+
+func TestIncomingSteal(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent("--ttl", "30s")
+	cmd, _ := f.startLocalApp(t, "8888", "hello from local app", "--steal", "-t", "pid/1")
+	var body string
+	waitFor(t, "stolen traffic to reach the local app", func() bool {
+		body, _ = f.podGet(t, "http://"+podIP+":8888/x")
+		return body == "hello from local app"
+	})
+	if tables := f.nftTables(t); len(tables) != 1 || !strings.HasPrefix(tables[0], "mirrord_agent_") {
+		t.Errorf("nftables tables while stealing: %v", tables)
+	}
+	// When the session ends, the redirect goes away.
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	waitFor(t, "the nftables table to be removed", func() bool { return len(f.nftTables(t)) == 0 })
+}
+
+func TestIncomingMirror(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8889", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	_, outFile := f.startLocalApp(t, "8889", "local answer (dropped)")
+	waitFor(t, "the mirror subscription", func() bool { return len(f.nftTables(t)) == 1 })
+	for i := 0; i < 3; i++ {
+		body, err := f.podGet(t, "http://"+podIP+":8889/mirrored-path")
+		if err != nil || body != "hello from original app" {
+			t.Fatalf("mirrored request: %q, %v; the original app must still answer", body, err)
+		}
+	}
+	waitFor(t, "the local app to see a copy", func() bool {
+		b, _ := os.ReadFile(outFile)
+		return strings.Count(string(b), "GOT /mirrored-path") == 3
+	})
+}

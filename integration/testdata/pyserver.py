@@ -1,0 +1,19 @@
+# A local app for the incoming-traffic tests: serves BODY on PORT and
+# prints each request path.
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+port, body = int(sys.argv[1]), sys.argv[2].encode()
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        print("GOT", self.path, flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+print("listening", flush=True)
+HTTPServer(("0.0.0.0", port), H).serve_forever()

@@ -1,0 +1,86 @@
+package intproxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/mirrord-go/mirrord/protocol"
+)
+
+// Subscribe asks the agent for the target's incoming connections to
+// remotePort, mirrored or stolen. They arrive through ServeIncoming. The
+// subscription ends when cancel is called or the session ends.
+func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool) (cancel func(), err error) {
+	st, err := p.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mode := "mirror"
+	if steal {
+		mode = "steal"
+	}
+	if err := protocol.Write(st, &protocol.Subscribe{Port: remotePort, Mode: mode}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if _, err := protocol.ReadReply[*protocol.SubscribeReply](st); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("subscribe to port %d: %w", remotePort, err)
+	}
+	st.SetDeadline(time.Time{})
+	return func() { st.Close() }, nil
+}
+
+// IncomingHandler takes one incoming connection. conn carries the peer's
+// bytes; for a stolen connection, what is written to conn goes back to the
+// peer. The handler owns conn.
+type IncomingHandler func(inc *protocol.Incoming, conn net.Conn)
+
+// ServeIncoming accepts the connections the agent delivers until the
+// session ends.
+func (p *Proxy) ServeIncoming(h IncomingHandler) {
+	for {
+		st, err := p.sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		go func() {
+			inc, err := protocol.ReadReply[*protocol.Incoming](st)
+			if err != nil {
+				st.Close()
+				return
+			}
+			h(inc, st)
+		}()
+	}
+}
+
+// DeliverTo copies an incoming connection to a local connection: both ways
+// when stolen; only the peer's bytes when mirrored (the local app's answers
+// are read and dropped, since the original app answers the peer).
+func DeliverTo(inc *protocol.Incoming, conn, local net.Conn) {
+	defer conn.Close()
+	defer local.Close()
+	done := make(chan struct{})
+	go func() {
+		if inc.Mirror {
+			io.Copy(io.Discard, local)
+		} else {
+			io.Copy(conn, local)
+			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			} else {
+				conn.Close()
+			}
+		}
+		close(done)
+	}()
+	io.Copy(local, conn)
+	if cw, ok := local.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	<-done
+}
