@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/hashicorp/yamux"
 	"github.com/miekg/dns"
 
@@ -92,7 +93,7 @@ func Run(ctx context.Context, opts Options) error {
 		Resolver:   resolverInfo(a.resolver),
 	}
 
-	a.in = &incoming{a: a, subs: map[uint16]*subscription{}}
+	a.in = &incoming{a: a, subs: map[uint16][]*subscription{}, rules: map[uint16]*nftables.Rule{}}
 	a.cleanStaleTables()
 	// Rules must not outlive the agent: removed on every way out of Run
 	// (TTL, SIGTERM/SIGINT through ctx).
@@ -228,7 +229,7 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream) {
 	case *protocol.UDPOpen:
 		a.udp(st, req)
 	case *protocol.Subscribe:
-		sub, err := a.in.subscribe(sess, req.Port, req.Mode == "mirror")
+		sub, err := a.in.subscribe(sess, req.Port, req.Mode == "mirror", req.Filter)
 		if err != nil {
 			protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
 			return

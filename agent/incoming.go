@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"golang.org/x/sys/unix"
 
+	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
@@ -39,14 +41,15 @@ type incoming struct {
 	nft    *nftables.Conn
 	table  *nftables.Table
 	chain  *nftables.Chain
-	subs   map[uint16]*subscription
+	subs   map[uint16][]*subscription
+	rules  map[uint16]*nftables.Rule
 }
 
 type subscription struct {
 	port   uint16
 	mirror bool
+	filter httpfilter.Filter // nil: the whole connection
 	sess   *yamux.Session
-	rule   *nftables.Rule
 }
 
 // cleanStaleTables removes tables left by agents that are no longer
@@ -79,12 +82,24 @@ func (a *Agent) cleanStaleTables() {
 	c.Flush()
 }
 
-// subscribe starts taking connections to port for sess.
-func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool) (*subscription, error) {
+// subscribe starts taking connections to port for sess. Several sessions
+// may steal one port with HTTP filters; a session that takes whole
+// connections must be alone on its port.
+func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spec *httpfilter.Spec) (*subscription, error) {
+	sub := &subscription{port: port, mirror: mirror, sess: sess}
+	if spec != nil && !mirror {
+		f, err := httpfilter.Build(*spec)
+		if err != nil {
+			return nil, fmt.Errorf("http filter for port %d: %w", port, err)
+		}
+		sub.filter = f
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if old, ok := in.subs[port]; ok && old.sess != sess {
-		return nil, fmt.Errorf("port %d is already taken by another mirrord session on this target", port)
+	for _, old := range in.subs[port] {
+		if old.filter == nil || sub.filter == nil {
+			return nil, fmt.Errorf("port %d is already taken by another mirrord session on this target (only HTTP-filtered steals can share a port)", port)
+		}
 	}
 	if err := in.ensureListener(); err != nil {
 		return nil, err
@@ -92,37 +107,49 @@ func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool) (*s
 	if err := in.ensureTable(); err != nil {
 		return nil, err
 	}
-	rule := in.nft.AddRule(&nftables.Rule{Table: in.table, Chain: in.chain, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(in.lnPort)},
-		&expr.Redir{RegisterProtoMin: 1},
-	}})
-	if err := in.nft.Flush(); err != nil {
-		return nil, fmt.Errorf("nftables: add the redirect for port %d: %w", port, err)
+	if in.rules[port] == nil {
+		in.nft.AddRule(&nftables.Rule{Table: in.table, Chain: in.chain, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+			&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(in.lnPort)},
+			&expr.Redir{RegisterProtoMin: 1},
+		}})
+		if err := in.nft.Flush(); err != nil {
+			return nil, fmt.Errorf("nftables: add the redirect for port %d: %w", port, err)
+		}
+		// Flush does not fill in the handle; read it back to delete by it.
+		rules, err := in.nft.GetRules(in.table, in.chain)
+		if err != nil || len(rules) == 0 {
+			return nil, fmt.Errorf("nftables: read back the rule for port %d: %v", port, err)
+		}
+		in.rules[port] = rules[len(rules)-1]
 	}
-	// Flush does not fill in the handle; read it back to delete by it.
-	rules, err := in.nft.GetRules(in.table, in.chain)
-	if err == nil && len(rules) > 0 {
-		rule = rules[len(rules)-1]
-	}
-	sub := &subscription{port: port, mirror: mirror, sess: sess, rule: rule}
-	in.subs[port] = sub
-	in.a.log.Info("subscribed", "port", port, "mirror", mirror)
+	in.subs[port] = append(in.subs[port], sub)
+	in.a.log.Info("subscribed", "port", port, "mirror", mirror, "filtered", sub.filter != nil)
 	return sub, nil
 }
 
 func (in *incoming) unsubscribe(sub *subscription) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.subs[sub.port] != sub {
+	list := in.subs[sub.port]
+	i := slices.Index(list, sub)
+	if i < 0 {
 		return
 	}
-	delete(in.subs, sub.port)
-	if err := in.nft.DelRule(sub.rule); err == nil {
-		in.nft.Flush()
+	list = slices.Delete(list, i, i+1)
+	if len(list) > 0 {
+		in.subs[sub.port] = list
+	} else {
+		delete(in.subs, sub.port)
+		if r := in.rules[sub.port]; r != nil && in.table != nil {
+			if in.nft.DelRule(r) == nil {
+				in.nft.Flush()
+			}
+		}
+		delete(in.rules, sub.port)
 	}
 	if len(in.subs) == 0 {
 		in.teardownLocked()
@@ -158,6 +185,7 @@ func (in *incoming) teardownLocked() {
 		in.nft.DelTable(in.table)
 		in.nft.Flush()
 		in.table, in.chain = nil, nil
+		in.rules = map[uint16]*nftables.Rule{}
 	}
 	if in.ln != nil {
 		in.ln.Close()
@@ -169,7 +197,7 @@ func (in *incoming) teardownLocked() {
 func (in *incoming) close() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.subs = map[uint16]*subscription{}
+	in.subs = map[uint16][]*subscription{}
 	in.teardownLocked()
 }
 
@@ -211,11 +239,16 @@ func (in *incoming) handle(c *net.TCPConn) {
 		return
 	}
 	in.mu.Lock()
-	sub := in.subs[orig.Port()]
+	subs := slices.Clone(in.subs[orig.Port()])
 	in.mu.Unlock()
-	if sub == nil {
+	if len(subs) == 0 {
 		return
 	}
+	if subs[0].filter != nil {
+		in.serveFiltered(c, orig, subs)
+		return
+	}
+	sub := subs[0]
 	st, err := sub.sess.OpenStream()
 	if err != nil {
 		return

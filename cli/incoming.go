@@ -16,6 +16,7 @@ import (
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/goshim"
+	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/netstack"
 	"github.com/mirrord-go/mirrord/protocol"
@@ -66,21 +67,69 @@ func isLoopbackHex(h string) bool {
 
 // remotePort maps a local listening port to the target port it takes
 // traffic from (feature.network.incoming.port_mapping), and says whether
-// the port is to be subscribed at all (ports / ignore_ports).
-func remotePort(in config.IncomingConfig, local uint16) (uint16, bool) {
+// the port is to be subscribed at all and with which HTTP filter:
+// ignore_ports stay local; with a steal filter, ports in http_filter.ports
+// are filtered, other ports are stolen whole only if "ports" names them
+// (the spec's rules); otherwise "ports", when set, limits the ports.
+func remotePort(in config.IncomingConfig, local uint16) (remote uint16, filter *httpfilter.Spec, ok bool) {
 	if slices.Contains(in.IgnorePorts, local) {
-		return 0, false
+		return 0, nil, false
 	}
-	remote := local
+	remote = local
 	for _, pm := range in.PortMapping {
 		if pm[0] == local {
 			remote = pm[1]
 		}
 	}
-	if len(in.Ports) > 0 && !slices.Contains(in.Ports, remote) {
-		return 0, false
+	if in.Mode == config.IncomingSteal && in.HTTPFilter.IsSet() {
+		if slices.Contains(in.HTTPFilter.Ports, remote) {
+			return remote, filterSpec(in.HTTPFilter), true
+		}
+		return remote, nil, slices.Contains(in.Ports, remote)
 	}
-	return remote, true
+	if len(in.Ports) > 0 && !slices.Contains(in.Ports, remote) {
+		return 0, nil, false
+	}
+	return remote, nil, true
+}
+
+// filterSpec turns the config's http_filter into the protocol's form.
+func filterSpec(h config.HTTPFilterConfig) *httpfilter.Spec {
+	inner := func(list []config.InnerFilter) []httpfilter.Spec {
+		out := make([]httpfilter.Spec, len(list))
+		for i, f := range list {
+			out[i] = httpfilter.Spec{Header: deref(f.Header), Path: deref(f.Path), Method: deref(f.Method)}
+		}
+		return out
+	}
+	var s httpfilter.Spec
+	switch {
+	case h.HeaderFilter != nil:
+		s.Header = *h.HeaderFilter
+	case h.PathFilter != nil:
+		s.Path = *h.PathFilter
+	case h.AllOf != nil:
+		s.AllOf = inner(h.AllOf)
+	case h.AnyOf != nil:
+		s.AnyOf = inner(h.AnyOf)
+	}
+	if h.MethodFilter != nil {
+		// A method filter narrows whatever else is set.
+		m := httpfilter.Spec{Method: *h.MethodFilter}
+		if s.Header == "" && s.Path == "" && s.AllOf == nil && s.AnyOf == nil {
+			s = m
+		} else {
+			s = httpfilter.Spec{AllOf: []httpfilter.Spec{s, m}}
+		}
+	}
+	return &s
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 // serveIncoming subscribes every port the program listens on and delivers
@@ -122,11 +171,11 @@ func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Prox
 	for {
 		current := listeningPorts(pid)
 		for local := range current {
-			remote, ok := remotePort(in, local)
+			remote, filter, ok := remotePort(in, local)
 			if !ok || subs[remote] != nil {
 				continue
 			}
-			cancel, err := proxy.Subscribe(ctx, remote, steal)
+			cancel, err := proxy.Subscribe(ctx, remote, steal, filter)
 			if err != nil {
 				log.Warn("incoming: subscribe", "port", remote, "err", err)
 				subs[remote] = func() {} // don't retry every tick

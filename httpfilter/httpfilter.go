@@ -165,3 +165,57 @@ func join(fs []Filter) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// Spec is the serialisable form of a filter, as the config and the
+// protocol carry it: exactly one field is set.
+type Spec struct {
+	Header string `json:"header,omitempty"`
+	Path   string `json:"path,omitempty"`
+	Method string `json:"method,omitempty"`
+	AllOf  []Spec `json:"all_of,omitempty"`
+	AnyOf  []Spec `json:"any_of,omitempty"`
+}
+
+// Build compiles a Spec.
+func Build(s Spec) (Filter, error) {
+	n := 0
+	for _, set := range []bool{s.Header != "", s.Path != "", s.Method != "", s.AllOf != nil, s.AnyOf != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("a filter needs exactly one of header, path, method, all_of, any_of (got %d)", n)
+	}
+	build := func(list []Spec) ([]Filter, error) {
+		out := make([]Filter, len(list))
+		for i, x := range list {
+			f, err := Build(x)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = f
+		}
+		return out, nil
+	}
+	switch {
+	case s.Header != "":
+		return Header(s.Header)
+	case s.Path != "":
+		return Path(s.Path)
+	case s.Method != "":
+		return Method(s.Method)
+	case s.AllOf != nil:
+		fs, err := build(s.AllOf)
+		if err != nil {
+			return nil, err
+		}
+		return AllOf(fs...)
+	default:
+		fs, err := build(s.AnyOf)
+		if err != nil {
+			return nil, err
+		}
+		return AnyOf(fs...)
+	}
+}

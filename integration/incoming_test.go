@@ -124,3 +124,67 @@ func TestIncomingMirror(t *testing.T) {
 		return strings.Count(string(b), "GOT /mirrored-path") == 3
 	})
 }
+
+// podClient is an HTTP client in the svc namespace that keeps connections
+// alive, so that one connection carries requests for both sides.
+func (f *fixture) podClient(t *testing.T) *http.Client {
+	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			var derr error
+			inNetns(t, f.svc, func() error {
+				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return nil
+			})
+			return c, derr
+		},
+	}}
+}
+
+func TestIncomingFilteredSteal(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8890", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+		"http_filter": {"any_of": [{"header": "^x-user: alice$"}, {"path": "^/api/(?!health)"}], "ports": [8890]}}}}}`)
+	_, outFile := f.startLocalApp(t, "8890", "hello from local app", "-f", cfg)
+	waitFor(t, "the filtered steal", func() bool { return len(f.nftTables(t)) == 1 })
+
+	client := f.podClient(t)
+	get := func(path, user string) string {
+		req, _ := http.NewRequest("GET", "http://"+podIP+":8890"+path, nil)
+		if user != "" {
+			req.Header.Set("X-User", user)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s (%s): %v", path, user, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	tests := []struct {
+		path, user, want string
+	}{
+		{"/anything", "alice", "hello from local app"},
+		{"/anything", "ALICE", "hello from local app"}, // header filters are case-insensitive
+		{"/anything", "bob", "hello from original app"},
+		{"/api/users", "", "hello from local app"},
+		{"/api/health", "", "hello from original app"}, // negative lookahead
+		{"/", "", "hello from original app"},
+		{"/health", "alice", "hello from local app"},
+	}
+	for round := 0; round < 2; round++ { // the same kept-alive connection, twice over
+		for _, tt := range tests {
+			if got := get(tt.path, tt.user); got != tt.want {
+				t.Errorf("GET %s as %q = %q, want %q", tt.path, tt.user, got, tt.want)
+			}
+		}
+	}
+	b, _ := os.ReadFile(outFile)
+	if n := strings.Count(string(b), "GOT "); n != 8 {
+		t.Errorf("the local app saw %d requests, want 8:\n%s", n, b)
+	}
+}

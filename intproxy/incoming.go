@@ -7,13 +7,14 @@ import (
 	"net"
 	"time"
 
+	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
 // Subscribe asks the agent for the target's incoming connections to
 // remotePort, mirrored or stolen. They arrive through ServeIncoming. The
 // subscription ends when cancel is called or the session ends.
-func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool) (cancel func(), err error) {
+func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool, filter *httpfilter.Spec) (cancel func(), err error) {
 	st, err := p.open(ctx)
 	if err != nil {
 		return nil, err
@@ -22,7 +23,7 @@ func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool) (c
 	if steal {
 		mode = "steal"
 	}
-	if err := protocol.Write(st, &protocol.Subscribe{Port: remotePort, Mode: mode}); err != nil {
+	if err := protocol.Write(st, &protocol.Subscribe{Port: remotePort, Mode: mode, Filter: filter}); err != nil {
 		st.Close()
 		return nil, err
 	}

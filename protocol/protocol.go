@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/mirrord-go/mirrord/httpfilter"
 )
 
 // Version is the protocol version. Both ends must have the same.
@@ -139,6 +141,9 @@ type Datagram struct {
 type Subscribe struct {
 	Port uint16 `json:"port"`
 	Mode string `json:"mode"` // "mirror" or "steal"
+	// Filter, with steal, takes only the HTTP requests that match; the
+	// others go on to the target's own app.
+	Filter *httpfilter.Spec `json:"filter,omitempty"`
 }
 
 // SubscribeReply confirms a subscription.

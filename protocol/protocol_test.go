@@ -6,6 +6,8 @@ import (
 	"io"
 	"reflect"
 	"testing"
+
+	"github.com/mirrord-go/mirrord/httpfilter"
 )
 
 var samples = []Message{
@@ -22,6 +24,7 @@ var samples = []Message{
 	&UDPOpenReply{LocalAddr: "10.0.0.1:5000"},
 	&Datagram{Addr: "[fd00::1]:53", Data: []byte("hello")},
 	&Subscribe{Port: 8080, Mode: "steal"},
+	&Subscribe{Port: 80, Mode: "steal", Filter: &httpfilter.Spec{AnyOf: []httpfilter.Spec{{Header: "^x-user: a$"}, {Path: "^/api"}}}},
 	&SubscribeReply{},
 	&Incoming{Port: 80, Source: "10.0.0.9:51000", Mirror: true},
 }

@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/mirrord-go/mirrord/httpfilter"
+	"github.com/mirrord-go/mirrord/protocol"
+)
+
+// httpMethods start every HTTP/1.x request; anything else on a filtered
+// port (TLS, HTTP/2 prior knowledge, another protocol) passes through to
+// the target's app untouched.
+var httpMethods = [][]byte{[]byte("GET "), []byte("POST "), []byte("PUT "), []byte("DELETE "), []byte("HEAD "),
+	[]byte("OPTIONS "), []byte("PATCH "), []byte("CONNECT "), []byte("TRACE ")}
+
+func looksLikeHTTP1(b []byte) bool {
+	for _, m := range httpMethods {
+		if bytes.HasPrefix(b, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// upstream is one keep-alive connection that requests are sent to: the
+// target's app, or one client's local app through a stream.
+type upstream struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func (u *upstream) close() {
+	if u != nil && u.conn != nil {
+		u.conn.Close()
+	}
+}
+
+// serveFiltered takes an HTTP/1.x connection apart request by request:
+// each request goes to the first session whose filter matches it, or to
+// the target's own app. Upgrades (WebSocket) are spliced whole to where
+// their first request went.
+func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort, subs []*subscription) {
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	head, err := br.Peek(8)
+	c.SetReadDeadline(time.Time{})
+	if err != nil && len(head) == 0 {
+		return
+	}
+	var app *upstream
+	defer func() { app.close() }()
+	dialApp := func() (*upstream, error) {
+		if app != nil {
+			return app, nil
+		}
+		var conn net.Conn
+		err := in.a.target.inNetns(func() error {
+			var err error
+			conn, err = net.DialTimeout("tcp", orig.String(), 10*time.Second)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		app = &upstream{conn: conn, r: bufio.NewReader(conn)}
+		return app, nil
+	}
+	if !looksLikeHTTP1(head) {
+		u, err := dialApp()
+		if err != nil {
+			return
+		}
+		spliceBuffered(c, br, u.conn)
+		return
+	}
+	clients := map[*yamux.Session]*upstream{}
+	defer func() {
+		for _, u := range clients {
+			u.close()
+		}
+	}()
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		fr := &httpfilter.Request{Method: req.Method, Path: req.URL.RequestURI(), Header: req.Header.Clone()}
+		if req.Host != "" {
+			fr.Header.Set("Host", req.Host)
+		}
+		var dst *upstream
+		var owner *yamux.Session
+		for _, s := range subs {
+			if s.filter.Match(fr) {
+				owner = s.sess
+				break
+			}
+		}
+		if owner != nil {
+			dst = clients[owner]
+			if dst == nil {
+				st, err := owner.OpenStream()
+				if err != nil {
+					return
+				}
+				if protocol.Write(st, &protocol.Incoming{Port: orig.port, Source: c.RemoteAddr().String()}) != nil {
+					st.Close()
+					return
+				}
+				dst = &upstream{conn: st, r: bufio.NewReader(st)}
+				clients[owner] = dst
+			}
+		} else if dst, err = dialApp(); err != nil {
+			return
+		}
+		if err := req.Write(dst.conn); err != nil {
+			return
+		}
+		if req.Header.Get("Upgrade") != "" {
+			// After the 101 the bytes are no longer HTTP: splice
+			// both ways with what each side already buffered.
+			go io.Copy(c, dst.r)
+			io.Copy(dst.conn, br)
+			return
+		}
+		resp, err := http.ReadResponse(dst.r, req)
+		if err != nil {
+			return
+		}
+		err = resp.Write(c)
+		resp.Body.Close()
+		// A response with "Connection: close" closes the peer's
+		// connection too, as it would without mirrord.
+		if err != nil || req.Close || resp.Close {
+			return
+		}
+	}
+}
+
+// spliceBuffered splices c (whose first bytes wait in br) with app.
+func spliceBuffered(c *net.TCPConn, br *bufio.Reader, app net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(c, app)
+		c.CloseWrite()
+		close(done)
+	}()
+	io.Copy(app, br)
+	if tc, ok := app.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	<-done
+}
