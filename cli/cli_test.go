@@ -312,3 +312,16 @@ func TestParseForward(t *testing.T) {
 		}
 	}
 }
+
+func TestParseReverse(t *testing.T) {
+	for in, want := range map[string]reverse{"80:8080": {80, 8080}, "8080": {8080, 8080}} {
+		if got, err := parseReverse(in); err != nil || got != want {
+			t.Errorf("parseReverse(%q) = %+v, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "x", "80:", "0:80", "80:70000"} {
+		if _, err := parseReverse(in); err == nil {
+			t.Errorf("parseReverse(%q) should fail", in)
+		}
+	}
+}

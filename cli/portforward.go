@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/intproxy"
+	"github.com/mirrord-go/mirrord/protocol"
 )
 
 // forward is one parsed -L mapping.
@@ -85,10 +87,15 @@ func (c *PortForwardCmd) Run(env *Env) error {
 	if len(c.Local) == 0 && len(c.Remote) == 0 {
 		return errors.New("port-forward: give at least one -L or -R mapping")
 	}
-	if len(c.Remote) > 0 {
-		return notBuilt("port-forward -R: forwarding a target's port needs incoming traffic, which is not built yet")
-	}
 	var fwds []forward
+	var revs []reverse
+	for _, r := range c.Remote {
+		rv, err := parseReverse(r)
+		if err != nil {
+			return err
+		}
+		revs = append(revs, rv)
+	}
 	for _, l := range c.Local {
 		f, err := parseForward(l)
 		if err != nil {
@@ -103,6 +110,9 @@ func (c *PortForwardCmd) Run(env *Env) error {
 	cfg, err := loadConfig(env, &c.ConfigFlags, s)
 	if err != nil {
 		return err
+	}
+	if len(revs) > 0 && cfg.Target.Targetless() && c.AgentAddr == "" && cfg.ConnectTCP == nil {
+		return errors.New("port-forward -R takes traffic arriving at a target: give one with -t (e.g. -t deploy/api)")
 	}
 	log, closeLog, err := newLogger(env)
 	if err != nil {
@@ -138,6 +148,20 @@ func (c *PortForwardCmd) Run(env *Env) error {
 			proto = "udp"
 		}
 		fmt.Fprintf(env.Stdout, "forwarding %s 127.0.0.1:%d -> %s (via %s)\n", proto, f.localPort, f.remote(), sess.via)
+	}
+	if len(revs) > 0 {
+		cancels, err := startReverse(ctx, proxy, cfg, revs, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, c := range cancels {
+				c()
+			}
+		}()
+		for _, r := range revs {
+			fmt.Fprintf(env.Stdout, "forwarding %s:%d -> 127.0.0.1:%d (%s)\n", sess.via, r.remotePort, r.localPort, cfg.Feature.Network.Incoming.Mode)
+		}
 	}
 	select {
 	case <-ctx.Done():
@@ -289,4 +313,64 @@ func serveUDPForward(ctx context.Context, pc net.PacketConn, proxy *intproxy.Pro
 		}
 		flow.Write(buf[:n])
 	}
+}
+
+// reverse is one parsed -R mapping.
+type reverse struct {
+	remotePort, localPort uint16
+}
+
+// parseReverse parses [REMOTE_PORT:]LOCAL_PORT.
+func parseReverse(s string) (reverse, error) {
+	bad := fmt.Errorf("-R %q: expected [REMOTE_PORT:]LOCAL_PORT, e.g. 80:8080", s)
+	rp, lp, two := strings.Cut(s, ":")
+	if !two {
+		lp = rp
+	}
+	r, err1 := strconv.ParseUint(rp, 10, 16)
+	l, err2 := strconv.ParseUint(lp, 10, 16)
+	if err1 != nil || err2 != nil || r == 0 || l == 0 {
+		return reverse{}, bad
+	}
+	return reverse{remotePort: uint16(r), localPort: uint16(l)}, nil
+}
+
+// startReverse subscribes the target's ports and delivers their
+// connections to local ports, with feature.network.incoming's mode
+// (mirror by default, steal with --steal or the config) and HTTP filter.
+func startReverse(ctx context.Context, proxy *intproxy.Proxy, cfg *config.Config, revs []reverse, log *slog.Logger) ([]func(), error) {
+	in := cfg.Feature.Network.Incoming
+	steal := in.Mode == config.IncomingSteal
+	localOf := map[uint16]uint16{}
+	var cancels []func()
+	for _, r := range revs {
+		var filter *httpfilter.Spec
+		if steal && in.HTTPFilter.IsSet() {
+			filter = filterSpec(in.HTTPFilter)
+		}
+		cancel, err := proxy.Subscribe(ctx, r.remotePort, steal, filter)
+		if err != nil {
+			for _, c := range cancels {
+				c()
+			}
+			return nil, err
+		}
+		cancels = append(cancels, cancel)
+		localOf[r.remotePort] = r.localPort
+	}
+	go proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
+		local, ok := localOf[inc.Port]
+		if !ok {
+			conn.Close()
+			return
+		}
+		app, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))), 10*time.Second)
+		if err != nil {
+			log.Warn("port-forward -R: local port", "port", local, "err", err)
+			conn.Close()
+			return
+		}
+		intproxy.DeliverTo(inc, conn, app)
+	})
+	return cancels, nil
 }

@@ -115,3 +115,42 @@ func TestPortForwardErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPortForwardReverse: -R delivers connections arriving at the
+// target's port to a local server.
+func TestPortForwardReverse(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent("--ttl", "30s")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from this machine")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	cfg := writeConfig(t, `{"feature": {"network": {"incoming": "steal"}}}`)
+	cmd := exec.Command(mirrordBin, "port-forward", "--agent-addr", f.agentAddr, "-f", cfg,
+		"-R", fmt.Sprintf("8891:%d", ln.Addr().(*net.TCPAddr).Port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || !strings.Contains(sc.Text(), "-> 127.0.0.1:") {
+		t.Fatalf("no forwarding line: %q", sc.Text())
+	}
+	go io.Copy(io.Discard, out)
+	body, err := f.podGet(t, "http://"+podIP+":8891/")
+	if err != nil || body != "hello from this machine" {
+		t.Errorf("-R: %q, %v", body, err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	waitFor(t, "the redirect to be removed", func() bool { return len(f.nftTables(t)) == 0 })
+}
