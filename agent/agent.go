@@ -228,6 +228,8 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream) {
 		a.dial(st, req)
 	case *protocol.UDPOpen:
 		a.udp(st, req)
+	case *protocol.FileRequest:
+		a.serveFile(st, req)
 	case *protocol.Subscribe:
 		sub, err := a.in.subscribe(sess, req.Port, req.Mode == "mirror", req.Filter)
 		if err != nil {

@@ -80,6 +80,7 @@ type fixture struct {
 	resolvConf      string // this machine's resolv.conf for the test: the local DNS server
 	dir             string
 	servers         map[string]*http.Server
+	podFiles        string // a directory whose content only the target sees
 }
 
 func run(t *testing.T, args ...string) string {
@@ -134,7 +135,14 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { os.RemoveAll(etc) })
 	os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte(fmt.Sprintf("nameserver %s\nsearch %s %s\noptions ndots:2\n", podIP, podSearch, podDomain)), 0o644)
 	// Its own UTS namespace too, so that it has a hostname of its own.
-	target := exec.Command("unshare", "-u", "--", "sh", "-c", `hostname "$0" && exec "$@"`, podHostname,
+	// And its own mount namespace, with files only it can see (a tmpfs
+	// over a directory that is empty for everyone else).
+	f.podFiles = filepath.Join(os.TempDir(), "mirrord-podfiles-"+id)
+	os.MkdirAll(f.podFiles, 0o755)
+	t.Cleanup(func() { os.RemoveAll(f.podFiles) })
+	setup := `hostname "$0" && mount -t tmpfs tmpfs "$1" && printf 'pod: config\n' > "$1/config.yaml" &&
+		mkdir "$1/sub" && ln -s config.yaml "$1/link" && shift && exec "$@"`
+	target := exec.Command("unshare", "-u", "-m", "--", "sh", "-c", setup, podHostname, f.podFiles,
 		"ip", "netns", "exec", f.pod, "env", "-i", "SECRET_TOKEN="+secret, "DB_HOST=db", "DB_PASSWORD=pw",
 		"CONNECT_TIMEOUT=5", "READ_TIMEOUT=6", "PATH=/remote/bin", "/bin/sleep", "600")
 	target.Stderr = os.Stderr

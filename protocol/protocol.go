@@ -39,6 +39,11 @@ const (
 	TypeSubscribe
 	TypeSubscribeReply
 	TypeIncoming
+	TypeFileRequest
+	TypeFileReply
+	TypeFileRead
+	TypeFileData
+	TypeFileWrite
 	typeEnd
 )
 
@@ -158,6 +163,87 @@ type Incoming struct {
 	Mirror bool   `json:"mirror"`
 }
 
+// FileOp names a file operation.
+type FileOp string
+
+const (
+	FileStat     FileOp = "stat"     // Path; Follow says whether a final symlink is followed
+	FileReadDir  FileOp = "readdir"  // Path
+	FileReadlink FileOp = "readlink" // Path
+	FileOpen     FileOp = "open"     // Path, Flags, Perm; the stream then carries FileRead/FileWrite
+	FileUnlink   FileOp = "unlink"   // Path; Dir for rmdir
+	FileMkdir    FileOp = "mkdir"    // Path, Perm
+	FileRename   FileOp = "rename"   // Path -> NewPath
+)
+
+// FileRequest is one operation on the target's file system. Paths are
+// absolute and resolved inside the target's root: symlinks cannot lead
+// out of it.
+type FileRequest struct {
+	Op      FileOp `json:"op"`
+	Path    string `json:"path"`
+	NewPath string `json:"new_path,omitempty"`
+	Flags   int    `json:"flags,omitempty"` // open(2) flags
+	Perm    uint32 `json:"perm,omitempty"`
+	Follow  bool   `json:"follow,omitempty"`
+	Dir     bool   `json:"dir,omitempty"`
+}
+
+// FileInfo is what stat(2) says about a file.
+type FileInfo struct {
+	Mode  uint32 `json:"mode"` // st_mode: type and permission bits
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime_ns"`
+	Atime int64  `json:"atime_ns"`
+	Ctime int64  `json:"ctime_ns"`
+	Ino   uint64 `json:"ino"`
+	Dev   uint64 `json:"dev"`
+	Nlink uint64 `json:"nlink"`
+	UID   uint32 `json:"uid"`
+	GID   uint32 `json:"gid"`
+}
+
+// DirEntry is one directory entry.
+type DirEntry struct {
+	Name string `json:"name"`
+	Mode uint32 `json:"mode"` // type bits only
+	Ino  uint64 `json:"ino"`
+}
+
+// FileReply answers a FileRequest. Errors come as ErrorReply with an errno
+// name in Code ("ENOENT", "EACCES", ...).
+type FileReply struct {
+	Info    *FileInfo  `json:"info,omitempty"`
+	Entries []DirEntry `json:"entries,omitempty"`
+	Target  string     `json:"target,omitempty"`
+}
+
+// FileRead asks for up to Len bytes at Off of an open file.
+type FileRead struct {
+	Off int64 `json:"off"`
+	Len int   `json:"len"`
+}
+
+// FileData answers a FileRead (EOF when the end was reached) or a
+// FileWrite (N bytes written).
+type FileData struct {
+	Data []byte `json:"data,omitempty"`
+	EOF  bool   `json:"eof,omitempty"`
+	N    int    `json:"n,omitempty"`
+}
+
+// FileWrite writes Data at Off of an open file.
+type FileWrite struct {
+	Off  int64  `json:"off"`
+	Data []byte `json:"data"`
+}
+
+func (*FileRequest) Type() Type { return TypeFileRequest }
+func (*FileReply) Type() Type   { return TypeFileReply }
+func (*FileRead) Type() Type    { return TypeFileRead }
+func (*FileData) Type() Type    { return TypeFileData }
+func (*FileWrite) Type() Type   { return TypeFileWrite }
+
 func (*Subscribe) Type() Type      { return TypeSubscribe }
 func (*SubscribeReply) Type() Type { return TypeSubscribeReply }
 func (*Incoming) Type() Type       { return TypeIncoming }
@@ -207,6 +293,16 @@ func newMessage(t Type) Message {
 		return &SubscribeReply{}
 	case TypeIncoming:
 		return &Incoming{}
+	case TypeFileRequest:
+		return &FileRequest{}
+	case TypeFileReply:
+		return &FileReply{}
+	case TypeFileRead:
+		return &FileRead{}
+	case TypeFileData:
+		return &FileData{}
+	case TypeFileWrite:
+		return &FileWrite{}
 	}
 	return nil
 }

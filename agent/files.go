@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/mirrord-go/mirrord/protocol"
+)
+
+// maxChunk bounds one read or write message: large files travel in
+// pieces, never whole.
+const maxChunk = 1 << 20
+
+// rootFD opens the target's root directory. Every path is resolved below
+// it with openat2(RESOLVE_IN_ROOT), so absolute symlinks in the container
+// ("/etc/x -> /config/x") resolve inside the container, as they do for
+// the target, and ".." cannot climb out.
+func (t *target) rootFD() (int, error) {
+	fd, err := unix.Open(t.root(), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open the target's root %s: %w", t.root(), err)
+	}
+	return fd, nil
+}
+
+// clean makes p relative to the root, as openat2 wants it.
+func clean(p string) (string, error) {
+	if !strings.HasPrefix(p, "/") {
+		return "", unix.EINVAL
+	}
+	rel := strings.TrimPrefix(path.Clean(p), "/")
+	if rel == "" {
+		rel = "."
+	}
+	return rel, nil
+}
+
+func (t *target) openInRoot(p string, flags int, perm uint32) (int, error) {
+	root, err := t.rootFD()
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(root)
+	rel, err := clean(p)
+	if err != nil {
+		return -1, err
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(perm), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	if flags&unix.O_CREAT == 0 && flags&unix.O_TMPFILE != unix.O_TMPFILE {
+		how.Mode = 0
+	}
+	return unix.Openat2(root, rel, &how)
+}
+
+// parentInRoot opens the directory that holds p (for operations on the
+// last path element itself: lstat, unlink, mkdir, rename, readlink).
+func (t *target) parentInRoot(p string) (int, string, error) {
+	rel, err := clean(p)
+	if err != nil {
+		return -1, "", err
+	}
+	if rel == "." {
+		fd, err := t.openInRoot("/", unix.O_PATH|unix.O_DIRECTORY, 0)
+		return fd, ".", err
+	}
+	dir, base := path.Split("/" + rel)
+	fd, err := t.openInRoot(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	return fd, base, err
+}
+
+func statInfo(st *unix.Stat_t) *protocol.FileInfo {
+	return &protocol.FileInfo{
+		Mode: st.Mode, Size: st.Size, Ino: st.Ino, Dev: st.Dev, Nlink: st.Nlink, UID: st.Uid, GID: st.Gid,
+		Mtime: st.Mtim.Nano(), Atime: st.Atim.Nano(), Ctime: st.Ctim.Nano(),
+	}
+}
+
+func fileError(err error) *protocol.ErrorReply {
+	code := errorCode(err)
+	if code == "" {
+		code = "EIO"
+	}
+	return &protocol.ErrorReply{Message: err.Error(), Code: code}
+}
+
+// serveFile runs one file operation; for open, it then serves reads and
+// writes on the stream until the client closes it.
+func (a *Agent) serveFile(st *yamux.Stream, req *protocol.FileRequest) {
+	reply, fd, err := a.fileOp(req)
+	if err != nil {
+		protocol.Write(st, fileError(err))
+		return
+	}
+	if err := protocol.Write(st, reply); err != nil || fd < 0 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return
+	}
+	f := os.NewFile(uintptr(fd), req.Path)
+	defer f.Close()
+	buf := make([]byte, maxChunk)
+	for {
+		m, err := protocol.Read(st)
+		if err != nil {
+			return
+		}
+		switch m := m.(type) {
+		case *protocol.FileRead:
+			n, err := f.ReadAt(buf[:min(max(m.Len, 0), maxChunk)], m.Off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				protocol.Write(st, fileError(err))
+				continue
+			}
+			protocol.Write(st, &protocol.FileData{Data: buf[:n], EOF: errors.Is(err, io.EOF)})
+		case *protocol.FileWrite:
+			var n int
+			var err error
+			if req.Flags&unix.O_APPEND != 0 {
+				n, err = f.Write(m.Data)
+			} else {
+				n, err = f.WriteAt(m.Data, m.Off)
+			}
+			if err != nil {
+				protocol.Write(st, fileError(err))
+				continue
+			}
+			protocol.Write(st, &protocol.FileData{N: n})
+		default:
+			protocol.Write(st, &protocol.ErrorReply{Message: fmt.Sprintf("unexpected %T on an open file", m), Code: "EINVAL"})
+		}
+	}
+}
+
+// fileOp performs req; for open it returns the open fd.
+func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, error) {
+	t := a.target
+	switch req.Op {
+	case protocol.FileStat:
+		var fd int
+		var err error
+		if req.Follow {
+			fd, err = t.openInRoot(req.Path, unix.O_PATH, 0)
+		} else {
+			var base string
+			var dir int
+			dir, base, err = t.parentInRoot(req.Path)
+			if err == nil {
+				defer unix.Close(dir)
+				var s unix.Stat_t
+				if err := unix.Fstatat(dir, base, &s, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					return nil, -1, err
+				}
+				return &protocol.FileReply{Info: statInfo(&s)}, -1, nil
+			}
+		}
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(fd)
+		var s unix.Stat_t
+		if err := unix.Fstat(fd, &s); err != nil {
+			return nil, -1, err
+		}
+		return &protocol.FileReply{Info: statInfo(&s)}, -1, nil
+	case protocol.FileReadDir:
+		fd, err := t.openInRoot(req.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return nil, -1, err
+		}
+		f := os.NewFile(uintptr(fd), req.Path)
+		defer f.Close()
+		names, err := f.Readdirnames(-1)
+		if err != nil {
+			return nil, -1, err
+		}
+		entries := make([]protocol.DirEntry, 0, len(names))
+		for _, n := range names {
+			var s unix.Stat_t
+			e := protocol.DirEntry{Name: n}
+			if unix.Fstatat(fd, n, &s, unix.AT_SYMLINK_NOFOLLOW) == nil {
+				e.Mode, e.Ino = s.Mode&unix.S_IFMT, s.Ino
+			}
+			entries = append(entries, e)
+		}
+		return &protocol.FileReply{Entries: entries}, -1, nil
+	case protocol.FileReadlink:
+		dir, base, err := t.parentInRoot(req.Path)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(dir)
+		buf := make([]byte, unix.PathMax)
+		n, err := unix.Readlinkat(dir, base, buf)
+		if err != nil {
+			return nil, -1, err
+		}
+		return &protocol.FileReply{Target: string(buf[:n])}, -1, nil
+	case protocol.FileOpen:
+		fd, err := t.openInRoot(req.Path, req.Flags&^unix.O_PATH, req.Perm)
+		if err != nil {
+			return nil, -1, err
+		}
+		var s unix.Stat_t
+		if err := unix.Fstat(fd, &s); err != nil {
+			unix.Close(fd)
+			return nil, -1, err
+		}
+		return &protocol.FileReply{Info: statInfo(&s)}, fd, nil
+	case protocol.FileUnlink:
+		dir, base, err := t.parentInRoot(req.Path)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(dir)
+		flags := 0
+		if req.Dir {
+			flags = unix.AT_REMOVEDIR
+		}
+		// The parent was opened O_PATH; unlinkat needs a real dir fd.
+		return &protocol.FileReply{}, -1, withDirFD(dir, func(d int) error { return unix.Unlinkat(d, base, flags) })
+	case protocol.FileMkdir:
+		dir, base, err := t.parentInRoot(req.Path)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(dir)
+		return &protocol.FileReply{}, -1, withDirFD(dir, func(d int) error { return unix.Mkdirat(d, base, req.Perm) })
+	case protocol.FileRename:
+		od, ob, err := t.parentInRoot(req.Path)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(od)
+		nd, nb, err := t.parentInRoot(req.NewPath)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(nd)
+		return &protocol.FileReply{}, -1, unix.Renameat(od, ob, nd, nb)
+	}
+	return nil, -1, fmt.Errorf("unknown file operation %q", req.Op)
+}
+
+// withDirFD reopens an O_PATH directory fd as a real one for fn.
+func withDirFD(opath int, fn func(int) error) error {
+	d, err := unix.Openat(opath, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(d)
+	return fn(d)
+}

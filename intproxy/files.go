@@ -1,0 +1,168 @@
+package intproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.org/x/sys/unix"
+
+	"github.com/mirrord-go/mirrord/protocol"
+)
+
+// Errno returns the errno an agent error stands for (ENOENT, EACCES, ...),
+// so that engines can give the program the error the target would; EIO
+// when there is none.
+func Errno(err error) syscall.Errno {
+	var er *protocol.ErrorReply
+	if errors.As(err, &er) {
+		for e := syscall.Errno(1); e < 4096; e++ {
+			if unix.ErrnoName(e) == er.Code {
+				return e
+			}
+		}
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return syscall.EIO
+}
+
+// fileRequest runs one file operation on the target and returns its reply.
+func (p *Proxy) fileRequest(ctx context.Context, req *protocol.FileRequest) (*protocol.FileReply, error) {
+	st, err := p.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if err := protocol.Write(st, req); err != nil {
+		return nil, err
+	}
+	return protocol.ReadReply[*protocol.FileReply](st)
+}
+
+// Stat stats a path of the target (following a final symlink if follow).
+func (p *Proxy) Stat(ctx context.Context, path string, follow bool) (*protocol.FileInfo, error) {
+	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileStat, Path: path, Follow: follow})
+	if err != nil {
+		return nil, err
+	}
+	return r.Info, nil
+}
+
+// ReadDir lists a directory of the target.
+func (p *Proxy) ReadDir(ctx context.Context, path string) ([]protocol.DirEntry, error) {
+	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileReadDir, Path: path})
+	if err != nil {
+		return nil, err
+	}
+	return r.Entries, nil
+}
+
+// Readlink reads a symlink of the target.
+func (p *Proxy) Readlink(ctx context.Context, path string) (string, error) {
+	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileReadlink, Path: path})
+	if err != nil {
+		return "", err
+	}
+	return r.Target, nil
+}
+
+// Unlink, Mkdir and Rename change the target's file system.
+func (p *Proxy) Unlink(ctx context.Context, path string, dir bool) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileUnlink, Path: path, Dir: dir})
+	return err
+}
+
+func (p *Proxy) Mkdir(ctx context.Context, path string, perm uint32) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileMkdir, Path: path, Perm: perm})
+	return err
+}
+
+func (p *Proxy) Rename(ctx context.Context, from, to string) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileRename, Path: from, NewPath: to})
+	return err
+}
+
+// RemoteFile is a file open on the target. Reads and writes travel in
+// chunks of at most 1 MiB, so large files are never loaded whole.
+type RemoteFile struct {
+	Info *protocol.FileInfo
+	mu   sync.Mutex
+	st   *yamux.Stream
+}
+
+// OpenFile opens a file of the target with open(2) flags.
+func (p *Proxy) OpenFile(ctx context.Context, path string, flags int, perm uint32) (*RemoteFile, error) {
+	st, err := p.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := protocol.Write(st, &protocol.FileRequest{Op: protocol.FileOpen, Path: path, Flags: flags, Perm: perm}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	r, err := protocol.ReadReply[*protocol.FileReply](st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.SetDeadline(time.Time{})
+	return &RemoteFile{Info: r.Info, st: st}, nil
+}
+
+const chunk = 1 << 20
+
+// ReadAt implements io.ReaderAt.
+func (f *RemoteFile) ReadAt(b []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for n < len(b) {
+		if err := protocol.Write(f.st, &protocol.FileRead{Off: off + int64(n), Len: min(len(b)-n, chunk)}); err != nil {
+			return n, err
+		}
+		d, err := protocol.ReadReply[*protocol.FileData](f.st)
+		if err != nil {
+			return n, err
+		}
+		n += copy(b[n:], d.Data)
+		if d.EOF {
+			return n, io.EOF
+		}
+		if len(d.Data) == 0 {
+			break
+		}
+	}
+	return n, nil
+}
+
+// WriteAt implements io.WriterAt (with O_APPEND, off is ignored).
+func (f *RemoteFile) WriteAt(b []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for n < len(b) {
+		part := b[n:min(len(b), n+chunk)]
+		if err := protocol.Write(f.st, &protocol.FileWrite{Off: off + int64(n), Data: part}); err != nil {
+			return n, err
+		}
+		d, err := protocol.ReadReply[*protocol.FileData](f.st)
+		if err != nil {
+			return n, err
+		}
+		n += d.N
+		if d.N < len(part) {
+			return n, io.ErrShortWrite
+		}
+	}
+	return n, nil
+}
+
+// Close closes the file on the target.
+func (f *RemoteFile) Close() error { return f.st.Close() }
