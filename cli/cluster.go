@@ -15,7 +15,9 @@ import (
 
 // connectRetry connects to an agent that may still be starting to listen.
 func connectRetry(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger, opts ...intproxy.Option) (*intproxy.Proxy, error) {
-	deadline := time.Now().Add(15 * time.Second)
+	// The agent pod runs before the agent listens; on a busy node that
+	// can take a while, so wait as long as agent.startup_timeout allows.
+	deadline := time.Now().Add(max(15*time.Second, time.Duration(cfg.Agent.StartupTimeout)*time.Second))
 	for {
 		p, err := intproxy.Connect(ctx, addr, cfg, log, opts...)
 		if err == nil {

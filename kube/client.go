@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,7 +15,16 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/klog/v2"
 )
+
+func init() {
+	// client-go logs through klog to stderr (e.g. every failed
+	// port-forward attempt); the program's stderr is not ours to use.
+	// mirrord reports what matters as errors instead.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+}
 
 // Options says which cluster to talk to. Empty fields mean what kubectl
 // would use: $KUBECONFIG or ~/.kube/config, and its current context.
