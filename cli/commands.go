@@ -97,7 +97,7 @@ func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer closeLog()
-	sess, err := startSession(ctx, cfg, c.AgentAddr, log)
+	sess, err := startSession(ctx, cfg, c.AgentAddr, log, newProgress(env))
 	if err != nil {
 		return err
 	}

@@ -121,7 +121,7 @@ func (c *PortForwardCmd) Run(env *Env) error {
 	defer closeLog()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	sess, err := startSession(ctx, cfg, c.AgentAddr, log)
+	sess, err := startSession(ctx, cfg, c.AgentAddr, log, newProgress(env))
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ type session struct {
 // startSession finds or starts the agent for cfg: one already running
 // (agentAddr, MIRRORD_AGENT_ADDR, connect_tcp), one for a local process
 // (target pid/PID), or an agent pod next to a Kubernetes target.
-func startSession(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger) (*session, error) {
+func startSession(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger, prog *progress) (*session, error) {
 	if agentAddr == "" && cfg.ConnectTCP != nil {
 		agentAddr = *cfg.ConnectTCP
 	}
@@ -38,12 +38,12 @@ func startSession(ctx context.Context, cfg *config.Config, agentAddr string, log
 		}
 		return &session{addr: addr, via: cfg.Target.Path.String(), close: done}, nil
 	}
-	return startClusterSession(ctx, cfg, log)
+	return startClusterSession(ctx, cfg, log, prog)
 }
 
 // startClusterSession resolves the target, starts an agent pod next to
 // it and port-forwards to it through the API server.
-func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logger) (*session, error) {
+func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logger, prog *progress) (*session, error) {
 	if cfg.Agent.Ephemeral {
 		return nil, notBuilt("agent.ephemeral: running the agent as an ephemeral container is not built yet; the agent runs as a Job")
 	}
@@ -52,6 +52,7 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
+	prog.step("cluster", client.Where.Server)
 	ns := client.Namespace
 	if cfg.Target.Namespace != nil && *cfg.Target.Namespace != "" {
 		ns = *cfg.Target.Namespace
@@ -68,6 +69,7 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 			return nil, err
 		}
 		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
+		prog.step("target", via)
 		log.Info("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName, "took", time.Since(start))
 	}
 	agentNS := ns
@@ -79,6 +81,7 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 		return nil, err
 	}
 	log.Info("agent running", "job", agent.JobName, "pod", agent.PodName, "took", time.Since(start))
+	prog.step("agent", agent.Namespace+"/"+agent.PodName)
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
 	addr, err := agent.PortForward(fwdCtx)
 	if err != nil {
@@ -87,6 +90,7 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 		return nil, err
 	}
 	log.Info("port-forward ready", "local", addr, "took", time.Since(start))
+	prog.step("port-forward", addr)
 	return &session{
 		addr: addr,
 		opts: []intproxy.Option{intproxy.WithToken(agent.Token)},
