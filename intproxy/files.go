@@ -118,25 +118,53 @@ func (p *Proxy) OpenFile(ctx context.Context, path string, flags int, perm uint3
 
 const chunk = 1 << 20
 
+// readWindow is how many chunk requests are in flight at once: the agent
+// answers them in order on the stream, so a large read costs about one
+// round trip per window instead of one per chunk.
+const readWindow = 8
+
 // ReadAt implements io.ReaderAt.
 func (f *RemoteFile) ReadAt(b []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
 	for n < len(b) {
-		if err := protocol.Write(f.st, &protocol.FileRead{Off: off + int64(n), Len: min(len(b)-n, chunk)}); err != nil {
-			return n, err
+		// Ask for up to readWindow chunks, then collect the answers.
+		var sizes []int
+		for asked := n; asked < len(b) && len(sizes) < readWindow; {
+			size := min(len(b)-asked, chunk)
+			if err := protocol.Write(f.st, &protocol.FileRead{Off: off + int64(asked), Len: size}); err != nil {
+				return n, err
+			}
+			sizes = append(sizes, size)
+			asked += size
 		}
-		d, err := protocol.ReadReply[*protocol.FileData](f.st)
-		if err != nil {
-			return n, err
+		var eof bool
+		var firstErr error
+		for _, size := range sizes {
+			d, err := protocol.ReadReply[*protocol.FileData](f.st)
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+			if eof || firstErr != nil {
+				continue // drain the answers to requests past the end
+			}
+			n += copy(b[n:], d.Data)
+			if d.EOF || len(d.Data) < size {
+				eof = d.EOF
+				if !eof {
+					firstErr = io.ErrUnexpectedEOF
+				}
+			}
 		}
-		n += copy(b[n:], d.Data)
-		if d.EOF {
+		if firstErr != nil {
+			return n, firstErr
+		}
+		if eof {
 			return n, io.EOF
-		}
-		if len(d.Data) == 0 {
-			break
 		}
 	}
 	return n, nil
