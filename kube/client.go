@@ -16,6 +16,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/klog/v2"
+
+	"github.com/go-logr/logr"
 )
 
 func init() {
@@ -24,6 +26,7 @@ func init() {
 	// mirrord reports what matters as errors instead.
 	klog.LogToStderr(false)
 	klog.SetOutput(io.Discard)
+	klog.SetLogger(logr.Discard())
 }
 
 // Options says which cluster to talk to. Empty fields mean what kubectl
