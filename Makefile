@@ -10,7 +10,7 @@ BIN := bin/mirrord
 # Static binary: the same file runs locally and as the in-cluster agent.
 export CGO_ENABLED := 0
 
-.PHONY: all build deps test unit lint demo e2e bench clean
+.PHONY: all build deps test unit lint demo e2e e2e-cluster e2e-down bench clean
 
 all: build
 
@@ -35,13 +35,24 @@ deps:
 ## test: everything CI checks.
 test: deps lint build unit
 
-demo:
-	@echo "make demo: not built yet — it needs the agent (issue 4), the Kubernetes transport (issue 8) and the kind harness (issue 7)." >&2
-	@exit 2
+## demo: a local cluster with a sample app, and mirrord exec against it.
+demo: deps
+	@scripts/demo.sh
 
+## e2e-cluster: a local Kubernetes cluster for the e2e tests (needs root;
+## installs and builds what it needs, cached under ~/.cache/mirrord-e2e; see
+## e2e/README.md). Prints the kubeconfig path. Idempotent.
+## E2E_CLUSTER=processes (default; the only one so far).
+e2e-cluster:
+	@e2e/cluster/up.sh
+
+## e2e-down: stop the e2e cluster and remove all it put on the machine.
+e2e-down:
+	@e2e/cluster/down.sh
+
+## e2e: e2e-cluster, then the e2e tests (go test -tags e2e ./e2e/...).
 e2e:
-	@echo "make e2e: not built yet — the kind harness is issue 7." >&2
-	@exit 2
+	@e2e/run.sh
 
 ## bench: throughput side by side (needs root); writes bench/results.md.
 bench: deps

@@ -200,8 +200,14 @@ func (a *Agent) waitRunning(ctx context.Context, timeout time.Duration) error {
 			for _, p := range pods.Items {
 				switch p.Status.Phase {
 				case corev1.PodRunning:
-					a.PodName = p.Name
-					return nil
+					// Running is not listening: a port-forward
+					// attempted before the agent listens fails, and
+					// client-go's forwarder then stops for good. The
+					// agent's first line says when it listens.
+					if strings.Contains(a.podLogs(p.Name), "agent listening on") {
+						a.PodName = p.Name
+						return nil
+					}
 				case corev1.PodFailed, corev1.PodSucceeded:
 					return fmt.Errorf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))
 				}

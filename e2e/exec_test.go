@@ -1,0 +1,150 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var mirrordBin string
+
+// buildMirrord builds the CLI once per test binary.
+func buildMirrord(t *testing.T) string {
+	t.Helper()
+	if mirrordBin != "" {
+		return mirrordBin
+	}
+	out := filepath.Join(os.TempDir(), "mirrord-e2e-cli")
+	cmd := exec.Command("go", "build", "-o", out, "../cmd/mirrord")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build mirrord: %v\n%s", err, b)
+	}
+	mirrordBin = out
+	return out
+}
+
+// mirrord runs the CLI against the e2e cluster.
+func (c *cluster) mirrord(t *testing.T, timeout time.Duration, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	full := append([]string{args[0], "--kubeconfig", c.kubeconfig, "--agent-image", agentImage}, args[1:]...)
+	cmd := exec.CommandContext(ctx, buildMirrord(t), full...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// agentJobs lists the mirrord agent jobs left in the fixture namespace.
+func (c *cluster) agentJobs(t *testing.T) []string {
+	out := c.kubectl(t, "get", "jobs", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
+	return strings.Fields(out)
+}
+
+// TestExecDeployment runs a command in the context of deploy/py-serv:
+// its env, cluster DNS (short and full names) and a ClusterIP-only
+// service.
+func TestExecDeployment(t *testing.T) {
+	c := newCluster(t)
+	script := `echo "greeting=$APP_GREETING"; echo "fixture=$MIRRORD_E2E_FIXTURE";
+		getent hosts backend.default.svc.cluster.local >/dev/null && echo dns-full-ok;
+		curl -sS --max-time 10 http://backend:8080/health >/dev/null && echo backend-ok`
+	for _, target := range []string{"deploy/" + pyServ, "deployment/" + pyServ + "/container/" + pyServ} {
+		t.Run(target, func(t *testing.T) {
+			start := time.Now()
+			out, err := c.mirrord(t, 3*time.Minute, "exec", "-t", target, "-n", fixtureNamespace, "--", "sh", "-c", script)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			for _, want := range []string{"greeting=hello from py-serv", "fixture=py-serv", "dns-full-ok", "backend-ok"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			t.Logf("%s: %v", target, time.Since(start).Round(time.Millisecond))
+		})
+	}
+	// The agent job is removed at the end of each session.
+	waitUntil(t, 30*time.Second, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })
+}
+
+func TestExecPodAndTargetless(t *testing.T) {
+	c := newCluster(t)
+	pods := c.fixturePods(t, pyServ)
+	if len(pods) == 0 {
+		t.Fatal("no py-serv pods")
+	}
+	out, err := c.mirrord(t, 3*time.Minute, "exec", "-t", "pod/"+pods[0].Metadata.Name, "-n", fixtureNamespace, "--", "sh", "-c", `echo "pod=$POD_NAME"`)
+	if err != nil || !strings.Contains(out, "pod="+pods[0].Metadata.Name) {
+		t.Errorf("pod target: %v\n%s", err, out)
+	}
+	out, err = c.mirrord(t, 3*time.Minute, "exec", "-t", "targetless", "-n", fixtureNamespace, "--", "sh", "-c",
+		"curl -sS --max-time 10 http://backend.default.svc.cluster.local:8080/health >/dev/null && echo backend-ok")
+	if err != nil || !strings.Contains(out, "backend-ok") {
+		t.Errorf("targetless: %v\n%s", err, out)
+	}
+}
+
+func TestExecErrors(t *testing.T) {
+	c := newCluster(t)
+	for _, tt := range []struct {
+		target, want string
+	}{
+		{"deploy/no-such-app", `not found in namespace "default"`},
+		{"pod/" + pyServ, "not found"},
+	} {
+		out, err := c.mirrord(t, time.Minute, "exec", "-t", tt.target, "-n", fixtureNamespace, "--", "true")
+		if err == nil || !strings.Contains(out, tt.want) {
+			t.Errorf("%s: %v\n%s", tt.target, err, out)
+		}
+	}
+	out, err := c.mirrord(t, time.Minute, "exec", "-t", "deploy/"+pyServ, "-n", "no-such-namespace", "--", "true")
+	if err == nil || !strings.Contains(out, "no-such-namespace") {
+		t.Errorf("wrong namespace: %v\n%s", err, out)
+	}
+}
+
+// TestKilledCLILeavesNoAgent: after kill -9 of the CLI, the agent pod goes
+// away within seconds.
+func TestKilledCLILeavesNoAgent(t *testing.T) {
+	c := newCluster(t)
+	cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
+		"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "--", "sh", "-c", "echo ready; exec sleep 600")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := stdout.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.agentJobs(t)) == 0 {
+		t.Fatal("no agent job while the session runs")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	start := time.Now()
+	waitUntil(t, 20*time.Second, "the agent pod to be gone", func() bool {
+		out := c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
+		return strings.TrimSpace(out) == ""
+	})
+	t.Logf("agent pod gone %v after kill -9", time.Since(start).Round(time.Millisecond))
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
