@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 	"github.com/mirrord-go/mirrord/version"
 )
 
@@ -265,31 +266,7 @@ func (a *Agent) dial(st *yamux.Stream, req *protocol.DialRequest) {
 	if err := protocol.Write(st, &protocol.DialReply{LocalAddr: conn.LocalAddr().String(), RemoteAddr: conn.RemoteAddr().String()}); err != nil {
 		return
 	}
-	splice(st, conn)
-}
-
-// halfCloser is a connection whose write side can be closed alone.
-type halfCloser interface {
-	CloseWrite() error
-}
-
-// splice copies both ways; when one side finishes sending, the other side's
-// write half is closed so that EOF propagates like in a direct connection.
-func splice(a, b io.ReadWriteCloser) {
-	var wg sync.WaitGroup
-	cp := func(dst, src io.ReadWriteCloser) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if hc, ok := dst.(halfCloser); ok {
-			hc.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
+	relay.Splice(st, conn)
 }
 
 // udp relays datagrams between the stream and a UDP socket in the target.

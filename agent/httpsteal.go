@@ -12,6 +12,7 @@ import (
 
 	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 )
 
 // httpMethods start every HTTP/1.x request; anything else on a filtered
@@ -144,17 +145,17 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort, subs []*subs
 	}
 }
 
+// bufferedConn is a connection whose first bytes were already read into a
+// bufio.Reader: reads go through the reader, writes and CloseWrite to the
+// connection.
+type bufferedConn struct {
+	*net.TCPConn
+	r *bufio.Reader
+}
+
+func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
 // spliceBuffered splices c (whose first bytes wait in br) with app.
 func spliceBuffered(c *net.TCPConn, br *bufio.Reader, app net.Conn) {
-	done := make(chan struct{})
-	go func() {
-		io.Copy(c, app)
-		c.CloseWrite()
-		close(done)
-	}()
-	io.Copy(app, br)
-	if tc, ok := app.(*net.TCPConn); ok {
-		tc.CloseWrite()
-	}
-	<-done
+	relay.Splice(bufferedConn{c, br}, app)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 )
 
 // tablePrefix marks nftables tables as ours; the suffix is the agent's
@@ -258,7 +259,7 @@ func (in *incoming) handle(c *net.TCPConn) {
 		return
 	}
 	if !sub.mirror {
-		splice(st, c)
+		relay.Splice(st, c)
 		return
 	}
 	// Mirror: the original app answers; the client gets a copy of what
@@ -277,12 +278,11 @@ func (in *incoming) handle(c *net.TCPConn) {
 	go io.Copy(io.Discard, st) // the local app's answers are dropped
 	done := make(chan struct{})
 	go func() {
-		io.Copy(c, app)
-		c.CloseWrite()
+		relay.Copy(c, app)
 		close(done)
 	}()
 	io.Copy(io.MultiWriter(app, writerIgnoringErrors{st}), c)
-	app.(*net.TCPConn).CloseWrite()
+	relay.CloseWrite(app)
 	st.Close()
 	<-done
 }

@@ -140,25 +140,9 @@ func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Prox
 		return
 	}
 	steal := in.Mode == config.IncomingSteal
-	var mu sync.Mutex
-	localOf := map[uint16]uint16{} // remote port -> local port
-	go proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
-		mu.Lock()
-		local, ok := localOf[inc.Port]
-		mu.Unlock()
-		if !ok {
-			conn.Close()
-			return
-		}
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		app, err := ns.DialSandbox(dctx, netip.AddrPortFrom(goshim.SandboxAddr4, local))
-		cancel()
-		if err != nil {
-			log.Warn("incoming: the program does not accept", "port", local, "err", err)
-			conn.Close()
-			return
-		}
-		intproxy.DeliverTo(inc, conn, app)
+	ports := &portMap{m: map[uint16]uint16{}}
+	go deliverIncoming(ctx, proxy, ports, log, func(ctx context.Context, local uint16) (net.Conn, error) {
+		return ns.DialSandbox(ctx, netip.AddrPortFrom(goshim.SandboxAddr4, local))
 	})
 	subs := map[uint16]func(){}
 	defer func() {
@@ -181,9 +165,7 @@ func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Prox
 				subs[remote] = func() {} // don't retry every tick
 				continue
 			}
-			mu.Lock()
-			localOf[remote] = local
-			mu.Unlock()
+			ports.set(remote, local)
 			subs[remote] = cancel
 			log.Info("incoming: subscribed", "remote", remote, "local", local, "steal", steal)
 		}
@@ -193,4 +175,46 @@ func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Prox
 		case <-tick.C:
 		}
 	}
+}
+
+// portMap maps the target's ports to the local ports their connections go
+// to; the subscriber fills it while connections already arrive.
+type portMap struct {
+	mu sync.Mutex
+	m  map[uint16]uint16
+}
+
+func (pm *portMap) set(remote, local uint16) {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	pm.m[remote] = local
+}
+
+func (pm *portMap) get(remote uint16) (uint16, bool) {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	local, ok := pm.m[remote]
+	return local, ok
+}
+
+// deliverIncoming serves the connections the agent delivers until the
+// session ends: each goes to the local port its target port maps to,
+// connected with dial.
+func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap, log *slog.Logger, dial func(ctx context.Context, local uint16) (net.Conn, error)) {
+	proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
+		local, ok := ports.get(inc.Port)
+		if !ok {
+			conn.Close()
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		app, err := dial(dctx, local)
+		cancel()
+		if err != nil {
+			log.Warn("incoming: nothing accepts on the local port", "port", local, "err", err)
+			conn.Close()
+			return
+		}
+		intproxy.DeliverTo(inc, conn, app)
+	})
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/intproxy"
-	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 )
 
 // forward is one parsed -L mapping.
@@ -240,27 +240,9 @@ func serveTCPForward(ctx context.Context, ln net.Listener, proxy *intproxy.Proxy
 				return
 			}
 			defer out.Close()
-			pipe(c, out)
+			relay.Splice(c, out)
 		}()
 	}
-}
-
-// pipe copies both ways, passing half-closes on.
-func pipe(a, b net.Conn) {
-	var wg sync.WaitGroup
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
 }
 
 // serveUDPForward keeps one remote flow per local client address.
@@ -341,7 +323,7 @@ func parseReverse(s string) (reverse, error) {
 func startReverse(ctx context.Context, proxy *intproxy.Proxy, cfg *config.Config, revs []reverse, log *slog.Logger) ([]func(), error) {
 	in := cfg.Feature.Network.Incoming
 	steal := in.Mode == config.IncomingSteal
-	localOf := map[uint16]uint16{}
+	ports := &portMap{m: map[uint16]uint16{}}
 	var cancels []func()
 	for _, r := range revs {
 		var filter *httpfilter.Spec
@@ -356,21 +338,11 @@ func startReverse(ctx context.Context, proxy *intproxy.Proxy, cfg *config.Config
 			return nil, err
 		}
 		cancels = append(cancels, cancel)
-		localOf[r.remotePort] = r.localPort
+		ports.set(r.remotePort, r.localPort)
 	}
-	go proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
-		local, ok := localOf[inc.Port]
-		if !ok {
-			conn.Close()
-			return
-		}
-		app, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))), 10*time.Second)
-		if err != nil {
-			log.Warn("port-forward -R: local port", "port", local, "err", err)
-			conn.Close()
-			return
-		}
-		intproxy.DeliverTo(inc, conn, app)
+	go deliverIncoming(ctx, proxy, ports, log, func(ctx context.Context, local uint16) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))))
 	})
 	return cancels, nil
 }

@@ -84,19 +84,32 @@ func (p *Proxy) remoteDNS(ctx context.Context, query []byte) ([]byte, error) {
 	return reply.Answer, nil
 }
 
-// remember records the addresses of an answer under the names that led
-// to them (the question and every CNAME on the way).
+// remember records the addresses of an answer (wire format) under the
+// names that led to them (the question and every CNAME on the way).
 func (p *Proxy) remember(answer []byte) {
 	msg := new(dns.Msg)
 	if msg.Unpack(answer) != nil || len(msg.Question) == 0 {
 		return
 	}
 	names := []string{msg.Question[0].Name}
+	for _, rr := range msg.Answer {
+		if c, ok := rr.(*dns.CNAME); ok {
+			names = append(names, c.Target)
+		}
+	}
+	addrs := answerAddrs(msg)
+	for _, n := range names {
+		for _, a := range addrs {
+			p.names.add(n, a)
+		}
+	}
+}
+
+// answerAddrs returns the A and AAAA addresses of an answer.
+func answerAddrs(msg *dns.Msg) []netip.Addr {
 	var addrs []netip.Addr
 	for _, rr := range msg.Answer {
 		switch rr := rr.(type) {
-		case *dns.CNAME:
-			names = append(names, rr.Target)
 		case *dns.A:
 			if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
 				addrs = append(addrs, a)
@@ -107,11 +120,22 @@ func (p *Proxy) remember(answer []byte) {
 			}
 		}
 	}
-	for _, n := range names {
-		for _, a := range addrs {
-			p.names.add(n, a)
-		}
+	return addrs
+}
+
+// lookup asks one question of the target's resolvers (remote) or this
+// machine's, and returns the answer in wire format.
+func (p *Proxy) lookup(ctx context.Context, name string, qtype uint16, remote bool) ([]byte, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), qtype)
+	if !remote {
+		return p.localDNS.exchange(ctx, q)
 	}
+	b, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	return p.remoteDNS(ctx, b)
 }
 
 // resolvesTo reports whether name resolves to addr, asking the target's
@@ -120,22 +144,9 @@ func (p *Proxy) resolvesTo(ctx context.Context, name string, addr netip.Addr, re
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		q := new(dns.Msg)
-		q.SetQuestion(dns.Fqdn(name), qtype)
-		var answer []byte
-		var err error
-		if remote {
-			var b []byte
-			if b, err = q.Pack(); err == nil {
-				answer, err = p.remoteDNS(ctx, b)
-			}
-		} else {
-			answer, err = p.localDNS.exchange(ctx, q)
+		if answer, err := p.lookup(ctx, name, qtype, remote); err == nil {
+			p.remember(answer)
 		}
-		if err != nil {
-			continue
-		}
-		p.remember(answer)
 	}
 	return p.names.has(name, addr)
 }
@@ -225,13 +236,7 @@ func (p *Proxy) ResolveRemote(ctx context.Context, name string) ([]netip.Addr, e
 	for _, cand := range candidates {
 		var addrs []netip.Addr
 		for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			q := new(dns.Msg)
-			q.SetQuestion(dns.Fqdn(cand), qtype)
-			b, err := q.Pack()
-			if err != nil {
-				return nil, err
-			}
-			answer, err := p.remoteDNS(ctx, b)
+			answer, err := p.lookup(ctx, cand, qtype, true)
 			if err != nil {
 				return nil, err
 			}
@@ -239,18 +244,7 @@ func (p *Proxy) ResolveRemote(ctx context.Context, name string) ([]netip.Addr, e
 			if m.Unpack(answer) != nil {
 				continue
 			}
-			for _, rr := range m.Answer {
-				switch rr := rr.(type) {
-				case *dns.A:
-					if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
-						addrs = append(addrs, a)
-					}
-				case *dns.AAAA:
-					if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
-						addrs = append(addrs, a)
-					}
-				}
-			}
+			addrs = append(addrs, answerAddrs(m)...)
 		}
 		if len(addrs) > 0 {
 			return addrs, nil

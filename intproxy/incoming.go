@@ -9,6 +9,7 @@ import (
 
 	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 )
 
 // Subscribe asks the agent for the target's incoming connections to
@@ -65,23 +66,15 @@ func (p *Proxy) ServeIncoming(h IncomingHandler) {
 func DeliverTo(inc *protocol.Incoming, conn, local net.Conn) {
 	defer conn.Close()
 	defer local.Close()
+	if !inc.Mirror {
+		relay.Splice(conn, local)
+		return
+	}
 	done := make(chan struct{})
 	go func() {
-		if inc.Mirror {
-			io.Copy(io.Discard, local)
-		} else {
-			io.Copy(conn, local)
-			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			} else {
-				conn.Close()
-			}
-		}
+		io.Copy(io.Discard, local)
 		close(done)
 	}()
-	io.Copy(local, conn)
-	if cw, ok := local.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
+	relay.Copy(local, conn)
 	<-done
 }

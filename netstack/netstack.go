@@ -3,7 +3,6 @@ package netstack
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -22,6 +21,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/mirrord-go/mirrord/relay"
 )
 
 // Handler receives the sandbox's traffic. Each method is called in its own
@@ -179,7 +180,9 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		defer ns.wg.Done()
 		stop := context.AfterFunc(ns.ctx, func() { in.Close(); out.Close() })
 		defer stop()
-		splice(in, out)
+		relay.Splice(in, out)
+		in.Close()
+		out.Close()
 	}()
 }
 
@@ -236,28 +239,6 @@ func relayDatagrams(a, b net.Conn) {
 	a.Close()
 	b.Close()
 	<-done
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-// splice copies both ways, passing half-closes along.
-func splice(a, b net.Conn) {
-	var wg sync.WaitGroup
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if cw, ok := dst.(closeWriter); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
-	a.Close()
-	b.Close()
 }
 
 // serveDNS runs a DNS server (UDP and TCP) on addr:53 inside the stack.
