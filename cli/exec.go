@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/intproxy"
-	"github.com/mirrord-go/mirrord/netstack"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
@@ -36,58 +34,7 @@ func (c *ExecCmd) runWithAgent(ctx context.Context, env *Env, cfg *config.Config
 	if err != nil {
 		return err
 	}
-	spec := goshim.Spec{
-		Path:       c.Command[0],
-		Args:       c.Command,
-		Env:        progEnv,
-		ResolvConf: resolvConf(hello.Resolver),
-		MTU:        goshim.DefaultMTU,
-	}
-	if cfg.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
-		spec.Hostname = hello.Hostname
-	}
-	sb, err := goshim.Start(spec)
-	if err != nil {
-		return err
-	}
-	defer sb.Close()
-	ns, err := netstack.New(sb.TunFD(), proxy, netstack.Options{
-		MTU:    uint32(spec.MTU),
-		DNS4:   goshim.DNSAddr4,
-		DNS6:   goshim.DNSAddr6,
-		Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	stopSignals := sb.ForwardSignals(ctx)
-	defer stopSignals()
-	if err := sb.Go(); err != nil {
-		code := 1
-		if errors.Is(err, exec.ErrNotFound) || strings.Contains(err.Error(), "not found") {
-			code = 127
-		}
-		return &ExitError{Code: code, Err: err}
-	}
-	incCtx, stopIncoming := context.WithCancel(ctx)
-	defer stopIncoming()
-	go serveIncoming(incCtx, cfg, proxy, ns, sb.Pid(), log)
-	go func() {
-		select {
-		case <-proxy.Done():
-			log.Warn("lost the connection to the agent; remote operations now fail")
-		case <-ctx.Done():
-		}
-	}()
-	code, err := sb.Wait()
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		return &ExitError{Code: code}
-	}
-	return nil
+	return c.runNetstack(ctx, cfg, proxy, progEnv, log)
 }
 
 // resolvConf is the sandbox's /etc/resolv.conf: the netstack's DNS server,
