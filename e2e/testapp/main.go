@@ -15,6 +15,7 @@
 //	/hostname  the hostname
 //	/call      GET $BACKEND_URL (+ ?path=P) and return {"via": hostname, "backend": answer}
 //	/health    "ok"
+//	/bytes     ?n=N: N bytes (default 1 MiB) of a fixed pattern, for throughput benchmarks
 //	any other method on any path: echoes the request body back
 //
 // Every request is logged on stdout, so `kubectl logs` shows traffic.
@@ -32,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -127,6 +129,30 @@ func serve() error {
 	})
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
+		n := int64(1 << 20)
+		if q := r.URL.Query().Get("n"); q != "" {
+			v, err := strconv.ParseInt(q, 10, 64)
+			if err != nil || v < 0 {
+				http.Error(w, "n: want a byte count", http.StatusBadRequest)
+				return
+			}
+			n = v
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		buf := make([]byte, 256<<10)
+		for i := range buf {
+			buf[i] = byte(i)
+		}
+		for n > 0 {
+			k, err := w.Write(buf[:min(n, int64(len(buf)))])
+			if err != nil {
+				return
+			}
+			n -= int64(k)
+		}
 	})
 	mux.HandleFunc("GET /call", func(w http.ResponseWriter, r *http.Request) {
 		backend := os.Getenv("BACKEND_URL")
