@@ -54,9 +54,11 @@ e2e-down:
 e2e:
 	@e2e/run.sh
 
-## bench: throughput side by side (needs root); writes bench/results.md.
+## bench: throughput side by side (needs root), then on the e2e cluster
+## (started if needed): port-forward vs kubectl, exec startup; writes
+## bench/results.md. BENCH_E2E=0 skips the cluster part.
 bench: deps
-	go test -tags bench -run TestBench -count=1 -v -timeout 20m ./integration
+	@scripts/bench.sh
 
 clean:
 	rm -rf bin
