@@ -52,7 +52,8 @@ kube_benchmarks() {
 		return 0
 	fi
 	if ! "$REPO/e2e/cluster/up.sh" >/dev/null; then
-		warn "skipping the Kubernetes benchmarks: the e2e cluster could not be started (see above; make e2e-down cleans up)"
+		warn "skipping the Kubernetes benchmarks: the e2e cluster could not be started (see above)"
+		((was_running)) || "$REPO/e2e/cluster/down.sh" >/dev/null 2>&1 || true
 		return 0
 	fi
 	E2E_KUBECONFIG=$KUBECONFIG_OUT E2E_KUBECTL=$KUBECTL \
@@ -69,5 +70,5 @@ if [[ ${BENCH_E2E:-1} == 0 ]]; then
 else
 	kube_benchmarks || status=$?
 fi
-say "bench/results.md written ($([[ $status == 0 ]] && echo PASS || echo FAIL))"
+say "make bench finished ($([[ $status == 0 ]] && echo PASS || echo FAIL)); results in bench/results.md"
 exit "$status"
