@@ -187,7 +187,7 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 			var s unix.Stat_t
 			e := protocol.DirEntry{Name: n}
 			if unix.Fstatat(fd, n, &s, unix.AT_SYMLINK_NOFOLLOW) == nil {
-				e.Mode, e.Ino = s.Mode&unix.S_IFMT, s.Ino
+				e.Mode, e.Ino, e.Dev = s.Mode&unix.S_IFMT, s.Ino, s.Dev
 			}
 			entries = append(entries, e)
 		}
@@ -246,6 +246,16 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 		}
 		defer unix.Close(nd)
 		return &protocol.FileReply{}, -1, unix.Renameat(od, ob, nd, nb)
+	case protocol.FileTruncate:
+		if req.Size < 0 {
+			return nil, -1, unix.EINVAL
+		}
+		fd, err := t.openInRoot(req.Path, unix.O_WRONLY, 0)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(fd)
+		return &protocol.FileReply{}, -1, unix.Ftruncate(fd, req.Size)
 	}
 	return nil, -1, fmt.Errorf("unknown file operation %q", req.Op)
 }

@@ -40,9 +40,23 @@ func HelperMain() int {
 	if err != nil {
 		return sock.fail(err, 1)
 	}
-	err = sock.sendFD(tun)
-	// The program must not inherit the TUN device; the parent holds it now.
+	var ready readyMessage
+	var view []int
+	if msg.Files != nil && msg.Files.View {
+		dev, root, err := mountView()
+		if err != nil {
+			ready.ViewError = err.Error()
+		} else {
+			ready.View = true
+			view = []int{dev, root}
+		}
+	}
+	err = sock.sendTUN(tun, ready, view)
+	// The program must inherit none of these; the parent holds them now.
 	tun.Close()
+	for _, fd := range view {
+		unix.Close(fd)
+	}
 	if err != nil {
 		return sock.fail(fmt.Errorf("sending the TUN fd: %w", err), 1)
 	}
@@ -61,7 +75,11 @@ func HelperMain() int {
 	if os.Getppid() != parent {
 		return 1
 	}
-	code, err := execProgram(msg.Spec)
+	beforeExec := func() error { return nil }
+	if msg.Files != nil {
+		beforeExec = func() error { return sock.sendFilter(msg.Files.Syscalls) }
+	}
+	code, err := execProgram(msg.Spec, beforeExec)
 	return sock.fail(err, code)
 }
 
@@ -94,27 +112,52 @@ func readSetup(sock *helperSocket) (setupMessage, error) {
 	return msg, nil
 }
 
-// sendFD sends a TUN frame with f's descriptor attached.
-func (s *helperSocket) sendFD(f *os.File) error {
-	rc, err := f.SyscallConn()
+// sendTUN sends the TUN frame with the TUN fd and the view's fds.
+func (s *helperSocket) sendTUN(tun *os.File, ready readyMessage, view []int) error {
+	payload, err := json.Marshal(ready)
 	if err != nil {
 		return err
 	}
-	frame := encodeFrame(frameTUN, nil)
-	var n int
+	rc, err := tun.SyscallConn()
+	if err != nil {
+		return err
+	}
 	// Control, unlike Fd, leaves the descriptor non-blocking, which the
 	// parent's packet loop wants.
 	cerr := rc.Control(func(fd uintptr) {
-		n, err = unix.SendmsgN(helperFD, frame, unix.UnixRights(int(fd)), nil, 0)
+		err = s.sendFDs(frameTUN, payload, append([]int{int(fd)}, view...)...)
 	})
 	if cerr != nil {
 		return cerr
 	}
+	return err
+}
+
+// sendFDs sends a frame with descriptors attached.
+func (s *helperSocket) sendFDs(typ byte, payload []byte, fds ...int) error {
+	frame := encodeFrame(typ, payload)
+	n, err := unix.SendmsgN(helperFD, frame, unix.UnixRights(fds...), nil, 0)
 	if err != nil {
 		return err
 	}
-	_, err = s.f.Write(frame[n:]) // a stream socket may take the header in parts
+	_, err = s.f.Write(frame[n:]) // a stream socket may take the frame in parts
 	return err
+}
+
+// sendFilter installs the seccomp filter on this thread (the one that
+// execs) and hands its listener to the parent, whose supervisor answers
+// from then on. It runs after the program's path lookup (which must see
+// the local files) and just before execve.
+func (s *helperSocket) sendFilter(nrs []int) error {
+	listener, err := installFilter(nrs)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(listener)
+	if err := s.sendFDs(frameSeccomp, nil, listener); err != nil {
+		return fmt.Errorf("sending the seccomp listener: %w", err)
+	}
+	return nil
 }
 
 // waitGo waits for the parent's go byte. EOF means the parent closed the
@@ -155,7 +198,8 @@ func setupSandbox(msg setupMessage) (*os.File, error) {
 
 // execProgram replaces the helper with the program. It returns only on
 // failure, with a shell-style exit code: 127 not found, 126 not executable.
-func execProgram(spec Spec) (int, error) {
+// beforeExec runs last, once nothing is left to do but execve.
+func execProgram(spec Spec, beforeExec func() error) (int, error) {
 	// The program must not keep the helper's powers over the sandbox (e.g.
 	// rerouting around the TUN device); a non-root uid then execs with no
 	// capabilities at all.
@@ -178,6 +222,9 @@ func execProgram(spec Spec) (int, error) {
 	env := spec.Env
 	if env == nil {
 		env = []string{}
+	}
+	if err := beforeExec(); err != nil {
+		return 1, err
 	}
 	err = syscall.Exec(path, argv, env)
 	return execExitCode(err), fmt.Errorf("exec %s: %w", path, err)

@@ -20,17 +20,23 @@ import (
 //
 // The conversation is strictly ordered, so neither side needs to demultiplex:
 //
-//	parent → helper  frameSetup  JSON setupMessage
-//	helper → parent  frameTUN    empty, the TUN fd attached with SCM_RIGHTS
-//	             or  frameError  setup failed; the helper exits
-//	parent → helper  goByte      a single byte, not a frame
-//	helper → parent  EOF         the program was exec'd (the socket is CLOEXEC)
-//	             or  frameError  lookup/exec failed; the helper exits
+//	parent → helper  frameSetup    JSON setupMessage
+//	helper → parent  frameTUN      JSON readyMessage; the TUN fd attached with
+//	                               SCM_RIGHTS, then the FUSE device and the
+//	                               view's root when readyMessage.View
+//	             or  frameError    setup failed; the helper exits
+//	parent → helper  goByte        a single byte, not a frame
+//	helper → parent  frameSeccomp  (with Files only) empty, the seccomp
+//	                               listener attached; sent just before exec
+//	helper → parent  EOF           the program was exec'd (the socket is CLOEXEC)
+//	             or  frameError    lookup/exec failed; the helper exits
 const (
 	frameSetup byte = 'S'
 	frameTUN   byte = 'T'
-	frameError byte = 'E'
-	goByte     byte = 'G'
+	// frameSeccomp carries the seccomp listener.
+	frameSeccomp byte = 'F'
+	frameError   byte = 'E'
+	goByte       byte = 'G'
 
 	frameHeaderLen = 5
 	// maxFrameLen bounds what a peer can make us allocate. A Spec is
@@ -52,6 +58,20 @@ type bindMount struct {
 type setupMessage struct {
 	Spec  Spec
 	Binds []bindMount
+	Files *filesSetup // nil: no file interception
+}
+
+// filesSetup asks the helper for the file layer: the FUSE view (when
+// View) and, just before exec, the seccomp filter.
+type filesSetup struct {
+	Syscalls []int // system call numbers sent to the supervisor
+	View     bool  // try to create the FUSE view
+}
+
+// readyMessage is the payload of frameTUN.
+type readyMessage struct {
+	View      bool   // the FUSE device and the view's root follow the TUN fd
+	ViewError string // why there is no view although it was asked for
 }
 
 // errKind tells the parent which sentinel a helper error wraps, so callers
@@ -177,7 +197,7 @@ func noEOF(err error) error {
 // readFrameFDs reads one frame and any file descriptors sent with it.
 func readFrameFDs(c *net.UnixConn) (typ byte, payload []byte, fds []int, err error) {
 	hdr := make([]byte, frameHeaderLen)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(8*4))
 	for got := 0; got < len(hdr); {
 		n, oobn, _, _, rerr := c.ReadMsgUnix(hdr[got:], oob)
 		more, perr := parseRights(oob[:oobn])

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -45,6 +47,7 @@ type options struct {
 	stdout       io.Writer
 	stderr       io.Writer
 	setupTimeout time.Duration
+	files        *Files
 }
 
 // WithStdio sets the program's standard input, output and error, which are
@@ -67,6 +70,13 @@ type Sandbox struct {
 	tunFD  int
 	tmpDir string
 	term   *terminal // non-nil when the program got the terminal's foreground
+
+	// The file layer (WithFiles); nil without it.
+	files  *Files
+	log    *slog.Logger
+	pinned map[string]bool // paths that stay local whatever the rules
+	remote remoteFS        // set by the handshake
+	super  *supervisor     // set by Go
 
 	done     chan struct{} // closed once the program has been reaped
 	exitCode int
@@ -91,16 +101,32 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 	if err := validateSpec(spec); err != nil {
 		return nil, fmt.Errorf("goshim: %w", err)
 	}
+	if err := validateFiles(o.files); err != nil {
+		return nil, fmt.Errorf("goshim: %w", err)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("goshim: finding the mirrord executable to re-run as helper: %w", err)
 	}
 
-	s := &Sandbox{tunFD: -1, done: make(chan struct{})}
+	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files}
 	msg, err := s.prepare(spec)
 	if err != nil {
 		s.release()
 		return nil, fmt.Errorf("goshim: %w", err)
+	}
+	if s.files != nil {
+		s.log = s.files.Logger
+		if s.log == nil {
+			s.log = slog.New(slog.DiscardHandler)
+		}
+		var nrs []int
+		for nr := range interceptedSyscalls(s.files.RemoteWrites) {
+			nrs = append(nrs, nr)
+		}
+		slices.Sort(nrs)
+		msg.Files = &filesSetup{Syscalls: nrs, View: !s.files.NoFUSE}
+		s.pinned = pinnedPaths(spec, msg.Binds)
 	}
 	child, err := s.openSocket()
 	if err != nil {
@@ -125,6 +151,18 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 	// is left behind even if mirrord itself is killed.
 	s.removeTemp()
 	return s, nil
+}
+
+func validateFiles(f *Files) error {
+	switch {
+	case f == nil:
+		return nil
+	case f.FS == nil || f.Filter == nil:
+		return errors.New("Files needs FS and Filter")
+	case auditArch == 0:
+		return fmt.Errorf("remote files are not supported on %s: %w", runtime.GOARCH, ErrSeccomp)
+	}
+	return nil
 }
 
 func validateSpec(spec Spec) error {
@@ -310,11 +348,45 @@ func (s *Sandbox) handshake(msg setupMessage, timeout time.Duration) error {
 	case typ == frameError:
 		closeFDs(fds)
 		return fmt.Errorf("goshim: sandbox setup: %w", decodeError(body))
-	case typ != frameTUN || len(fds) != 1:
+	case typ != frameTUN || len(fds) == 0:
 		closeFDs(fds)
 		return fmt.Errorf("goshim: sandbox setup: unexpected %q frame with %d fds", typ, len(fds))
 	}
 	s.tunFD = fds[0]
+	var ready readyMessage
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &ready); err != nil {
+			closeFDs(fds[1:])
+			return fmt.Errorf("goshim: sandbox setup: %w", err)
+		}
+	}
+	if ready.View != (len(fds) == 3) {
+		closeFDs(fds[1:])
+		return fmt.Errorf("goshim: sandbox setup: %d fds for view=%t", len(fds), ready.View)
+	}
+	if s.files == nil {
+		closeFDs(fds[1:])
+		return nil
+	}
+	return s.startRemote(ready, fds[1:])
+}
+
+// startRemote serves the FUSE view the helper made, or prepares the
+// fallback when it could not.
+func (s *Sandbox) startRemote(ready readyMessage, view []int) error {
+	if ready.View {
+		v, err := serveView(view[0], view[1], s.files.FS, s.log)
+		if err == nil {
+			s.remote = v
+			s.log.Debug("remote files through the FUSE view")
+			return nil
+		}
+		ready.ViewError = err.Error()
+	}
+	if ready.ViewError != "" {
+		s.log.Info("remote files without FUSE (memfd snapshots and pipes)", "reason", ready.ViewError)
+	}
+	s.remote = newMemfdFS(s.files.FS, s.files.MemfdLimit, s.log)
 	return nil
 }
 
@@ -359,7 +431,14 @@ func (s *Sandbox) Go() error {
 	if err := s.conn.SetReadDeadline(time.Now().Add(execTimeout)); err != nil {
 		return fmt.Errorf("goshim: %w", err)
 	}
-	typ, payload, err := readFrame(s.conn)
+	typ, payload, fds, err := readFrameFDs(s.conn)
+	if err == nil && typ == frameSeccomp {
+		if err := s.startSupervisor(fds); err != nil {
+			return err
+		}
+		typ, payload, fds, err = readFrameFDs(s.conn)
+	}
+	closeFDs(fds)
 	switch {
 	case errors.Is(err, io.EOF):
 		// The socket is close-on-exec in the helper: EOF means the exec
@@ -371,6 +450,24 @@ func (s *Sandbox) Go() error {
 		return fmt.Errorf("goshim: %w", decodeError(payload))
 	}
 	return fmt.Errorf("goshim: waiting for the program to start: unexpected %q frame", typ)
+}
+
+// startSupervisor starts answering the program's file system calls, whose
+// seccomp listener the helper sent just before it execs the program.
+func (s *Sandbox) startSupervisor(fds []int) error {
+	if s.files == nil || len(fds) != 1 {
+		closeFDs(fds)
+		return errors.New("goshim: unexpected seccomp listener from the helper")
+	}
+	sv, err := newSupervisor(fds[0], *s.files, s.remote, s.pinned, s.log)
+	if err != nil {
+		unix.Close(fds[0])
+		return fmt.Errorf("goshim: starting the file supervisor: %w", err)
+	}
+	s.mu.Lock()
+	s.super = sv
+	s.mu.Unlock()
+	return nil
 }
 
 // Signal sends sig to the program (not to its process group, like kill(1)).
@@ -397,6 +494,17 @@ func (s *Sandbox) Close() error {
 	s.closeOnce.Do(func() {
 		s.kill()
 		<-s.done
+		// Only now: children the program left behind in its process group
+		// are killed, and a filtered call without a supervisor would fail
+		// with ENOSYS.
+		s.mu.Lock()
+		sv := s.super
+		s.mu.Unlock()
+		if sv != nil {
+			sv.stop() // closes s.remote too
+		} else if s.remote != nil {
+			s.remote.close()
+		}
 		s.release()
 	})
 	return nil

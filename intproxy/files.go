@@ -89,6 +89,12 @@ func (p *Proxy) Rename(ctx context.Context, from, to string) error {
 	return err
 }
 
+// Truncate sets the size of a file of the target.
+func (p *Proxy) Truncate(ctx context.Context, path string, size int64) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileTruncate, Path: path, Size: size})
+	return err
+}
+
 // RemoteFile is a file open on the target. Reads and writes travel in
 // chunks of at most 1 MiB, so large files are never loaded whole.
 type RemoteFile struct {

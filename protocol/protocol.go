@@ -174,6 +174,7 @@ const (
 	FileUnlink   FileOp = "unlink"   // Path; Dir for rmdir
 	FileMkdir    FileOp = "mkdir"    // Path, Perm
 	FileRename   FileOp = "rename"   // Path -> NewPath
+	FileTruncate FileOp = "truncate" // Path, Size
 )
 
 // FileRequest is one operation on the target's file system. Paths are
@@ -187,6 +188,7 @@ type FileRequest struct {
 	Perm    uint32 `json:"perm,omitempty"`
 	Follow  bool   `json:"follow,omitempty"`
 	Dir     bool   `json:"dir,omitempty"`
+	Size    int64  `json:"size,omitempty"` // for truncate
 }
 
 // FileInfo is what stat(2) says about a file.
@@ -208,6 +210,7 @@ type DirEntry struct {
 	Name string `json:"name"`
 	Mode uint32 `json:"mode"` // type bits only
 	Ino  uint64 `json:"ino"`
+	Dev  uint64 `json:"dev,omitempty"`
 }
 
 // FileReply answers a FileRequest. Errors come as ErrorReply with an errno

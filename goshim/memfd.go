@@ -1,0 +1,337 @@
+package goshim
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// memfdFS is the fallback where the FUSE view cannot be created (no
+// access to /dev/fuse): every remote open gets a snapshot or a stream.
+//
+//   - read-only regular files: a memfd filled in 1 MiB chunks (seekable,
+//     mmap-able; the copy lives in the kernel's shmem, not in mirrord's
+//     heap), or for files larger than the limit a pipe fed as the program
+//     reads, so a large file is never held whole;
+//   - write-only opens: a pipe drained into the remote file in order
+//     (fstat says FIFO and seeking fails; os.WriteFile, shells and most
+//     loggers do not care);
+//   - read-write opens: EOPNOTSUPP, since changes to a snapshot could
+//     not reach the target;
+//   - directories: a private directory holding one empty entry per remote
+//     entry (names and types right, for getdents), mapped back to the
+//     remote path when the program uses it as a dirfd.
+type memfdFS struct {
+	files FileSystem
+	limit int64
+	log   *slog.Logger
+	dev   uint64 // st_dev reported for remote files
+
+	mu      sync.Mutex
+	snapDir string            // holds directory snapshots; created on first use
+	snaps   map[string]string // snapshot directory -> remote path
+	pipes   map[*os.File]bool // mirrord's ends of the pipes being pumped
+	wg      sync.WaitGroup    // pipe pumps
+}
+
+const defaultMemfdLimit = 64 << 20
+
+func newMemfdFS(files FileSystem, limit int64, log *slog.Logger) *memfdFS {
+	if limit <= 0 {
+		limit = defaultMemfdLimit
+	}
+	return &memfdFS{files: files, limit: limit, log: log, dev: unix.Mkdev(0, 0xfffe), snaps: map[string]string{}, pipes: map[*os.File]bool{}}
+}
+
+func (m *memfdFS) open(ctx context.Context, p string, flags int, mode uint32) (int, error) {
+	acc := flags & unix.O_ACCMODE
+	readOnly := acc == unix.O_RDONLY && flags&(unix.O_CREAT|unix.O_TRUNC) == 0
+	switch {
+	case readOnly || flags&unix.O_PATH != 0:
+		fi, err := m.files.Stat(ctx, p, flags&unix.O_NOFOLLOW == 0)
+		if err != nil {
+			return -1, err
+		}
+		switch fi.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			return m.snapshotDir(ctx, p)
+		case unix.S_IFLNK:
+			if flags&unix.O_PATH == 0 {
+				return -1, unix.ELOOP // O_NOFOLLOW on a symlink
+			}
+		}
+		if flags&unix.O_DIRECTORY != 0 {
+			return -1, unix.ENOTDIR
+		}
+		if flags&unix.O_PATH != 0 {
+			return unix.MemfdCreate(path.Base(p), unix.MFD_CLOEXEC)
+		}
+		if fi.Size > m.limit {
+			return m.readPipe(ctx, p)
+		}
+		return m.snapshotFile(ctx, p)
+	case acc == unix.O_WRONLY:
+		return m.writePipe(ctx, p, flags, mode)
+	}
+	m.log.Warn("read-write open of a remote file without FUSE: not supported", "path", p)
+	return -1, unix.EOPNOTSUPP
+}
+
+func (m *memfdFS) snapshotFile(ctx context.Context, p string) (int, error) {
+	f, err := m.files.Open(ctx, p, unix.O_RDONLY, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer f.Close()
+	fd, err := unix.MemfdCreate(path.Base(p), unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); ; {
+		n, err := f.ReadAt(buf, off)
+		if n > 0 {
+			if _, werr := unix.Pwrite(fd, buf[:n], off); werr != nil {
+				unix.Close(fd)
+				return -1, werr
+			}
+			off += int64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			return fd, nil
+		}
+		if err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+}
+
+// pipe returns a pipe whose end keep is an *os.File (served by Go's
+// poller, so a pump blocked on it can be woken by closing it) and the
+// other end as a raw fd for the program.
+func pipe() (r, w *os.File, err error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "mirrord-pipe-r"), os.NewFile(uintptr(fds[1]), "mirrord-pipe-w"), nil
+}
+
+// rawFD returns a dup of f's descriptor for the program, and closes f.
+func rawFD(f *os.File) (int, error) {
+	defer f.Close()
+	return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+func (m *memfdFS) readPipe(ctx context.Context, p string) (int, error) {
+	f, err := m.files.Open(ctx, p, unix.O_RDONLY, 0)
+	if err != nil {
+		return -1, err
+	}
+	r, w, err := pipe()
+	if err != nil {
+		f.Close()
+		return -1, err
+	}
+	m.pump(w)
+	go func() {
+		defer f.Close()
+		defer m.unpump(w)
+		// The pipe writes block while the program does not read: at most
+		// one chunk is held here.
+		if _, err := io.Copy(w, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+			m.log.Debug("streaming a remote file", "path", p, "err", err)
+		}
+	}()
+	return rawFD(r)
+}
+
+func (m *memfdFS) writePipe(ctx context.Context, p string, flags int, mode uint32) (int, error) {
+	f, err := m.files.Open(ctx, p, flags&^unix.O_CLOEXEC, mode)
+	if err != nil {
+		return -1, err
+	}
+	r, w, err := pipe()
+	if err != nil {
+		f.Close()
+		return -1, err
+	}
+	m.pump(r)
+	go func() {
+		defer f.Close()
+		defer m.unpump(r)
+		buf := make([]byte, 1<<20)
+		var off int64
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+					m.log.Warn("writing a remote file", "path", p, "err", werr)
+					return // the program's next write gets EPIPE
+				}
+				off += int64(n)
+			}
+			if err != nil {
+				return // EOF: every copy of the write end is closed
+			}
+		}
+	}()
+	return rawFD(w)
+}
+
+// pump registers a pipe end a goroutine is about to serve, so that close
+// can wake it.
+func (m *memfdFS) pump(f *os.File) {
+	m.mu.Lock()
+	m.pipes[f] = true
+	m.mu.Unlock()
+	m.wg.Add(1)
+}
+
+func (m *memfdFS) unpump(f *os.File) {
+	m.mu.Lock()
+	delete(m.pipes, f)
+	m.mu.Unlock()
+	f.Close()
+	m.wg.Done()
+}
+
+func (m *memfdFS) snapshotDir(ctx context.Context, p string) (int, error) {
+	entries, err := m.files.ReadDir(ctx, p)
+	if err != nil {
+		return -1, err
+	}
+	m.mu.Lock()
+	if m.snapDir == "" {
+		if m.snapDir, err = os.MkdirTemp("", "mirrord-dirs-"); err != nil {
+			m.mu.Unlock()
+			return -1, err
+		}
+	}
+	d := filepath.Join(m.snapDir, strconv.Itoa(len(m.snaps)))
+	m.snaps[d] = p
+	m.mu.Unlock()
+	if err := os.Mkdir(d, 0o700); err != nil {
+		return -1, err
+	}
+	for _, e := range entries {
+		name := filepath.Join(d, e.Name)
+		switch e.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			err = os.Mkdir(name, 0o700)
+		case unix.S_IFLNK:
+			err = os.Symlink(".", name)
+		default:
+			err = os.WriteFile(name, nil, 0o600)
+		}
+		if err != nil {
+			return -1, err
+		}
+	}
+	return unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// dir maps a directory snapshot back to its remote path.
+func (m *memfdFS) dir(_ string, target string) (bool, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.snapDir == "" || !strings.HasPrefix(target, m.snapDir+"/") {
+		return false, ""
+	}
+	rest := strings.TrimPrefix(target, m.snapDir+"/")
+	snap, sub, _ := strings.Cut(rest, "/")
+	remote, ok := m.snaps[filepath.Join(m.snapDir, snap)]
+	if !ok {
+		return false, ""
+	}
+	return false, path.Join(remote, sub)
+}
+
+func (m *memfdFS) stat(ctx context.Context, p string, follow bool) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	fi, err := m.files.Stat(ctx, p, follow)
+	if err != nil {
+		return st, err
+	}
+	st.Dev = m.dev
+	st.Ino = fi.Ino
+	setUint(&st.Nlink, fi.Nlink)
+	st.Mode = fi.Mode
+	st.Uid, st.Gid = fi.UID, fi.GID
+	st.Size = fi.Size
+	setInt(&st.Blksize, 4096)
+	st.Blocks = (fi.Size + 511) / 512
+	st.Atim = unix.NsecToTimespec(fi.Atime)
+	st.Mtim = unix.NsecToTimespec(fi.Mtime)
+	st.Ctim = unix.NsecToTimespec(fi.Ctime)
+	return st, nil
+}
+
+func (m *memfdFS) statx(ctx context.Context, p string, follow bool, _, mask int) (unix.Statx_t, error) {
+	var stx unix.Statx_t
+	fi, err := m.files.Stat(ctx, p, follow)
+	if err != nil {
+		return stx, err
+	}
+	stx.Mask = unix.STATX_BASIC_STATS & uint32(mask|unix.STATX_BASIC_STATS)
+	stx.Blksize = 4096
+	stx.Nlink = uint32(fi.Nlink)
+	stx.Uid, stx.Gid = fi.UID, fi.GID
+	stx.Mode = uint16(fi.Mode)
+	stx.Ino = fi.Ino
+	stx.Size = uint64(fi.Size)
+	stx.Blocks = (stx.Size + 511) / 512
+	stx.Atime = statxTime(fi.Atime)
+	stx.Mtime = statxTime(fi.Mtime)
+	stx.Ctime = statxTime(fi.Ctime)
+	stx.Dev_major, stx.Dev_minor = unix.Major(m.dev), unix.Minor(m.dev)
+	return stx, nil
+}
+
+func statxTime(ns int64) unix.StatxTimestamp {
+	return unix.StatxTimestamp{Sec: ns / 1e9, Nsec: uint32(ns % 1e9)}
+}
+
+func setUint[T ~uint32 | ~uint64](dst *T, v uint64) { *dst = T(v) }
+func setInt[T ~int32 | ~int64](dst *T, v int64)     { *dst = T(v) }
+
+func (m *memfdFS) readlink(ctx context.Context, p string) (string, error) {
+	return m.files.Readlink(ctx, p)
+}
+
+func (m *memfdFS) unlink(ctx context.Context, p string, dir bool) error {
+	return m.files.Unlink(ctx, p, dir)
+}
+
+func (m *memfdFS) mkdir(ctx context.Context, p string, mode uint32) error {
+	return m.files.Mkdir(ctx, p, mode)
+}
+
+func (m *memfdFS) rename(ctx context.Context, from, to string, flags uint) error {
+	return renameRemote(ctx, m.files, from, to, flags)
+}
+
+// close stops the pumps and removes the directory snapshots.
+func (m *memfdFS) close() {
+	m.mu.Lock()
+	for f := range m.pipes {
+		f.Close()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.snapDir != "" {
+		os.RemoveAll(m.snapDir)
+	}
+}

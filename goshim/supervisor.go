@@ -1,0 +1,485 @@
+package goshim
+
+import (
+	"context"
+	"debug/elf"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mirrord-go/mirrord/fsfilter"
+)
+
+// remoteFS carries out a remote operation for the supervisor: through the
+// FUSE view (fuseView) or with snapshots and pipes (memfdFS).
+type remoteFS interface {
+	// open returns an fd to install in the program (close-on-exec here).
+	open(ctx context.Context, path string, flags int, mode uint32) (int, error)
+	stat(ctx context.Context, path string, follow bool) (unix.Stat_t, error)
+	statx(ctx context.Context, path string, follow bool, flags, mask int) (unix.Statx_t, error)
+	readlink(ctx context.Context, path string) (string, error)
+	unlink(ctx context.Context, path string, dir bool) error
+	mkdir(ctx context.Context, path string, mode uint32) error
+	rename(ctx context.Context, from, to string, flags uint) error
+	// dir tells what a directory the program holds is, given its
+	// /proc/<tid>/{cwd,fd/N} link and the link's text: inView when it is
+	// in the FUSE view (the kernel resolves what lies below it by itself),
+	// or the remote path a snapshot stands for.
+	dir(link, target string) (inView bool, remote string)
+	close()
+}
+
+// supervisor answers the seccomp notifications of the program and its
+// children. It must outlive all of them: once the listener is closed,
+// every filtered call fails with ENOSYS.
+type supervisor struct {
+	listener int
+	calls    map[int]sysCall
+	filter   Classifier
+	remote   remoteFS
+	pinned   map[string]bool // paths that always stay local
+	log      *slog.Logger
+
+	noSend bool // the kernel lacks SECCOMP_ADDFD_FLAG_SEND (before 5.14)
+
+	stopFD int // eventfd: stop the loop
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// libPath matches the shared objects the dynamic loader maps: they stay
+// local whatever the fs rules say, or the program could not start.
+var libPath = regexp.MustCompile(`^/(usr/)?(local/)?lib(32|64|x32)?/.*\.so(\.[0-9]+)*$`)
+
+// pinnedPaths are the files that stay local whatever the rules say: the
+// program's executable and its ELF interpreter, the loader's cache, and
+// the files the sandbox replaced (resolv.conf, hostname: the sandbox's
+// version already is the target's view), each also through symlinks.
+func pinnedPaths(spec Spec, binds []bindMount) map[string]bool {
+	pinned := map[string]bool{"/etc/ld.so.cache": true, "/etc/ld.so.preload": true}
+	add := func(p string) {
+		if p == "" {
+			return
+		}
+		if !filepath.IsAbs(p) {
+			dir := spec.Dir
+			if dir == "" {
+				dir, _ = os.Getwd()
+			}
+			p = filepath.Join(dir, p)
+		}
+		pinned[filepath.Clean(p)] = true
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			pinned[real] = true
+		}
+	}
+	for _, b := range binds {
+		add(b.Target)
+	}
+	exe := spec.Path
+	if !strings.Contains(exe, "/") {
+		exe, _ = lookPath(spec.Path, spec.Env)
+	}
+	add(exe)
+	if f, err := elf.Open(exe); err == nil {
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				b := make([]byte, p.Filesz)
+				if _, err := p.ReadAt(b, 0); err == nil {
+					add(strings.TrimRight(string(b), "\x00"))
+				}
+			}
+		}
+		f.Close()
+	}
+	return pinned
+}
+
+func newSupervisor(listener int, files Files, remote remoteFS, pinned map[string]bool, log *slog.Logger) (*supervisor, error) {
+	stopFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &supervisor{
+		listener: listener,
+		calls:    interceptedSyscalls(files.RemoteWrites),
+		filter:   files.Filter,
+		remote:   remote,
+		pinned:   pinned,
+		log:      log,
+		stopFD:   stopFD,
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+	s.wg.Add(1)
+	go s.loop()
+	return s, nil
+}
+
+// stop ends the loop, waits for the calls being handled and closes the
+// listener. Call it once the program and its children are gone.
+func (s *supervisor) stop() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(s.stopFD, one[:])
+	s.cancel()
+	s.wg.Wait()
+	unix.Close(s.stopFD)
+	unix.Close(s.listener)
+	s.remote.close()
+}
+
+func (s *supervisor) loop() {
+	defer s.wg.Done()
+	fds := []unix.PollFd{{Fd: int32(s.listener), Events: unix.POLLIN}, {Fd: int32(s.stopFD), Events: unix.POLLIN}}
+	var n seccompNotif
+	for {
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			s.log.Error("polling the seccomp listener", "err", err)
+			return
+		}
+		if fds[1].Revents != 0 {
+			return
+		}
+		if fds[0].Revents&unix.POLLIN == 0 {
+			if fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+				return // every process under the filter has exited
+			}
+			continue
+		}
+		if err := notifRecv(s.listener, &n); err != nil {
+			if err == unix.ENOENT || err == unix.EINTR {
+				continue // the thread was interrupted or died meanwhile
+			}
+			s.log.Error("receiving a seccomp notification", "err", err)
+			return
+		}
+		s.handle(n)
+	}
+}
+
+// Answers.
+
+func (s *supervisor) cont(id uint64) {
+	s.send(&seccompNotifResp{ID: id, Flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE})
+}
+
+func (s *supervisor) reply(id uint64, val int64, errno syscall.Errno) {
+	s.send(&seccompNotifResp{ID: id, Val: val, Error: -int32(errno)})
+}
+
+func (s *supervisor) send(r *seccompNotifResp) {
+	if err := notifSend(s.listener, r); err != nil {
+		s.log.Debug("answering a seccomp notification", "err", err)
+	}
+}
+
+// addFD installs fd in the program as the result of the call.
+func (s *supervisor) addFD(id uint64, fd int, cloexec bool) {
+	if !s.noSend {
+		_, err := notifAddFD(s.listener, id, fd, cloexec, true)
+		if err != unix.EINVAL {
+			if err != nil && err != unix.ENOENT { // ENOENT: interrupted, the call restarts
+				s.reply(id, 0, errnoOf(err))
+			}
+			return
+		}
+		s.noSend = true
+	}
+	newfd, err := notifAddFD(s.listener, id, fd, cloexec, false)
+	if err != nil {
+		if err != unix.ENOENT {
+			s.reply(id, 0, errnoOf(err))
+		}
+		return
+	}
+	s.reply(id, int64(newfd), 0)
+}
+
+// async runs a remote operation off the receiving loop.
+func (s *supervisor) async(fn func(ctx context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		defer cancel()
+		fn(ctx)
+	}()
+}
+
+// Paths.
+
+func (s *supervisor) isPinned(p string) bool {
+	for _, pre := range [...]string{"/proc", "/sys", "/dev"} {
+		if strings.HasPrefix(p, pre) && (len(p) == len(pre) || p[len(pre)] == '/') {
+			return true
+		}
+	}
+	return s.pinned[p] || libPath.MatchString(p)
+}
+
+// resolve makes the path argument absolute. ok is false when the kernel
+// should resolve it itself: an empty path (AT_EMPTY_PATH), a path below a
+// directory of the FUSE view, or one whose base cannot be read. snapshot
+// is set when the base is a directory snapshot: the path is remote.
+func (s *supervisor) resolve(tid int, dirfd uint64, p string) (abs string, snapshot, ok bool) {
+	if p == "" {
+		return "", false, false
+	}
+	if p[0] == '/' {
+		return path.Clean(p), false, true
+	}
+	link := "/proc/" + strconv.Itoa(tid) + "/cwd"
+	if int32(dirfd) != unix.AT_FDCWD {
+		link = "/proc/" + strconv.Itoa(tid) + "/fd/" + strconv.Itoa(int(int32(dirfd)))
+	}
+	target, err := os.Readlink(link)
+	if err != nil || !strings.HasPrefix(target, "/") {
+		return "", false, false
+	}
+	inView, remote := s.remote.dir(link, target)
+	switch {
+	case inView:
+		return "", false, false
+	case remote != "":
+		return path.Join(remote, p), true, true
+	}
+	return path.Join(target, p), false, true
+}
+
+// where reads, resolves and classifies the path argument at addr. It
+// answers the call itself unless the path goes remote, in which case it
+// returns the remote path and true.
+func (s *supervisor) where(n *seccompNotif, dirfd, addr uint64, write bool) (string, bool) {
+	tid := int(n.Pid)
+	p, err := readPath(tid, addr)
+	if err != nil {
+		s.cont(n.ID) // the kernel reports EFAULT or ENAMETOOLONG itself
+		return "", false
+	}
+	if !notifValid(s.listener, n.ID) {
+		return "", false
+	}
+	action, rpath := s.classify(tid, dirfd, p, write)
+	switch action {
+	case fsfilter.Remote:
+		return rpath, true
+	case fsfilter.NotFound:
+		s.reply(n.ID, 0, unix.ENOENT)
+	default:
+		s.cont(n.ID)
+	}
+	return "", false
+}
+
+func (s *supervisor) classify(tid int, dirfd uint64, p string, write bool) (fsfilter.Action, string) {
+	abs, snapshot, ok := s.resolve(tid, dirfd, p)
+	if !ok || s.isPinned(abs) {
+		return fsfilter.Local, abs
+	}
+	action, rpath := s.filter.Classify(abs, write)
+	if snapshot && action == fsfilter.Local {
+		action = fsfilter.Remote // below a remote directory the program holds
+	}
+	return action, rpath
+}
+
+// handle answers one notification: local paths continue in the kernel
+// right here; remote operations run on their own goroutine.
+func (s *supervisor) handle(n seccompNotif) {
+	c, ok := s.calls[int(n.Data.Nr)]
+	if !ok {
+		s.cont(n.ID)
+		return
+	}
+	a := n.Data.Args
+	if c.args != nil {
+		a = c.args(a)
+	}
+	tid := int(n.Pid)
+	switch c.kind {
+	case sysOpen:
+		s.open(&n, a[0], a[1], int(int32(a[2])), uint32(a[3]))
+	case sysOpenat2:
+		var how unix.OpenHow
+		if a[3] < uint64(unsafe.Sizeof(how)) {
+			s.cont(n.ID)
+			return
+		}
+		if _, err := readMem(tid, a[2], bytesOf(&how)); err != nil || how.Resolve != 0 {
+			// RESOLVE_* restrict the lookup to a directory the program
+			// holds: the kernel keeps those semantics.
+			s.cont(n.ID)
+			return
+		}
+		s.open(&n, a[0], a[1], int(how.Flags), uint32(how.Mode))
+	case sysStat:
+		flags := int(a[3])
+		rpath, ok := s.where(&n, a[0], a[1], false)
+		if !ok {
+			return
+		}
+		s.async(func(ctx context.Context) {
+			st, err := s.remote.stat(ctx, rpath, flags&unix.AT_SYMLINK_NOFOLLOW == 0)
+			s.replyStruct(&n, bytesOf(&st), a[2], err)
+		})
+	case sysStatx:
+		flags, mask := int(a[2]), int(a[3])
+		rpath, ok := s.where(&n, a[0], a[1], false)
+		if !ok {
+			return
+		}
+		s.async(func(ctx context.Context) {
+			stx, err := s.remote.statx(ctx, rpath, flags&unix.AT_SYMLINK_NOFOLLOW == 0, flags, mask)
+			s.replyStruct(&n, bytesOf(&stx), a[4], err)
+		})
+	case sysAccess:
+		mode, flags := uint32(a[2]), int(a[3])
+		rpath, ok := s.where(&n, a[0], a[1], false)
+		if !ok {
+			return
+		}
+		s.async(func(ctx context.Context) {
+			st, err := s.remote.stat(ctx, rpath, flags&unix.AT_SYMLINK_NOFOLLOW == 0)
+			switch {
+			case err != nil:
+				s.reply(n.ID, 0, errnoOf(err))
+			case mode&unix.X_OK != 0 && st.Mode&0o111 == 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR:
+				s.reply(n.ID, 0, unix.EACCES)
+			default:
+				s.reply(n.ID, 0, 0)
+			}
+		})
+	case sysReadlink:
+		buf, size := a[2], int(int32(a[3]))
+		rpath, ok := s.where(&n, a[0], a[1], false)
+		if !ok {
+			return
+		}
+		if size <= 0 {
+			s.reply(n.ID, 0, unix.EINVAL)
+			return
+		}
+		s.async(func(ctx context.Context) {
+			target, err := s.remote.readlink(ctx, rpath)
+			if err != nil {
+				s.reply(n.ID, 0, errnoOf(err))
+				return
+			}
+			b := []byte(target)[:min(len(target), size)]
+			if err := writeMem(tid, buf, b); err != nil {
+				s.reply(n.ID, 0, unix.EFAULT)
+				return
+			}
+			s.reply(n.ID, int64(len(b)), 0)
+		})
+	case sysUnlink:
+		dir := int(a[2])&unix.AT_REMOVEDIR != 0
+		rpath, ok := s.where(&n, a[0], a[1], true)
+		if !ok {
+			return
+		}
+		s.async(func(ctx context.Context) {
+			s.reply(n.ID, 0, errnoOrZero(s.remote.unlink(ctx, rpath, dir)))
+		})
+	case sysMkdir:
+		mode := uint32(a[2])
+		rpath, ok := s.where(&n, a[0], a[1], true)
+		if !ok {
+			return
+		}
+		s.async(func(ctx context.Context) {
+			err := s.remote.mkdir(ctx, rpath, mode&0o7777&^threadUmask(tid))
+			s.reply(n.ID, 0, errnoOrZero(err))
+		})
+	case sysRename:
+		s.rename(&n, a)
+	default:
+		s.cont(n.ID)
+	}
+}
+
+func (s *supervisor) open(n *seccompNotif, dirfd, addr uint64, flags int, mode uint32) {
+	acc := flags & unix.O_ACCMODE
+	write := acc != unix.O_RDONLY || flags&(unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND) != 0 ||
+		flags&unix.O_TMPFILE == unix.O_TMPFILE
+	rpath, ok := s.where(n, dirfd, addr, write)
+	if !ok {
+		return
+	}
+	id, tid := n.ID, int(n.Pid)
+	s.async(func(ctx context.Context) {
+		if flags&unix.O_CREAT != 0 || flags&unix.O_TMPFILE == unix.O_TMPFILE {
+			mode &^= threadUmask(tid)
+		}
+		fd, err := s.remote.open(ctx, rpath, flags&^unix.O_CLOEXEC, mode)
+		if err != nil {
+			s.reply(id, 0, errnoOf(err))
+			return
+		}
+		s.addFD(id, fd, flags&unix.O_CLOEXEC != 0)
+		unix.Close(fd)
+	})
+}
+
+// rename: both paths remote goes to the target, both local stays in the
+// kernel, one of each is EXDEV (mv then copies).
+func (s *supervisor) rename(n *seccompNotif, a [6]uint64) {
+	tid := int(n.Pid)
+	from, err1 := readPath(tid, a[1])
+	to, err2 := readPath(tid, a[3])
+	if err1 != nil || err2 != nil {
+		s.cont(n.ID)
+		return
+	}
+	if !notifValid(s.listener, n.ID) {
+		return
+	}
+	fa, fp := s.classify(tid, a[0], from, true)
+	ta, tp := s.classify(tid, a[2], to, true)
+	switch {
+	case fa == fsfilter.NotFound || ta == fsfilter.NotFound:
+		s.reply(n.ID, 0, unix.ENOENT)
+	case fa == fsfilter.Local && ta == fsfilter.Local:
+		s.cont(n.ID)
+	case fa != ta:
+		s.reply(n.ID, 0, unix.EXDEV)
+	default:
+		flags := uint(a[4])
+		s.async(func(ctx context.Context) {
+			s.reply(n.ID, 0, errnoOrZero(s.remote.rename(ctx, fp, tp, flags)))
+		})
+	}
+}
+
+// replyStruct writes a stat result into the program and answers 0.
+func (s *supervisor) replyStruct(n *seccompNotif, b []byte, addr uint64, err error) {
+	if err != nil {
+		s.reply(n.ID, 0, errnoOf(err))
+		return
+	}
+	// The thread is still blocked in this very call (or the id is no
+	// longer valid and the write does not matter).
+	if !notifValid(s.listener, n.ID) {
+		return
+	}
+	if werr := writeMem(int(n.Pid), addr, b); werr != nil {
+		s.reply(n.ID, 0, unix.EFAULT)
+		return
+	}
+	s.reply(n.ID, 0, 0)
+}

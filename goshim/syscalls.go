@@ -1,0 +1,72 @@
+package goshim
+
+import "golang.org/x/sys/unix"
+
+// sysKind is the shape of an intercepted system call, after its arguments
+// are put in the order of its *at form (see sysCall.args).
+type sysKind int
+
+const (
+	sysOpen     sysKind = iota // dirfd, path, flags, mode
+	sysOpenat2                 // dirfd, path, *open_how, size
+	sysStat                    // dirfd, path, *struct stat, flags
+	sysStatx                   // dirfd, path, flags, mask, *struct statx
+	sysAccess                  // dirfd, path, mode, flags
+	sysReadlink                // dirfd, path, buf, bufsiz
+	sysUnlink                  // dirfd, path, flags
+	sysMkdir                   // dirfd, path, mode
+	sysRename                  // olddirfd, oldpath, newdirfd, newpath, flags
+)
+
+// sysCall describes one intercepted system call.
+type sysCall struct {
+	name  string
+	kind  sysKind
+	write bool // changes the file system: intercepted only with Files.RemoteWrites
+	// args puts the raw arguments in the order of the *at form (nil: they
+	// already are), e.g. stat(path, buf) becomes (AT_FDCWD, path, buf, 0).
+	args func(a [6]uint64) [6]uint64
+}
+
+// atFDCWD is AT_FDCWD as a raw system call argument.
+const atFDCWD = uint64(1<<64 + unix.AT_FDCWD)
+
+// syscallsAt are the *at system calls every architecture has.
+var syscallsAt = map[int]sysCall{
+	unix.SYS_OPENAT:     {name: "openat", kind: sysOpen},
+	unix.SYS_OPENAT2:    {name: "openat2", kind: sysOpenat2},
+	unix.SYS_STATX:      {name: "statx", kind: sysStatx},
+	unix.SYS_FACCESSAT:  {name: "faccessat", kind: sysAccess, args: func(a [6]uint64) [6]uint64 { a[3] = 0; return a }},
+	unix.SYS_FACCESSAT2: {name: "faccessat2", kind: sysAccess},
+	unix.SYS_READLINKAT: {name: "readlinkat", kind: sysReadlink},
+	unix.SYS_UNLINKAT:   {name: "unlinkat", kind: sysUnlink, write: true},
+	unix.SYS_MKDIRAT:    {name: "mkdirat", kind: sysMkdir, write: true},
+	unix.SYS_RENAMEAT:   {name: "renameat", kind: sysRename, write: true, args: func(a [6]uint64) [6]uint64 { a[4] = 0; return a }},
+	unix.SYS_RENAMEAT2:  {name: "renameat2", kind: sysRename, write: true},
+}
+
+// interceptedSyscalls returns the system call table of this architecture,
+// without the write calls unless writes may go remote.
+func interceptedSyscalls(remoteWrites bool) map[int]sysCall {
+	out := map[int]sysCall{}
+	for _, t := range []map[int]sysCall{syscallsAt, syscallsArch} {
+		for nr, c := range t {
+			if !c.write || remoteWrites {
+				out[nr] = c
+			}
+		}
+	}
+	return out
+}
+
+// prepend returns an args function for a legacy call without a dirfd:
+// AT_FDCWD comes first, then the raw arguments, then the fixed ones.
+func prepend(raw int, fixed ...uint64) func(a [6]uint64) [6]uint64 {
+	return func(a [6]uint64) [6]uint64 {
+		var out [6]uint64
+		out[0] = atFDCWD
+		copy(out[1:], a[:raw])
+		copy(out[1+raw:], fixed)
+		return out
+	}
+}
