@@ -42,10 +42,10 @@ func TestBenchKube(t *testing.T) {
 	buildMirrord(t)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\nWritten by `make bench` (`e2e/bench_test.go`) on %s against the local e2e cluster "+
-		"(Kubernetes %s, one node on this machine; %s/%s, %d CPUs, %s). The cluster, the forwarders and the "+
-		"client share the CPUs; load average at the start: %s.\n",
+		"(Kubernetes %s, one node on this machine; %s/%s, %d CPUs, %s). The cluster, the forwarders, the "+
+		"client and whatever else runs on the machine share the CPUs: the load average (1/5/15 min) is given per part.\n",
 		resultsSection, time.Now().UTC().Format("2006-01-02 15:04 MST"), k8sVersion,
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), loadAvg())
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	for _, part := range []struct {
 		name string
 		run  func(*testing.T, *cluster) string
@@ -89,6 +89,7 @@ func mergeResults(t *testing.T, section string) {
 // benchPortForward downloads the same body from the same py-serv pod through
 // `kubectl port-forward` and through `mirrord port-forward -L`, in turns.
 func benchPortForward(t *testing.T, c *cluster) string {
+	load := loadAvg()
 	pods := c.fixturePods(t, pyServ)
 	if len(pods) == 0 {
 		t.Fatal("no ready py-serv pods")
@@ -141,7 +142,7 @@ func benchPortForward(t *testing.T, c *cluster) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### Port-forward throughput (issue 10)\n\n")
 	fmt.Fprintf(&b, "HTTP download of %d MiB (`GET /bytes?n=…` from the test app) through each path to py-serv pod P, "+
-		"%d runs per path, paths interleaved; medians. MB/s = 10^6 bytes/s.\n\n", benchBody>>20, benchRounds)
+		"%d runs per path, paths interleaved; medians. MB/s = 10^6 bytes/s. Load average at the start: %s.\n\n", benchBody>>20, benchRounds, load)
 	b.WriteString("| Path | Median MB/s | Runs (MB/s) |\n|---|---:|---|\n")
 	for i, p := range paths {
 		fmt.Fprintf(&b, "| %s | %.1f | %s |\n", p.name, med[i], fmtFloats(rates[i], 0))
@@ -242,6 +243,7 @@ type startupRun struct {
 type podTimes struct{ created, kubelet, running time.Time }
 
 func benchStartup(t *testing.T, c *cluster) string {
+	load := loadAvg()
 	w := c.watchAgentPods(t)
 	var runs []startupRun
 	for i := 0; i <= startupRuns; i++ {
@@ -311,7 +313,7 @@ func benchStartup(t *testing.T, c *cluster) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### Startup: `mirrord exec -t deploy/py-serv -- true` (issue 8)\n\n")
 	fmt.Fprintf(&b, "Warm cluster (agent image on the node, fixture running), %d runs after one uncounted warm-up run; "+
-		"each run starts once the previous agent pod is gone. Wall time from starting the CLI to its exit.\n\n", len(runs))
+		"each run starts once the previous agent pod is gone. Wall time from starting the CLI to its exit. Load average at the start: %s.\n\n", len(runs), load)
 	b.WriteString("| | Median | Min | Target |\n|---|---:|---:|---|\n")
 	fmt.Fprintf(&b, "| wall time | %.2f s | %.2f s | ≤ %.0f s (%s) |\n\n", med/1000, lo/1000, startupTarget.Seconds(),
 		metOrNot(med <= float64(startupTarget.Milliseconds())))
