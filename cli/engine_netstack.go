@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 
@@ -27,7 +28,16 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 	if cfg.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
 		spec.Hostname = hello.Hostname
 	}
-	sb, err := goshim.Start(spec)
+	var opts []goshim.Option
+	cwd, _ := os.Getwd()
+	files, err := sandboxFiles(cfg.Feature.FS, proxy, cwd, log)
+	if err != nil {
+		return err
+	}
+	if files != nil {
+		opts = append(opts, goshim.WithFiles(*files))
+	}
+	sb, err := goshim.Start(spec, opts...)
 	if err != nil {
 		return err
 	}
