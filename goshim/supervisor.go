@@ -49,6 +49,11 @@ type supervisor struct {
 	pinned   map[string]bool // paths that always stay local
 	log      *slog.Logger
 
+	// cache holds classifications of absolute paths (the rules are pure
+	// functions of the path): a hit costs 0.1 µs, a regex pass 4-14 µs.
+	// Only the receiving loop uses it.
+	cache map[cacheKey]classified
+
 	noSend bool // the kernel lacks SECCOMP_ADDFD_FLAG_SEND (before 5.14)
 
 	stopFD int // eventfd: stop the loop
@@ -119,8 +124,15 @@ func newSupervisor(listener int, files Files, remote remoteFS, pinned map[string
 		pinned:   pinned,
 		log:      log,
 		stopFD:   stopFD,
+		cache:    map[cacheKey]classified{},
 		ctx:      ctx,
 		cancel:   cancel,
+	}
+	// Linux 6.6: the program's thread and ours hand over on one CPU rather
+	// than waking each other across CPUs.
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+		unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); errno != 0 {
+		log.Debug("seccomp: no synchronous wake-up", "err", errno)
 	}
 	s.wg.Add(1)
 	go s.loop()
@@ -171,6 +183,18 @@ func (s *supervisor) loop() {
 		s.handle(n)
 	}
 }
+
+type cacheKey struct {
+	path  string
+	write bool
+}
+
+type classified struct {
+	action fsfilter.Action
+	path   string
+}
+
+const cacheSize = 4096
 
 // Answers.
 
@@ -271,12 +295,15 @@ func (s *supervisor) where(n *seccompNotif, dirfd, addr uint64, write bool) (str
 		s.cont(n.ID) // the kernel reports EFAULT or ENAMETOOLONG itself
 		return "", false
 	}
-	if !notifValid(s.listener, n.ID) {
-		return "", false
-	}
+	// If the thread was interrupted or died (and its id was reused) since
+	// the notification, the path read is not its: continuing or failing
+	// is harmless (the answer goes nowhere), acting remotely is not.
 	action, rpath := s.classify(tid, dirfd, p, write)
 	switch action {
 	case fsfilter.Remote:
+		if !notifValid(s.listener, n.ID) {
+			return "", false
+		}
 		return rpath, true
 	case fsfilter.NotFound:
 		s.reply(n.ID, 0, unix.ENOENT)
@@ -288,10 +315,22 @@ func (s *supervisor) where(n *seccompNotif, dirfd, addr uint64, write bool) (str
 
 func (s *supervisor) classify(tid int, dirfd uint64, p string, write bool) (fsfilter.Action, string) {
 	abs, snapshot, ok := s.resolve(tid, dirfd, p)
-	if !ok || s.isPinned(abs) {
+	if !ok {
 		return fsfilter.Local, abs
 	}
-	action, rpath := s.filter.Classify(abs, write)
+	key := cacheKey{abs, write}
+	c, hit := s.cache[key]
+	if !hit {
+		c.action, c.path = fsfilter.Local, abs
+		if !s.isPinned(abs) {
+			c.action, c.path = s.filter.Classify(abs, write)
+		}
+		if len(s.cache) >= cacheSize {
+			clear(s.cache)
+		}
+		s.cache[key] = c
+	}
+	action, rpath := c.action, c.path
 	if snapshot && action == fsfilter.Local {
 		action = fsfilter.Remote // below a remote directory the program holds
 	}
@@ -446,9 +485,6 @@ func (s *supervisor) rename(n *seccompNotif, a [6]uint64) {
 		s.cont(n.ID)
 		return
 	}
-	if !notifValid(s.listener, n.ID) {
-		return
-	}
 	fa, fp := s.classify(tid, a[0], from, true)
 	ta, tp := s.classify(tid, a[2], to, true)
 	switch {
@@ -458,6 +494,7 @@ func (s *supervisor) rename(n *seccompNotif, a [6]uint64) {
 		s.cont(n.ID)
 	case fa != ta:
 		s.reply(n.ID, 0, unix.EXDEV)
+	case !notifValid(s.listener, n.ID):
 	default:
 		flags := uint(a[4])
 		s.async(func(ctx context.Context) {
