@@ -107,7 +107,7 @@ func (a *Agent) serveFile(st *yamux.Stream, req *protocol.FileRequest) {
 	}
 	f := os.NewFile(uintptr(fd), req.Path)
 	defer f.Close()
-	buf := make([]byte, maxChunk)
+	var buf []byte // grown to the largest read asked for: most opens read a little
 	for {
 		m, err := protocol.Read(st)
 		if err != nil {
@@ -115,7 +115,11 @@ func (a *Agent) serveFile(st *yamux.Stream, req *protocol.FileRequest) {
 		}
 		switch m := m.(type) {
 		case *protocol.FileRead:
-			n, err := f.ReadAt(buf[:min(max(m.Len, 0), maxChunk)], m.Off)
+			want := min(max(m.Len, 0), maxChunk)
+			if len(buf) < want {
+				buf = make([]byte, want)
+			}
+			n, err := f.ReadAt(buf[:want], m.Off)
 			if err != nil && !errors.Is(err, io.EOF) {
 				protocol.Write(st, fileError(err))
 				continue
