@@ -14,7 +14,7 @@ import (
 )
 
 // Version is the protocol version. Both ends must have the same.
-const Version = 1
+const Version = 2
 
 // MaxFrame bounds one frame, so that a corrupt length cannot make a reader
 // allocate gigabytes.
@@ -310,8 +310,78 @@ func newMessage(t Type) Message {
 	return nil
 }
 
+// binaryMessage is a message with a compact binary body: bulk file data,
+// which JSON would carry in base64 (measured on loopback, 1 MiB reads of
+// a remote file: 70 MB/s in JSON, 250 MB/s binary).
+type binaryMessage interface {
+	Message
+	appendBinary(b []byte) []byte
+	decodeBinary(b []byte) error
+}
+
+// FileData body: flags (1 byte: 1 = EOF) | N (uint32) | Data.
+func (m *FileData) appendBinary(b []byte) []byte {
+	var flags byte
+	if m.EOF {
+		flags = 1
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint32(b, uint32(m.N))
+	return append(b, m.Data...)
+}
+
+func (m *FileData) decodeBinary(b []byte) error {
+	if len(b) < 5 {
+		return fmt.Errorf("file data body of %d bytes", len(b))
+	}
+	m.EOF = b[0]&1 != 0
+	m.N = int(binary.BigEndian.Uint32(b[1:]))
+	m.Data = nil
+	if len(b) > 5 {
+		m.Data = b[5:]
+	}
+	return nil
+}
+
+// FileWrite body: Off (int64) | Data.
+func (m *FileWrite) appendBinary(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Off))
+	return append(b, m.Data...)
+}
+
+func (m *FileWrite) decodeBinary(b []byte) error {
+	if len(b) < 8 {
+		return fmt.Errorf("file write body of %d bytes", len(b))
+	}
+	m.Off = int64(binary.BigEndian.Uint64(b))
+	m.Data = nil
+	if len(b) > 8 {
+		m.Data = b[8:]
+	}
+	return nil
+}
+
+func binarySize(m binaryMessage) int {
+	switch m := m.(type) {
+	case *FileData:
+		return len(m.Data)
+	case *FileWrite:
+		return len(m.Data)
+	}
+	return 0
+}
+
 // Encode returns the frame for m.
 func Encode(m Message) ([]byte, error) {
+	if bm, ok := m.(binaryMessage); ok {
+		frame := bm.appendBinary(make([]byte, 5, 5+16+binarySize(bm)))
+		if len(frame)-4 > MaxFrame {
+			return nil, fmt.Errorf("encode %T: %d bytes is more than the %d-byte frame limit", m, len(frame)-4, MaxFrame)
+		}
+		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+		frame[4] = byte(m.Type())
+		return frame, nil
+	}
 	body, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", m, err)
@@ -376,6 +446,12 @@ func decodeBody(body []byte) (Message, error) {
 	m := newMessage(t)
 	if m == nil {
 		return nil, fmt.Errorf("%w: unknown message type %d", ErrFrame, t)
+	}
+	if bm, ok := m.(binaryMessage); ok {
+		if err := bm.decodeBinary(body[1:]); err != nil {
+			return nil, fmt.Errorf("%w: message type %d: %v", ErrFrame, t, err)
+		}
+		return m, nil
 	}
 	if err := json.Unmarshal(body[1:], m); err != nil {
 		return nil, fmt.Errorf("%w: message type %d: %v", ErrFrame, t, err)
