@@ -318,6 +318,11 @@ func testFiles(t *testing.T, noFUSE bool) {
 	s := startSandbox(t, spec, WithStdio(nil, &out, &errOut), WithFiles(Files{
 		FS: dirFS{root: root}, Filter: prefixFilter{}, RemoteWrites: true, NoFUSE: noFUSE,
 	}))
+	_, view := s.remote.(*fuseView)
+	t.Logf("FUSE view: %t", view)
+	if !noFUSE && !view && unix.Access("/dev/fuse", unix.R_OK|unix.W_OK) == nil {
+		t.Error("/dev/fuse is accessible, yet the FUSE view was not used")
+	}
 	if err := s.Go(); err != nil {
 		t.Fatalf("Go: %v", err)
 	}

@@ -8,9 +8,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,10 +39,11 @@ type memfdFS struct {
 	dev   uint64 // st_dev reported for remote files
 
 	mu      sync.Mutex
-	snapDir string            // holds directory snapshots; created on first use
-	snaps   map[string]string // snapshot directory -> remote path
-	pipes   map[*os.File]bool // mirrord's ends of the pipes being pumped
-	wg      sync.WaitGroup    // pipe pumps
+	snapDir string                  // holds directory snapshots; created on first use
+	snaps   map[string]string       // snapshot directory -> remote path
+	pipes   map[*os.File]*pumpState // mirrord's ends of the pipes being pumped
+	writers map[string][]*pumpState // write pipes by remote path
+	wg      sync.WaitGroup          // pipe pumps
 }
 
 const defaultMemfdLimit = 64 << 20
@@ -49,10 +52,11 @@ func newMemfdFS(files FileSystem, limit int64, log *slog.Logger) *memfdFS {
 	if limit <= 0 {
 		limit = defaultMemfdLimit
 	}
-	return &memfdFS{files: files, limit: limit, log: log, dev: unix.Mkdev(0, 0xfffe), snaps: map[string]string{}, pipes: map[*os.File]bool{}}
+	return &memfdFS{files: files, limit: limit, log: log, dev: unix.Mkdev(0, 0xfffe), snaps: map[string]string{}, pipes: map[*os.File]*pumpState{}, writers: map[string][]*pumpState{}}
 }
 
 func (m *memfdFS) open(ctx context.Context, p string, flags int, mode uint32) (int, error) {
+	m.flush(ctx, p)
 	acc := flags & unix.O_ACCMODE
 	readOnly := acc == unix.O_RDONLY && flags&(unix.O_CREAT|unix.O_TRUNC) == 0
 	switch {
@@ -116,21 +120,24 @@ func (m *memfdFS) snapshotFile(ctx context.Context, p string) (int, error) {
 	}
 }
 
-// pipe returns a pipe whose end keep is an *os.File (served by Go's
-// poller, so a pump blocked on it can be woken by closing it) and the
-// other end as a raw fd for the program.
-func pipe() (r, w *os.File, err error) {
+// pipe returns a pipe: mirrord's end (kept) as a non-blocking *os.File,
+// served by Go's poller, so that a pump waiting on it wakes when close
+// closes it; the program's end (blocking, like any file) as a raw fd.
+func pipe(keepRead bool) (kept *os.File, other int, err error) {
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
-		return nil, nil, err
+		return nil, -1, err
 	}
-	return os.NewFile(uintptr(fds[0]), "mirrord-pipe-r"), os.NewFile(uintptr(fds[1]), "mirrord-pipe-w"), nil
-}
-
-// rawFD returns a dup of f's descriptor for the program, and closes f.
-func rawFD(f *os.File) (int, error) {
-	defer f.Close()
-	return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	k, o := fds[1], fds[0]
+	if keepRead {
+		k, o = fds[0], fds[1]
+	}
+	if err := unix.SetNonblock(k, true); err != nil {
+		unix.Close(k)
+		unix.Close(o)
+		return nil, -1, err
+	}
+	return os.NewFile(uintptr(k), "mirrord-pipe"), o, nil
 }
 
 func (m *memfdFS) readPipe(ctx context.Context, p string) (int, error) {
@@ -138,72 +145,146 @@ func (m *memfdFS) readPipe(ctx context.Context, p string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	r, w, err := pipe()
+	w, r, err := pipe(false)
 	if err != nil {
 		f.Close()
 		return -1, err
 	}
-	m.pump(w)
+	m.pump(w, "")
 	go func() {
 		defer f.Close()
-		defer m.unpump(w)
+		defer m.unpump(w, "")
 		// The pipe writes block while the program does not read: at most
 		// one chunk is held here.
 		if _, err := io.Copy(w, io.NewSectionReader(f, 0, 1<<62)); err != nil {
 			m.log.Debug("streaming a remote file", "path", p, "err", err)
 		}
 	}()
-	return rawFD(r)
+	return r, nil
 }
 
+// writePipe gives the program a pipe drained into the remote file. Each
+// read from the pipe and the remote write it feeds happen under the
+// pump's lock, so flush can tell from an empty pipe that all the program
+// wrote so far is on the target.
 func (m *memfdFS) writePipe(ctx context.Context, p string, flags int, mode uint32) (int, error) {
 	f, err := m.files.Open(ctx, p, flags&^unix.O_CLOEXEC, mode)
 	if err != nil {
 		return -1, err
 	}
-	r, w, err := pipe()
+	r, w, err := pipe(true)
 	if err != nil {
 		f.Close()
 		return -1, err
 	}
-	m.pump(r)
+	rc, err := r.SyscallConn()
+	if err != nil {
+		r.Close()
+		unix.Close(w)
+		f.Close()
+		return -1, err
+	}
+	pm := m.pump(r, p)
 	go func() {
 		defer f.Close()
-		defer m.unpump(r)
+		defer m.unpump(r, p)
 		buf := make([]byte, 1<<20)
 		var off int64
-		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
-					m.log.Warn("writing a remote file", "path", p, "err", werr)
-					return // the program's next write gets EPIPE
+		for done := false; !done; {
+			err := rc.Read(func(fd uintptr) bool {
+				pm.mu.Lock()
+				defer pm.mu.Unlock()
+				n, err := unix.Read(int(fd), buf)
+				for err == unix.EINTR {
+					n, err = unix.Read(int(fd), buf)
 				}
-				off += int64(n)
-			}
+				switch {
+				case err == unix.EAGAIN:
+					return false // wait until readable
+				case err != nil || n == 0:
+					done = true // EOF: every copy of the write end is closed
+				default:
+					if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+						m.log.Warn("writing a remote file", "path", p, "err", werr)
+						done = true // the program's next write gets EPIPE
+					}
+					off += int64(n)
+				}
+				return true
+			})
 			if err != nil {
-				return // EOF: every copy of the write end is closed
+				return // closed by close
 			}
 		}
 	}()
-	return rawFD(w)
+	return w, nil
+}
+
+// pumpState is one pipe a goroutine serves.
+type pumpState struct {
+	f  *os.File
+	mu sync.Mutex // held while data moves from the pipe to the target
 }
 
 // pump registers a pipe end a goroutine is about to serve, so that close
-// can wake it.
-func (m *memfdFS) pump(f *os.File) {
+// can wake it, and flush find it by remote path (write pipes).
+func (m *memfdFS) pump(f *os.File, remote string) *pumpState {
+	pm := &pumpState{f: f}
 	m.mu.Lock()
-	m.pipes[f] = true
+	m.pipes[f] = pm
+	if remote != "" {
+		m.writers[remote] = append(m.writers[remote], pm)
+	}
 	m.mu.Unlock()
 	m.wg.Add(1)
+	return pm
 }
 
-func (m *memfdFS) unpump(f *os.File) {
+func (m *memfdFS) unpump(f *os.File, remote string) {
 	m.mu.Lock()
+	pm := m.pipes[f]
 	delete(m.pipes, f)
+	if remote != "" {
+		ws := m.writers[remote]
+		ws = slices.DeleteFunc(ws, func(x *pumpState) bool { return x == pm })
+		if len(ws) == 0 {
+			delete(m.writers, remote)
+		} else {
+			m.writers[remote] = ws
+		}
+	}
 	m.mu.Unlock()
 	f.Close()
 	m.wg.Done()
+}
+
+// flush waits until what the program wrote so far into pipes for path p
+// is on the target, so that an open, stat or rename of p that follows a
+// write sees it (a program's close of a pipe does not wait for that).
+func (m *memfdFS) flush(ctx context.Context, p string) {
+	m.mu.Lock()
+	ws := slices.Clone(m.writers[p])
+	m.mu.Unlock()
+	for _, pm := range ws {
+		rc, err := pm.f.SyscallConn()
+		if err != nil {
+			continue
+		}
+		for {
+			pending := 0
+			pm.mu.Lock()
+			cerr := rc.Control(func(fd uintptr) { pending, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }) // FIONREAD
+			pm.mu.Unlock()
+			if cerr != nil || pending == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
 }
 
 func (m *memfdFS) snapshotDir(ctx context.Context, p string) (int, error) {
@@ -259,6 +340,7 @@ func (m *memfdFS) dir(_ string, target string) (bool, string) {
 
 func (m *memfdFS) stat(ctx context.Context, p string, follow bool) (unix.Stat_t, error) {
 	var st unix.Stat_t
+	m.flush(ctx, p)
 	fi, err := m.files.Stat(ctx, p, follow)
 	if err != nil {
 		return st, err
@@ -279,6 +361,7 @@ func (m *memfdFS) stat(ctx context.Context, p string, follow bool) (unix.Stat_t,
 
 func (m *memfdFS) statx(ctx context.Context, p string, follow bool, _, mask int) (unix.Statx_t, error) {
 	var stx unix.Statx_t
+	m.flush(ctx, p)
 	fi, err := m.files.Stat(ctx, p, follow)
 	if err != nil {
 		return stx, err
@@ -318,6 +401,7 @@ func (m *memfdFS) mkdir(ctx context.Context, p string, mode uint32) error {
 }
 
 func (m *memfdFS) rename(ctx context.Context, from, to string, flags uint) error {
+	m.flush(ctx, from)
 	return renameRemote(ctx, m.files, from, to, flags)
 }
 
