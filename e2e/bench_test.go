@@ -63,21 +63,30 @@ func TestBenchKube(t *testing.T) {
 	mergeResults(t, b.String())
 }
 
-// mergeResults replaces this file's section of bench/results.md (from its
-// heading to the end) and keeps everything before it.
+// mergeResults puts this file's section into bench/results.md: in place of
+// the one an earlier run wrote (up to the next "## " heading), else at the
+// end; the other sections stay as they are.
 func mergeResults(t *testing.T, section string) {
 	old, err := os.ReadFile(resultsFile)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	head := string(old)
+	head, tail := string(old), ""
 	if i := strings.Index(head, resultsSection); i >= 0 {
-		head = head[:i]
+		head, tail = head[:i], head[i+len(resultsSection):]
+		if j := strings.Index(tail, "\n## "); j >= 0 {
+			tail = tail[j+1:]
+		} else {
+			tail = ""
+		}
 	}
 	if strings.TrimSpace(head) == "" {
 		head = "# Benchmark results\n"
 	}
-	out := strings.TrimRight(head, "\n") + "\n\n" + section
+	out := strings.TrimRight(head, "\n") + "\n\n" + strings.TrimRight(section, "\n") + "\n"
+	if tail != "" {
+		out += "\n" + tail
+	}
 	if err := os.WriteFile(resultsFile, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
 	}
