@@ -407,6 +407,21 @@ func (m *memfdFS) rename(ctx context.Context, from, to string, flags uint) error
 
 // close stops the pumps and removes the directory snapshots.
 func (m *memfdFS) close() {
+	// The program is gone, so its write ends are closed: the write pumps
+	// finish what it wrote and stop by themselves. Something that outlived
+	// it may still hold one, so they get a few seconds.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		m.mu.Lock()
+		n := 0
+		for _, ws := range m.writers {
+			n += len(ws)
+		}
+		m.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	m.mu.Lock()
 	for f := range m.pipes {
 		f.Close()

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -54,7 +55,7 @@ type supervisor struct {
 	// Only the receiving loop uses it.
 	cache map[cacheKey]classified
 
-	noSend bool // the kernel lacks SECCOMP_ADDFD_FLAG_SEND (before 5.14)
+	noSend atomic.Bool // the kernel lacks SECCOMP_ADDFD_FLAG_SEND (before 5.14)
 
 	stopFD int // eventfd: stop the loop
 	ctx    context.Context
@@ -214,7 +215,7 @@ func (s *supervisor) send(r *seccompNotifResp) {
 
 // addFD installs fd in the program as the result of the call.
 func (s *supervisor) addFD(id uint64, fd int, cloexec bool) {
-	if !s.noSend {
+	if !s.noSend.Load() {
 		_, err := notifAddFD(s.listener, id, fd, cloexec, true)
 		if err != unix.EINVAL {
 			if err != nil && err != unix.ENOENT { // ENOENT: interrupted, the call restarts
@@ -222,7 +223,7 @@ func (s *supervisor) addFD(id uint64, fd int, cloexec bool) {
 			}
 			return
 		}
-		s.noSend = true
+		s.noSend.Store(true)
 	}
 	newfd, err := notifAddFD(s.listener, id, fd, cloexec, false)
 	if err != nil {
