@@ -152,3 +152,120 @@ func fmtRuns(xs []float64) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// TestBenchOpenat measures what the goshim file layer adds to an openat of
+// a local file (answered "continue" by the supervisor): a static Go program
+// opens and closes the same file in a loop without mirrord, in the sandbox
+// without the layer (fs mode local), and in the sandbox with it (the
+// default mode, read). It also times opens of a remote file (through the
+// FUSE view and the agent). It writes its section of ../bench/results.md.
+func TestBenchOpenat(t *testing.T) {
+	const localOpens, remoteOpens = 20000, 2000
+	fsclient := buildFSClient(t)
+	f := newFixture(t)
+	f.startAgent("--ttl", "60s")
+	dir, inPod := podOnlyDir(t, f)
+	mustWrite(t, inPod+"/remote.txt", "remote")
+	file := filepath.Join(t.TempDir(), "local.txt")
+	mustWrite(t, file, "local")
+	localCfg := writeConfig(t, `{"feature": {"fs": "local"}}`)
+	loop := func(path string, n int) string { return fmt.Sprintf("openloop %s %d", path, n) }
+	paths := []struct {
+		name string
+		run  func() (string, error)
+	}{
+		{"no mirrord", func() (string, error) {
+			out, err := exec.Command(fsclient, loop(file, localOpens)).CombinedOutput()
+			return string(out), err
+		}},
+		{"sandbox without the file layer (fs mode local)", func() (string, error) {
+			return f.mirrord(ctx(t), nil, "-f", localCfg, "--", fsclient, loop(file, localOpens))
+		}},
+		{"sandbox with the file layer (fs mode read), local file", func() (string, error) {
+			return f.mirrord(ctx(t), nil, "--", fsclient, loop(file, localOpens))
+		}},
+		{"sandbox with the file layer, remote file (FUSE view + agent)", func() (string, error) {
+			return f.mirrord(ctx(t), nil, "--", fsclient, loop(dir+"/remote.txt", remoteOpens))
+		}},
+	}
+	perOpen := make([][]float64, len(paths))
+	for run := 0; run < benchRuns; run++ {
+		for i, p := range paths {
+			out, err := p.run()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", p.name, err, out)
+			}
+			var us float64
+			if _, err := fmt.Sscanf(out[strings.LastIndex(out, ": ")+2:], "%f us/open", &us); err != nil {
+				t.Fatalf("%s: unexpected output %q", p.name, out)
+			}
+			perOpen[i] = append(perOpen[i], us)
+		}
+	}
+	med := make([]float64, len(paths))
+	for i := range paths {
+		med[i] = median(append([]float64(nil), perOpen[i]...))
+		t.Logf("%-62s median %7.2f µs/open  runs %v", paths[i].name, med[i], perOpen[i])
+	}
+	added := med[2] - med[1]
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nWritten by `make bench` (`TestBenchOpenat`) on %s (%s/%s, %d CPUs, %s).\n",
+		openatSection, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(&b, "A static Go program opens and closes one file in a loop (%d times for local files, %d for the remote one), "+
+		"%d runs per path, paths interleaved; medians of the mean time per open+close.\n\n", localOpens, remoteOpens, benchRuns)
+	b.WriteString("| Path | Median µs/open | Runs (µs/open) |\n|---|---:|---|\n")
+	for i, p := range paths {
+		fmt.Fprintf(&b, "| %s | %.2f | %s |\n", p.name, med[i], fmtRunsPrec(perOpen[i], 1))
+	}
+	fmt.Fprintf(&b, "\n| Added per openat of a local path | Value | Target |\n|---|---:|---|\n")
+	fmt.Fprintf(&b, "| file layer (seccomp notification, answered \"continue\") | %.1f µs | ≤ 50 µs |\n", added)
+	mergeBenchSection(t, openatSection, b.String())
+	t.Logf("the file layer adds %.1f µs per openat of a local path; wrote bench/results.md", added)
+}
+
+const openatSection = "## File layer (goshim): cost per openat"
+
+func fmtRunsPrec(xs []float64, prec int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatFloat(x, 'f', prec, 64)
+	}
+	return strings.Join(s, ", ")
+}
+
+// mergeBenchSection puts section (which starts with heading) into
+// ../bench/results.md: in place of an earlier one, else before the
+// Kubernetes section that e2e/bench_test.go appends, else at the end.
+func mergeBenchSection(t *testing.T, heading, section string) {
+	const results = "../bench/results.md"
+	old, err := os.ReadFile(results)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	doc := string(old)
+	if strings.TrimSpace(doc) == "" {
+		doc = "# Benchmark results\n"
+	}
+	head, tail := doc, ""
+	if i := strings.Index(doc, heading); i >= 0 {
+		head, tail = doc[:i], doc[i+len(heading):]
+		if j := strings.Index(tail, "\n## "); j >= 0 {
+			tail = tail[j+1:]
+		} else {
+			tail = ""
+		}
+	} else if i := strings.Index(doc, "\n## Kubernetes"); i >= 0 {
+		head, tail = doc[:i+1], doc[i+1:]
+	}
+	out := strings.TrimRight(head, "\n") + "\n\n" + strings.TrimRight(section, "\n") + "\n"
+	if tail != "" {
+		out += "\n" + tail
+	}
+	if err := os.MkdirAll("../bench", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(results, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
