@@ -10,16 +10,26 @@ BIN := bin/mirrord
 # Static binary: the same file runs locally and as the in-cluster agent.
 export CGO_ENABLED := 0
 
-.PHONY: all build deps test unit lint demo e2e e2e-cluster e2e-down bench clean
+.PHONY: all build preload-lib deps test unit lint demo e2e e2e-cluster e2e-down bench clean
 
 all: build
 
-build:
+# The C preload library, embedded in the binary (see preload/doc.go).
+PRELOAD_SO := preload/lib/libmirrord_layer.so
+CC ?= cc
+PRELOAD_CFLAGS := -O2 -Wall -Wextra -fPIC -shared -fvisibility=hidden -fno-delete-null-pointer-checks -Wno-nonnull-compare
+
+$(PRELOAD_SO): preload/csrc/layer.c
+	$(CC) $(PRELOAD_CFLAGS) -o $@ $< -ldl
+
+preload-lib: $(PRELOAD_SO)
+
+build: $(PRELOAD_SO)
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mirrord
 
 ## unit: unit tests and the hermetic integration tests (network
 ## namespaces; they need root), with a closing summary line.
-unit:
+unit: $(PRELOAD_SO)
 	@scripts/gotest.sh ./...
 
 ## lint: formatting, go vet and staticcheck (pinned in go.mod as a tool).

@@ -28,6 +28,7 @@ type CLI struct {
 	Completions  CompletionsCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
 	Agent        AgentCmd        `cmd:"" hidden:"" help:"Run the agent (the side next to the target)."`
 	GoshimHelper GoshimHelperCmd `cmd:"" name:"goshim-helper" hidden:"" help:"Internal: set up a sandbox and exec the program in it."`
+	LayerExec    LayerExecCmd    `cmd:"" name:"layer-exec" hidden:"" help:"Internal: run a Go or static program started by a layered process in a sandbox of the same session."`
 }
 
 // Env gives commands the process environment and output streams, so that

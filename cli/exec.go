@@ -20,7 +20,7 @@ import (
 
 // runWithAgent runs the command against the agent at addr: the internal
 // proxy connects to it, the program's environment is computed, and the
-// program runs in a goshim sandbox whose network the netstack serves.
+// program runs with the engine that reaches it (see chooseEngine).
 func (c *ExecCmd) runWithAgent(ctx context.Context, env *Env, cfg *config.Config, addr string, log *slog.Logger, opts ...intproxy.Option) error {
 	proxy, err := connectRetry(ctx, addr, cfg, log, opts...)
 	if err != nil {
@@ -34,6 +34,18 @@ func (c *ExecCmd) runWithAgent(ctx context.Context, env *Env, cfg *config.Config
 	if err != nil {
 		return err
 	}
+	engine := config.EngineNetstack
+	if cfg.Engine != config.EngineNetstack {
+		path, err := goshim.LookPath(c.Command[0], progEnv)
+		if err != nil {
+			return &ExitError{Code: 127, Err: fmt.Errorf("exec: %w", err)}
+		}
+		if engine = chooseEngine(cfg.Engine, path); engine == config.EnginePreload {
+			log.Info("engine: preload", "program", path)
+			return c.runPreload(ctx, cfg, proxy, path, progEnv, log)
+		}
+	}
+	log.Info("engine: netstack", "program", c.Command[0])
 	return c.runNetstack(ctx, cfg, proxy, progEnv, log)
 }
 

@@ -90,6 +90,7 @@ func (a *AgentFlags) settings() []config.Setting {
 
 // ExecFlags are the feature switches of exec.
 type ExecFlags struct {
+	Engine                 string `name:"engine" enum:"auto,preload,netstack," default:"" placeholder:"ENGINE" help:"How to reach into the program: auto, preload (LD_PRELOAD library) or netstack (sandbox). Default auto."`
 	FsMode                 string `name:"fs-mode" enum:"local,localwithoverrides,read,write," default:"" placeholder:"MODE" help:"File system mode: local, localwithoverrides, read or write."`
 	OverrideEnvVarsExclude string `short:"x" name:"override-env-vars-exclude" placeholder:"PATTERNS" help:"Remote env vars not to take (';'-separated, * and ? wildcards)."`
 	OverrideEnvVarsInclude string `short:"s" name:"override-env-vars-include" placeholder:"PATTERNS" help:"Only take these remote env vars (';'-separated, * and ? wildcards)."`
@@ -107,6 +108,9 @@ type ExecFlags struct {
 func (e *ExecFlags) settings() []config.Setting {
 	var s []config.Setting
 	add := func(src, key string, v any) { s = append(s, config.Setting{Source: src, Key: key, Value: v}) }
+	if e.Engine != "" {
+		add("--engine", "engine", e.Engine)
+	}
 	if e.FsMode != "" {
 		add("--fs-mode", "feature.fs.mode", e.FsMode)
 	}

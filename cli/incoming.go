@@ -132,18 +132,26 @@ func deref(p *string) string {
 	return *p
 }
 
-// serveIncoming subscribes every port the program listens on and delivers
-// the connections into the sandbox through the netstack, until ctx ends.
+// serveIncoming subscribes every port the sandboxed program listens on and
+// delivers the connections into the sandbox through the netstack, until
+// ctx ends.
 func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, ns *netstack.Stack, pid int, log *slog.Logger) {
+	serveIncomingPorts(ctx, cfg, proxy, func() map[uint16]bool { return listeningPorts(pid) },
+		func(ctx context.Context, local uint16) (net.Conn, error) {
+			return ns.DialSandbox(ctx, netip.AddrPortFrom(goshim.SandboxAddr4, local))
+		}, log)
+}
+
+// serveIncomingPorts subscribes every port listening() reports (polled)
+// and delivers the connections with dial, until ctx ends.
+func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, listening func() map[uint16]bool, dial func(ctx context.Context, local uint16) (net.Conn, error), log *slog.Logger) {
 	in := cfg.Feature.Network.Incoming
 	if in.Mode == config.IncomingOff {
 		return
 	}
 	steal := in.Mode == config.IncomingSteal
 	ports := &portMap{m: map[uint16]uint16{}}
-	go deliverIncoming(ctx, proxy, ports, log, func(ctx context.Context, local uint16) (net.Conn, error) {
-		return ns.DialSandbox(ctx, netip.AddrPortFrom(goshim.SandboxAddr4, local))
-	})
+	go deliverIncoming(ctx, proxy, ports, log, dial)
 	subs := map[uint16]func(){}
 	defer func() {
 		for _, cancel := range subs {
@@ -153,19 +161,20 @@ func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Prox
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		current := listeningPorts(pid)
-		for local := range current {
+		for local := range listening() {
 			remote, filter, ok := remotePort(in, local)
 			if !ok || subs[remote] != nil {
 				continue
 			}
+			// Record the mapping before subscribing: connections may
+			// arrive as soon as the agent confirms.
+			ports.set(remote, local)
 			cancel, err := proxy.Subscribe(ctx, remote, steal, filter)
 			if err != nil {
 				log.Warn("incoming: subscribe", "port", remote, "err", err)
 				subs[remote] = func() {} // don't retry every tick
 				continue
 			}
-			ports.set(remote, local)
 			subs[remote] = cancel
 			log.Info("incoming: subscribed", "remote", remote, "local", local, "steal", steal)
 		}

@@ -17,6 +17,7 @@ func Default() *Config {
 	proxy := ProxyConfig{StartIdleTimeout: 60, IdleTimeout: 5, LogLevel: "mirrord=info,warn", JSONLog: true}
 	return &Config{
 		SkipBuildTools: true,
+		Engine:         EngineAuto,
 		SkipSIP:        StringList{"git"},
 		Telemetry:      true,
 		UseProxy:       true,

@@ -15,6 +15,7 @@ type Config struct {
 	SkipExtraBuildTools       StringList `json:"skip_extra_build_tools" env:"MIRRORD_SKIP_EXTRA_BUILD_TOOLS" doc:"More build tools to skip, on top of the built-in list."`
 	SkipSIP                   StringList `json:"skip_sip" env:"MIRRORD_SKIP_SIP" doc:"macOS only: binaries not to patch for SIP. Accepted and ignored on Linux."`
 	SIPBinaries               StringList `json:"sip_binaries" doc:"macOS only: binaries to treat as SIP-protected. Accepted and ignored on Linux."`
+	Engine                    Engine     `json:"engine" env:"MIRRORD_ENGINE" doc:"How mirrord reaches into the program (not an upstream key): auto (the preload library for dynamically linked programs, the netstack sandbox for Go and static ones), preload or netstack."`
 	Target                    Target     `json:"target" doc:"The pod (or workload) to run in the context of: a path string or {path, namespace}."`
 	// ConnectTCP is the address of an agent that is already running; mirrord
 	// then skips Kubernetes and talks to it directly (used by tests).

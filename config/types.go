@@ -92,6 +92,27 @@ func (m *FsMode) decodeConfig(d *decoder, p Path, v any) {
 
 func (FsMode) jsonSchema() map[string]any { return fsModes.schema() }
 
+// Engine is how mirrord reaches into the program: the C preload library
+// (dynamically linked programs) or the netstack sandbox (Go and static
+// programs, which make system calls without libc).
+type Engine string
+
+const (
+	EngineAuto     Engine = "auto"
+	EnginePreload  Engine = "preload"
+	EngineNetstack Engine = "netstack"
+)
+
+var engines = enum{"auto", "preload", "netstack"}
+
+func (e *Engine) decodeConfig(d *decoder, p Path, v any) {
+	if s, ok := engines.check(d, p, v); ok {
+		*e = Engine(s)
+	}
+}
+
+func (Engine) jsonSchema() map[string]any { return engines.schema() }
+
 // IncomingMode says what happens to the target's incoming traffic.
 type IncomingMode string
 

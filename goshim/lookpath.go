@@ -69,3 +69,8 @@ func lookupEnv(env []string, key string) (string, bool) {
 	}
 	return "", false
 }
+
+// LookPath finds file as the program's execvp(3) would, in the PATH of env
+// (falling back to mirrord's PATH): the other engines use it too, so that
+// every engine runs the same file.
+func LookPath(file string, env []string) (string, error) { return lookPath(file, env) }

@@ -1,0 +1,207 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/fsfilter"
+	"github.com/mirrord-go/mirrord/intproxy"
+	"github.com/mirrord-go/mirrord/preload"
+)
+
+// runPreload runs a dynamically linked program on this machine with the
+// preload library, which sends its libc calls to the internal proxy over a
+// unix socket. Go or static programs it starts come back to this session
+// through `mirrord layer-exec`.
+func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, path string, progEnv []string, log *slog.Logger) error {
+	lib, err := preload.Library()
+	if err != nil {
+		return fmt.Errorf("engine preload: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fsf, err := newFSFilter(cfg, path)
+	if err != nil {
+		return err
+	}
+	// An abstract socket: nothing to clean up on disk, reachable from this
+	// network namespace only (a netstack sandbox reaches it through
+	// layer-exec, which runs outside the sandbox).
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	sock := fmt.Sprintf("@mirrord-layer-%d-%s", os.Getpid(), hex.EncodeToString(rnd[:]))
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("engine preload: session socket: %w", err)
+	}
+	defer ln.Close()
+	hello := proxy.Hello()
+	hostname := ""
+	if cfg.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
+		hostname = hello.Hostname
+	}
+	ports := newPortSet()
+	go proxy.ServeLayer(ln, intproxy.LayerOptions{FS: fsf, OnListen: ports.add, Hostname: hostname})
+
+	env := withLayerEnv(progEnv, map[string]string{
+		"MIRRORD_LAYER_SOCK":     sock,
+		"MIRRORD_LAYER_HOSTNAME": hostname,
+		"MIRRORD_LAYER_EXE":      self,
+		"MIRRORD_LAYER_SKIP":     skipList(cfg),
+	}, lib)
+	cmd := exec.Command(path, c.Command[1:]...)
+	cmd.Args[0] = c.Command[0]
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// The program dies with mirrord, also when mirrord is killed: the
+	// session it depends on is gone then. Pdeathsig fires when the thread
+	// that started the child exits, so that thread stays ours until Wait.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	stop := forwardSignalsTo(cmd)
+	defer stop()
+	if err := cmd.Start(); err != nil {
+		return &ExitError{Code: 127, Err: err}
+	}
+	incCtx, stopIncoming := context.WithCancel(ctx)
+	defer stopIncoming()
+	go serveIncomingPorts(incCtx, cfg, proxy, ports.snapshot, func(ctx context.Context, local uint16) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", local))
+	}, log)
+	go func() {
+		select {
+		case <-proxy.Done():
+			log.Warn("lost the connection to the agent; remote operations now fail")
+		case <-incCtx.Done():
+		}
+	}()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return &ExitError{Code: 128 + int(ws.Signal())}
+		}
+		return &ExitError{Code: ee.ExitCode()}
+	}
+	return err
+}
+
+// withLayerEnv returns env with the layer's variables set and the library
+// first in LD_PRELOAD.
+func withLayerEnv(env []string, vars map[string]string, lib string) []string {
+	out := make([]string, 0, len(env)+len(vars)+1)
+	preloads := lib
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, ours := vars[k]; ours {
+			continue
+		}
+		if k == "LD_PRELOAD" {
+			if v != "" {
+				preloads += ":" + v
+			}
+			continue
+		}
+		out = append(out, kv)
+	}
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	return append(out, "LD_PRELOAD="+preloads)
+}
+
+// newFSFilter compiles feature.fs for a program at path.
+func newFSFilter(cfg *config.Config, path string) (*fsfilter.Filter, error) {
+	fc := cfg.Feature.FS
+	home, _ := os.UserHomeDir()
+	cwd, _ := os.Getwd()
+	return fsfilter.New(fsfilter.Spec{
+		Mode:      fsfilter.Mode(fc.Mode),
+		ReadWrite: fc.ReadWrite,
+		ReadOnly:  fc.ReadOnly,
+		Local:     fc.Local,
+		NotFound:  fc.NotFound,
+		Mapping:   fc.Mapping,
+	}, fsfilter.Host{Home: home, Cwd: cwd, Executable: path, TempDir: os.TempDir()})
+}
+
+// portSet collects the ports the program listens on (from the layer's
+// listen hook).
+type portSet struct {
+	mu sync.Mutex
+	m  map[uint16]bool
+}
+
+func newPortSet() *portSet { return &portSet{m: map[uint16]bool{}} }
+
+func (s *portSet) add(p uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[p] = true
+}
+
+func (s *portSet) snapshot() map[uint16]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[uint16]bool, len(s.m))
+	for p := range s.m {
+		out[p] = true
+	}
+	return out
+}
+
+// forwardSignalsTo relays signals sent to mirrord to the program, which
+// runs in mirrord's process group. A terminal's Ctrl-C (and Ctrl-\)
+// already reaches the whole foreground group, so SIGINT and SIGQUIT are
+// relayed only when mirrord is not in the terminal's foreground (scripts,
+// test runners, `kill -INT`); mirrord itself lives until the program exits.
+func forwardSignalsTo(cmd *exec.Cmd) (stop func()) {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	interactive := false
+	if pgrp, err := unix.IoctlGetInt(int(os.Stdin.Fd()), unix.TIOCGPGRP); err == nil && pgrp == unix.Getpgrp() {
+		interactive = true
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case sig := <-ch:
+				if interactive && (sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
+					continue
+				}
+				if cmd.Process != nil {
+					cmd.Process.Signal(sig)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			signal.Stop(ch)
+			close(done)
+		})
+	}
+}

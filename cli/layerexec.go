@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/mirrord-go/mirrord/goshim"
+	"github.com/mirrord-go/mirrord/intproxy"
+	"github.com/mirrord-go/mirrord/netstack"
+	"github.com/mirrord-go/mirrord/protocol"
+)
+
+// LayerExecCmd is what the preload library executes instead of a Go or
+// static program that a layered process starts: the program runs in a
+// netstack sandbox whose traffic goes to the same session (the parent
+// mirrord's internal proxy, over the layer socket), so every process of
+// the program's tree shares one agent connection and one set of rules.
+type LayerExecCmd struct {
+	Path string   `arg:"" help:"The program to run."`
+	Args []string `arg:"" optional:"" passthrough:"" help:"Its argv, argv[0] included."`
+}
+
+func (c *LayerExecCmd) Run(ctx context.Context, env *Env) error {
+	sock, ok := lookup(env, "MIRRORD_LAYER_SOCK")
+	if !ok || sock == "" {
+		return errors.New("layer-exec: MIRRORD_LAYER_SOCK is not set (this command is started by the preload library)")
+	}
+	args := c.Args
+	if len(args) == 0 {
+		args = []string{c.Path}
+	}
+	client := intproxy.LayerClient{Sock: sock}
+	hostname, ndots, search, err := client.Session(ctx)
+	if err != nil {
+		return fmt.Errorf("layer-exec: %w", err)
+	}
+	// The sandboxed program needs no preload: its network is the sandbox's.
+	var progEnv []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "LD_PRELOAD" || strings.HasPrefix(k, "MIRRORD_LAYER_") {
+			continue
+		}
+		progEnv = append(progEnv, kv)
+	}
+	spec := goshim.Spec{
+		Path:       c.Path,
+		Args:       args,
+		Env:        progEnv,
+		ResolvConf: resolvConf(protocol.Resolver{Search: search, Ndots: ndots}),
+		Hostname:   hostname,
+		MTU:        goshim.DefaultMTU,
+	}
+	sb, err := goshim.Start(spec)
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	ns, err := netstack.New(sb.TunFD(), client, netstack.Options{
+		MTU:  uint32(spec.MTU),
+		DNS4: goshim.DNSAddr4,
+		DNS6: goshim.DNSAddr6,
+	})
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	stopSignals := sb.ForwardSignals(ctx)
+	defer stopSignals()
+	if err := sb.Go(); err != nil {
+		code := 1
+		if errors.Is(err, exec.ErrNotFound) {
+			code = 127
+		}
+		return &ExitError{Code: code, Err: err}
+	}
+	code, err := sb.Wait()
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &ExitError{Code: code}
+	}
+	return nil
+}

@@ -1,0 +1,506 @@
+package intproxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+
+	"github.com/mirrord-go/mirrord/addrfilter"
+	"github.com/mirrord-go/mirrord/fsfilter"
+	"github.com/mirrord-go/mirrord/relay"
+)
+
+// The layer protocol: the C preload library (preload/csrc/layer.c) and
+// `mirrord layer-exec` talk to the internal proxy over a unix socket, one
+// request line and one reply line per connection, fields separated by
+// tabs. Requests:
+//
+//	C <tcp|udp> <ip> <port>   route a connection / datagrams to ip:port
+//	G <name>                  resolve a name
+//	D <base64 query>          answer a DNS query (layer-exec)
+//	P <ip> <port>             the program listens on this port
+//	O <flags> <mode> <path>   open a file (flags in decimal, mode in octal)
+//	S <follow> <path>         stat a file
+//	K <path>                  read a symlink
+//	H                         hostname and resolver (layer-exec)
+//
+// Replies: "L" (do it locally), "E <errno>", "R 127.0.0.1 <port>" (connect
+// or send there instead), "A <ip>..." / "A <base64>", "F" with a file
+// descriptor, "I <stat fields>", "T <target>", "H <hostname> <ndots>
+// <search...>", "OK".
+
+// LayerOptions configures ServeLayer.
+type LayerOptions struct {
+	// FS classifies file paths; nil leaves every file local.
+	FS *fsfilter.Filter
+	// OnListen is called with each port the program listens on.
+	OnListen func(port uint16)
+	// Hostname is the name gethostname returns in the program (empty: the
+	// machine's).
+	Hostname string
+}
+
+// ServeLayer answers layer requests on ln until it is closed.
+func (p *Proxy) ServeLayer(ln net.Listener, opts LayerOptions) {
+	l := &layerServer{p: p, opts: opts}
+	defer l.cleanup()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go l.serve(c.(*net.UnixConn))
+	}
+}
+
+type layerServer struct {
+	p    *Proxy
+	opts LayerOptions
+
+	mu     sync.Mutex
+	tmpDir string // directory snapshots live here until the session ends
+}
+
+func (l *layerServer) cleanup() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tmpDir != "" {
+		os.RemoveAll(l.tmpDir)
+	}
+}
+
+func (l *layerServer) serve(c *net.UnixConn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
+	f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reply, fd := l.handle(ctx, f)
+	var oob []byte
+	if fd != nil {
+		defer fd.Close()
+		oob = unix.UnixRights(int(fd.Fd()))
+	}
+	c.WriteMsgUnix([]byte(reply+"\n"), oob, nil)
+}
+
+func errnoReply(err error) string { return "E\t" + strconv.Itoa(int(Errno(err))) }
+
+func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File) {
+	arg := func(i int) string {
+		if i < len(f) {
+			return f[i]
+		}
+		return ""
+	}
+	switch f[0] {
+	case "C":
+		dst, err := netip.ParseAddrPort(net.JoinHostPort(arg(2), arg(3)))
+		if err != nil {
+			return "L", nil
+		}
+		if arg(1) == "udp" {
+			return l.routeUDP(ctx, dst), nil
+		}
+		return l.routeTCP(ctx, dst), nil
+	case "G":
+		return l.resolve(ctx, arg(1)), nil
+	case "D":
+		q, err := base64.StdEncoding.DecodeString(arg(1))
+		if err != nil {
+			return "E\t" + strconv.Itoa(int(syscall.EINVAL)), nil
+		}
+		a, err := l.p.DNS(ctx, q)
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		return "A\t" + base64.StdEncoding.EncodeToString(a), nil
+	case "P":
+		if port, err := strconv.ParseUint(arg(2), 10, 16); err == nil && l.opts.OnListen != nil {
+			l.opts.OnListen(uint16(port))
+		}
+		return "OK", nil
+	case "H":
+		r := l.p.hello.Resolver
+		return strings.Join(append([]string{"H", l.opts.Hostname, strconv.Itoa(r.Ndots)}, r.Search...), "\t"), nil
+	case "O":
+		flags, err1 := strconv.Atoi(arg(1))
+		mode, err2 := strconv.ParseUint(arg(2), 8, 32)
+		if err1 != nil || err2 != nil {
+			return "L", nil
+		}
+		return l.open(ctx, arg(3), flags, uint32(mode))
+	case "S":
+		return l.stat(ctx, arg(2), arg(1) == "1"), nil
+	case "K":
+		act, path := l.classify(arg(1), false)
+		switch act {
+		case fsfilter.Local:
+			return "L", nil
+		case fsfilter.NotFound:
+			return "E\t" + strconv.Itoa(int(syscall.ENOENT)), nil
+		}
+		t, err := l.p.Readlink(ctx, path)
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		return "T\t" + t, nil
+	}
+	return "E\t" + strconv.Itoa(int(syscall.ENOSYS)), nil
+}
+
+// routeTCP dials dst through the agent when the outgoing filter says so,
+// and hands the program a one-shot loopback listener relaying to it. The
+// remote dial happens first, so that connect fails as it would in the pod.
+func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort) string {
+	if !l.p.remote(ctx, addrfilter.TCP, dst) {
+		return "L"
+	}
+	remote, err := l.p.dialRemote(ctx, dst)
+	if err != nil {
+		return errnoReply(err)
+	}
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		remote.Close()
+		return errnoReply(err)
+	}
+	go func() {
+		defer remote.Close()
+		ln.SetDeadline(time.Now().Add(30 * time.Second))
+		c, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		relay.Splice(c, remote)
+	}()
+	return fmt.Sprintf("R\t127.0.0.1\t%d", ln.Addr().(*net.TCPAddr).Port)
+}
+
+// udpIdle ends a UDP association nobody used for this long (UDP has no
+// close the proxy could see).
+const udpIdle = 2 * time.Minute
+
+// routeUDP gives the program a loopback UDP socket standing for dst:
+// datagrams to it go to dst (through the agent, or to the DNS resolver for
+// port 53), replies come back from it.
+func (l *layerServer) routeUDP(ctx context.Context, dst netip.AddrPort) string {
+	var exchange func(ctx context.Context, b []byte) ([]byte, error) // DNS
+	var remote net.Conn
+	switch {
+	case dst.Port() == 53 && l.p.cfg.Feature.Network.DNS.Enabled:
+		exchange = l.p.DNS
+	case l.p.remote(ctx, addrfilter.UDP, dst):
+		var err error
+		if remote, err = l.p.dialRemoteUDP(ctx, dst); err != nil {
+			return errnoReply(err)
+		}
+	default:
+		return "L"
+	}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		if remote != nil {
+			remote.Close()
+		}
+		return errnoReply(err)
+	}
+	go func() {
+		defer pc.Close()
+		var mu sync.Mutex
+		var peer *net.UDPAddr // the program's socket: replies go there
+		if remote != nil {
+			defer remote.Close()
+			go func() {
+				buf := make([]byte, 65536)
+				for {
+					n, err := remote.Read(buf)
+					if err != nil {
+						pc.Close()
+						return
+					}
+					mu.Lock()
+					to := peer
+					mu.Unlock()
+					if to != nil {
+						pc.WriteToUDP(buf[:n], to)
+					}
+				}
+			}()
+		}
+		buf := make([]byte, 65536)
+		for {
+			pc.SetReadDeadline(time.Now().Add(udpIdle))
+			n, from, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			peer = from
+			mu.Unlock()
+			if remote != nil {
+				remote.Write(buf[:n])
+				continue
+			}
+			q := append([]byte(nil), buf[:n]...)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if a, err := exchange(ctx, q); err == nil {
+					pc.WriteToUDP(a, from)
+				}
+			}()
+		}
+	}()
+	return fmt.Sprintf("R\t127.0.0.1\t%d", pc.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// resolve answers getaddrinfo for a name the DNS feature sends to the
+// target; other names resolve locally.
+func (l *layerServer) resolve(ctx context.Context, name string) string {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	if !l.p.dnsRemote(q) {
+		return "L"
+	}
+	addrs, err := l.p.ResolveRemote(ctx, name)
+	if err != nil || len(addrs) == 0 {
+		return "E\tnoname"
+	}
+	out := []string{"A"}
+	for _, a := range addrs {
+		// Name-based outgoing filters match connections to these.
+		l.p.names.add(name, a)
+		out = append(out, a.String())
+	}
+	return strings.Join(out, "\t")
+}
+
+func (l *layerServer) classify(path string, write bool) (fsfilter.Action, string) {
+	if l.opts.FS == nil {
+		return fsfilter.Local, path
+	}
+	return l.opts.FS.Classify(filepath.Clean(path), write)
+}
+
+func (l *layerServer) stat(ctx context.Context, path string, follow bool) string {
+	act, path := l.classify(path, false)
+	switch act {
+	case fsfilter.Local:
+		return "L"
+	case fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	}
+	fi, err := l.p.Stat(ctx, path, follow)
+	if err != nil {
+		return errnoReply(err)
+	}
+	return fmt.Sprintf("I\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
+		fi.Mode, fi.Size, fi.Mtime, fi.Atime, fi.Ctime, fi.Ino, fi.Dev, fi.Nlink, fi.UID, fi.GID)
+}
+
+// open hands the program a file descriptor with the remote file's
+// content: a memfd snapshot for a file, a directory of empty entries with
+// the remote names for a directory (readdir needs a real directory).
+// Opening a remote file for writing is not supported by the preload yet:
+// it stays local (and is logged).
+func (l *layerServer) open(ctx context.Context, path string, flags int, mode uint32) (string, *os.File) {
+	write := flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND) != 0
+	act, rpath := l.classify(path, write)
+	switch act {
+	case fsfilter.Local:
+		return "L", nil
+	case fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT)), nil
+	}
+	if path == "/etc/hostname" && l.opts.Hostname != "" && !write {
+		// The name the program sees everywhere else (the netstack engine
+		// bind-mounts the same content).
+		return l.memfd(path, strings.NewReader(l.opts.Hostname+"\n"))
+	}
+	if write {
+		l.p.log.Warn("preload: opening a remote file for writing is not supported yet; using the local file", "path", path)
+		return "L", nil
+	}
+	fi, err := l.p.Stat(ctx, rpath, true)
+	if err != nil {
+		return errnoReply(err), nil
+	}
+	if fi.Mode&unix.S_IFMT == unix.S_IFDIR {
+		f, err := l.dirSnapshot(ctx, rpath)
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		return "F", f
+	}
+	if flags&unix.O_DIRECTORY != 0 {
+		return "E\t" + strconv.Itoa(int(syscall.ENOTDIR)), nil
+	}
+	rf, err := l.p.OpenFile(ctx, rpath, unix.O_RDONLY, 0)
+	if err != nil {
+		return errnoReply(err), nil
+	}
+	defer rf.Close()
+	return l.memfd(rpath, io.NewSectionReader(rf, 0, 1<<62))
+}
+
+// memfd returns a memory file holding r's content, positioned at 0.
+func (l *layerServer) memfd(name string, r io.Reader) (string, *os.File) {
+	fd, err := unix.MemfdCreate("mirrord:"+filepath.Base(name), unix.MFD_CLOEXEC)
+	if err != nil {
+		return errnoReply(err), nil
+	}
+	mf := os.NewFile(uintptr(fd), name)
+	if _, err := io.Copy(mf, r); err != nil {
+		mf.Close()
+		return errnoReply(err), nil
+	}
+	if _, err := mf.Seek(0, io.SeekStart); err != nil {
+		mf.Close()
+		return errnoReply(err), nil
+	}
+	return "F", mf
+}
+
+func (l *layerServer) dirSnapshot(ctx context.Context, path string) (*os.File, error) {
+	entries, err := l.p.ReadDir(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	if l.tmpDir == "" {
+		l.tmpDir, err = os.MkdirTemp("", "mirrord-dirs-")
+	}
+	root := l.tmpDir
+	l.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(root, "d")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.Name == "." || e.Name == ".." || strings.Contains(e.Name, "/") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name)
+		switch e.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			err = os.Mkdir(p, 0o755)
+		case unix.S_IFLNK:
+			err = os.Symlink(".", p)
+		default:
+			var f *os.File
+			if f, err = os.Create(p); err == nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return os.Open(dir)
+}
+
+// LayerClient is the Go side of the layer protocol, for `mirrord
+// layer-exec`: a Go or static program started by a preloaded process runs
+// in a netstack sandbox served through the parent session's proxy.
+type LayerClient struct{ Sock string }
+
+func (c LayerClient) call(ctx context.Context, req string) ([]string, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Sock)
+	if err != nil {
+		return nil, fmt.Errorf("mirrord session socket: %w", err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if _, err := io.WriteString(conn, req+"\n"); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
+	if f[0] == "E" && len(f) > 1 {
+		if n, err := strconv.Atoi(f[1]); err == nil {
+			return nil, syscall.Errno(n)
+		}
+		return nil, errors.New(f[1])
+	}
+	return f, nil
+}
+
+// Session returns the hostname and the target's resolver settings.
+func (c LayerClient) Session(ctx context.Context) (hostname string, ndots int, search []string, err error) {
+	f, err := c.call(ctx, "H")
+	if err != nil {
+		return "", 0, nil, err
+	}
+	if len(f) < 3 || f[0] != "H" {
+		return "", 0, nil, fmt.Errorf("mirrord session socket: unexpected reply %q", f)
+	}
+	ndots, _ = strconv.Atoi(f[2])
+	return f[1], ndots, f[3:], nil
+}
+
+func (c LayerClient) dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
+	proto := "tcp"
+	if network == "udp" {
+		proto = "udp"
+	}
+	f, err := c.call(ctx, fmt.Sprintf("C\t%s\t%s\t%d", proto, dst.Addr().Unmap(), dst.Port()))
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	if f[0] == "R" && len(f) == 3 {
+		return d.DialContext(ctx, network, net.JoinHostPort(f[1], f[2]))
+	}
+	return d.DialContext(ctx, network, dst.String())
+}
+
+// DialTCP, DialUDP and DNS make LayerClient a netstack handler.
+func (c LayerClient) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return c.dial(ctx, "tcp", dst)
+}
+
+func (c LayerClient) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return c.dial(ctx, "udp", dst)
+}
+
+func (c LayerClient) DNS(ctx context.Context, query []byte) ([]byte, error) {
+	f, err := c.call(ctx, "D\t"+base64.StdEncoding.EncodeToString(query))
+	if err != nil {
+		return nil, err
+	}
+	if len(f) != 2 || f[0] != "A" {
+		return nil, fmt.Errorf("mirrord session socket: unexpected DNS reply")
+	}
+	return base64.StdEncoding.DecodeString(f[1])
+}

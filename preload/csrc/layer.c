@@ -1,0 +1,1269 @@
+// mirrord's preload layer for dynamically linked programs.
+//
+// It hooks the libc calls that reveal where a program runs (connect,
+// sendto, getaddrinfo, open, stat, gethostname, ...) and asks the internal
+// proxy in the mirrord process what to do, over a unix socket named by
+// MIRRORD_LAYER_SOCK. The proxy answers "local" (call libc as if we were
+// not here) or gives the remote outcome: a loopback address to connect to
+// instead (the proxy relays it through the agent), addresses for a name, a
+// file descriptor holding a remote file, or an errno.
+//
+// Design rules, because this code runs inside every process of the user's
+// program tree:
+//   - no locks and no shared connection: every request opens its own
+//     connection, so fork, threads and signal handlers cannot deadlock on
+//     our state;
+//   - the per-fd table is a lazily touched anonymous mapping written with
+//     plain stores; after fork the child has its own copy, which is right;
+//   - a hook that runs before the constructor, or in a process mirrord
+//     skips, falls through to libc;
+//   - errno is preserved unless the hook reports an error.
+//
+// The wire format is one request line and one reply line, fields separated
+// by tabs (paths containing a tab or newline are left local). See
+// intproxy/layer.go for the other side.
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+extern char **environ;
+
+// ---- state -------------------------------------------------------------
+
+static int active;                    // constructor ran and we are not skipped
+static int exec_active;               // reroute Go/static children (also when skipped)
+static const char *skip_list;         // MIRRORD_LAYER_SKIP
+static struct sockaddr_un proxy_addr; // the internal proxy's socket
+static socklen_t proxy_addr_len;
+static char fake_hostname[HOST_NAME_MAX + 1];
+static const char *mirrord_exe; // for Go/static children (MIRRORD_LAYER_EXE)
+
+// fd table: what we know about sockets and files we redirected.
+enum { FD_NONE = 0, FD_TCP = 1, FD_UDP = 2 };
+struct fdent {
+	unsigned char kind;
+	socklen_t peerlen; // original destination (getpeername), 0 if none
+	struct sockaddr_storage peer;
+	// UDP: the last unconnected destination and its proxy port, so that a
+	// socket sending to one server reuses one association.
+	socklen_t udplen;
+	struct sockaddr_storage udpdst;
+	uint16_t udpport;
+};
+#define MAXFD 65536
+static struct fdent *fds;
+
+static struct fdent *ent(int fd) {
+	if (!fds || fd < 0 || fd >= MAXFD) return NULL;
+	return &fds[fd];
+}
+
+// UDP associations: proxy port → original destination, to rewrite the
+// source address of replies (recvfrom/recvmsg).
+#define MAXASSOC 4096
+struct assoc {
+	uint16_t port; // written last
+	socklen_t len;
+	struct sockaddr_storage orig;
+};
+static struct assoc *assocs;
+static unsigned assoc_next;
+
+// ---- real functions ----------------------------------------------------
+
+#define REAL(name) real_##name
+#define DECLARE_REAL(ret, name, ...)                                    \
+	static ret (*real_##name)(__VA_ARGS__);                             \
+	static ret (*get_##name(void))(__VA_ARGS__) {                       \
+		if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name);          \
+		return real_##name;                                             \
+	}
+#define CALL(name) (get_##name())
+
+DECLARE_REAL(int, connect, int, const struct sockaddr *, socklen_t)
+DECLARE_REAL(ssize_t, sendto, int, const void *, size_t, int, const struct sockaddr *, socklen_t)
+DECLARE_REAL(ssize_t, sendmsg, int, const struct msghdr *, int)
+DECLARE_REAL(ssize_t, recvfrom, int, void *, size_t, int, struct sockaddr *, socklen_t *)
+DECLARE_REAL(ssize_t, recvmsg, int, struct msghdr *, int)
+DECLARE_REAL(int, getpeername, int, struct sockaddr *, socklen_t *)
+DECLARE_REAL(int, listen, int, int)
+DECLARE_REAL(int, close, int)
+DECLARE_REAL(int, dup, int)
+DECLARE_REAL(int, dup2, int, int)
+DECLARE_REAL(int, dup3, int, int, int)
+DECLARE_REAL(int, getaddrinfo, const char *, const char *, const struct addrinfo *, struct addrinfo **)
+DECLARE_REAL(struct hostent *, gethostbyname, const char *)
+DECLARE_REAL(int, gethostname, char *, size_t)
+DECLARE_REAL(int, uname, struct utsname *)
+DECLARE_REAL(int, open, const char *, int, ...)
+DECLARE_REAL(int, open64, const char *, int, ...)
+DECLARE_REAL(int, openat, int, const char *, int, ...)
+DECLARE_REAL(int, openat64, int, const char *, int, ...)
+DECLARE_REAL(int, __open_2, const char *, int)
+DECLARE_REAL(int, __open64_2, const char *, int)
+DECLARE_REAL(int, __openat_2, int, const char *, int)
+DECLARE_REAL(int, __openat64_2, int, const char *, int)
+DECLARE_REAL(FILE *, fopen, const char *, const char *)
+DECLARE_REAL(FILE *, fopen64, const char *, const char *)
+DECLARE_REAL(DIR *, opendir, const char *)
+DECLARE_REAL(int, stat, const char *, struct stat *)
+DECLARE_REAL(int, lstat, const char *, struct stat *)
+DECLARE_REAL(int, stat64, const char *, struct stat64 *)
+DECLARE_REAL(int, lstat64, const char *, struct stat64 *)
+DECLARE_REAL(int, fstatat, int, const char *, struct stat *, int)
+DECLARE_REAL(int, fstatat64, int, const char *, struct stat64 *, int)
+DECLARE_REAL(int, __xstat, int, const char *, struct stat *)
+DECLARE_REAL(int, __lxstat, int, const char *, struct stat *)
+DECLARE_REAL(int, __xstat64, int, const char *, struct stat64 *)
+DECLARE_REAL(int, __lxstat64, int, const char *, struct stat64 *)
+DECLARE_REAL(int, __fxstatat, int, int, const char *, struct stat *, int)
+DECLARE_REAL(int, __fxstatat64, int, int, const char *, struct stat64 *, int)
+DECLARE_REAL(int, statx, int, const char *, int, unsigned, struct statx *)
+DECLARE_REAL(int, access, const char *, int)
+DECLARE_REAL(int, faccessat, int, const char *, int, int)
+DECLARE_REAL(ssize_t, readlink, const char *, char *, size_t)
+DECLARE_REAL(ssize_t, readlinkat, int, const char *, char *, size_t)
+DECLARE_REAL(int, execve, const char *, char *const[], char *const[])
+DECLARE_REAL(int, execvpe, const char *, char *const[], char *const[])
+DECLARE_REAL(int, posix_spawn, pid_t *, const char *, const posix_spawn_file_actions_t *,
+             const posix_spawnattr_t *, char *const[], char *const[])
+DECLARE_REAL(int, posix_spawnp, pid_t *, const char *, const posix_spawn_file_actions_t *,
+             const posix_spawnattr_t *, char *const[], char *const[])
+
+// ---- the proxy connection ----------------------------------------------
+
+// request sends one request line and reads one reply line into resp (NUL
+// terminated, newline stripped). A file descriptor passed with the reply
+// is stored in *fdp (if fdp is not NULL; otherwise it is closed). Returns
+// the reply length, or -1 when the proxy cannot be reached — callers then
+// behave as if mirrord were not there. errno is preserved.
+static int request(const char *req, size_t len, char *resp, size_t cap, int *fdp) {
+	int saved = errno;
+	if (fdp) *fdp = -1;
+	int s = syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0) goto fail;
+	if (syscall(SYS_connect, s, &proxy_addr, proxy_addr_len) < 0) goto fail_close;
+	for (size_t off = 0; off < len;) {
+		ssize_t n = syscall(SYS_sendto, s, req + off, len - off, MSG_NOSIGNAL, NULL, 0);
+		if (n < 0 && errno == EINTR) continue;
+		if (n <= 0) goto fail_close;
+		off += n;
+	}
+	size_t got = 0;
+	for (;;) {
+		char cbuf[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = {resp + got, cap - 1 - got};
+		struct msghdr mh = {0};
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof cbuf;
+		ssize_t n = syscall(SYS_recvmsg, s, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR) continue;
+		if (n <= 0) goto fail_close;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c), sizeof fd);
+				if (fdp && *fdp < 0) *fdp = fd;
+				else syscall(SYS_close, fd);
+			}
+		}
+		got += n;
+		if (memchr(resp, '\n', got) || got >= cap - 1) break;
+	}
+	syscall(SYS_close, s);
+	resp[got] = 0;
+	char *nl = memchr(resp, '\n', got);
+	if (nl) *nl = 0;
+	errno = saved;
+	return nl ? (int)(nl - resp) : (int)got;
+fail_close:
+	syscall(SYS_close, s);
+fail:
+	if (fdp && *fdp >= 0) {
+		syscall(SYS_close, *fdp);
+		*fdp = -1;
+	}
+	errno = saved;
+	return -1;
+}
+
+// field returns the i-th tab-separated field of line (0-based), copied
+// into buf; NULL if there is none.
+static const char *field(const char *line, int i, char *buf, size_t cap) {
+	const char *p = line;
+	for (; i > 0; i--) {
+		p = strchr(p, '\t');
+		if (!p) return NULL;
+		p++;
+	}
+	size_t n = strcspn(p, "\t");
+	if (n >= cap) n = cap - 1;
+	memcpy(buf, p, n);
+	buf[n] = 0;
+	return buf;
+}
+
+static long field_long(const char *line, int i) {
+	char b[32];
+	return field(line, i, b, sizeof b) ? strtol(b, NULL, 10) : 0;
+}
+
+static long long field_ll(const char *line, int i) {
+	char b[32];
+	return field(line, i, b, sizeof b) ? strtoll(b, NULL, 10) : 0;
+}
+
+// reply_errno: "E\t<errno>" → that errno (>0); anything else → 0.
+static int reply_errno(const char *resp) {
+	if (resp[0] == 'E' && resp[1] == '\t') {
+		int e = (int)field_long(resp, 1);
+		return e > 0 ? e : EIO;
+	}
+	return 0;
+}
+
+// ---- constructor -------------------------------------------------------
+
+// skipped reports whether the executable name is in list (';'-separated).
+static int skipped(const char *list, const char *name) {
+	if (!list || !*list || !name) return 0;
+	const char *slash = strrchr(name, '/');
+	const char *self = slash ? slash + 1 : name;
+	size_t n = strlen(self);
+	for (const char *p = list; *p;) {
+		size_t l = strcspn(p, ";");
+		if (l == n && strncmp(p, self, n) == 0) return 1;
+		p += l;
+		if (*p) p++;
+	}
+	return 0;
+}
+
+__attribute__((constructor)) static void layer_init(void) {
+	const char *sock = getenv("MIRRORD_LAYER_SOCK");
+	if (!sock || !*sock || strlen(sock) >= sizeof proxy_addr.sun_path) return;
+	proxy_addr.sun_family = AF_UNIX;
+	size_t n = strlen(sock);
+	memcpy(proxy_addr.sun_path, sock, n);
+	if (sock[0] == '@') proxy_addr.sun_path[0] = 0; // abstract socket
+	proxy_addr_len = offsetof(struct sockaddr_un, sun_path) + n;
+	const char *h = getenv("MIRRORD_LAYER_HOSTNAME");
+	if (h) snprintf(fake_hostname, sizeof fake_hostname, "%s", h);
+	mirrord_exe = getenv("MIRRORD_LAYER_EXE");
+	void *m = mmap(NULL, sizeof(struct fdent) * MAXFD, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m != MAP_FAILED) fds = m;
+	m = mmap(NULL, sizeof(struct assoc) * MAXASSOC, PROT_READ | PROT_WRITE,
+	         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m != MAP_FAILED) assocs = m;
+	// A skipped process (a build tool such as `go`) runs untouched, but the
+	// programs it starts are still layered: `go run` and `go test` build
+	// locally and run the result in the target's context.
+	skip_list = getenv("MIRRORD_LAYER_SKIP");
+	exec_active = 1;
+	active = !skipped(skip_list, program_invocation_short_name);
+}
+
+// ---- addresses ---------------------------------------------------------
+
+// addr_text formats an IPv4/IPv6 socket address as "ip\tport" (v4-mapped
+// IPv6 as IPv4). Returns 0 if sa is not an internet address.
+static int addr_text(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap) {
+	char ip[INET6_ADDRSTRLEN];
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+		snprintf(buf, cap, "%s\t%u", ip, ntohs(in->sin_port));
+		return 1;
+	}
+	if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], ip, sizeof ip);
+		else
+			inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+		snprintf(buf, cap, "%s\t%u", ip, ntohs(in6->sin6_port));
+		return 1;
+	}
+	return 0;
+}
+
+static int is_loopback(const struct sockaddr *sa) {
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(a)) return a->s6_addr[12] == 127;
+	return IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a);
+}
+
+// proxy_sockaddr builds 127.0.0.1:port in the socket's family (v4-mapped
+// for IPv6 sockets).
+static socklen_t proxy_sockaddr(int family, uint16_t port, struct sockaddr_storage *out) {
+	memset(out, 0, sizeof *out);
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (void *)out;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(port);
+		in6->sin6_addr.s6_addr[10] = 0xff;
+		in6->sin6_addr.s6_addr[11] = 0xff;
+		in6->sin6_addr.s6_addr[12] = 127;
+		in6->sin6_addr.s6_addr[15] = 1;
+		return sizeof *in6;
+	}
+	struct sockaddr_in *in = (void *)out;
+	in->sin_family = AF_INET;
+	in->sin_port = htons(port);
+	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return sizeof *in;
+}
+
+static int sock_type(int fd) {
+	int t = 0;
+	socklen_t l = sizeof t;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &l) < 0) return -1;
+	return t;
+}
+
+static int sock_family(int fd) {
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &l) < 0) return -1;
+	return ss.ss_family;
+}
+
+// route asks the proxy where a connection or datagram to sa goes.
+// Returns 0 for local, a proxy port (>0), or -errno.
+static int route(const char *proto, const struct sockaddr *sa, socklen_t len) {
+	char a[80], req[128], resp[128];
+	if (!addr_text(sa, len, a, sizeof a) || is_loopback(sa)) return 0;
+	int n = snprintf(req, sizeof req, "C\t%s\t%s\n", proto, a);
+	if (request(req, n, resp, sizeof resp, NULL) < 0) return 0;
+	int e = reply_errno(resp);
+	if (e) return -e;
+	if (resp[0] == 'R') return (int)field_long(resp, 2);
+	return 0;
+}
+
+static void remember_assoc(uint16_t port, const struct sockaddr *orig, socklen_t len) {
+	if (!assocs) return;
+	unsigned i = __atomic_fetch_add(&assoc_next, 1, __ATOMIC_RELAXED) % MAXASSOC;
+	assocs[i].port = 0;
+	if (len > sizeof assocs[i].orig) len = sizeof assocs[i].orig;
+	memcpy(&assocs[i].orig, orig, len);
+	assocs[i].len = len;
+	__atomic_store_n(&assocs[i].port, port, __ATOMIC_RELEASE);
+}
+
+// rewrite_source turns a reply's source 127.0.0.1:<proxy port> back into
+// the address the program sent to.
+static void rewrite_source(struct sockaddr *sa, socklen_t *len) {
+	if (!assocs || !sa || !len || *len == 0) return;
+	uint16_t port;
+	if (sa->sa_family == AF_INET) port = ntohs(((struct sockaddr_in *)sa)->sin_port);
+	else if (sa->sa_family == AF_INET6) port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
+	else return;
+	if (!is_loopback(sa)) return;
+	for (unsigned i = 0; i < MAXASSOC; i++) {
+		if (__atomic_load_n(&assocs[i].port, __ATOMIC_ACQUIRE) != port) continue;
+		struct sockaddr_storage *o = &assocs[i].orig;
+		if (o->ss_family != sa->sa_family) {
+			if (sa->sa_family == AF_INET6 && o->ss_family == AF_INET) {
+				// Present an IPv4 origin to an IPv6 socket as v4-mapped.
+				struct sockaddr_in6 m = {0};
+				m.sin6_family = AF_INET6;
+				m.sin6_port = ((struct sockaddr_in *)o)->sin_port;
+				m.sin6_addr.s6_addr[10] = m.sin6_addr.s6_addr[11] = 0xff;
+				memcpy(&m.sin6_addr.s6_addr[12], &((struct sockaddr_in *)o)->sin_addr, 4);
+				socklen_t l = *len < sizeof m ? *len : sizeof m;
+				memcpy(sa, &m, l);
+				*len = sizeof m;
+			}
+			return;
+		}
+		socklen_t l = *len < assocs[i].len ? *len : assocs[i].len;
+		memcpy(sa, o, l);
+		*len = assocs[i].len;
+		return;
+	}
+}
+
+// ---- sockets -----------------------------------------------------------
+
+EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len) {
+	if (!active || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return CALL(connect)(fd, sa, len);
+	int type = sock_type(fd);
+	if (type != SOCK_STREAM && type != SOCK_DGRAM) return CALL(connect)(fd, sa, len);
+	int port = route(type == SOCK_STREAM ? "tcp" : "udp", sa, len);
+	if (port < 0) {
+		errno = -port;
+		return -1;
+	}
+	if (port == 0) return CALL(connect)(fd, sa, len);
+	struct sockaddr_storage px;
+	socklen_t pl = proxy_sockaddr(sa->sa_family, port, &px);
+	if (type == SOCK_DGRAM) remember_assoc(port, sa, len);
+	int r = CALL(connect)(fd, (struct sockaddr *)&px, pl);
+	int saved = errno;
+	struct fdent *e = ent(fd);
+	if (e && (r == 0 || errno == EINPROGRESS)) {
+		e->kind = type == SOCK_STREAM ? FD_TCP : FD_UDP;
+		e->peerlen = len < sizeof e->peer ? len : sizeof e->peer;
+		memcpy(&e->peer, sa, e->peerlen);
+	}
+	errno = saved;
+	return r;
+}
+
+// udp_dest maps an unconnected datagram's destination to its proxy
+// address; returns 0 and leaves *out untouched when it stays local.
+static int udp_dest(int fd, const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *out, socklen_t *outlen) {
+	if (!active || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) return 0;
+	if (sock_type(fd) != SOCK_DGRAM) return 0;
+	struct fdent *e = ent(fd);
+	int port;
+	if (e && e->udpport && e->udplen == len && memcmp(&e->udpdst, sa, len) == 0) {
+		port = e->udpport;
+	} else {
+		port = route("udp", sa, len);
+		if (port < 0) {
+			errno = -port;
+			return -1;
+		}
+		if (port == 0) return 0;
+		remember_assoc(port, sa, len);
+		if (e && len <= sizeof e->udpdst) {
+			e->udplen = len;
+			memcpy(&e->udpdst, sa, len);
+			e->udpport = port;
+		}
+	}
+	int fam = sock_family(fd);
+	*outlen = proxy_sockaddr(fam == AF_INET6 ? AF_INET6 : AF_INET, port, out);
+	return 1;
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *sa, socklen_t len) {
+	struct sockaddr_storage px;
+	socklen_t pl;
+	int r = udp_dest(fd, sa, len, &px, &pl);
+	if (r < 0) return -1;
+	if (r > 0) return CALL(sendto)(fd, buf, n, flags, (struct sockaddr *)&px, pl);
+	return CALL(sendto)(fd, buf, n, flags, sa, len);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *mh, int flags) {
+	if (!mh || !mh->msg_name) return CALL(sendmsg)(fd, mh, flags);
+	struct sockaddr_storage px;
+	socklen_t pl;
+	int r = udp_dest(fd, mh->msg_name, mh->msg_namelen, &px, &pl);
+	if (r < 0) return -1;
+	if (r == 0) return CALL(sendmsg)(fd, mh, flags);
+	struct msghdr m = *mh;
+	m.msg_name = &px;
+	m.msg_namelen = pl;
+	return CALL(sendmsg)(fd, &m, flags);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *sa, socklen_t *len) {
+	ssize_t r = CALL(recvfrom)(fd, buf, n, flags, sa, len);
+	if (r >= 0 && active && sa && len) rewrite_source(sa, len);
+	return r;
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *mh, int flags) {
+	ssize_t r = CALL(recvmsg)(fd, mh, flags);
+	if (r >= 0 && active && mh && mh->msg_name) rewrite_source(mh->msg_name, &mh->msg_namelen);
+	return r;
+}
+
+EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len) {
+	struct fdent *e = ent(fd);
+	if (!active || !e || !e->kind || !e->peerlen || !sa || !len) return CALL(getpeername)(fd, sa, len);
+	struct sockaddr_storage tmp;
+	socklen_t tl = sizeof tmp;
+	if (CALL(getpeername)(fd, (struct sockaddr *)&tmp, &tl) < 0) return -1; // ENOTCONN etc.
+	socklen_t l = *len < e->peerlen ? *len : e->peerlen;
+	memcpy(sa, &e->peer, l);
+	*len = e->peerlen;
+	return 0;
+}
+
+// listen tells the proxy which port the program serves, so that the
+// target's traffic for it can be mirrored or stolen.
+EXPORT int listen(int fd, int backlog) {
+	int r = CALL(listen)(fd, backlog);
+	if (r == 0 && active) {
+		struct sockaddr_storage ss;
+		socklen_t l = sizeof ss;
+		char a[80], req[128], resp[32];
+		if (getsockname(fd, (struct sockaddr *)&ss, &l) == 0 && addr_text((struct sockaddr *)&ss, l, a, sizeof a)) {
+			int n = snprintf(req, sizeof req, "P\t%s\n", a);
+			request(req, n, resp, sizeof resp, NULL);
+		}
+	}
+	return r;
+}
+
+static void forget(int fd) {
+	struct fdent *e = ent(fd);
+	if (e && (e->kind || e->udpport)) memset(e, 0, sizeof *e);
+}
+
+static void copy_ent(int from, int to) {
+	struct fdent *a = ent(from), *b = ent(to);
+	if (!b) return;
+	if (a && (a->kind || a->udpport)) *b = *a;
+	else if (b->kind || b->udpport) memset(b, 0, sizeof *b);
+}
+
+EXPORT int close(int fd) {
+	forget(fd);
+	return CALL(close)(fd);
+}
+
+EXPORT int dup(int fd) {
+	int r = CALL(dup)(fd);
+	if (r >= 0) copy_ent(fd, r);
+	return r;
+}
+
+EXPORT int dup2(int fd, int to) {
+	int r = CALL(dup2)(fd, to);
+	if (r >= 0 && fd != to) copy_ent(fd, r);
+	return r;
+}
+
+EXPORT int dup3(int fd, int to, int flags) {
+	int r = CALL(dup3)(fd, to, flags);
+	if (r >= 0) copy_ent(fd, r);
+	return r;
+}
+
+// ---- names -------------------------------------------------------------
+
+// resolve asks the proxy for name's addresses. Returns the count (addrs
+// filled), 0 to resolve locally, -1 for "no such host".
+#define MAXADDRS 32
+static int resolve(const char *name, struct sockaddr_storage *addrs) {
+	char req[512], resp[4096], f[INET6_ADDRSTRLEN + 1];
+	if (strlen(name) > 300 || strpbrk(name, "\t\n")) return 0;
+	int n = snprintf(req, sizeof req, "G\t%s\n", name);
+	if (request(req, n, resp, sizeof resp, NULL) < 0) return 0;
+	if (resp[0] == 'E') return -1;
+	if (resp[0] != 'A') return 0;
+	int count = 0;
+	for (int i = 1; count < MAXADDRS && field(resp, i, f, sizeof f); i++) {
+		struct sockaddr_storage *ss = &addrs[count];
+		memset(ss, 0, sizeof *ss);
+		struct sockaddr_in *in = (void *)ss;
+		struct sockaddr_in6 *in6 = (void *)ss;
+		if (inet_pton(AF_INET, f, &in->sin_addr) == 1) {
+			in->sin_family = AF_INET;
+			count++;
+		} else if (inet_pton(AF_INET6, f, &in6->sin6_addr) == 1) {
+			in6->sin6_family = AF_INET6;
+			count++;
+		}
+	}
+	return count > 0 ? count : -1;
+}
+
+static int numeric_host(const char *node) {
+	unsigned char b[16];
+	return inet_pton(AF_INET, node, b) == 1 || inet_pton(AF_INET6, node, b) == 1;
+}
+
+EXPORT int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
+	if (!active || !node || numeric_host(node) || (hints && (hints->ai_flags & AI_NUMERICHOST)) ||
+	    strcmp(node, "localhost") == 0)
+		return CALL(getaddrinfo)(node, service, hints, res);
+	int family = hints ? hints->ai_family : AF_UNSPEC;
+	if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6)
+		return CALL(getaddrinfo)(node, service, hints, res);
+	// The port: let libc parse the service (numeric or /etc/services).
+	uint16_t port = 0;
+	if (service) {
+		struct addrinfo h = {0}, *r = NULL;
+		h.ai_flags = AI_NUMERICHOST;
+		h.ai_family = AF_INET;
+		if (hints) {
+			h.ai_socktype = hints->ai_socktype;
+			h.ai_protocol = hints->ai_protocol;
+			h.ai_flags |= hints->ai_flags & AI_NUMERICSERV;
+		}
+		int e = CALL(getaddrinfo)("0.0.0.0", service, &h, &r);
+		if (e) return e;
+		port = ((struct sockaddr_in *)r->ai_addr)->sin_port;
+		freeaddrinfo(r);
+	}
+	struct sockaddr_storage addrs[MAXADDRS];
+	int n = resolve(node, addrs);
+	if (n == 0) return CALL(getaddrinfo)(node, service, hints, res);
+	if (n < 0) return EAI_NONAME;
+	static const struct {
+		int type, proto;
+	} kinds[] = {{SOCK_STREAM, IPPROTO_TCP}, {SOCK_DGRAM, IPPROTO_UDP}, {SOCK_RAW, 0}};
+	struct addrinfo *head = NULL, **tail = &head;
+	for (int i = 0; i < n; i++) {
+		int fam = addrs[i].ss_family;
+		if (family != AF_UNSPEC && fam != family) continue;
+		for (unsigned k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+			if (hints && hints->ai_socktype && hints->ai_socktype != kinds[k].type) continue;
+			if (hints && hints->ai_protocol && hints->ai_protocol != kinds[k].proto) continue;
+			if (!(hints && hints->ai_socktype) && kinds[k].type == SOCK_RAW && service) continue;
+			size_t alen = fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+			// glibc's freeaddrinfo frees each node and its canonname: the
+			// address lives in the node's allocation, as glibc does it.
+			struct addrinfo *ai = calloc(1, sizeof *ai + alen);
+			if (!ai) {
+				if (head) freeaddrinfo(head);
+				return EAI_MEMORY;
+			}
+			ai->ai_family = fam;
+			ai->ai_socktype = kinds[k].type;
+			ai->ai_protocol = kinds[k].proto;
+			ai->ai_addrlen = alen;
+			ai->ai_addr = (struct sockaddr *)(ai + 1);
+			memcpy(ai->ai_addr, &addrs[i], alen);
+			if (fam == AF_INET) ((struct sockaddr_in *)ai->ai_addr)->sin_port = port;
+			else ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = port;
+			if (!head && hints && (hints->ai_flags & AI_CANONNAME)) ai->ai_canonname = strdup(node);
+			*tail = ai;
+			tail = &ai->ai_next;
+		}
+	}
+	if (!head) return EAI_NONAME;
+	*res = head;
+	return 0;
+}
+
+// fill_hostent lays out a hostent for name's addresses of family af in
+// buf. Returns 0, ERANGE if buf is too small, or -1 (with *herr set) when
+// there is no such address.
+static int fill_hostent(const char *name, int af, struct sockaddr_storage *addrs, int n, struct hostent *he,
+                        char *buf, size_t buflen, int *herr) {
+	size_t alen = af == AF_INET ? 4 : 16;
+	int k = 0;
+	for (int i = 0; i < n; i++)
+		if (addrs[i].ss_family == af) k++;
+	if (k == 0) {
+		*herr = NO_ADDRESS;
+		return -1;
+	}
+	size_t nlen = strlen(name) + 1;
+	// Pointers first (aligned), then addresses, then the name.
+	size_t need = sizeof(char *) * (k + 2) + alen * k + nlen;
+	if (buflen < need) return ERANGE;
+	char **aliases = (char **)buf;
+	char **list = aliases + 1;
+	char *data = (char *)(list + k + 1);
+	aliases[0] = NULL;
+	int j = 0;
+	for (int i = 0; i < n; i++) {
+		if (addrs[i].ss_family != af) continue;
+		const void *src = af == AF_INET ? (const void *)&((struct sockaddr_in *)&addrs[i])->sin_addr
+		                                : (const void *)&((struct sockaddr_in6 *)&addrs[i])->sin6_addr;
+		memcpy(data + alen * j, src, alen);
+		list[j] = data + alen * j;
+		j++;
+	}
+	list[k] = NULL;
+	char *nm = data + alen * k;
+	memcpy(nm, name, nlen);
+	he->h_name = nm;
+	he->h_aliases = aliases;
+	he->h_addrtype = af;
+	he->h_length = alen;
+	he->h_addr_list = list;
+	return 0;
+}
+
+// remote_hostent resolves name for the gethostbyname family. Returns 0
+// (filled), -2 to resolve locally, ERANGE, or -1 with *herr set.
+static int remote_hostent(const char *name, int af, struct hostent *he, char *buf, size_t buflen, int *herr) {
+	if (!active || !name || numeric_host(name) || strcmp(name, "localhost") == 0 || (af != AF_INET && af != AF_INET6))
+		return -2;
+	struct sockaddr_storage addrs[MAXADDRS];
+	int n = resolve(name, addrs);
+	if (n == 0) return -2;
+	if (n < 0) {
+		*herr = HOST_NOT_FOUND;
+		return -1;
+	}
+	return fill_hostent(name, af, addrs, n, he, buf, buflen, herr);
+}
+
+DECLARE_REAL(struct hostent *, gethostbyname2, const char *, int)
+DECLARE_REAL(int, gethostbyname_r, const char *, struct hostent *, char *, size_t, struct hostent **, int *)
+DECLARE_REAL(int, gethostbyname2_r, const char *, int, struct hostent *, char *, size_t, struct hostent **, int *)
+
+EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *he, char *buf, size_t buflen,
+                            struct hostent **result, int *herr) {
+	int r = remote_hostent(name, af, he, buf, buflen, herr);
+	if (r == -2) return CALL(gethostbyname2_r)(name, af, he, buf, buflen, result, herr);
+	*result = r == 0 ? he : NULL;
+	if (r == ERANGE) {
+		*herr = NETDB_INTERNAL;
+		return ERANGE;
+	}
+	return 0; // "not found" is *result == NULL with *herr set, as glibc does
+}
+
+EXPORT int gethostbyname_r(const char *name, struct hostent *he, char *buf, size_t buflen, struct hostent **result,
+                           int *herr) {
+	int r = remote_hostent(name, AF_INET, he, buf, buflen, herr);
+	if (r == -2) return CALL(gethostbyname_r)(name, he, buf, buflen, result, herr);
+	*result = r == 0 ? he : NULL;
+	if (r == ERANGE) {
+		*herr = NETDB_INTERNAL;
+		return ERANGE;
+	}
+	return 0;
+}
+
+// The non-reentrant forms use static storage, as libc's do.
+static struct hostent static_he;
+static char static_hebuf[sizeof(char *) * (MAXADDRS + 2) + 16 * MAXADDRS + 1024];
+
+EXPORT struct hostent *gethostbyname2(const char *name, int af) {
+	int herr = 0;
+	int r = remote_hostent(name, af, &static_he, static_hebuf, sizeof static_hebuf, &herr);
+	if (r == -2) return CALL(gethostbyname2)(name, af);
+	if (r != 0) {
+		h_errno = r == ERANGE ? NO_RECOVERY : herr;
+		return NULL;
+	}
+	return &static_he;
+}
+
+EXPORT struct hostent *gethostbyname(const char *name) {
+	int herr = 0;
+	int r = remote_hostent(name, AF_INET, &static_he, static_hebuf, sizeof static_hebuf, &herr);
+	if (r == -2) return CALL(gethostbyname)(name);
+	if (r != 0) {
+		h_errno = r == ERANGE ? NO_RECOVERY : herr;
+		return NULL;
+	}
+	return &static_he;
+}
+
+EXPORT int gethostname(char *buf, size_t len) {
+	if (!active || !fake_hostname[0]) return CALL(gethostname)(buf, len);
+	size_t n = strlen(fake_hostname);
+	if (n + 1 > len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, fake_hostname, n + 1);
+	return 0;
+}
+
+EXPORT int uname(struct utsname *u) {
+	int r = CALL(uname)(u);
+	if (r == 0 && active && fake_hostname[0]) snprintf(u->nodename, sizeof u->nodename, "%s", fake_hostname);
+	return r;
+}
+
+// ---- files -------------------------------------------------------------
+
+// abspath makes path absolute against dirfd (AT_FDCWD: the working
+// directory). Returns 0 if it cannot (the call then stays local).
+static int abspath(int dirfd, const char *path, char *out, size_t cap) {
+	if (!path || !*path || strlen(path) >= PATH_MAX || strpbrk(path, "\t\n")) return 0;
+	if (path[0] == '/') {
+		snprintf(out, cap, "%s", path);
+		return 1;
+	}
+	char base[PATH_MAX];
+	if (dirfd == AT_FDCWD) {
+		if (!getcwd(base, sizeof base)) return 0;
+	} else {
+		char link[64];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+		ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, link, base, sizeof base - 1);
+		if (n <= 0 || base[0] != '/') return 0;
+		base[n] = 0;
+	}
+	return snprintf(out, cap, "%s/%s", strcmp(base, "/") == 0 ? "" : base, path) < (int)cap;
+}
+
+// remote_open asks the proxy to open path. Returns the fd, -1 with errno
+// for a remote failure, or -2 to open locally.
+static int remote_open(int dirfd, const char *path, int flags, mode_t mode) {
+	char abs[PATH_MAX], req[PATH_MAX + 64], resp[64];
+	if (!active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	int n = snprintf(req, sizeof req, "O\t%d\t%o\t%s\n", flags, (unsigned)mode, abs);
+	int fd;
+	if (request(req, n, resp, sizeof resp, &fd) < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	if (resp[0] != 'F' || fd < 0) return -2;
+	if (!(flags & O_CLOEXEC)) fcntl(fd, F_SETFD, 0);
+	return fd;
+}
+
+#define OPEN_MODE(flags, mode)                                 \
+	do {                                                       \
+		if ((flags) & (O_CREAT | __O_TMPFILE)) {               \
+			va_list ap;                                        \
+			va_start(ap, flags);                               \
+			mode = va_arg(ap, int);                            \
+			va_end(ap);                                        \
+		}                                                      \
+	} while (0)
+
+EXPORT int open(const char *path, int flags, ...) {
+	mode_t mode = 0;
+	OPEN_MODE(flags, mode);
+	int r = remote_open(AT_FDCWD, path, flags, mode);
+	return r != -2 ? r : CALL(open)(path, flags, mode);
+}
+
+EXPORT int open64(const char *path, int flags, ...) {
+	mode_t mode = 0;
+	OPEN_MODE(flags, mode);
+	int r = remote_open(AT_FDCWD, path, flags, mode);
+	return r != -2 ? r : CALL(open64)(path, flags, mode);
+}
+
+EXPORT int openat(int dirfd, const char *path, int flags, ...) {
+	mode_t mode = 0;
+	OPEN_MODE(flags, mode);
+	int r = remote_open(dirfd, path, flags, mode);
+	return r != -2 ? r : CALL(openat)(dirfd, path, flags, mode);
+}
+
+EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
+	mode_t mode = 0;
+	OPEN_MODE(flags, mode);
+	int r = remote_open(dirfd, path, flags, mode);
+	return r != -2 ? r : CALL(openat64)(dirfd, path, flags, mode);
+}
+
+// The _FORTIFY_SOURCE variants that programs built with it call.
+EXPORT int __open_2(const char *path, int flags) {
+	int r = remote_open(AT_FDCWD, path, flags, 0);
+	return r != -2 ? r : CALL(__open_2)(path, flags);
+}
+
+EXPORT int __open64_2(const char *path, int flags) {
+	int r = remote_open(AT_FDCWD, path, flags, 0);
+	return r != -2 ? r : CALL(__open64_2)(path, flags);
+}
+
+EXPORT int __openat_2(int dirfd, const char *path, int flags) {
+	int r = remote_open(dirfd, path, flags, 0);
+	return r != -2 ? r : CALL(__openat_2)(dirfd, path, flags);
+}
+
+EXPORT int __openat64_2(int dirfd, const char *path, int flags) {
+	int r = remote_open(dirfd, path, flags, 0);
+	return r != -2 ? r : CALL(__openat64_2)(dirfd, path, flags);
+}
+
+static int fopen_flags(const char *m) {
+	int flags;
+	switch (m[0]) {
+	case 'r': flags = 0; break;
+	case 'w': flags = O_CREAT | O_TRUNC; break;
+	case 'a': flags = O_CREAT | O_APPEND; break;
+	default: return -1;
+	}
+	int rw = 0;
+	for (const char *p = m + 1; *p && *p != ','; p++) {
+		if (*p == '+') rw = 1;
+		else if (*p == 'e') flags |= O_CLOEXEC;
+		else if (*p == 'x') flags |= O_EXCL;
+	}
+	if (rw) flags |= O_RDWR;
+	else if (m[0] != 'r') flags |= O_WRONLY;
+	return flags;
+}
+
+static FILE *remote_fopen(const char *path, const char *mode, int *local) {
+	*local = 1;
+	int flags = mode ? fopen_flags(mode) : -1;
+	if (flags < 0) return NULL;
+	int fd = remote_open(AT_FDCWD, path, flags, 0666);
+	if (fd == -2) return NULL;
+	*local = 0;
+	if (fd < 0) return NULL;
+	FILE *f = fdopen(fd, mode);
+	if (!f) {
+		int e = errno;
+		CALL(close)(fd);
+		errno = e;
+	}
+	return f;
+}
+
+EXPORT FILE *fopen(const char *path, const char *mode) {
+	int local;
+	FILE *f = remote_fopen(path, mode, &local);
+	return local ? CALL(fopen)(path, mode) : f;
+}
+
+EXPORT FILE *fopen64(const char *path, const char *mode) {
+	int local;
+	FILE *f = remote_fopen(path, mode, &local);
+	return local ? CALL(fopen64)(path, mode) : f;
+}
+
+// opendir: glibc opens the directory internally (not through open), so
+// it is hooked itself. The proxy hands over a directory that mirrors the
+// remote one's entries.
+EXPORT DIR *opendir(const char *path) {
+	int fd = remote_open(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	if (fd == -2) return CALL(opendir)(path);
+	if (fd < 0) return NULL;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int e = errno;
+		CALL(close)(fd);
+		errno = e;
+	}
+	return d;
+}
+
+// remote_stat asks the proxy about path. Returns 0 and fills the fields,
+// -1 with errno, or -2 to stat locally.
+struct rstat {
+	long long mode, size, mtime, atime, ctime, ino, dev, nlink, uid, gid;
+};
+
+static int remote_stat(int dirfd, const char *path, int follow, struct rstat *st) {
+	char abs[PATH_MAX], req[PATH_MAX + 32], resp[512];
+	if (!active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	int n = snprintf(req, sizeof req, "S\t%d\t%s\n", follow, abs);
+	if (request(req, n, resp, sizeof resp, NULL) < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	if (resp[0] != 'I') return -2;
+	st->mode = field_ll(resp, 1);
+	st->size = field_ll(resp, 2);
+	st->mtime = field_ll(resp, 3);
+	st->atime = field_ll(resp, 4);
+	st->ctime = field_ll(resp, 5);
+	st->ino = field_ll(resp, 6);
+	st->dev = field_ll(resp, 7);
+	st->nlink = field_ll(resp, 8);
+	st->uid = field_ll(resp, 9);
+	st->gid = field_ll(resp, 10);
+	return 0;
+}
+
+#define FILL_STAT(buf, r)                                   \
+	do {                                                    \
+		memset(buf, 0, sizeof *(buf));                      \
+		(buf)->st_mode = (r).mode;                          \
+		(buf)->st_size = (r).size;                          \
+		(buf)->st_ino = (r).ino;                            \
+		(buf)->st_dev = (r).dev;                            \
+		(buf)->st_nlink = (r).nlink;                        \
+		(buf)->st_uid = (r).uid;                            \
+		(buf)->st_gid = (r).gid;                            \
+		(buf)->st_blksize = 4096;                           \
+		(buf)->st_blocks = ((r).size + 511) / 512;          \
+		(buf)->st_mtim.tv_sec = (r).mtime / 1000000000LL;   \
+		(buf)->st_mtim.tv_nsec = (r).mtime % 1000000000LL;  \
+		(buf)->st_atim.tv_sec = (r).atime / 1000000000LL;   \
+		(buf)->st_atim.tv_nsec = (r).atime % 1000000000LL;  \
+		(buf)->st_ctim.tv_sec = (r).ctime / 1000000000LL;   \
+		(buf)->st_ctim.tv_nsec = (r).ctime % 1000000000LL;  \
+	} while (0)
+
+#define STAT_HOOK(name, type, follow)                              \
+	EXPORT int name(const char *path, struct type *buf) {          \
+		struct rstat r;                                            \
+		int x = remote_stat(AT_FDCWD, path, follow, &r);           \
+		if (x == -2) return CALL(name)(path, buf);                 \
+		if (x < 0) return -1;                                      \
+		FILL_STAT(buf, r);                                         \
+		return 0;                                                  \
+	}
+
+STAT_HOOK(stat, stat, 1)
+STAT_HOOK(lstat, stat, 0)
+STAT_HOOK(stat64, stat64, 1)
+STAT_HOOK(lstat64, stat64, 0)
+
+#define XSTAT_HOOK(name, type, follow)                             \
+	EXPORT int name(int ver, const char *path, struct type *buf) { \
+		struct rstat r;                                            \
+		int x = remote_stat(AT_FDCWD, path, follow, &r);           \
+		if (x == -2) return CALL(name)(ver, path, buf);            \
+		if (x < 0) return -1;                                      \
+		FILL_STAT(buf, r);                                         \
+		return 0;                                                  \
+	}
+
+XSTAT_HOOK(__xstat, stat, 1)
+XSTAT_HOOK(__lxstat, stat, 0)
+XSTAT_HOOK(__xstat64, stat64, 1)
+XSTAT_HOOK(__lxstat64, stat64, 0)
+
+// fstatat with an empty path and AT_EMPTY_PATH is fstat of dirfd: local.
+#define FSTATAT_HOOK(name, type)                                                   \
+	EXPORT int name(int dirfd, const char *path, struct type *buf, int flags) {    \
+		struct rstat r;                                                            \
+		int x = (path && *path) ? remote_stat(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &r) : -2; \
+		if (x == -2) return CALL(name)(dirfd, path, buf, flags);                   \
+		if (x < 0) return -1;                                                      \
+		FILL_STAT(buf, r);                                                         \
+		return 0;                                                                  \
+	}
+
+FSTATAT_HOOK(fstatat, stat)
+FSTATAT_HOOK(fstatat64, stat64)
+
+#define FXSTATAT_HOOK(name, type)                                                          \
+	EXPORT int name(int ver, int dirfd, const char *path, struct type *buf, int flags) {   \
+		struct rstat r;                                                                    \
+		int x = (path && *path) ? remote_stat(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &r) : -2; \
+		if (x == -2) return CALL(name)(ver, dirfd, path, buf, flags);                      \
+		if (x < 0) return -1;                                                              \
+		FILL_STAT(buf, r);                                                                 \
+		return 0;                                                                          \
+	}
+
+FXSTATAT_HOOK(__fxstatat, stat)
+FXSTATAT_HOOK(__fxstatat64, stat64)
+
+EXPORT int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf) {
+	struct rstat r;
+	int x = (path && *path) ? remote_stat(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &r) : -2;
+	if (x == -2) return CALL(statx)(dirfd, path, flags, mask, buf);
+	if (x < 0) return -1;
+	memset(buf, 0, sizeof *buf);
+	buf->stx_mask = STATX_BASIC_STATS;
+	buf->stx_mode = r.mode;
+	buf->stx_size = r.size;
+	buf->stx_ino = r.ino;
+	buf->stx_nlink = r.nlink;
+	buf->stx_uid = r.uid;
+	buf->stx_gid = r.gid;
+	buf->stx_blksize = 4096;
+	buf->stx_blocks = (r.size + 511) / 512;
+	buf->stx_dev_major = (r.dev >> 8) & 0xfff;
+	buf->stx_dev_minor = (r.dev & 0xff) | ((r.dev >> 12) & 0xfff00);
+	buf->stx_mtime.tv_sec = r.mtime / 1000000000LL;
+	buf->stx_mtime.tv_nsec = r.mtime % 1000000000LL;
+	buf->stx_atime.tv_sec = r.atime / 1000000000LL;
+	buf->stx_atime.tv_nsec = r.atime % 1000000000LL;
+	buf->stx_ctime.tv_sec = r.ctime / 1000000000LL;
+	buf->stx_ctime.tv_nsec = r.ctime % 1000000000LL;
+	return 0;
+}
+
+// access: existence (and the mode bits for R/W/X, checked as owner).
+static int remote_access(int dirfd, const char *path, int amode) {
+	struct rstat r;
+	int x = remote_stat(dirfd, path, 1, &r);
+	if (x != 0) return x;
+	if (amode == F_OK) return 0;
+	if (((amode & R_OK) && !(r.mode & 0444)) || ((amode & W_OK) && !(r.mode & 0222)) ||
+	    ((amode & X_OK) && !(r.mode & 0111))) {
+		errno = EACCES;
+		return -1;
+	}
+	return 0;
+}
+
+EXPORT int access(const char *path, int amode) {
+	int x = remote_access(AT_FDCWD, path, amode);
+	return x == -2 ? CALL(access)(path, amode) : x;
+}
+
+EXPORT int faccessat(int dirfd, const char *path, int amode, int flags) {
+	int x = remote_access(dirfd, path, amode);
+	return x == -2 ? CALL(faccessat)(dirfd, path, amode, flags) : x;
+}
+
+static ssize_t remote_readlink(int dirfd, const char *path, char *buf, size_t len) {
+	char abs[PATH_MAX], req[PATH_MAX + 8], resp[PATH_MAX + 8];
+	if (!active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	int n = snprintf(req, sizeof req, "K\t%s\n", abs);
+	int rl = request(req, n, resp, sizeof resp, NULL);
+	if (rl < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	if (resp[0] != 'T' || resp[1] != '\t') return -2;
+	size_t tl = rl - 2;
+	if (tl > len) tl = len;
+	memcpy(buf, resp + 2, tl);
+	return tl;
+}
+
+EXPORT ssize_t readlink(const char *path, char *buf, size_t len) {
+	ssize_t r = remote_readlink(AT_FDCWD, path, buf, len);
+	return r == -2 ? CALL(readlink)(path, buf, len) : r;
+}
+
+EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t len) {
+	ssize_t r = remote_readlink(dirfd, path, buf, len);
+	return r == -2 ? CALL(readlinkat)(dirfd, path, buf, len) : r;
+}
+
+// ---- exec --------------------------------------------------------------
+
+// needs_netstack reports whether the executable at path is a Go program
+// or statically linked: those make system calls without libc, so this
+// library cannot see them, and mirrord runs them in its netstack sandbox.
+static int needs_netstack(const char *path) {
+	int fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return 0;
+	Elf64_Ehdr eh;
+	int result = 0;
+	if (pread(fd, &eh, sizeof eh, 0) != sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr))
+		goto out;
+	int interp = 0;
+	for (int i = 0; i < eh.e_phnum; i++) {
+		Elf64_Phdr ph;
+		if (pread(fd, &ph, sizeof ph, eh.e_phoff + (off_t)i * sizeof ph) != sizeof ph) goto out;
+		if (ph.p_type == PT_INTERP) interp = 1;
+	}
+	if (!interp) {
+		result = eh.e_type == ET_EXEC || eh.e_type == ET_DYN;
+		goto out;
+	}
+	// A dynamic Go program (cgo): look for the .go.buildinfo section.
+	if (eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shstrndx >= eh.e_shnum) goto out;
+	Elf64_Shdr strs;
+	if (pread(fd, &strs, sizeof strs, eh.e_shoff + (off_t)eh.e_shstrndx * sizeof strs) != sizeof strs) goto out;
+	for (int i = 0; i < eh.e_shnum; i++) {
+		Elf64_Shdr sh;
+		char name[16];
+		if (pread(fd, &sh, sizeof sh, eh.e_shoff + (off_t)i * sizeof sh) != sizeof sh) goto out;
+		if (pread(fd, name, sizeof name, strs.sh_offset + sh.sh_name) != sizeof name) continue;
+		if (strncmp(name, ".go.buildinfo", 14) == 0) {
+			result = 1;
+			break;
+		}
+	}
+out:
+	syscall(SYS_close, fd);
+	return result;
+}
+
+// netstack_argv builds `mirrord layer-exec PATH ARGV...` for a program
+// that needs the netstack engine; NULL if it does not (or cannot).
+static char **netstack_argv(const char *path, char *const argv[]) {
+	if (!exec_active || !mirrord_exe || !path || skipped(skip_list, path) || !needs_netstack(path)) return NULL;
+	size_t n = 0;
+	while (argv && argv[n]) n++;
+	char **v = malloc((n + 4) * sizeof *v);
+	if (!v) return NULL;
+	v[0] = (char *)mirrord_exe;
+	v[1] = "layer-exec";
+	v[2] = (char *)path;
+	for (size_t i = 0; i < n; i++) v[3 + i] = argv[i];
+	if (n == 0) v[3 + n++] = (char *)path;
+	v[3 + n] = NULL;
+	return v;
+}
+
+// search_path finds file in PATH like execvp; returns 0 if not found.
+static int search_path(const char *file, char *out, size_t cap) {
+	if (strchr(file, '/')) {
+		snprintf(out, cap, "%s", file);
+		return 1;
+	}
+	const char *p = getenv("PATH");
+	if (!p) p = "/usr/local/bin:/usr/bin:/bin";
+	while (*p) {
+		size_t l = strcspn(p, ":");
+		if (snprintf(out, cap, "%.*s%s%s", (int)l, p, l ? "/" : "", file) < (int)cap &&
+		    syscall(SYS_faccessat, AT_FDCWD, out, X_OK) == 0)
+			return 1;
+		p += l;
+		if (*p) p++;
+	}
+	return 0;
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
+	char **v = netstack_argv(path, argv);
+	if (v) {
+		CALL(execve)(mirrord_exe, v, envp);
+		free(v); // mirrord itself could not run: run the program as it is
+	}
+	return CALL(execve)(path, argv, envp);
+}
+
+EXPORT int execv(const char *path, char *const argv[]) { return execve(path, argv, environ); }
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]) {
+	char path[PATH_MAX];
+	if (exec_active && mirrord_exe && search_path(file, path, sizeof path)) {
+		char **v = netstack_argv(path, argv);
+		if (v) {
+			CALL(execve)(mirrord_exe, v, envp);
+			free(v);
+		}
+	}
+	return CALL(execvpe)(file, argv, envp);
+}
+
+EXPORT int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
+
+EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                       const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+	char **v = netstack_argv(path, argv);
+	if (v) {
+		int r = CALL(posix_spawn)(pid, mirrord_exe, fa, attr, v, envp);
+		free(v);
+		return r;
+	}
+	return CALL(posix_spawn)(pid, path, fa, attr, argv, envp);
+}
+
+EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+	char path[PATH_MAX];
+	if (exec_active && mirrord_exe && search_path(file, path, sizeof path)) {
+		char **v = netstack_argv(path, argv);
+		if (v) {
+			int r = CALL(posix_spawn)(pid, mirrord_exe, fa, attr, v, envp);
+			free(v);
+			return r;
+		}
+	}
+	return CALL(posix_spawnp)(pid, file, fa, attr, argv, envp);
+}

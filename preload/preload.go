@@ -1,0 +1,66 @@
+package preload
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+//go:embed lib
+var lib embed.FS
+
+const libName = "lib/libmirrord_layer.so"
+
+// ErrNotBuilt means this binary was built without the library (plain `go
+// build` instead of `make build`).
+var ErrNotBuilt = errors.New("this mirrord binary was built without the preload library (build it with `make build`)")
+
+// Library returns the path of the preload library on this machine,
+// extracting it into the user cache directory the first time. The file name
+// carries a hash of the content, so binaries of different versions never
+// share (or overwrite) one another's library.
+func Library() (string, error) {
+	data, err := lib.ReadFile(libName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", ErrNotBuilt
+	}
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	dir = filepath.Join(dir, "mirrord")
+	path := filepath.Join(dir, "libmirrord_layer-"+hex.EncodeToString(sum[:8])+".so")
+	if old, err := os.ReadFile(path); err == nil && sha256.Sum256(old) == sum {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("preload library: %w", err)
+	}
+	// Write to a temporary name and rename: concurrent mirrord runs never
+	// see (or load) a half-written library.
+	tmp, err := os.CreateTemp(dir, ".layer-*")
+	if err != nil {
+		return "", fmt.Errorf("preload library: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("preload library: %w", err)
+	}
+	tmp.Chmod(0o755)
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("preload library: %w", err)
+	}
+	return path, nil
+}
