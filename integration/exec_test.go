@@ -41,54 +41,70 @@ func TestOutgoingDNSEnv(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent()
 
-	t.Run("curl", func(t *testing.T) {
-		out, err := f.mirrord(ctx(t), nil, "--", "curl", "-sS", "--max-time", "10", "http://"+svcName+":8080/")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		mustContain(t, out, svcBody)
-	})
-	t.Run("curl short name through search domains", func(t *testing.T) {
-		out, err := f.mirrord(ctx(t), nil, "--", "curl", "-sS", "--max-time", "10", "http://db:8080/")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		mustContain(t, out, svcBody)
-	})
 	want := []string{"dns " + svcIP, "tcp " + svcBody, "udp echo:ping", "env " + secret}
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		run := func(args ...string) (string, error) {
+			return f.mirrord(ctx(t), nil, append(engine, args...)...)
+		}
+		t.Run("curl", func(t *testing.T) {
+			out, err := run("--", "curl", "-sS", "--max-time", "10", "http://"+svcName+":8080/")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			mustContain(t, out, svcBody)
+		})
+		t.Run("curl short name through search domains", func(t *testing.T) {
+			out, err := run("--", "curl", "-sS", "--max-time", "10", "http://db:8080/")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			mustContain(t, out, svcBody)
+		})
+		t.Run("python", func(t *testing.T) {
+			py, err := exec.LookPath("python3")
+			if err != nil {
+				t.Fatal("python3 is needed for this test")
+			}
+			out, err := run("--", py, "testdata/pyclient.py", svcName)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			mustContain(t, out, want...)
+		})
+		t.Run("node", func(t *testing.T) {
+			node, err := exec.LookPath("node")
+			if err != nil {
+				t.Fatal("node is needed for this test (make deps installs it)")
+			}
+			out, err := run("--", node, "testdata/nodeclient.js", svcName)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			mustContain(t, out, want...)
+		})
+		t.Run("hostname", func(t *testing.T) {
+			out, err := run("--", "sh", "-c", "hostname; cat /etc/hostname")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if out != podHostname+"\n"+podHostname+"\n" {
+				t.Errorf("hostname and /etc/hostname = %q, want %s twice", out, podHostname)
+			}
+		})
+		t.Run("getent (glibc resolver)", func(t *testing.T) {
+			out, err := run("--", "sh", "-c", "getent hosts "+svcName)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			mustContain(t, out, svcIP)
+		})
+	})
 	t.Run("static go binary", func(t *testing.T) {
 		out, err := f.mirrord(ctx(t), nil, "--", goclientBin, svcName)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		mustContain(t, out, append(want, "txt hello", "hostname "+podHostname)...)
-	})
-	t.Run("python", func(t *testing.T) {
-		py, err := exec.LookPath("python3")
-		if err != nil {
-			t.Fatal("python3 is needed for this test")
-		}
-		out, err := f.mirrord(ctx(t), nil, "--", py, "testdata/pyclient.py", svcName)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		mustContain(t, out, want...)
-	})
-	t.Run("hostname", func(t *testing.T) {
-		out, err := f.mirrord(ctx(t), nil, "--", "sh", "-c", "hostname; cat /etc/hostname")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		if out != podHostname+"\n"+podHostname+"\n" {
-			t.Errorf("hostname and /etc/hostname = %q, want %s twice", out, podHostname)
-		}
-	})
-	t.Run("getent (glibc resolver)", func(t *testing.T) {
-		out, err := f.mirrord(ctx(t), nil, "--", "sh", "-c", "getent hosts "+svcName)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		mustContain(t, out, svcIP)
 	})
 }
 
@@ -97,31 +113,36 @@ func TestOutgoingDNSEnv(t *testing.T) {
 func TestOutgoingFilter(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent()
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		run := func(env []string, args ...string) (string, error) {
+			return f.mirrord(ctx(t), env, append(engine, args...)...)
+		}
 
-	cfg := writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"local": ["`+localIP+`"]}}}}}`)
-	out, err := f.mirrord(ctx(t), nil, "-f", cfg, "--", "sh", "-c",
-		"curl -sS --max-time 10 http://"+localIP+":8080/; echo; curl -sS --max-time 10 http://"+svcName+":8080/")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	mustContain(t, out, localBody, svcBody)
+		cfg := writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"local": ["`+localIP+`"]}}}}}`)
+		out, err := run(nil, "-f", cfg, "--", "sh", "-c",
+			"curl -sS --max-time 10 http://"+localIP+":8080/; echo; curl -sS --max-time 10 http://"+svcName+":8080/")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, localBody, svcBody)
 
-	// Without the filter, the local address goes to the pod, which has
-	// no route to it.
-	out, err = f.mirrord(ctx(t), nil, "--", "curl", "-sS", "--max-time", "5", "http://"+localIP+":8080/")
-	if err == nil || strings.Contains(out, localBody) {
-		t.Errorf("without a filter %s was reached locally: %v\n%s", localIP, err, out)
-	}
+		// Without the filter, the local address goes to the pod, which has
+		// no route to it.
+		out, err = run(nil, "--", "curl", "-sS", "--max-time", "5", "http://"+localIP+":8080/")
+		if err == nil || strings.Contains(out, localBody) {
+			t.Errorf("without a filter %s was reached locally: %v\n%s", localIP, err, out)
+		}
 
-	// A remote filter: only the svc port goes remote, UDP to the local
-	// address stays local.
-	cfg = writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"remote": ["tcp://`+svcName+`:8080"]}}}}}`)
-	out, err = f.mirrord(ctx(t), nil, "-f", cfg, "--", "sh", "-c",
-		"curl -sS --max-time 10 http://"+svcName+":8080/; echo; curl -sS --max-time 10 http://"+localIP+":8080/")
-	if err != nil {
-		t.Fatalf("remote filter: %v\n%s", err, out)
-	}
-	mustContain(t, out, svcBody, localBody)
+		// A remote filter: only the svc port goes remote, UDP to the local
+		// address stays local.
+		cfg = writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"remote": ["tcp://`+svcName+`:8080"]}}}}}`)
+		out, err = run(nil, "-f", cfg, "--", "sh", "-c",
+			"curl -sS --max-time 10 http://"+svcName+":8080/; echo; curl -sS --max-time 10 http://"+localIP+":8080/")
+		if err != nil {
+			t.Fatalf("remote filter: %v\n%s", err, out)
+		}
+		mustContain(t, out, svcBody, localBody)
+	})
 }
 
 // TestDNSFilter: a name in dns.filter.local resolves with this machine's
@@ -150,49 +171,54 @@ func TestDNSFilter(t *testing.T) {
 func TestEnv(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent()
-	envFile := filepath.Join(t.TempDir(), ".env")
-	os.WriteFile(envFile, []byte("FROM_FILE=yes\nDB_HOST=file-db\n"), 0o600)
-	tests := []struct {
-		name  string
-		cfg   string
-		env   []string
-		args  []string
-		wants []string
-		nots  []string
-	}{
-		{"defaults", `{}`, []string{"LOCAL_ONLY=1"}, nil,
-			[]string{"SECRET_TOKEN=" + secret, "DB_HOST=db", "LOCAL_ONLY=1"}, []string{"PATH=/remote/bin"}},
-		{"include", `{"feature": {"env": {"include": "DB_*"}}}`, nil, nil,
-			[]string{"DB_HOST=db", "DB_PASSWORD=pw"}, []string{"SECRET_TOKEN="}},
-		{"exclude flag", `{}`, nil, []string{"-x", "DB_PASSWORD;SECRET_*"},
-			[]string{"DB_HOST=db"}, []string{"DB_PASSWORD=", "SECRET_TOKEN="}},
-		{"override, mapping, unset, env file", `{"feature": {"env": {
-			"override": {"DB_HOST": "localhost"}, "mapping": {".+_TIMEOUT": "1000"},
-			"unset": ["local_unset"], "env_file": "` + envFile + `"}}}`, []string{"LOCAL_UNSET=x"}, nil,
-			[]string{"DB_HOST=localhost", "CONNECT_TIMEOUT=1000", "READ_TIMEOUT=1000", "FROM_FILE=yes"}, []string{"LOCAL_UNSET="}},
-		{"env off", `{"feature": {"env": false}}`, nil, nil, nil, []string{"SECRET_TOKEN="}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			args := append([]string{"-f", writeConfig(t, tt.cfg)}, tt.args...)
-			args = append(args, "--", "env")
-			out, err := f.mirrord(ctx(t), tt.env, args...)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-			lines := "\n" + out
-			for _, w := range tt.wants {
-				if !strings.Contains(lines, "\n"+w+"\n") {
-					t.Errorf("env lacks %s:\n%s", w, out)
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		run := func(env []string, args ...string) (string, error) {
+			return f.mirrord(ctx(t), env, append(engine, args...)...)
+		}
+		envFile := filepath.Join(t.TempDir(), ".env")
+		os.WriteFile(envFile, []byte("FROM_FILE=yes\nDB_HOST=file-db\n"), 0o600)
+		tests := []struct {
+			name  string
+			cfg   string
+			env   []string
+			args  []string
+			wants []string
+			nots  []string
+		}{
+			{"defaults", `{}`, []string{"LOCAL_ONLY=1"}, nil,
+				[]string{"SECRET_TOKEN=" + secret, "DB_HOST=db", "LOCAL_ONLY=1"}, []string{"PATH=/remote/bin"}},
+			{"include", `{"feature": {"env": {"include": "DB_*"}}}`, nil, nil,
+				[]string{"DB_HOST=db", "DB_PASSWORD=pw"}, []string{"SECRET_TOKEN="}},
+			{"exclude flag", `{}`, nil, []string{"-x", "DB_PASSWORD;SECRET_*"},
+				[]string{"DB_HOST=db"}, []string{"DB_PASSWORD=", "SECRET_TOKEN="}},
+			{"override, mapping, unset, env file", `{"feature": {"env": {
+				"override": {"DB_HOST": "localhost"}, "mapping": {".+_TIMEOUT": "1000"},
+				"unset": ["local_unset"], "env_file": "` + envFile + `"}}}`, []string{"LOCAL_UNSET=x"}, nil,
+				[]string{"DB_HOST=localhost", "CONNECT_TIMEOUT=1000", "READ_TIMEOUT=1000", "FROM_FILE=yes"}, []string{"LOCAL_UNSET="}},
+			{"env off", `{"feature": {"env": false}}`, nil, nil, nil, []string{"SECRET_TOKEN="}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				args := append([]string{"-f", writeConfig(t, tt.cfg)}, tt.args...)
+				args = append(args, "--", "env")
+				out, err := run(tt.env, args...)
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out)
 				}
-			}
-			for _, n := range tt.nots {
-				if strings.Contains(lines, "\n"+n) {
-					t.Errorf("env has %s:\n%s", n, out)
+				lines := "\n" + out
+				for _, w := range tt.wants {
+					if !strings.Contains(lines, "\n"+w+"\n") {
+						t.Errorf("env lacks %s:\n%s", w, out)
+					}
 				}
-			}
-		})
-	}
+				for _, n := range tt.nots {
+					if strings.Contains(lines, "\n"+n) {
+						t.Errorf("env has %s:\n%s", n, out)
+					}
+				}
+			})
+		}
+	})
 }
 
 // TestExitAndSignals: the exit status and signals pass through.

@@ -302,6 +302,19 @@ func (f *fixture) startAgent(extra ...string) *exec.Cmd {
 // mirrord runs `mirrord exec --agent-addr ... ARGS` with this machine's
 // resolv.conf pointing at the local namespace's DNS server (in a private
 // mount namespace, so the real one is untouched), and returns its output.
+// engines are the two ways mirrord reaches into a dynamically linked
+// program. Every scenario that runs one (curl, Python, a shell, env) runs
+// under each: the engines must behave the same.
+var engines = []string{"preload", "netstack"}
+
+// eachEngine runs fn as a subtest per engine, with the flags that force it.
+func eachEngine(t *testing.T, fn func(t *testing.T, engine ...string)) {
+	t.Helper()
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) { fn(t, "--engine", e) })
+	}
+}
+
 func (f *fixture) mirrord(ctx context.Context, env []string, args ...string) (string, error) {
 	f.t.Helper()
 	script := `mount --bind "$0" /etc/resolv.conf && exec "$@"`

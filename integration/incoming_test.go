@@ -92,36 +92,42 @@ func (f *fixture) startLocalApp(t *testing.T, port, body string, flags ...string
 func TestIncomingSteal(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent("--ttl", "30s")
-	cmd, _ := f.startLocalApp(t, "8888", "hello from local app", "--steal", "-t", "pid/1")
-	var body string
-	waitFor(t, "stolen traffic to reach the local app", func() bool {
-		body, _ = f.podGet(t, "http://"+podIP+":8888/x")
-		return body == "hello from local app"
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		cmd, _ := f.startLocalApp(t, "8888", "hello from local app", append(engine, "--steal", "-t", "pid/1")...)
+		var body string
+		waitFor(t, "stolen traffic to reach the local app", func() bool {
+			body, _ = f.podGet(t, "http://"+podIP+":8888/x")
+			return body == "hello from local app"
+		})
+		if tables := f.nftTables(t); len(tables) != 1 || !strings.HasPrefix(tables[0], "mirrord_agent_") {
+			t.Errorf("nftables tables while stealing: %v", tables)
+		}
+		// When the session ends, the redirect goes away.
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		waitFor(t, "the nftables table to be removed", func() bool { return len(f.nftTables(t)) == 0 })
 	})
-	if tables := f.nftTables(t); len(tables) != 1 || !strings.HasPrefix(tables[0], "mirrord_agent_") {
-		t.Errorf("nftables tables while stealing: %v", tables)
-	}
-	// When the session ends, the redirect goes away.
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
-	waitFor(t, "the nftables table to be removed", func() bool { return len(f.nftTables(t)) == 0 })
 }
 
 func TestIncomingMirror(t *testing.T) {
 	f := newFixture(t)
 	f.serveHTTP(f.pod, podIP+":8889", "hello from original app")
 	f.startAgent("--ttl", "30s")
-	_, outFile := f.startLocalApp(t, "8889", "local answer (dropped)")
-	waitFor(t, "the mirror subscription", func() bool { return len(f.nftTables(t)) == 1 })
-	for i := 0; i < 3; i++ {
-		body, err := f.podGet(t, "http://"+podIP+":8889/mirrored-path")
-		if err != nil || body != "hello from original app" {
-			t.Fatalf("mirrored request: %q, %v; the original app must still answer", body, err)
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		_, outFile := f.startLocalApp(t, "8889", "local answer (dropped)", engine...)
+		waitFor(t, "the mirror subscription", func() bool { return len(f.nftTables(t)) == 1 })
+		for i := 0; i < 3; i++ {
+			body, err := f.podGet(t, "http://"+podIP+":8889/mirrored-path")
+			if err != nil || body != "hello from original app" {
+				t.Fatalf("mirrored request: %q, %v; the original app must still answer", body, err)
+			}
 		}
-	}
-	waitFor(t, "the local app to see a copy", func() bool {
-		b, _ := os.ReadFile(outFile)
-		return strings.Count(string(b), "GOT /mirrored-path") == 3
+		waitFor(t, "the local app to see a copy", func() bool {
+			b, _ := os.ReadFile(outFile)
+			return strings.Count(string(b), "GOT /mirrored-path") == 3
+		})
 	})
 }
 
@@ -146,45 +152,48 @@ func TestIncomingFilteredSteal(t *testing.T) {
 	f := newFixture(t)
 	f.serveHTTP(f.pod, podIP+":8890", "hello from original app")
 	f.startAgent("--ttl", "30s")
-	cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
-		"http_filter": {"any_of": [{"header": "^x-user: alice$"}, {"path": "^/api/(?!health)"}], "ports": [8890]}}}}}`)
-	_, outFile := f.startLocalApp(t, "8890", "hello from local app", "-f", cfg)
-	waitFor(t, "the filtered steal", func() bool { return len(f.nftTables(t)) == 1 })
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+			"http_filter": {"any_of": [{"header": "^x-user: alice$"}, {"path": "^/api/(?!health)"}], "ports": [8890]}}}}}`)
+		_, outFile := f.startLocalApp(t, "8890", "hello from local app", append(engine, "-f", cfg)...)
+		waitFor(t, "the filtered steal", func() bool { return len(f.nftTables(t)) == 1 })
 
-	client := f.podClient(t)
-	get := func(path, user string) string {
-		req, _ := http.NewRequest("GET", "http://"+podIP+":8890"+path, nil)
-		if user != "" {
-			req.Header.Set("X-User", user)
+		client := f.podClient(t)
+		get := func(path, user string) string {
+			req, _ := http.NewRequest("GET", "http://"+podIP+":8890"+path, nil)
+			if user != "" {
+				req.Header.Set("X-User", user)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("GET %s (%s): %v", path, user, err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return string(b)
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s (%s): %v", path, user, err)
+		tests := []struct {
+			path, user, want string
+		}{
+			{"/anything", "alice", "hello from local app"},
+			{"/anything", "ALICE", "hello from local app"}, // header filters are case-insensitive
+			{"/anything", "bob", "hello from original app"},
+			{"/api/users", "", "hello from local app"},
+			{"/api/health", "", "hello from original app"}, // negative lookahead
+			{"/", "", "hello from original app"},
+			{"/health", "alice", "hello from local app"},
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
-	tests := []struct {
-		path, user, want string
-	}{
-		{"/anything", "alice", "hello from local app"},
-		{"/anything", "ALICE", "hello from local app"}, // header filters are case-insensitive
-		{"/anything", "bob", "hello from original app"},
-		{"/api/users", "", "hello from local app"},
-		{"/api/health", "", "hello from original app"}, // negative lookahead
-		{"/", "", "hello from original app"},
-		{"/health", "alice", "hello from local app"},
-	}
-	for round := 0; round < 2; round++ { // the same kept-alive connection, twice over
-		for _, tt := range tests {
-			if got := get(tt.path, tt.user); got != tt.want {
-				t.Errorf("GET %s as %q = %q, want %q", tt.path, tt.user, got, tt.want)
+		for round := 0; round < 2; round++ { // the same kept-alive connection, twice over
+			for _, tt := range tests {
+				if got := get(tt.path, tt.user); got != tt.want {
+					t.Errorf("GET %s as %q = %q, want %q", tt.path, tt.user, got, tt.want)
+				}
 			}
 		}
-	}
-	b, _ := os.ReadFile(outFile)
-	if n := strings.Count(string(b), "GOT "); n != 8 {
-		t.Errorf("the local app saw %d requests, want 8:\n%s", n, b)
-	}
+		b, _ := os.ReadFile(outFile)
+		if n := strings.Count(string(b), "GOT "); n != 8 {
+			t.Errorf("the local app saw %d requests, want 8:\n%s", n, b)
+		}
+	})
 }
