@@ -1,0 +1,92 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPreloadChildren: a layered shell's children are layered too — a
+// dynamic one through the inherited preload, a Go/static one through
+// `mirrord layer-exec` (the netstack sandbox, same session).
+func TestPreloadChildren(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	out, err := f.mirrord(ctx(t), nil, "--engine", "preload", "--", "bash", "-c",
+		"python3 testdata/pyclient.py "+svcName+" & wait; "+goclientBin+" "+svcName)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, w := range []string{"dns " + svcIP, "tcp " + svcBody, "udp echo:ping", "env " + secret} {
+		if n := strings.Count(out, w); n != 2 {
+			t.Errorf("%q appears %d times, want 2 (python and the static Go client):\n%s", w, n, out)
+		}
+	}
+	mustContain(t, out, "hostname "+podHostname)
+}
+
+// TestPreloadFork: forked children keep working (no lock held across
+// fork, no shared connection), 100 times over, and a fork-exec chain
+// (gunicorn/uvicorn --reload style) stays layered.
+func TestPreloadFork(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	out, err := f.mirrord(ctx(t), nil, "--engine", "preload", "--", "python3", "testdata/forker.py", svcName, "100", "fork")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, out, "parent "+svcBody, "children ok 100 of 100")
+	out, err = f.mirrord(ctx(t), nil, "--engine", "preload", "--", "python3", "testdata/forker.py", svcName, "3", "exec")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, out, "children ok 3 of 3")
+	if n := strings.Count(out, "tcp "+svcBody); n != 3 {
+		t.Errorf("the exec'd children fetched %d times, want 3:\n%s", n, out)
+	}
+}
+
+// TestFiles: with fs mode read, programs read the target's files (which
+// only the target's mount namespace has), list its directories, stat and
+// readlink; not_found paths fail; local paths stay local.
+func TestFiles(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	d := f.podFiles
+	// A file the target has but the config hides.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root%s/secret.txt", f.podPID, d), []byte("top secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	localDir := t.TempDir()
+	os.WriteFile(filepath.Join(localDir, "local.txt"), []byte("local content\n"), 0o644)
+	cfg := writeConfig(t, fmt.Sprintf(`{"feature": {"fs": {"mode": "read", "read_only": ["^%s"], "not_found": ["%s/secret"]}}}`, d, d))
+	script := strings.Join([]string{
+		"cat " + d + "/config.yaml",
+		"cat " + d + "/link",
+		"echo ls: $(ls " + d + ")",
+		"echo readlink: $(readlink " + d + "/link)",
+		"test -d " + d + "/sub && echo sub-is-dir",
+		"echo size: $(stat -c %s " + d + "/config.yaml)",
+		"cat " + d + "/secret.txt 2>/dev/null || echo secret-not-found",
+		"cat " + d + "/missing 2>/dev/null || echo missing-not-found",
+		"cat " + localDir + "/local.txt",
+	}, "; ")
+	py := fmt.Sprintf(`import os; d=%q; print("py-read", open(d+"/config.yaml").read().strip()); print("py-list", sorted(os.listdir(d))); print("py-size", os.path.getsize(d+"/config.yaml")); print("py-exists", os.path.exists(d+"/missing"))`, d)
+	for _, e := range []string{"preload"} {
+		t.Run(e, func(t *testing.T) {
+			out, err := f.mirrord(ctx(t), nil, "--engine", e, "-f", cfg, "--", "sh", "-c", script)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			mustContain(t, out, "pod: config\npod: config\n", "ls: config.yaml link sub", "readlink: config.yaml",
+				"sub-is-dir", "size: 12", "secret-not-found", "missing-not-found", "local content")
+			out, err = f.mirrord(ctx(t), nil, "--engine", e, "-f", cfg, "--", "python3", "-c", py)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			mustContain(t, out, "py-read pod: config", "py-list ['config.yaml', 'link', 'sub']", "py-size 12", "py-exists False")
+		})
+	}
+}
