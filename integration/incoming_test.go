@@ -68,6 +68,37 @@ func (f *fixture) nftTables(t *testing.T) []string {
 	return names
 }
 
+// nftRules counts the rules in our tables. A subscription is in place
+// once its redirect rule is: the table appears a moment earlier, and a
+// connection made in between is not redirected (conntrack keeps it so).
+func (f *fixture) nftRules(t *testing.T) int {
+	h, err := os.Open("/var/run/netns/" + f.pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(h.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := c.ListChains()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ch := range chains {
+		if !strings.HasPrefix(ch.Table.Name, "mirrord_agent_") {
+			continue
+		}
+		rules, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(rules)
+	}
+	return n
+}
+
 // startLocalApp runs the python app under mirrord exec with extra flags.
 func (f *fixture) startLocalApp(t *testing.T, port, body string, flags ...string) (*exec.Cmd, string) {
 	t.Helper()
@@ -117,7 +148,7 @@ func TestIncomingMirror(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine ...string) {
 		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
 		_, outFile := f.startLocalApp(t, "8889", "local answer (dropped)", engine...)
-		waitFor(t, "the mirror subscription", func() bool { return len(f.nftTables(t)) == 1 })
+		waitFor(t, "the mirror subscription", func() bool { return f.nftRules(t) == 1 })
 		for i := 0; i < 3; i++ {
 			body, err := f.podGet(t, "http://"+podIP+":8889/mirrored-path")
 			if err != nil || body != "hello from original app" {
@@ -157,7 +188,7 @@ func TestIncomingFilteredSteal(t *testing.T) {
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"any_of": [{"header": "^x-user: alice$"}, {"path": "^/api/(?!health)"}], "ports": [8890]}}}}}`)
 		_, outFile := f.startLocalApp(t, "8890", "hello from local app", append(engine, "-f", cfg)...)
-		waitFor(t, "the filtered steal", func() bool { return len(f.nftTables(t)) == 1 })
+		waitFor(t, "the filtered steal", func() bool { return f.nftRules(t) == 1 })
 
 		client := f.podClient(t)
 		get := func(path, user string) string {

@@ -77,10 +77,31 @@ struct fdent {
 #define MAXFD 65536
 static struct fdent *fds;
 
-static struct fdent *ent(int fd) {
-	if (!fds || fd < 0 || fd >= MAXFD) return NULL;
-	return &fds[fd];
+// table maps a zeroed anonymous region on first use (atomically: threads
+// may race here), so that a process that never redirects anything (most
+// processes of a build or a shell loop) pays nothing for it.
+static void *table(void **slot, size_t size) {
+	void *t = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+	if (t) return t;
+	void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED) return NULL;
+	void *expected = NULL;
+	if (!__atomic_compare_exchange_n(slot, &expected, m, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		munmap(m, size);
+		return expected;
+	}
+	return m;
 }
+
+// ent returns fd's entry; with create, the table is made if needed.
+static struct fdent *ent_get(int fd, int create) {
+	if (fd < 0 || fd >= MAXFD) return NULL;
+	struct fdent *t = __atomic_load_n(&fds, __ATOMIC_ACQUIRE);
+	if (!t && create) t = table((void **)&fds, sizeof(struct fdent) * MAXFD);
+	return t ? &t[fd] : NULL;
+}
+
+static struct fdent *ent(int fd) { return ent_get(fd, 0); }
 
 // UDP associations: proxy port → original destination, to rewrite the
 // source address of replies (recvfrom/recvmsg).
@@ -276,12 +297,6 @@ __attribute__((constructor)) static void layer_init(void) {
 	const char *h = getenv("MIRRORD_LAYER_HOSTNAME");
 	if (h) snprintf(fake_hostname, sizeof fake_hostname, "%s", h);
 	mirrord_exe = getenv("MIRRORD_LAYER_EXE");
-	void *m = mmap(NULL, sizeof(struct fdent) * MAXFD, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m != MAP_FAILED) fds = m;
-	m = mmap(NULL, sizeof(struct assoc) * MAXASSOC, PROT_READ | PROT_WRITE,
-	         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m != MAP_FAILED) assocs = m;
 	// A skipped process (a build tool such as `go`) runs untouched, but the
 	// programs it starts are still layered: `go run` and `go test` build
 	// locally and run the result in the target's context.
@@ -371,7 +386,7 @@ static int route(const char *proto, const struct sockaddr *sa, socklen_t len) {
 }
 
 static void remember_assoc(uint16_t port, const struct sockaddr *orig, socklen_t len) {
-	if (!assocs) return;
+	if (!table((void **)&assocs, sizeof(struct assoc) * MAXASSOC)) return;
 	unsigned i = __atomic_fetch_add(&assoc_next, 1, __ATOMIC_RELAXED) % MAXASSOC;
 	assocs[i].port = 0;
 	if (len > sizeof assocs[i].orig) len = sizeof assocs[i].orig;
@@ -383,7 +398,7 @@ static void remember_assoc(uint16_t port, const struct sockaddr *orig, socklen_t
 // rewrite_source turns a reply's source 127.0.0.1:<proxy port> back into
 // the address the program sent to.
 static void rewrite_source(struct sockaddr *sa, socklen_t *len) {
-	if (!assocs || !sa || !len || *len == 0) return;
+	if (!__atomic_load_n(&assocs, __ATOMIC_ACQUIRE) || !sa || !len || *len == 0) return;
 	uint16_t port;
 	if (sa->sa_family == AF_INET) port = ntohs(((struct sockaddr_in *)sa)->sin_port);
 	else if (sa->sa_family == AF_INET6) port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
@@ -431,7 +446,7 @@ EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len) {
 	if (type == SOCK_DGRAM) remember_assoc(port, sa, len);
 	int r = CALL(connect)(fd, (struct sockaddr *)&px, pl);
 	int saved = errno;
-	struct fdent *e = ent(fd);
+	struct fdent *e = ent_get(fd, 1);
 	if (e && (r == 0 || errno == EINPROGRESS)) {
 		e->kind = type == SOCK_STREAM ? FD_TCP : FD_UDP;
 		e->peerlen = len < sizeof e->peer ? len : sizeof e->peer;
@@ -446,7 +461,7 @@ EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len) {
 static int udp_dest(int fd, const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *out, socklen_t *outlen) {
 	if (!active || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) return 0;
 	if (sock_type(fd) != SOCK_DGRAM) return 0;
-	struct fdent *e = ent(fd);
+	struct fdent *e = ent_get(fd, 1);
 	int port;
 	if (e && e->udpport && e->udplen == len && memcmp(&e->udpdst, sa, len) == 0) {
 		port = e->udpport;
@@ -538,7 +553,7 @@ static void forget(int fd) {
 
 static void copy_ent(int from, int to) {
 	struct fdent *a = ent(from), *b = ent(to);
-	if (!b) return;
+	if (!a || !b) return; // no table: nothing to copy or clear
 	if (a && (a->kind || a->udpport)) *b = *a;
 	else if (b->kind || b->udpport) memset(b, 0, sizeof *b);
 }
@@ -1153,26 +1168,32 @@ static int needs_netstack(const char *path) {
 	if (pread(fd, &eh, sizeof eh, 0) != sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
 	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr))
 		goto out;
+	// One read per table: this runs on every exec of the program's tree.
+	Elf64_Phdr ph[64];
+	if (eh.e_phnum == 0 || eh.e_phnum > 64) goto out;
+	size_t phsize = sizeof ph[0] * eh.e_phnum;
+	if (pread(fd, ph, phsize, eh.e_phoff) != (ssize_t)phsize) goto out;
 	int interp = 0;
-	for (int i = 0; i < eh.e_phnum; i++) {
-		Elf64_Phdr ph;
-		if (pread(fd, &ph, sizeof ph, eh.e_phoff + (off_t)i * sizeof ph) != sizeof ph) goto out;
-		if (ph.p_type == PT_INTERP) interp = 1;
-	}
+	for (int i = 0; i < eh.e_phnum; i++)
+		if (ph[i].p_type == PT_INTERP) interp = 1;
 	if (!interp) {
 		result = eh.e_type == ET_EXEC || eh.e_type == ET_DYN;
 		goto out;
 	}
 	// A dynamic Go program (cgo): look for the .go.buildinfo section.
-	if (eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shstrndx >= eh.e_shnum) goto out;
-	Elf64_Shdr strs;
-	if (pread(fd, &strs, sizeof strs, eh.e_shoff + (off_t)eh.e_shstrndx * sizeof strs) != sizeof strs) goto out;
+	if (eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shnum == 0 || eh.e_shnum > 256 || eh.e_shstrndx >= eh.e_shnum)
+		goto out;
+	Elf64_Shdr sh[256];
+	size_t shsize = sizeof sh[0] * eh.e_shnum;
+	if (pread(fd, sh, shsize, eh.e_shoff) != (ssize_t)shsize) goto out;
+	Elf64_Shdr *strs = &sh[eh.e_shstrndx];
+	char names[4096];
+	size_t nlen = strs->sh_size < sizeof names - 1 ? strs->sh_size : sizeof names - 1;
+	ssize_t got = pread(fd, names, nlen, strs->sh_offset);
+	if (got <= 0) goto out;
+	names[got] = 0;
 	for (int i = 0; i < eh.e_shnum; i++) {
-		Elf64_Shdr sh;
-		char name[16];
-		if (pread(fd, &sh, sizeof sh, eh.e_shoff + (off_t)i * sizeof sh) != sizeof sh) goto out;
-		if (pread(fd, name, sizeof name, strs.sh_offset + sh.sh_name) != sizeof name) continue;
-		if (strncmp(name, ".go.buildinfo", 14) == 0) {
+		if (sh[i].sh_name < (size_t)got && strcmp(names + sh[i].sh_name, ".go.buildinfo") == 0) {
 			result = 1;
 			break;
 		}
