@@ -37,9 +37,16 @@ func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *int
 	if err != nil {
 		return err
 	}
-	fsf, err := newFSFilter(cfg, path)
-	if err != nil {
-		return err
+	// With mode local the library leaves file calls alone: no request
+	// per open.
+	var fsf *fsfilter.Filter
+	fsOn := "0"
+	if cfg.Feature.FS.Mode != config.FsLocal {
+		cwd, _ := os.Getwd()
+		if fsf, err = fsFilter(cfg.Feature.FS, cwd); err != nil {
+			return err
+		}
+		fsOn = "1"
 	}
 	// An abstract socket: nothing to clean up on disk, reachable from this
 	// network namespace only (a netstack sandbox reaches it through
@@ -65,6 +72,7 @@ func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *int
 		"MIRRORD_LAYER_HOSTNAME": hostname,
 		"MIRRORD_LAYER_EXE":      self,
 		"MIRRORD_LAYER_SKIP":     skipList(cfg),
+		"MIRRORD_LAYER_FS":       fsOn,
 	}, lib)
 	cmd := exec.Command(path, c.Command[1:]...)
 	cmd.Args[0] = c.Command[0]
@@ -127,21 +135,6 @@ func withLayerEnv(env []string, vars map[string]string, lib string) []string {
 		out = append(out, k+"="+v)
 	}
 	return append(out, "LD_PRELOAD="+preloads)
-}
-
-// newFSFilter compiles feature.fs for a program at path.
-func newFSFilter(cfg *config.Config, path string) (*fsfilter.Filter, error) {
-	fc := cfg.Feature.FS
-	home, _ := os.UserHomeDir()
-	cwd, _ := os.Getwd()
-	return fsfilter.New(fsfilter.Spec{
-		Mode:      fsfilter.Mode(fc.Mode),
-		ReadWrite: fc.ReadWrite,
-		ReadOnly:  fc.ReadOnly,
-		Local:     fc.Local,
-		NotFound:  fc.NotFound,
-		Mapping:   fc.Mapping,
-	}, fsfilter.Host{Home: home, Cwd: cwd, Executable: path, TempDir: os.TempDir()})
 }
 
 // portSet collects the ports the program listens on (from the layer's

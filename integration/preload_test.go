@@ -50,7 +50,8 @@ func TestPreloadFork(t *testing.T) {
 
 // TestFiles: with fs mode read, programs read the target's files (which
 // only the target's mount namespace has), list its directories, stat and
-// readlink; not_found paths fail; local paths stay local.
+// readlink; not_found paths fail to open (listings still show them, as
+// upstream's do); local paths stay local.
 func TestFiles(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent()
@@ -74,19 +75,19 @@ func TestFiles(t *testing.T) {
 		"cat " + localDir + "/local.txt",
 	}, "; ")
 	py := fmt.Sprintf(`import os; d=%q; print("py-read", open(d+"/config.yaml").read().strip()); print("py-list", sorted(os.listdir(d))); print("py-size", os.path.getsize(d+"/config.yaml")); print("py-exists", os.path.exists(d+"/missing"))`, d)
-	for _, e := range []string{"preload"} {
-		t.Run(e, func(t *testing.T) {
-			out, err := f.mirrord(ctx(t), nil, "--engine", e, "-f", cfg, "--", "sh", "-c", script)
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		{
+			out, err := f.mirrord(ctx(t), nil, append(engine, "-f", cfg, "--", "sh", "-c", script)...)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
-			mustContain(t, out, "pod: config\npod: config\n", "ls: config.yaml link sub", "readlink: config.yaml",
+			mustContain(t, out, "pod: config\npod: config\n", "ls: config.yaml link secret.txt sub", "readlink: config.yaml",
 				"sub-is-dir", "size: 12", "secret-not-found", "missing-not-found", "local content")
-			out, err = f.mirrord(ctx(t), nil, "--engine", e, "-f", cfg, "--", "python3", "-c", py)
+			out, err = f.mirrord(ctx(t), nil, append(engine, "-f", cfg, "--", "python3", "-c", py)...)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
-			mustContain(t, out, "py-read pod: config", "py-list ['config.yaml', 'link', 'sub']", "py-size 12", "py-exists False")
-		})
-	}
+			mustContain(t, out, "py-read pod: config", "py-list ['config.yaml', 'link', 'secret.txt', 'sub']", "py-size 12", "py-exists False")
+		}
+	})
 }

@@ -405,9 +405,6 @@ func (l *layerServer) dirSnapshot(ctx context.Context, path string) (*os.File, e
 		if e.Name == "." || e.Name == ".." || strings.Contains(e.Name, "/") {
 			continue
 		}
-		if act, _ := l.classify(path+"/"+e.Name, false); act == fsfilter.NotFound {
-			continue // hidden from listings too, not only from opens
-		}
 		p := filepath.Join(dir, e.Name)
 		switch e.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:

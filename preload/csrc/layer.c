@@ -55,6 +55,7 @@ extern char **environ;
 // ---- state -------------------------------------------------------------
 
 static int active;                    // constructor ran and we are not skipped
+static int files_active;              // file hooks on (fs mode is not local)
 static int exec_active;               // reroute Go/static children (also when skipped)
 static const char *skip_list;         // MIRRORD_LAYER_SKIP
 static struct sockaddr_un proxy_addr; // the internal proxy's socket
@@ -301,6 +302,8 @@ __attribute__((constructor)) static void layer_init(void) {
 	// programs it starts are still layered: `go run` and `go test` build
 	// locally and run the result in the target's context.
 	skip_list = getenv("MIRRORD_LAYER_SKIP");
+	const char *fs = getenv("MIRRORD_LAYER_FS");
+	files_active = !fs || strcmp(fs, "0") != 0;
 	exec_active = 1;
 	active = !skipped(skip_list, program_invocation_short_name);
 }
@@ -833,7 +836,7 @@ static int abspath(int dirfd, const char *path, char *out, size_t cap) {
 // for a remote failure, or -2 to open locally.
 static int remote_open(int dirfd, const char *path, int flags, mode_t mode) {
 	char abs[PATH_MAX], req[PATH_MAX + 64], resp[64];
-	if (!active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
 	int n = snprintf(req, sizeof req, "O\t%d\t%o\t%s\n", flags, (unsigned)mode, abs);
 	int fd;
 	if (request(req, n, resp, sizeof resp, &fd) < 0) return -2;
@@ -978,7 +981,7 @@ struct rstat {
 
 static int remote_stat(int dirfd, const char *path, int follow, struct rstat *st) {
 	char abs[PATH_MAX], req[PATH_MAX + 32], resp[512];
-	if (!active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
 	int n = snprintf(req, sizeof req, "S\t%d\t%s\n", follow, abs);
 	if (request(req, n, resp, sizeof resp, NULL) < 0) return -2;
 	int e = reply_errno(resp);
@@ -1129,7 +1132,7 @@ EXPORT int faccessat(int dirfd, const char *path, int amode, int flags) {
 
 static ssize_t remote_readlink(int dirfd, const char *path, char *buf, size_t len) {
 	char abs[PATH_MAX], req[PATH_MAX + 8], resp[PATH_MAX + 8];
-	if (!active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
 	int n = snprintf(req, sizeof req, "K\t%s\n", abs);
 	int rl = request(req, n, resp, sizeof resp, NULL);
 	if (rl < 0) return -2;
