@@ -20,6 +20,7 @@ import (
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/fsfilter"
+	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/preload"
 )
@@ -64,8 +65,20 @@ func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *int
 	if cfg.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
 		hostname = hello.Hostname
 	}
+	opts := intproxy.LayerOptions{FS: fsf, Hostname: hostname, RemoteWrites: remoteWrites(cfg.Feature.FS)}
+	if fsf != nil {
+		// Remote files as real kernel files when this process may mount
+		// FUSE (root); otherwise copies, read-only.
+		if view, err := goshim.NewView(proxyFiles{proxy}, log); err != nil {
+			log.Info("preload: no FUSE view of the target's files; remote files are read-only copies", "err", err)
+		} else {
+			defer view.Close()
+			opts.View = view
+		}
+	}
 	ports := newPortSet()
-	go proxy.ServeLayer(ln, intproxy.LayerOptions{FS: fsf, OnListen: ports.add, Hostname: hostname})
+	opts.OnListen = ports.add
+	go proxy.ServeLayer(ln, opts)
 
 	env := withLayerEnv(progEnv, map[string]string{
 		"MIRRORD_LAYER_SOCK":     sock,

@@ -28,6 +28,10 @@ func fsFilter(fs config.FSConfig, cwd string) (*fsfilter.Filter, error) {
 	}, fsfilter.Host{Home: home, Cwd: cwd, TempDir: os.TempDir()})
 }
 
+// remoteWrites says whether the target's files may be written: fs mode
+// write, or read_write patterns.
+func remoteWrites(fs config.FSConfig) bool { return fs.Mode == config.FsWrite || len(fs.ReadWrite) > 0 }
+
 // sandboxFiles returns the goshim file layer for feature.fs, or nil when
 // every file is local (mode local): then nothing is intercepted at all.
 func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, log *slog.Logger) (*goshim.Files, error) {
@@ -41,7 +45,7 @@ func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, log *sl
 	return &goshim.Files{
 		FS:           proxyFiles{proxy},
 		Filter:       filter,
-		RemoteWrites: fs.Mode == config.FsWrite || len(fs.ReadWrite) > 0,
+		RemoteWrites: remoteWrites(fs),
 		Logger:       log,
 	}, nil
 }

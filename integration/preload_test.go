@@ -91,3 +91,54 @@ func TestFiles(t *testing.T) {
 		}
 	})
 }
+
+// TestFilesWrite: in write mode shell tools and Python create, write,
+// rename and remove the target's files, under both engines; in read mode
+// the same writes stay on this machine.
+func TestFilesWrite(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent("--ttl", "30s")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		dir, inPod := podOnlyDir(t, f)
+		mustWrite(t, inPod+"/old.txt", "old")
+		cfg := writeConfig(t, `{"feature": {"fs": {"mode": "write"}}}`)
+		script := strings.Join([]string{
+			"echo 'written by sh' > " + dir + "/new.txt",
+			"mkdir " + dir + "/d",
+			"mv " + dir + "/new.txt " + dir + "/d/moved.txt",
+			"echo read: $(cat " + dir + "/d/moved.txt)",
+			"rm " + dir + "/old.txt",
+			"echo ls: $(ls " + dir + ")",
+			`python3 -c 'import sys; open(sys.argv[1], "w").write("from python\n")' ` + dir + "/py.txt",
+		}, " && ")
+		out, err := f.mirrord(ctx(t), nil, append(engine, "-f", cfg, "--", "sh", "-c", script)...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, "read: written by sh", "ls: d")
+		if b, err := os.ReadFile(inPod + "/d/moved.txt"); string(b) != "written by sh\n" {
+			t.Errorf("the target does not see the written file: %q, %v", b, err)
+		}
+		if b, err := os.ReadFile(inPod + "/py.txt"); string(b) != "from python\n" {
+			t.Errorf("the target does not see Python's file: %q, %v", b, err)
+		}
+		if _, err := os.Stat(inPod + "/old.txt"); !os.IsNotExist(err) {
+			t.Errorf("the removed file is still on the target: %v", err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("write mode changed this machine's directory: %v", entries)
+		}
+
+		// Read mode: the write lands locally, the target is untouched.
+		out, err = f.mirrord(ctx(t), nil, append(engine, "--", "sh", "-c", "echo local > "+dir+"/new.txt")...)
+		if err != nil {
+			t.Fatalf("read mode: %v\n%s", err, out)
+		}
+		if b, err := os.ReadFile(dir + "/new.txt"); string(b) != "local\n" {
+			t.Errorf("a write in read mode did not land locally: %q, %v", b, err)
+		}
+		if _, err := os.Stat(inPod + "/new.txt"); !os.IsNotExist(err) {
+			t.Errorf("a write in read mode reached the target: %v", err)
+		}
+	})
+}

@@ -37,6 +37,9 @@ import (
 //	O <flags> <mode> <path>   open a file (flags in decimal, mode in octal)
 //	S <follow> <path>         stat a file
 //	K <path>                  read a symlink
+//	U <dir> <path>            unlink (dir=1: rmdir)
+//	M <mode> <path>           mkdir (mode in octal)
+//	N <from> <to>             rename
 //	H                         hostname and resolver (layer-exec)
 //
 // Replies: "L" (do it locally), "E <errno>", "R 127.0.0.1 <port>" (connect
@@ -53,6 +56,16 @@ type LayerOptions struct {
 	// Hostname is the name gethostname returns in the program (empty: the
 	// machine's).
 	Hostname string
+	// View, when set, opens the target's files as real kernel files
+	// (goshim.View: a FUSE view), so that large files stream and writes
+	// reach the target. Without it, the program gets a copy of a remote
+	// file and remote writes stay local.
+	View interface {
+		Open(path string, flags int, mode uint32) (*os.File, error)
+	}
+	// RemoteWrites allows writes to the target's files (fs mode write, or
+	// read_write patterns); others classified remote are read-only.
+	RemoteWrites bool
 }
 
 // ServeLayer answers layer requests on ln until it is closed.
@@ -151,6 +164,8 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		return l.open(ctx, arg(3), flags, uint32(mode))
 	case "S":
 		return l.stat(ctx, arg(2), arg(1) == "1"), nil
+	case "U", "M", "N":
+		return l.change(ctx, f[0], arg(1), arg(2)), nil
 	case "K":
 		act, path := l.classify(arg(1), false)
 		switch act {
@@ -339,8 +354,20 @@ func (l *layerServer) open(ctx context.Context, path string, flags int, mode uin
 		// bind-mounts the same content).
 		return l.memfd(path, strings.NewReader(l.opts.Hostname+"\n"))
 	}
+	if write && !l.opts.RemoteWrites {
+		// A read-only remote path opened for writing: like upstream's
+		// read mode, the write goes to the local file.
+		return "L", nil
+	}
+	if l.opts.View != nil {
+		f, err := l.opts.View.Open(rpath, flags&^unix.O_CLOEXEC, mode)
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		return "F", f
+	}
 	if write {
-		l.p.log.Warn("preload: opening a remote file for writing is not supported yet; using the local file", "path", path)
+		l.p.log.Warn("preload: writing a remote file needs the FUSE view (root); using the local file", "path", path)
 		return "L", nil
 	}
 	fi, err := l.p.Stat(ctx, rpath, true)
@@ -381,6 +408,46 @@ func (l *layerServer) memfd(name string, r io.Reader) (string, *os.File) {
 		return errnoReply(err), nil
 	}
 	return "F", mf
+}
+
+// change runs unlink (U), mkdir (M) or rename (N) on the target when the
+// paths are remote and writable there.
+func (l *layerServer) change(ctx context.Context, op, a, b string) string {
+	path := a
+	if op != "N" {
+		path = b
+	}
+	act, rpath := l.classify(path, true)
+	switch {
+	case act == fsfilter.Local:
+		return "L"
+	case act == fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	case !l.opts.RemoteWrites:
+		return "L"
+	}
+	var err error
+	switch op {
+	case "U":
+		err = l.p.Unlink(ctx, rpath, a == "1")
+	case "M":
+		mode, perr := strconv.ParseUint(a, 8, 32)
+		if perr != nil {
+			return "E\t" + strconv.Itoa(int(syscall.EINVAL))
+		}
+		err = l.p.Mkdir(ctx, rpath, uint32(mode))
+	case "N":
+		to, rto := l.classify(b, true)
+		if to != fsfilter.Remote {
+			// Across the local/remote boundary: as across file systems.
+			return "E\t" + strconv.Itoa(int(syscall.EXDEV))
+		}
+		err = l.p.Rename(ctx, rpath, rto)
+	}
+	if err != nil {
+		return errnoReply(err)
+	}
+	return "OK"
 }
 
 func (l *layerServer) dirSnapshot(ctx context.Context, path string) (*os.File, error) {

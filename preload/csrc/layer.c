@@ -1158,6 +1158,94 @@ EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t len) {
 	return r == -2 ? CALL(readlinkat)(dirfd, path, buf, len) : r;
 }
 
+// remote_change sends an unlink (U), mkdir (M) or rename (N). Returns 0,
+// -1 with errno, or -2 to do it locally.
+static int remote_change(char op, const char *arg, int dirfd, const char *path, int dirfd2, const char *path2) {
+	char abs[PATH_MAX], abs2[PATH_MAX], req[2 * PATH_MAX + 32], resp[64];
+	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	int n;
+	if (op == 'N') {
+		if (!abspath(dirfd2, path2, abs2, sizeof abs2)) return -2;
+		n = snprintf(req, sizeof req, "N\t%s\t%s\n", abs, abs2);
+	} else {
+		n = snprintf(req, sizeof req, "%c\t%s\t%s\n", op, arg, abs);
+	}
+	if (n >= (int)sizeof req || request(req, n, resp, sizeof resp, NULL) < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	return strcmp(resp, "OK") == 0 ? 0 : -2;
+}
+
+DECLARE_REAL(int, unlink, const char *)
+DECLARE_REAL(int, unlinkat, int, const char *, int)
+DECLARE_REAL(int, rmdir, const char *)
+DECLARE_REAL(int, mkdir, const char *, mode_t)
+DECLARE_REAL(int, mkdirat, int, const char *, mode_t)
+DECLARE_REAL(int, rename, const char *, const char *)
+DECLARE_REAL(int, renameat, int, const char *, int, const char *)
+DECLARE_REAL(int, renameat2, int, const char *, int, const char *, unsigned)
+
+EXPORT int unlink(const char *path) {
+	int r = remote_change('U', "0", AT_FDCWD, path, 0, NULL);
+	return r == -2 ? CALL(unlink)(path) : r;
+}
+
+EXPORT int unlinkat(int dirfd, const char *path, int flags) {
+	int r = remote_change('U', (flags & AT_REMOVEDIR) ? "1" : "0", dirfd, path, 0, NULL);
+	return r == -2 ? CALL(unlinkat)(dirfd, path, flags) : r;
+}
+
+EXPORT int rmdir(const char *path) {
+	int r = remote_change('U', "1", AT_FDCWD, path, 0, NULL);
+	return r == -2 ? CALL(rmdir)(path) : r;
+}
+
+EXPORT int mkdir(const char *path, mode_t mode) {
+	char m[16];
+	snprintf(m, sizeof m, "%o", (unsigned)mode);
+	int r = remote_change('M', m, AT_FDCWD, path, 0, NULL);
+	return r == -2 ? CALL(mkdir)(path, mode) : r;
+}
+
+EXPORT int mkdirat(int dirfd, const char *path, mode_t mode) {
+	char m[16];
+	snprintf(m, sizeof m, "%o", (unsigned)mode);
+	int r = remote_change('M', m, dirfd, path, 0, NULL);
+	return r == -2 ? CALL(mkdirat)(dirfd, path, mode) : r;
+}
+
+EXPORT int rename(const char *from, const char *to) {
+	int r = remote_change('N', NULL, AT_FDCWD, from, AT_FDCWD, to);
+	return r == -2 ? CALL(rename)(from, to) : r;
+}
+
+EXPORT int renameat(int fd1, const char *from, int fd2, const char *to) {
+	int r = remote_change('N', NULL, fd1, from, fd2, to);
+	return r == -2 ? CALL(renameat)(fd1, from, fd2, to) : r;
+}
+
+// renameat2: RENAME_NOREPLACE (which mv tries first) is checked with a
+// stat of the destination, as the agent's rename has no flags; other flags
+// stay local.
+EXPORT int renameat2(int fd1, const char *from, int fd2, const char *to, unsigned flags) {
+	if (flags & ~RENAME_NOREPLACE) return CALL(renameat2)(fd1, from, fd2, to, flags);
+	if (flags & RENAME_NOREPLACE) {
+		struct rstat st;
+		int x = remote_stat(fd2, to, 0, &st);
+		if (x == 0) {
+			errno = EEXIST;
+			return -1;
+		}
+		if (x == -2) return CALL(renameat2)(fd1, from, fd2, to, flags);
+		if (errno != ENOENT) return -1;
+	}
+	int r = remote_change('N', NULL, fd1, from, fd2, to);
+	return r == -2 ? CALL(renameat2)(fd1, from, fd2, to, flags) : r;
+}
+
 // ---- exec --------------------------------------------------------------
 
 // needs_netstack reports whether the executable at path is a Go program
