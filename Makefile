@@ -61,7 +61,7 @@ e2e-down:
 	@e2e/cluster/down.sh
 
 ## e2e: e2e-cluster, then the e2e tests (go test -tags e2e ./e2e/...).
-e2e:
+e2e: $(PRELOAD_SO)
 	@e2e/run.sh
 
 ## bench: throughput side by side (needs root), then on the e2e cluster

@@ -48,28 +48,34 @@ func (c *cluster) agentJobs(t *testing.T) []string {
 	return strings.Fields(out)
 }
 
-// TestExecDeployment runs a command in the context of deploy/py-serv:
-// its env, cluster DNS (short and full names) and a ClusterIP-only
-// service.
+// TestExecDeployment runs a command in the context of deploy/py-serv
+// under each engine: its env, a file only the container has, cluster DNS
+// (short and full names) and a ClusterIP-only service; and a static Go
+// program (netstack) started by the layered shell.
 func TestExecDeployment(t *testing.T) {
 	c := newCluster(t)
 	script := `echo "greeting=$APP_GREETING"; echo "fixture=$MIRRORD_E2E_FIXTURE";
+		grep -q "hello from the e2e test app's config file" /app/config.json && echo file-ok;
 		getent hosts backend.default.svc.cluster.local >/dev/null && echo dns-full-ok;
-		curl -sS --max-time 10 http://backend:8080/health >/dev/null && echo backend-ok`
-	for _, target := range []string{"deploy/" + pyServ, "deployment/" + pyServ + "/container/" + pyServ} {
-		t.Run(target, func(t *testing.T) {
-			start := time.Now()
-			out, err := c.mirrord(t, 3*time.Minute, "exec", "-t", target, "-n", fixtureNamespace, "--", "sh", "-c", script)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-			for _, want := range []string{"greeting=hello from py-serv", "fixture=py-serv", "dns-full-ok", "backend-ok"} {
-				if !strings.Contains(out, want) {
-					t.Errorf("output lacks %q:\n%s", want, out)
+		curl -sS --max-time 10 http://backend:8080/health >/dev/null && echo backend-ok;
+		python3 -c 'import socket; socket.create_connection(("backend", 8080), timeout=10); print("python-backend-ok")'`
+	want := []string{"greeting=hello from py-serv", "fixture=py-serv", "file-ok", "dns-full-ok", "backend-ok", "python-backend-ok"}
+	for _, engine := range []string{"preload", "netstack"} {
+		for _, target := range []string{"deploy/" + pyServ, "deployment/" + pyServ + "/container/" + pyServ} {
+			t.Run(engine+"/"+target, func(t *testing.T) {
+				start := time.Now()
+				out, err := c.mirrord(t, 3*time.Minute, "exec", "--engine", engine, "-t", target, "-n", fixtureNamespace, "--", "sh", "-c", script)
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out)
 				}
-			}
-			t.Logf("%s: %v", target, time.Since(start).Round(time.Millisecond))
-		})
+				for _, w := range want {
+					if !strings.Contains(out, w) {
+						t.Errorf("output lacks %q:\n%s", w, out)
+					}
+				}
+				t.Logf("%s: %v", target, time.Since(start).Round(time.Millisecond))
+			})
+		}
 	}
 	// The agent job is removed at the end of each session.
 	waitUntil(t, 30*time.Second, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })

@@ -578,6 +578,27 @@ EXPORT int dup2(int fd, int to) {
 	return r;
 }
 
+DECLARE_REAL(int, fcntl, int, int, ...)
+DECLARE_REAL(int, fcntl64, int, int, ...)
+
+// fcntl: F_DUPFD and F_DUPFD_CLOEXEC duplicate like dup. Every command's
+// argument is an int, a long or a pointer, which the ABI passes alike in a
+// register, so it is forwarded as a long... except the few taking a
+// pointer, which a void* covers equally on the supported (LP64) targets.
+#define FCNTL_HOOK(name)                                     \
+	EXPORT int name(int fd, int cmd, ...) {                  \
+		va_list ap;                                          \
+		va_start(ap, cmd);                                   \
+		long arg = va_arg(ap, long);                         \
+		va_end(ap);                                          \
+		int r = CALL(name)(fd, cmd, arg);                    \
+		if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) copy_ent(fd, r); \
+		return r;                                            \
+	}
+
+FCNTL_HOOK(fcntl)
+FCNTL_HOOK(fcntl64)
+
 EXPORT int dup3(int fd, int to, int flags) {
 	int r = CALL(dup3)(fd, to, flags);
 	if (r >= 0) copy_ent(fd, r);
