@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mirrord-go/mirrord/bench"
 )
 
 // TestBenchPreload measures what the preload engine costs: time added to
@@ -62,6 +64,8 @@ func TestBenchPreload(t *testing.T) {
 	fmt.Fprintf(&b, "| connect latency to a remote service, preload engine | %.0f µs | (reported) |\n", pl)
 	fmt.Fprintf(&b, "| connect latency to a remote service, netstack engine | %.0f µs | (reported) |\n", nl)
 	fmt.Fprintf(&b, "| preload / netstack connect latency | %.2f | (reported) |\n", pl/nl)
-	writeBenchSection(t, "preload", b.String())
+	if err := bench.Merge("../bench/results.md", b.String()); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("per exec %.3f ms; connect preload %.0f µs, netstack %.0f µs", perExec/1000, pl, nl)
 }
