@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/mirrord-go/mirrord/bench"
 )
 
 // TestBenchPreload measures what the preload engine costs: time added to
@@ -64,8 +62,6 @@ func TestBenchPreload(t *testing.T) {
 	fmt.Fprintf(&b, "| connect latency to a remote service, preload engine | %.0f µs | (reported) |\n", pl)
 	fmt.Fprintf(&b, "| connect latency to a remote service, netstack engine | %.0f µs | (reported) |\n", nl)
 	fmt.Fprintf(&b, "| preload / netstack connect latency | %.2f | (reported) |\n", pl/nl)
-	if err := bench.Merge("../bench/results.md", b.String()); err != nil {
-		t.Fatal(err)
-	}
+	mergeBenchSection(t, b.String())
 	t.Logf("per exec %.3f ms; connect preload %.0f µs, netstack %.0f µs", perExec/1000, pl, nl)
 }

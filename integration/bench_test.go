@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mirrord-go/mirrord/bench"
 )
 
 // The benchmark runs each path several times, alternating them, and keeps
@@ -126,7 +128,7 @@ func TestBench(t *testing.T) {
 	agentRatio := med[3] / med[2]
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmark results\n\nWritten by `make bench` on %s (%s/%s, %d CPUs, %s).\n",
+	fmt.Fprintf(&b, "## Bulk TCP throughput (netstack engine, agent)\n\nWritten by `make bench` (`TestBench`) on %s (%s/%s, %d CPUs, %s).\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(&b, "Bulk TCP upload of %d MiB per run, %d runs per path, paths interleaved; medians.\n\n", benchBytes>>20, benchRuns)
 	b.WriteString("| Path | Median MB/s | Runs (MB/s) |\n|---|---:|---|\n")
@@ -136,12 +138,7 @@ func TestBench(t *testing.T) {
 	fmt.Fprintf(&b, "\n| Ratio | Value | Target |\n|---|---:|---|\n")
 	fmt.Fprintf(&b, "| netstack engine / loopback | %.2f | ≥ 0.30 |\n", netstackRatio)
 	fmt.Fprintf(&b, "| through the agent / direct in the pod | %.2f | (reported) |\n", agentRatio)
-	if err := os.MkdirAll("../bench", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile("../bench/results.md", []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	mergeBenchSection(t, b.String())
 	t.Logf("netstack/loopback = %.2f, agent/direct = %.2f; wrote bench/results.md", netstackRatio, agentRatio)
 }
 
@@ -220,7 +217,7 @@ func TestBenchOpenat(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "\n| Added per openat of a local path | Value | Target |\n|---|---:|---|\n")
 	fmt.Fprintf(&b, "| file layer (seccomp notification, answered \"continue\") | %.1f µs | ≤ 50 µs |\n", added)
-	mergeBenchSection(t, openatSection, b.String())
+	mergeBenchSection(t, b.String())
 	t.Logf("the file layer adds %.1f µs per openat of a local path; wrote bench/results.md", added)
 }
 
@@ -234,38 +231,11 @@ func fmtRunsPrec(xs []float64, prec int) string {
 	return strings.Join(s, ", ")
 }
 
-// mergeBenchSection puts section (which starts with heading) into
-// ../bench/results.md: in place of an earlier one, else before the
-// Kubernetes section that e2e/bench_test.go appends, else at the end.
-func mergeBenchSection(t *testing.T, heading, section string) {
-	const results = "../bench/results.md"
-	old, err := os.ReadFile(results)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	doc := string(old)
-	if strings.TrimSpace(doc) == "" {
-		doc = "# Benchmark results\n"
-	}
-	head, tail := doc, ""
-	if i := strings.Index(doc, heading); i >= 0 {
-		head, tail = doc[:i], doc[i+len(heading):]
-		if j := strings.Index(tail, "\n## "); j >= 0 {
-			tail = tail[j+1:]
-		} else {
-			tail = ""
-		}
-	} else if i := strings.Index(doc, "\n## Kubernetes"); i >= 0 {
-		head, tail = doc[:i+1], doc[i+1:]
-	}
-	out := strings.TrimRight(head, "\n") + "\n\n" + strings.TrimRight(section, "\n") + "\n"
-	if tail != "" {
-		out += "\n" + tail
-	}
-	if err := os.MkdirAll("../bench", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(results, []byte(out), 0o644); err != nil {
+// mergeBenchSection puts section (which starts with its "## " heading)
+// into ../bench/results.md in place of an earlier run's.
+func mergeBenchSection(t *testing.T, section string) {
+	t.Helper()
+	if err := bench.Merge("../bench/results.md", section); err != nil {
 		t.Fatal(err)
 	}
 }
