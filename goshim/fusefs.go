@@ -369,7 +369,14 @@ func (n *viewNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, errnoOf(err)
 	}
-	list := make([]fuse.DirEntry, 0, len(entries))
+	// The kernel does not make up "." and "..": `ls -a` expects them.
+	self := n.StableAttr().Ino
+	parent := uint64(1)
+	if _, p := n.Parent(); p != nil {
+		parent = p.StableAttr().Ino
+	}
+	list := make([]fuse.DirEntry, 0, len(entries)+2)
+	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent})
 	for _, e := range entries {
 		list = append(list, fuse.DirEntry{Name: e.Name, Mode: e.Mode & syscall.S_IFMT, Ino: viewIno(e.Dev, e.Ino)})
 	}
