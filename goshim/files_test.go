@@ -10,10 +10,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -313,6 +315,7 @@ func testFiles(t *testing.T, noFUSE bool) {
 		"ok",
 		"error EXDEV",
 	}
+	goroutines := runtime.NumGoroutine()
 	spec := Spec{Path: exe, Args: append([]string{exe, modeFiles}, ops...)}
 	var out, errOut bytes.Buffer
 	s := startSandbox(t, spec, WithStdio(nil, &out, &errOut), WithFiles(Files{
@@ -331,6 +334,15 @@ func testFiles(t *testing.T, noFUSE bool) {
 		t.Fatalf("exit code %d\n%s\n%s", code, out.String(), errOut.String())
 	}
 	s.Close()
+	// The supervisor, the FUSE server and the pipe pumps are gone.
+	for deadline := time.Now().Add(3 * time.Second); runtime.NumGoroutine() > goroutines; {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	got := parseOpLines(out.String(), ops)
 	for i, op := range ops {
 		if got[i] != want[i] {
