@@ -68,7 +68,7 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 		select {
 		case <-proxy.Done():
 			log.Warn("lost the connection to the agent; remote operations now fail")
-		case <-ctx.Done():
+		case <-incCtx.Done(): // the program ended: the session closes normally
 		}
 	}()
 	code, err := sb.Wait()

@@ -39,6 +39,12 @@ func TestMain(m *testing.M) {
 	}
 	mirrordBin = filepath.Join(dir, "mirrord")
 	goclientBin = filepath.Join(dir, "goclient")
+	// The binary embeds the preload library, which make builds (the
+	// preload engine cannot work without it).
+	if out, err := exec.Command("make", "-s", "-C", "..", "preload-lib").CombinedOutput(); err != nil {
+		fmt.Printf("integration: building the preload library: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	for _, b := range []struct{ out, pkg string }{{mirrordBin, "../cmd/mirrord"}, {goclientBin, "./testdata/goclient"}} {
 		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
