@@ -467,6 +467,7 @@ func (s *supervisor) open(n *seccompNotif, dirfd, addr uint64, flags int, mode u
 			mode &^= threadUmask(tid)
 		}
 		fd, err := s.remote.open(ctx, rpath, flags&^unix.O_CLOEXEC, mode)
+		s.log.Debug("remote open", "path", rpath, "flags", flags, "err", err)
 		if err != nil {
 			s.reply(id, 0, errnoOf(err))
 			return
