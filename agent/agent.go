@@ -162,7 +162,10 @@ func (a *Agent) clientLeft() {
 // serveClient runs one client's session: every stream is one request.
 func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
-	sess, err := yamux.Server(conn, protocol.MuxConfig())
+	// The connection usually goes through the container runtime's
+	// port-forward and the API server: whole frames per write keep
+	// them from relaying each frame header as a message of its own.
+	sess, err := yamux.Server(relay.FrameConn(conn), protocol.MuxConfig())
 	if err != nil {
 		a.log.Warn("session", "err", err)
 		return
