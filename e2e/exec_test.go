@@ -154,3 +154,29 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// TestGoTestExec: `go test -exec 'mirrord exec -t deploy/py-serv --'` runs
+// a Go package's test binary (netstack engine) in the pod's context; the
+// same test fails without mirrord.
+func TestGoTestExec(t *testing.T) {
+	c := newCluster(t)
+	bin := buildMirrord(t)
+	goTest := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", append([]string{"test", "-count=1"}, args...)...)
+		cmd.Dir = "testdata/kubepkg"
+		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	wrapper := strings.Join([]string{bin, "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
+		"-t", "deploy/" + pyServ, "-n", fixtureNamespace, "--"}, " ")
+	out, err := goTest("-exec", wrapper, "-run", "TestInCluster", "-v", ".")
+	if err != nil || !strings.Contains(out, "--- PASS: TestInCluster") {
+		t.Fatalf("go test -exec mirrord: %v\n%s", err, out)
+	}
+	if out, err := goTest("-run", "TestInCluster", "."); err == nil {
+		t.Fatalf("the test passed without mirrord:\n%s", out)
+	}
+}

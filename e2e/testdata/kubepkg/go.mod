@@ -1,0 +1,3 @@
+module example.com/kubepkg
+
+go 1.26
