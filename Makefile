@@ -42,8 +42,16 @@ lint:
 deps:
 	@scripts/deps.sh
 
-## test: everything CI checks.
-test: deps lint build unit
+## test: everything CI checks: lint, unit and hermetic integration tests,
+## then the e2e tests on the local Kubernetes cluster (built the first time,
+## about 20 minutes on 2 cores; reused afterwards; `make e2e-down` removes
+## it). `make unit` is the quick loop.
+test: deps lint build
+	@echo "== unit and hermetic integration tests"
+	@scripts/gotest.sh ./...
+	@echo "== e2e tests (local Kubernetes cluster)"
+	@E2E_TEST_FLAGS="-count=1" e2e/run.sh
+	@echo "make test: PASS — lint, unit, hermetic integration and e2e"
 
 ## demo: a local cluster with a sample app, and mirrord exec against it.
 demo: deps
