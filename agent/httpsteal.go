@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -47,7 +48,7 @@ func (u *upstream) close() {
 // each request goes to the first session whose filter matches it, or to
 // the target's own app. Upgrades (WebSocket) are spliced whole to where
 // their first request went.
-func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort, subs []*subscription) {
+func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 	br := bufio.NewReader(c)
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	head, err := br.Peek(8)
@@ -97,13 +98,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort, subs []*subs
 			fr.Header.Set("Host", req.Host)
 		}
 		var dst *upstream
-		var owner *yamux.Session
-		for _, s := range subs {
-			if s.filter.Match(fr) {
-				owner = s.sess
-				break
-			}
-		}
+		owner := in.route(orig.port, fr)
 		if owner != nil {
 			dst = clients[owner]
 			if dst == nil {
@@ -154,6 +149,21 @@ type bufferedConn struct {
 }
 
 func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// route returns the session whose filter takes a request to port: the
+// first that matches among those subscribed now (sessions come and go
+// while a peer keeps its connection alive), or nil for the target's app.
+func (in *incoming) route(port uint16, r *httpfilter.Request) *yamux.Session {
+	in.mu.Lock()
+	subs := slices.Clone(in.subs[port]) // unsubscribe deletes in place
+	in.mu.Unlock()
+	for _, s := range subs {
+		if s.filter != nil && s.filter.Match(r) {
+			return s.sess
+		}
+	}
+	return nil
+}
 
 // spliceBuffered splices c (whose first bytes wait in br) with app.
 func spliceBuffered(c *net.TCPConn, br *bufio.Reader, app net.Conn) {

@@ -246,7 +246,7 @@ func (in *incoming) handle(c *net.TCPConn) {
 		return
 	}
 	if subs[0].filter != nil {
-		in.serveFiltered(c, orig, subs)
+		in.serveFiltered(c, orig)
 		return
 	}
 	sub := subs[0]

@@ -228,3 +228,97 @@ func TestIncomingFilteredSteal(t *testing.T) {
 		}
 	})
 }
+
+// TestIncomingTwoFilteredSessions runs two mirrord sessions against one
+// agent, stealing the same port with different header filters: each local
+// app receives only the requests that match its filter, on the same
+// kept-alive connection, and the rest reach the target's own app. When one
+// session ends, its requests go back to the original app while the other
+// session keeps its own.
+func TestIncomingTwoFilteredSessions(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8891", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		// Both local apps run on this machine (under the preload they share
+		// its network namespace): different local ports, one remote port.
+		session := func(user, localPort, body string) (*exec.Cmd, string) {
+			cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+				"port_mapping": [[`+localPort+`, 8891]],
+				"http_filter": {"header_filter": "^x-user: `+user+`$", "ports": [8891]}}}}}`)
+			return f.startLocalApp(t, localPort, body, append(engine, "-f", cfg)...)
+		}
+		alice, aliceOut := session("alice", "18891", "hello from alice")
+		_, bobOut := session("bob", "18892", "hello from bob")
+
+		client := f.podClient(t)
+		get := func(path, user string) (string, error) {
+			req, _ := http.NewRequest("GET", "http://"+podIP+":8891"+path, nil)
+			if user != "" {
+				req.Header.Set("X-User", user)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return "", err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			return string(b), err
+		}
+		for _, who := range []string{"alice", "bob"} {
+			waitFor(t, who+"'s session to steal", func() bool {
+				body, _ := get("/ready-"+who, who)
+				return body == "hello from "+who
+			})
+		}
+
+		tests := []struct{ path, user, want string }{
+			{"/a1", "alice", "hello from alice"},
+			{"/b1", "bob", "hello from bob"},
+			{"/c1", "carol", "hello from original app"},
+			{"/a2", "Alice", "hello from alice"},
+			{"/n1", "", "hello from original app"},
+			{"/b2", "BOB", "hello from bob"},
+			{"/x1", "alice, bob", "hello from original app"}, // neither filter matches the joined value
+		}
+		for round := 0; round < 2; round++ {
+			for _, tt := range tests {
+				if got, err := get(tt.path, tt.user); err != nil || got != tt.want {
+					t.Errorf("GET %s as %q = %q, %v; want %q", tt.path, tt.user, got, err, tt.want)
+				}
+			}
+		}
+		seen := func(out string) string {
+			b, _ := os.ReadFile(out)
+			var paths []string
+			for _, line := range strings.Split(string(b), "\n") {
+				if p, ok := strings.CutPrefix(line, "GOT "); ok && !strings.HasPrefix(p, "/ready-") {
+					paths = append(paths, p)
+				}
+			}
+			return strings.Join(paths, " ")
+		}
+		if got, want := seen(aliceOut), "/a1 /a2 /a1 /a2"; got != want {
+			t.Errorf("alice's app saw %q, want %q", got, want)
+		}
+		if got, want := seen(bobOut), "/b1 /b2 /b1 /b2"; got != want {
+			t.Errorf("bob's app saw %q, want %q", got, want)
+		}
+
+		// Alice leaves: her requests reach the original app again, bob's
+		// still reach his, and the redirect stays for him.
+		alice.Process.Signal(syscall.SIGTERM)
+		alice.Wait()
+		waitFor(t, "alice's requests to reach the original app", func() bool {
+			body, _ := get("/after", "alice")
+			return body == "hello from original app"
+		})
+		if got, err := get("/b3", "bob"); err != nil || got != "hello from bob" {
+			t.Errorf("bob after alice left: %q, %v", got, err)
+		}
+		if n := f.nftRules(t); n != 1 {
+			t.Errorf("redirect rules after one of two sessions left: %d, want 1", n)
+		}
+	})
+}
