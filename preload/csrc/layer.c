@@ -1267,6 +1267,101 @@ EXPORT int renameat2(int fd1, const char *from, int fd2, const char *to, unsigne
 	return r == -2 ? CALL(renameat2)(fd1, from, fd2, to, flags) : r;
 }
 
+// realpath: glibc resolves with internal calls that bypass the hooks, so
+// a remote path would not resolve. This walks the path with the hooked
+// lstat and readlink, which go remote or local per path, as the program's
+// other calls do. Only when the library is active; else libc's.
+DECLARE_REAL(char *, realpath, const char *, char *)
+
+EXPORT char *realpath(const char *path, char *resolved) {
+	if (!active || !files_active || !path) return CALL(realpath)(path, resolved);
+	char todo[PATH_MAX], out[PATH_MAX], link[PATH_MAX];
+	if (!*path) {
+		errno = ENOENT;
+		return NULL;
+	}
+	if (path[0] == '/') {
+		if (strlen(path) >= sizeof todo) goto toolong;
+		strcpy(todo, path);
+	} else {
+		if (!getcwd(todo, sizeof todo)) return NULL;
+		size_t l = strlen(todo);
+		if (l + 1 + strlen(path) >= sizeof todo) goto toolong;
+		todo[l] = '/';
+		strcpy(todo + l + 1, path);
+	}
+	out[0] = 0;
+	size_t olen = 0;
+	int links = 0;
+	char *p = todo;
+	while (*p) {
+		while (*p == '/') p++;
+		if (!*p) break;
+		char *end = strchr(p, '/');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n == 1 && p[0] == '.') {
+			p += n;
+			continue;
+		}
+		if (n == 2 && p[0] == '.' && p[1] == '.') {
+			char *slash = strrchr(out, '/');
+			olen = slash ? (size_t)(slash - out) : 0;
+			out[olen] = 0;
+			p += n;
+			continue;
+		}
+		if (olen + 1 + n >= sizeof out) goto toolong;
+		out[olen] = '/';
+		memcpy(out + olen + 1, p, n);
+		size_t prev = olen;
+		olen += 1 + n;
+		out[olen] = 0;
+		p += n;
+		struct stat st;
+		if (lstat(out, &st) < 0) return NULL; // hooked: remote or local
+		if (S_ISLNK(st.st_mode)) {
+			if (++links > 40) {
+				errno = ELOOP;
+				return NULL;
+			}
+			ssize_t ll = readlink(out, link, sizeof link - 1); // hooked too
+			if (ll < 0) return NULL;
+			link[ll] = 0;
+			// The rest of the path goes after the link's target.
+			char rest[PATH_MAX];
+			if (strlen(p) >= sizeof rest) goto toolong;
+			strcpy(rest, p);
+			if (link[0] == '/') {
+				olen = 0;
+			} else {
+				olen = prev;
+			}
+			out[olen] = 0;
+			if (strlen(link) + 1 + strlen(rest) >= sizeof todo) goto toolong;
+			size_t ln = strlen(link);
+			memcpy(todo, link, ln);
+			todo[ln] = 0;
+			if (*rest) {
+				todo[ln] = '/';
+				strcpy(todo + ln + 1, rest);
+			}
+			p = todo;
+		} else if (*p && !S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;
+			return NULL;
+		}
+	}
+	if (olen == 0) strcpy(out, "/");
+	if (resolved) {
+		strcpy(resolved, out);
+		return resolved;
+	}
+	return strdup(out);
+toolong:
+	errno = ENAMETOOLONG;
+	return NULL;
+}
+
 // ---- exec --------------------------------------------------------------
 
 // needs_netstack reports whether the executable at path is a Go program
