@@ -203,6 +203,15 @@ func (v *fuseView) readlink(_ context.Context, p string) (string, error) {
 	defer unix.Close(fd)
 	buf := make([]byte, unix.PathMax)
 	n, err := unix.Readlinkat(fd, "", buf)
+	if err == unix.ENOENT {
+		// readlinkat with an empty path says ENOENT for a file that is
+		// not a symlink; readlink(2) on its path says EINVAL, which is
+		// what programs (glibc's realpath) test for.
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return "", unix.EINVAL
+		}
+	}
 	if err != nil {
 		return "", err
 	}

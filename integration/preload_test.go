@@ -73,6 +73,8 @@ func TestFiles(t *testing.T) {
 		"cat " + d + "/secret.txt 2>/dev/null || echo secret-not-found",
 		"cat " + d + "/missing 2>/dev/null || echo missing-not-found",
 		"cat " + localDir + "/local.txt",
+		// realpath(3) (glibc's bypasses the preload's hooks; node calls it)
+		`echo realpath: $(node -e 'console.log(require("fs").realpathSync.native(process.argv[1]))' ` + d + "/link)",
 	}, "; ")
 	py := fmt.Sprintf(`import os; d=%q; print("py-read", open(d+"/config.yaml").read().strip()); print("py-list", sorted(os.listdir(d))); print("py-size", os.path.getsize(d+"/config.yaml")); print("py-exists", os.path.exists(d+"/missing"))`, d)
 	eachEngine(t, func(t *testing.T, engine ...string) {
@@ -82,7 +84,8 @@ func TestFiles(t *testing.T) {
 				t.Fatalf("%v\n%s", err, out)
 			}
 			mustContain(t, out, "pod: config\npod: config\n", "ls: config.yaml link secret.txt sub", "readlink: config.yaml",
-				"sub-is-dir", "size: 12", "secret-not-found", "missing-not-found", "local content")
+				"sub-is-dir", "size: 12", "secret-not-found", "missing-not-found", "local content",
+				"realpath: "+d+"/config.yaml")
 			out, err = f.mirrord(ctx(t), nil, append(engine, "-f", cfg, "--", "python3", "-c", py)...)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)
