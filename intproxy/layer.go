@@ -148,7 +148,10 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		}
 		return "A\t" + base64.StdEncoding.EncodeToString(a), nil
 	case "P":
-		if port, err := strconv.ParseUint(arg(2), 10, 16); err == nil && l.opts.OnListen != nil {
+		// A server on loopback only is private to this machine, as the
+		// netstack engine treats it too: it gets no remote traffic.
+		ip, err := netip.ParseAddr(arg(1))
+		if port, perr := strconv.ParseUint(arg(2), 10, 16); err == nil && perr == nil && !ip.Unmap().IsLoopback() && l.opts.OnListen != nil {
 			l.opts.OnListen(uint16(port))
 		}
 		return "OK", nil
