@@ -92,7 +92,8 @@ func installFilter(nrs []int) (int, error) {
 			continue
 		}
 		if errno != 0 {
-			return -1, fmt.Errorf("installing the seccomp filter: %w: %w", errno, ErrSeccomp)
+			return -1, fmt.Errorf("installing the seccomp filter for remote files: %w: %w (Linux 5.0 or later is needed; "+
+				"set \"feature.fs\": \"local\" to run without remote files)", errno, ErrSeccomp)
 		}
 		unix.CloseOnExec(int(fd))
 		return int(fd), nil
