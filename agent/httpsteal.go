@@ -3,7 +3,6 @@ package agent
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -46,8 +45,8 @@ func (u *upstream) close() {
 
 // serveFiltered takes an HTTP/1.x connection apart request by request:
 // each request goes to the first session whose filter matches it, or to
-// the target's own app. Upgrades (WebSocket) are spliced whole to where
-// their first request went.
+// the target's own app. An upgrade (WebSocket) that its side accepts with
+// a 101 is spliced whole to that side from then on.
 func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 	br := bufio.NewReader(c)
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -119,15 +118,20 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 		if err := req.Write(dst.conn); err != nil {
 			return
 		}
-		if req.Header.Get("Upgrade") != "" {
-			// After the 101 the bytes are no longer HTTP: splice
-			// both ways with what each side already buffered.
-			go io.Copy(c, dst.r)
-			io.Copy(dst.conn, br)
-			return
-		}
 		resp, err := http.ReadResponse(dst.r, req)
 		if err != nil {
+			return
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			// An upgrade (WebSocket): after the 101 the bytes are no
+			// longer HTTP, and the connection belongs to the side that
+			// accepted it. Splice both ways with what each side
+			// already buffered. (An upgrade that is declined leaves
+			// the connection HTTP, request by request.)
+			if resp.Write(c) != nil {
+				return
+			}
+			relay.Splice(bufferedConn{c, br}, bufferedConn{dst.conn, dst.r})
 			return
 		}
 		err = resp.Write(c)
@@ -144,11 +148,18 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 // bufio.Reader: reads go through the reader, writes and CloseWrite to the
 // connection.
 type bufferedConn struct {
-	*net.TCPConn
+	net.Conn
 	r *bufio.Reader
 }
 
 func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes the connection (relay.Splice ends each direction
+// with it).
+func (b bufferedConn) CloseWrite() error {
+	relay.CloseWrite(b.Conn)
+	return nil
+}
 
 // route returns the session whose filter takes a request to port: the
 // first that matches among those subscribed now (sessions come and go
@@ -166,6 +177,6 @@ func (in *incoming) route(port uint16, r *httpfilter.Request) *yamux.Session {
 }
 
 // spliceBuffered splices c (whose first bytes wait in br) with app.
-func spliceBuffered(c *net.TCPConn, br *bufio.Reader, app net.Conn) {
+func spliceBuffered(c net.Conn, br *bufio.Reader, app net.Conn) {
 	relay.Splice(bufferedConn{c, br}, app)
 }

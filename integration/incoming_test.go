@@ -102,6 +102,13 @@ func (f *fixture) nftRules(t *testing.T) int {
 // startLocalApp runs the python app under mirrord exec with extra flags.
 func (f *fixture) startLocalApp(t *testing.T, port, body string, flags ...string) (*exec.Cmd, string) {
 	t.Helper()
+	return f.startLocal(t, flags, "python3", "testdata/pyserver.py", port, body)
+}
+
+// startLocal runs command under mirrord exec with flags, its output going
+// to the file whose path it returns; it is stopped when the test ends.
+func (f *fixture) startLocal(t *testing.T, flags []string, command ...string) (*exec.Cmd, string) {
+	t.Helper()
 	outFile := filepath.Join(t.TempDir(), "app.out")
 	out, err := os.Create(outFile)
 	if err != nil {
@@ -110,7 +117,7 @@ func (f *fixture) startLocalApp(t *testing.T, port, body string, flags ...string
 	t.Cleanup(func() { out.Close() })
 	args := append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
 		f.resolvConf, mirrordBin, "exec", "--agent-addr", f.agentAddr}, flags...)
-	args = append(args, "--", "python3", "testdata/pyserver.py", port, body)
+	args = append(append(args, "--"), command...)
 	cmd := exec.Command("unshare", args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
