@@ -37,12 +37,30 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 	if files != nil {
 		opts = append(opts, goshim.WithFiles(*files))
 	}
+	return runSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, ns *netstack.Stack, pid int) {
+		go serveIncoming(ctx, cfg, proxy, ns, pid, log)
+		go func() {
+			select {
+			case <-proxy.Done():
+				log.Warn("lost the connection to the agent; remote operations now fail")
+			case <-ctx.Done(): // the program ended: the session closes normally
+			}
+		}()
+	})
+}
+
+// runSandbox runs spec in a goshim sandbox whose network h serves, and
+// returns the program's exit as an *ExitError (nil for status 0). running,
+// if not nil, is called once the program runs, with a context that ends
+// when it exits.
+func runSandbox(ctx context.Context, spec goshim.Spec, opts []goshim.Option, h netstack.Handler, log *slog.Logger,
+	running func(ctx context.Context, ns *netstack.Stack, pid int)) error {
 	sb, err := goshim.Start(spec, opts...)
 	if err != nil {
 		return err
 	}
 	defer sb.Close()
-	ns, err := netstack.New(sb.TunFD(), proxy, netstack.Options{
+	ns, err := netstack.New(sb.TunFD(), h, netstack.Options{
 		MTU:    uint32(spec.MTU),
 		DNS4:   goshim.DNSAddr4,
 		DNS6:   goshim.DNSAddr6,
@@ -61,16 +79,11 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 		}
 		return &ExitError{Code: code, Err: err}
 	}
-	incCtx, stopIncoming := context.WithCancel(ctx)
-	defer stopIncoming()
-	go serveIncoming(incCtx, cfg, proxy, ns, sb.Pid(), log)
-	go func() {
-		select {
-		case <-proxy.Done():
-			log.Warn("lost the connection to the agent; remote operations now fail")
-		case <-incCtx.Done(): // the program ended: the session closes normally
-		}
-	}()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	if running != nil {
+		running(runCtx, ns, sb.Pid())
+	}
 	code, err := sb.Wait()
 	if err != nil {
 		return err

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 
 	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/intproxy"
-	"github.com/mirrord-go/mirrord/netstack"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
@@ -55,35 +53,5 @@ func (c *LayerExecCmd) Run(ctx context.Context, env *Env) error {
 		Hostname:   hostname,
 		MTU:        goshim.DefaultMTU,
 	}
-	sb, err := goshim.Start(spec)
-	if err != nil {
-		return err
-	}
-	defer sb.Close()
-	ns, err := netstack.New(sb.TunFD(), client, netstack.Options{
-		MTU:  uint32(spec.MTU),
-		DNS4: goshim.DNSAddr4,
-		DNS6: goshim.DNSAddr6,
-	})
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	stopSignals := sb.ForwardSignals(ctx)
-	defer stopSignals()
-	if err := sb.Go(); err != nil {
-		code := 1
-		if errors.Is(err, exec.ErrNotFound) {
-			code = 127
-		}
-		return &ExitError{Code: code, Err: err}
-	}
-	code, err := sb.Wait()
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		return &ExitError{Code: code}
-	}
-	return nil
+	return runSandbox(ctx, spec, nil, client, nil, nil)
 }
