@@ -73,6 +73,16 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 		app = &upstream{conn: conn, r: bufio.NewReader(conn)}
 		return app, nil
 	}
+	if bytes.HasPrefix([]byte(h2Preface), head) {
+		// HTTP/2 with prior knowledge; its preface comes whole.
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		head, _ = br.Peek(len(h2Preface))
+		c.SetReadDeadline(time.Time{})
+		if string(head) == h2Preface {
+			in.serveH2(bufferedConn{c, br}, orig, nil, nil)
+			return
+		}
+	}
 	if !looksLikeHTTP1(head) {
 		u, err := dialApp()
 		if err != nil {
@@ -91,6 +101,19 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
+		}
+		if settings, ok := h2cUpgrade(req); ok {
+			// The agent accepts the upgrade itself, so that each
+			// HTTP/2 stream is routed on its own.
+			for _, u := range clients {
+				u.close()
+			}
+			clear(clients)
+			app.close()
+			app = nil
+			if in.acceptH2cUpgrade(c, br, orig, req, settings) {
+				return
+			}
 		}
 		fr := &httpfilter.Request{Method: req.Method, Path: req.URL.RequestURI(), Header: req.Header.Clone()}
 		if req.Host != "" {
