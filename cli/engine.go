@@ -76,6 +76,20 @@ var buildTools = []string{
 	"cargo", "rustc", "compile", "collect2", "cargo-watch", "vet", "buildid", "cover", "make",
 }
 
+// skipper reports whether an executable is one skipList names (by base
+// name); nil when the list is empty.
+func skipper(cfg *config.Config) func(exe string) bool {
+	list := skipList(cfg)
+	if list == "" {
+		return nil
+	}
+	names := map[string]bool{}
+	for _, n := range strings.Split(list, ";") {
+		names[n] = true
+	}
+	return func(exe string) bool { return names[filepath.Base(exe)] }
+}
+
 // skipList is the ';'-separated list of executable names the preload
 // stays out of: skip_processes, plus the build tools.
 func skipList(cfg *config.Config) string {

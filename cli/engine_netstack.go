@@ -30,7 +30,7 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 	}
 	var opts []goshim.Option
 	cwd, _ := os.Getwd()
-	files, err := sandboxFiles(cfg.Feature.FS, proxy, cwd, log)
+	files, err := sandboxFiles(cfg.Feature.FS, proxy, cwd, skipper(cfg), log)
 	if err != nil {
 		return err
 	}

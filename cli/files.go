@@ -34,7 +34,7 @@ func remoteWrites(fs config.FSConfig) bool { return fs.Mode == config.FsWrite ||
 
 // sandboxFiles returns the goshim file layer for feature.fs, or nil when
 // every file is local (mode local): then nothing is intercepted at all.
-func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, log *slog.Logger) (*goshim.Files, error) {
+func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, skip func(string) bool, log *slog.Logger) (*goshim.Files, error) {
 	if fs.Mode == config.FsLocal {
 		return nil, nil
 	}
@@ -46,6 +46,7 @@ func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, log *sl
 		FS:           proxyFiles{proxy},
 		Filter:       filter,
 		RemoteWrites: remoteWrites(fs),
+		Skip:         skip,
 		Logger:       log,
 	}, nil
 }

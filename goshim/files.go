@@ -62,7 +62,12 @@ type Files struct {
 	// the fallback; larger files are streamed through a pipe. 0 means
 	// 64 MiB.
 	MemfdLimit int64
-	Logger     *slog.Logger // nil: no logs
+	// Skip, when set, names the programs (by executable path) whose file
+	// calls all stay local: skip_processes and the build tools, so that
+	// `go run`/`go test` compile from this machine's files and only the
+	// built program sees the target's.
+	Skip   func(exe string) bool
+	Logger *slog.Logger // nil: no logs
 }
 
 // WithFiles serves the target's files to the program (see Files).

@@ -48,6 +48,7 @@ type supervisor struct {
 	filter   Classifier
 	remote   remoteFS
 	pinned   map[string]bool // paths that always stay local
+	skip     func(exe string) bool
 	log      *slog.Logger
 
 	// cache holds classifications of absolute paths (the rules are pure
@@ -123,6 +124,7 @@ func newSupervisor(listener int, files Files, remote remoteFS, pinned map[string
 		filter:   files.Filter,
 		remote:   remote,
 		pinned:   pinned,
+		skip:     files.Skip,
 		log:      log,
 		stopFD:   stopFD,
 		cache:    map[cacheKey]classified{},
@@ -346,11 +348,19 @@ func (s *supervisor) handle(n seccompNotif) {
 		s.cont(n.ID)
 		return
 	}
+	tid := int(n.Pid)
+	if s.skip != nil {
+		// A skipped program's calls stay local. Its executable is read per
+		// call (a few µs): a thread id may exec another program any time.
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/exe"); err == nil && s.skip(exe) {
+			s.cont(n.ID)
+			return
+		}
+	}
 	a := n.Data.Args
 	if c.args != nil {
 		a = c.args(a)
 	}
-	tid := int(n.Pid)
 	switch c.kind {
 	case sysOpen:
 		s.open(&n, a[0], a[1], int(int32(a[2])), uint32(a[3]))

@@ -145,3 +145,31 @@ func TestFilesWrite(t *testing.T) {
 		}
 	})
 }
+
+// TestSkipProcesses: a program named in skip_processes sees only local
+// files (both engines), while the other programs of the tree see the
+// target's; and `go run` under mirrord builds from this machine's files
+// (the toolchain is skipped as a build tool) while the program it builds
+// reads the target's.
+func TestSkipProcesses(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	d := f.podFiles
+	cfg := writeConfig(t, fmt.Sprintf(`{"skip_processes": "cat", "feature": {"fs": {"mode": "read", "read_only": ["^%s"]}}}`, d))
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		out, err := f.mirrord(ctx(t), nil, append(engine, "-f", cfg, "--", "sh", "-c",
+			"head -1 "+d+"/config.yaml; cat "+d+"/config.yaml 2>/dev/null || echo cat-saw-local")...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, "pod: config", "cat-saw-local")
+	})
+	t.Run("go run", func(t *testing.T) {
+		cfg := writeConfig(t, fmt.Sprintf(`{"feature": {"fs": {"mode": "read", "read_only": ["^%s"]}}}`, d))
+		out, err := f.mirrord(ctx(t), []string{"GOFLAGS=-mod=mod", "CGO_ENABLED=0"}, "-f", cfg, "--", "go", "run", "./testdata/readfile", d+"/config.yaml")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, d+"/config.yaml: pod: config")
+	})
+}
