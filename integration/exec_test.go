@@ -324,12 +324,15 @@ func TestLocalPidTarget(t *testing.T) {
 func TestGoTestExec(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent("--ttl", "30s")
+	// The pod's files live under /tmp, which is local by default.
+	podFilesCfg := writeConfig(t, `{"feature": {"fs": {"read_only": ["^`+f.podFiles+`"]}}}`)
 	goTest := func(env []string, args ...string) (string, error) {
 		full := append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
 			f.resolvConf, "go", "test", "-count=1"}, args...)
 		cmd := exec.CommandContext(ctx(t), "unshare", full...)
 		cmd.Dir = "testdata/samplepkg"
-		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(mirrordBin)+":"+os.Getenv("PATH"), "MIRRORD_AGENT_ADDR="+f.agentAddr, "GOFLAGS=-mod=mod")
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(mirrordBin)+":"+os.Getenv("PATH"), "MIRRORD_AGENT_ADDR="+f.agentAddr, "GOFLAGS=-mod=mod",
+			"MIRRORD_CONFIG_FILE="+podFilesCfg, "SAMPLE_POD_FILE="+f.podFiles+"/config.yaml")
 		cmd.Env = append(cmd.Env, env...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err

@@ -15,6 +15,12 @@ func TestSeesThePod(t *testing.T) {
 	if err != nil || addrs[0] != "10.77.0.2" {
 		t.Fatalf("svc.cluster.test = %v, %v", addrs, err)
 	}
+	// A file only the pod has (its path comes from the test that runs us).
+	if name := os.Getenv("SAMPLE_POD_FILE"); name != "" {
+		if b, err := os.ReadFile(name); err != nil || string(b) != "pod: config\n" {
+			t.Fatalf("%s = %q, %v: not reading the pod's files", name, b, err)
+		}
+	}
 	os.Setenv("SAMPLE_SERVICE", "svc.cluster.test")
 	body, err := Fetch()
 	if err != nil || body != "hello from svc" {
