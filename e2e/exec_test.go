@@ -155,6 +155,45 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// TestExecForbidden: a user whom RBAC allows nothing gets an error that
+// says so and names the target, and no agent is started.
+func TestExecForbidden(t *testing.T) {
+	c := newCluster(t)
+	const sa = "mirrord-e2e-noperm"
+	c.apply(t, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: "+sa+", namespace: "+fixtureNamespace+"}\n")
+	t.Cleanup(func() { c.run(context.Background(), "delete", "serviceaccount", "-n", fixtureNamespace, sa, "--ignore-not-found") })
+	token := strings.TrimSpace(c.kubectl(t, "create", "token", sa, "-n", fixtureNamespace, "--duration=10m"))
+	server := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+	ca := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}")
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: "`+server+`", certificate-authority-data: "`+ca+`"}}]
+users: [{name: noperm, user: {token: "`+token+`"}}]
+contexts: [{name: noperm, context: {cluster: e2e, user: noperm}}]
+current-context: noperm
+`), 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	jobsBefore := len(c.agentJobs(t))
+	out, err := exec.CommandContext(ctx, buildMirrord(t), "exec", "--kubeconfig", kubeconfig, "--agent-image", agentImage,
+		"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "--", "true").CombinedOutput()
+	if err == nil {
+		t.Fatalf("mirrord exec succeeded without permissions:\n%s", out)
+	}
+	for _, want := range []string{"permission denied", pyServ} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("error lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "goroutine ") {
+		t.Errorf("a stack trace instead of an error:\n%s", out)
+	}
+	if n := len(c.agentJobs(t)); n != jobsBefore {
+		t.Errorf("agent jobs: %d before, %d after a refused session", jobsBefore, n)
+	}
+}
+
 // TestGoTestExec: `go test -exec 'mirrord exec -t deploy/py-serv --'` runs
 // a Go package's test binary (netstack engine) in the pod's context; the
 // same test fails without mirrord.
