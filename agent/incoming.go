@@ -99,7 +99,9 @@ func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spe
 	defer in.mu.Unlock()
 	for _, old := range in.subs[port] {
 		if old.filter == nil || sub.filter == nil {
-			return nil, fmt.Errorf("port %d is already taken by another mirrord session on this target (only HTTP-filtered steals can share a port)", port)
+			// EADDRINUSE (the reply's code) tells the client it is
+			// the port that is taken: on_concurrent_steal decides.
+			return nil, fmt.Errorf("port %d is already taken by another mirrord session on this target (only HTTP-filtered steals can share a port): %w", port, unix.EADDRINUSE)
 		}
 	}
 	if err := in.ensureListener(); err != nil {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mirrord-go/mirrord/config"
@@ -173,6 +175,9 @@ func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy
 			if err != nil {
 				log.Warn("incoming: subscribe", "port", remote, "err", err)
 				subs[remote] = func() {} // don't retry every tick
+				if steal && portTaken(err) {
+					concurrentSteal(in.OnConcurrentSteal, remote, log)
+				}
 				continue
 			}
 			subs[remote] = cancel
@@ -184,6 +189,38 @@ func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy
 		case <-tick.C:
 		}
 	}
+}
+
+// portTaken says whether the agent refused a subscription because another
+// session already takes the port.
+func portTaken(err error) bool {
+	var e *protocol.ErrorReply
+	return errors.As(err, &e) && e.Code == "EADDRINUSE"
+}
+
+// concurrentSteal applies feature.network.incoming.on_concurrent_steal
+// when another session already takes port (steals or mirrors it whole):
+// "continue" goes on without the port, with a warning; "abort" (the
+// default) ends the program, and so the session, with an error.
+// "override" would take the port from the other session, which the agent
+// cannot do yet (the subscription does not carry the setting): it aborts
+// too, saying so.
+//
+// The program is ended the way the user would end it, with a SIGTERM to
+// mirrord, which passes it on and exits with the program's status.
+func concurrentSteal(mode config.ConcurrentSteal, port uint16, log *slog.Logger) {
+	const key = "feature.network.incoming.on_concurrent_steal"
+	switch mode {
+	case "continue":
+		fmt.Fprintf(os.Stderr, "mirrord: warning: port %d of the target is already taken by another mirrord session; going on without it (%s is \"continue\")\n", port, key)
+		return
+	case "override":
+		fmt.Fprintf(os.Stderr, "mirrord: port %d of the target is already taken by another mirrord session, and %s \"override\" (taking it over) is not supported by this agent; stopping\n", port, key)
+	default:
+		fmt.Fprintf(os.Stderr, "mirrord: port %d of the target is already taken by another mirrord session; stopping (%s is \"abort\"; \"continue\" goes on without the port)\n", port, key)
+	}
+	log.Error("incoming: port taken by another session", "port", port, "on_concurrent_steal", string(mode))
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
 }
 
 // portMap maps the target's ports to the local ports their connections go

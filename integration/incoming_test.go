@@ -329,3 +329,70 @@ func TestIncomingTwoFilteredSessions(t *testing.T) {
 		}
 	})
 }
+
+// TestIncomingConcurrentSteal: a second session that steals a port another
+// session already steals whole follows on_concurrent_steal: "continue"
+// runs on without the port (with a warning), "abort" (the default) ends
+// the program with an error. The first session keeps the port throughout.
+func TestIncomingConcurrentSteal(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8895", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		session := func(localPort, body, onConcurrent string) (*exec.Cmd, string) {
+			extra := ""
+			if onConcurrent != "" {
+				extra = `, "on_concurrent_steal": "` + onConcurrent + `"`
+			}
+			cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+				"port_mapping": [[`+localPort+`, 8895]]`+extra+`}}}}`)
+			return f.startLocalApp(t, localPort, body, append(engine, "-f", cfg)...)
+		}
+		first, _ := session("18895", "hello from the first session", "")
+		stolen := func() bool {
+			body, _ := f.podGet(t, "http://"+podIP+":8895/")
+			return body == "hello from the first session"
+		}
+		waitFor(t, "the first session to steal", stolen)
+
+		exited := func(cmd *exec.Cmd) chan error {
+			ch := make(chan error, 1)
+			go func() { ch <- cmd.Wait() }()
+			return ch
+		}
+		cont, contOut := session("18896", "hello from the second session", "continue")
+		contDone := exited(cont)
+		waitFor(t, "the continue warning", func() bool {
+			b, _ := os.ReadFile(contOut)
+			return strings.Contains(string(b), `mirrord: warning: port 8895 of the target is already taken by another mirrord session; going on without it`)
+		})
+
+		abort, abortOut := session("18897", "hello from the third session", "")
+		select {
+		case err := <-exited(abort):
+			b, _ := os.ReadFile(abortOut)
+			if err == nil || !strings.Contains(string(b), `mirrord: port 8895 of the target is already taken by another mirrord session; stopping (feature.network.incoming.on_concurrent_steal is "abort"`) {
+				t.Errorf("the aborting session ended with %v, output:\n%s", err, b)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("the session with on_concurrent_steal abort still runs")
+		}
+
+		select {
+		case err := <-contDone:
+			b, _ := os.ReadFile(contOut)
+			t.Fatalf("the session with on_concurrent_steal continue ended: %v\n%s", err, b)
+		default:
+		}
+		for i := 0; i < 3; i++ {
+			if !stolen() {
+				t.Fatalf("the first session lost the port")
+			}
+		}
+		first.Process.Signal(syscall.SIGTERM)
+		first.Wait()
+		cont.Process.Signal(syscall.SIGTERM)
+		<-contDone
+	})
+}
