@@ -83,7 +83,7 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 	log.Info("agent running", "job", agent.JobName, "pod", agent.PodName, "took", time.Since(start))
 	prog.step("agent", agent.Namespace+"/"+agent.PodName)
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
-	addr, err := agent.PortForward(fwdCtx)
+	addr, err := agent.PortForward(fwdCtx, log)
 	if err != nil {
 		stopFwd()
 		agent.Delete(context.Background())

@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
-	"k8s.io/streaming/pkg/httpstream"
 
 	"github.com/mirrord-go/mirrord/config"
 )
@@ -241,46 +236,4 @@ func (a *Agent) podLogs(pod string) string {
 func (a *Agent) Delete(ctx context.Context) error {
 	bg := metav1.DeletePropagationBackground
 	return a.client.Clientset.BatchV1().Jobs(a.Namespace).Delete(ctx, a.JobName, metav1.DeleteOptions{PropagationPolicy: &bg, GracePeriodSeconds: ptr(int64(0))})
-}
-
-// PortForward forwards a local port on 127.0.0.1 to the agent through the
-// API server (WebSocket, falling back to SPDY), and returns the local
-// address. It stops when ctx ends.
-func (a *Agent) PortForward(ctx context.Context) (string, error) {
-	cfg := a.client.Config
-	url := a.client.Clientset.CoreV1().RESTClient().Post().Resource("pods").Namespace(a.Namespace).Name(a.PodName).SubResource("portforward").URL()
-	transport, upgrader, err := spdy.RoundTripperFor(cfg)
-	if err != nil {
-		return "", err
-	}
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", url)
-	if ws, err := portforward.NewSPDYOverWebsocketDialer(url, cfg); err == nil {
-		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
-			return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-		})
-	}
-	ready := make(chan struct{})
-	stop := make(chan struct{})
-	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(AgentPort)}, stop, ready, io.Discard, io.Discard)
-	if err != nil {
-		return "", err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- fw.ForwardPorts() }()
-	go func() {
-		<-ctx.Done()
-		close(stop)
-	}()
-	select {
-	case <-ready:
-	case err := <-errc:
-		return "", fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, err)
-	case <-time.After(30 * time.Second):
-		return "", fmt.Errorf("port-forward to the agent pod %s/%s: not ready within 30s", a.Namespace, a.PodName)
-	}
-	ports, err := fw.GetPorts()
-	if err != nil || len(ports) == 0 {
-		return "", fmt.Errorf("port-forward: no local port: %v", err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local), nil
 }
