@@ -261,3 +261,25 @@ func TestJSONSchema(t *testing.T) {
 		t.Errorf("schema has %d top-level keys, config has %d", len(props), len(structFields(reflect.TypeFor[Config]()).list))
 	}
 }
+
+// TestAgentResources: the agent's default CPU limit is one CPU (upstream:
+// 100m, too little for relaying bulk traffic, see README), the rest as
+// upstream; agent.resources in a file replaces the default as a whole.
+func TestAgentResources(t *testing.T) {
+	want := map[string]any{
+		"requests": map[string]any{"cpu": "1m", "memory": "1Mi"},
+		"limits":   map[string]any{"cpu": "1", "memory": "100Mi"},
+	}
+	if got := Default().Agent.Resources; !reflect.DeepEqual(got, want) {
+		t.Errorf("default agent.resources = %v, want %v", got, want)
+	}
+	file := writeFile(t, "m.json", `{"agent": {"resources": {"limits": {"cpu": "100m", "memory": "64Mi"}}}}`)
+	cfg, err := Load(Options{File: file, Lookup: envMap(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]any{"limits": map[string]any{"cpu": "100m", "memory": "64Mi"}}
+	if got := cfg.Agent.Resources; !reflect.DeepEqual(got, want) {
+		t.Errorf("agent.resources from a file = %v, want %v", got, want)
+	}
+}
