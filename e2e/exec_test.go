@@ -161,7 +161,9 @@ func TestExecForbidden(t *testing.T) {
 	c := newCluster(t)
 	const sa = "mirrord-e2e-noperm"
 	c.apply(t, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: "+sa+", namespace: "+fixtureNamespace+"}\n")
-	t.Cleanup(func() { c.run(context.Background(), "delete", "serviceaccount", "-n", fixtureNamespace, sa, "--ignore-not-found") })
+	t.Cleanup(func() {
+		c.run(context.Background(), "delete", "serviceaccount", "-n", fixtureNamespace, sa, "--ignore-not-found")
+	})
 	token := strings.TrimSpace(c.kubectl(t, "create", "token", sa, "-n", fixtureNamespace, "--duration=10m"))
 	server := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
 	ca := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}")
