@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -97,6 +98,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			u.close()
 		}
 	}()
+	bw := bufio.NewWriterSize(c, 16<<10)
 	for {
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -151,13 +153,13 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			// accepted it. Splice both ways with what each side
 			// already buffered. (An upgrade that is declined leaves
 			// the connection HTTP, request by request.)
-			if resp.Write(c) != nil {
+			if writeResponse(bw, resp, dst.r) != nil {
 				return
 			}
 			relay.Splice(bufferedConn{c, br}, bufferedConn{dst.conn, dst.r})
 			return
 		}
-		err = resp.Write(c)
+		err = writeResponse(bw, resp, dst.r)
 		resp.Body.Close()
 		// A response with "Connection: close" closes the peer's
 		// connection too, as it would without mirrord.
@@ -165,6 +167,37 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			return
 		}
 	}
+}
+
+// writeResponse writes resp, which is being read from src, to the peer
+// through bw: a response that src holds whole leaves in one write, while
+// one whose body is still coming (a stream, server-sent events) is passed
+// on as it arrives, since bw is flushed whenever reading on would wait.
+func writeResponse(bw *bufio.Writer, resp *http.Response, src *bufio.Reader) error {
+	resp.Body = flushingBody{resp.Body, bw, src}
+	// Only Write: bufio.Writer's ReadFrom would read the body into its
+	// buffer, which the body's reads flush from under it.
+	if err := resp.Write(struct{ io.Writer }{bw}); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// flushingBody flushes bw before a read of the body that src cannot
+// answer from its buffer.
+type flushingBody struct {
+	io.ReadCloser
+	bw  *bufio.Writer
+	src *bufio.Reader
+}
+
+func (b flushingBody) Read(p []byte) (int, error) {
+	if b.src.Buffered() == 0 {
+		if err := b.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return b.ReadCloser.Read(p)
 }
 
 // bufferedConn is a connection whose first bytes were already read into a
