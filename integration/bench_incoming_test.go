@@ -1,0 +1,295 @@
+//go:build bench
+
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Load through a filtered steal: requests at a given concurrency, a
+// random half of them carrying the header the filter takes.
+const (
+	loadRequests    = 10000
+	loadConcurrency = 100
+	loadRounds      = 3
+	seqRequests     = 1000 // one at a time, for the latency each path adds
+	incomingSection = "## Incoming: HTTP-filtered steal under load"
+)
+
+// loadResult is one run of requests against one path.
+type loadResult struct {
+	lost, misrouted int
+	local, orig     []time.Duration // latencies of requests answered by each side
+	elapsed         time.Duration
+}
+
+func (r loadResult) all() []time.Duration { return append(slices.Clone(r.local), r.orig...) }
+
+// percentile returns the p-th percentile (0-100) of ds.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i]
+}
+
+func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
+
+// startNodeEcho runs testdata/echoserver.js in the namespace ns (the pod)
+// until the test ends.
+func startNodeEcho(t *testing.T, ns, port, name string) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns, "node", "testdata/echoserver.js", port, name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
+		t.Fatalf("echo server in %s: %q", ns, line)
+	}
+	go io.Copy(io.Discard, out)
+}
+
+// loadClient is a keep-alive HTTP client in the svc namespace with up to
+// conns connections.
+func (f *fixture) loadClient(t *testing.T, conns int) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxConnsPerHost:     conns,
+		MaxIdleConnsPerHost: conns,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			var derr error
+			inNetns(t, f.svc, func() error {
+				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return nil
+			})
+			return c, derr
+		},
+	}}
+}
+
+// runLoad sends n requests to url from workers goroutines. Request i
+// carries X-Req-Id i and, for a random half, "X-User: alice"; with
+// stealing, those must be answered by "local i", the others by "orig i"
+// (without stealing, by "orig i" all).
+func runLoad(client *http.Client, url string, n, workers int, stealing bool) loadResult {
+	type answer struct {
+		alice bool
+		d     time.Duration
+		ok    bool
+		right bool
+	}
+	answers := make([]answer, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				alice := rand.IntN(2) == 0
+				req, _ := http.NewRequest("GET", url+"/item/"+strconv.Itoa(i), nil)
+				req.Header.Set("X-Req-Id", strconv.Itoa(i))
+				if alice {
+					req.Header.Set("X-User", "alice")
+				}
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				a := answer{alice: alice, d: time.Since(t0), ok: err == nil && resp.StatusCode == 200}
+				want := "orig "
+				if alice && stealing {
+					want = "local "
+				}
+				a.right = string(body) == want+strconv.Itoa(i)
+				answers[i] = a
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	r := loadResult{elapsed: time.Since(start)}
+	for _, a := range answers {
+		switch {
+		case !a.ok:
+			r.lost++
+		case !a.right:
+			r.misrouted++
+		case a.alice && stealing:
+			r.local = append(r.local, a.d)
+		default:
+			r.orig = append(r.orig, a.d)
+		}
+	}
+	return r
+}
+
+// TestBenchIncoming sends 10,000 requests at concurrency 100 through an
+// HTTP-filtered steal (half of them match the filter and are answered by
+// the local app through the agent and mirrord, half pass through the agent
+// to the target's app), next to the same load sent straight to an
+// identical app in the pod, for each engine. Every request must come back
+// from the right app with its own answer. Then it times requests one at a
+// time for the latency each path adds. It writes its section of
+// bench/results.md.
+func TestBenchIncoming(t *testing.T) {
+	f := newFixture(t)
+	// The target's app on the stolen port, and its twin on a port no one
+	// subscribes: the direct baseline, measured in the same conditions.
+	startNodeEcho(t, f.pod, "8896", "orig")
+	startNodeEcho(t, f.pod, "8897", "orig")
+	f.startAgent("--ttl", "60s")
+	stolenURL, directURL := "http://"+podIP+":8896", "http://"+podIP+":8897"
+
+	type row struct {
+		engine                string
+		direct, steal         []loadResult
+		seqDirect, seqThrough loadResult
+	}
+	var rows []row
+	for _, engine := range engines {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+			"http_filter": {"header_filter": "^x-user: alice$", "ports": [8896]}}}}}`)
+		app, _ := f.startLocal(t, []string{"--engine", engine, "-f", cfg}, "node", "testdata/echoserver.js", "8896", "local")
+		waitFor(t, "the filtered steal", func() bool {
+			req, _ := http.NewRequest("GET", stolenURL+"/ready", nil)
+			req.Header.Set("X-User", "alice")
+			req.Header.Set("X-Req-Id", "ready")
+			resp, err := f.loadClient(t, 1).Do(req)
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return string(b) == "local ready"
+		})
+		r := row{engine: engine}
+		for round := range loadRounds {
+			// A fresh client per path and round; 200 requests first
+			// open its connections.
+			for _, p := range []struct {
+				url      string
+				stealing bool
+				into     *[]loadResult
+			}{{directURL, false, &r.direct}, {stolenURL, true, &r.steal}} {
+				client := f.loadClient(t, loadConcurrency)
+				runLoad(client, p.url, 200, loadConcurrency, p.stealing)
+				res := runLoad(client, p.url, loadRequests, loadConcurrency, p.stealing)
+				client.CloseIdleConnections()
+				*p.into = append(*p.into, res)
+				t.Logf("%s round %d %s: %d requests in %v, lost %d, misrouted %d, p50 %s ms, p99 %s ms", engine, round, p.url,
+					loadRequests, res.elapsed.Round(time.Millisecond), res.lost, res.misrouted, ms(percentile(res.all(), 50)), ms(percentile(res.all(), 99)))
+				if res.lost != 0 || res.misrouted != 0 {
+					t.Errorf("%s, %s: %d lost, %d misrouted of %d", engine, p.url, res.lost, res.misrouted, loadRequests)
+				}
+			}
+		}
+		// One request at a time on one connection: what each hop adds.
+		for _, p := range []struct {
+			url      string
+			stealing bool
+			into     *loadResult
+		}{{directURL, false, &r.seqDirect}, {stolenURL, true, &r.seqThrough}} {
+			client := f.loadClient(t, 1)
+			runLoad(client, p.url, 50, 1, p.stealing)
+			*p.into = runLoad(client, p.url, seqRequests, 1, p.stealing)
+			client.CloseIdleConnections()
+			if p.into.lost != 0 || p.into.misrouted != 0 {
+				t.Errorf("%s, one at a time, %s: %d lost, %d misrouted", engine, p.url, p.into.lost, p.into.misrouted)
+			}
+		}
+		rows = append(rows, r)
+		app.Process.Signal(os.Interrupt)
+		app.Wait()
+	}
+
+	// Percentiles over all rounds of a path.
+	merge := func(rs []loadResult) loadResult {
+		var m loadResult
+		for _, r := range rs {
+			m.lost += r.lost
+			m.misrouted += r.misrouted
+			m.local = append(m.local, r.local...)
+			m.orig = append(m.orig, r.orig...)
+			m.elapsed += r.elapsed
+		}
+		return m
+	}
+	rate := func(r loadResult, rounds int) string {
+		return strconv.FormatFloat(float64(rounds*loadRequests)/r.elapsed.Seconds(), 'f', 0, 64)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nWritten by `make bench` (`TestBenchIncoming`) on %s (%s/%s, %d CPUs, %s; load average %s).\n",
+		incomingSection, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), loadAvg())
+	fmt.Fprintf(&b, "%d HTTP/1.1 requests per run at concurrency %d (keep-alive connections from the svc namespace), %d runs per path, paths interleaved; "+
+		"a random half carry `X-User: alice`, which the session's `header_filter` takes. The apps are the same Node server "+
+		"(`testdata/echoserver.js`): the target's app on the stolen port, its twin on another port for the direct baseline, the local app under `mirrord exec`. "+
+		"Each answer names its app and echoes its request's id: a lost request is an error or a non-200, a misrouted one an answer from the wrong app or for another request. "+
+		"Latencies are from the client, percentiles over all runs of a path.\n\n", loadRequests, loadConcurrency, loadRounds)
+	b.WriteString("| Engine | Path | Requests | Lost | Misrouted | req/s | p50 ms | p99 ms |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		d, s := merge(r.direct), merge(r.steal)
+		fmt.Fprintf(&b, "| %s | direct to the app in the pod (no mirrord) | %d | %d | %d | %s | %s | %s |\n", r.engine, loadRounds*loadRequests, d.lost, d.misrouted, rate(d, loadRounds), ms(percentile(d.all(), 50)), ms(percentile(d.all(), 99)))
+		fmt.Fprintf(&b, "| %s | filtered steal, all requests | %d | %d | %d | %s | %s | %s |\n", r.engine, loadRounds*loadRequests, s.lost, s.misrouted, rate(s, loadRounds), ms(percentile(s.all(), 50)), ms(percentile(s.all(), 99)))
+		fmt.Fprintf(&b, "| %s | … matched: agent → mirrord → local app | %d | | | | %s | %s |\n", r.engine, len(s.local), ms(percentile(s.local, 50)), ms(percentile(s.local, 99)))
+		fmt.Fprintf(&b, "| %s | … not matched: agent → the target's app | %d | | | | %s | %s |\n", r.engine, len(s.orig), ms(percentile(s.orig, 50)), ms(percentile(s.orig, 99)))
+	}
+	fmt.Fprintf(&b, "\nOne request at a time on one connection (%d requests per path, after 50 to warm up): the latency each path adds.\n\n", seqRequests)
+	b.WriteString("| Engine | Path | p50 ms | p99 ms | p50 added ms | p99 added ms | Target (p50 added) |\n|---|---|---:|---:|---:|---:|---|\n")
+	for _, r := range rows {
+		d, s := r.seqDirect.all(), r.seqThrough
+		fmt.Fprintf(&b, "| %s | direct (no mirrord) | %s | %s | | | |\n", r.engine, ms(percentile(d, 50)), ms(percentile(d, 99)))
+		fmt.Fprintf(&b, "| %s | matched: agent → mirrord → local app | %s | %s | %s | %s | ≤ 1 ms |\n", r.engine, ms(percentile(s.local, 50)), ms(percentile(s.local, 99)),
+			ms(percentile(s.local, 50)-percentile(d, 50)), ms(percentile(s.local, 99)-percentile(d, 99)))
+		fmt.Fprintf(&b, "| %s | not matched: agent → the target's app | %s | %s | %s | %s | ≤ 1 ms |\n", r.engine, ms(percentile(s.orig, 50)), ms(percentile(s.orig, 99)),
+			ms(percentile(s.orig, 50)-percentile(d, 50)), ms(percentile(s.orig, 99)-percentile(d, 99)))
+	}
+	b.WriteString("\n| Under load (concurrency 100) | p50 added ms | p99 added ms |\n|---|---:|---:|\n")
+	for _, r := range rows {
+		d, s := merge(r.direct), merge(r.steal)
+		fmt.Fprintf(&b, "| %s, matched | %s | %s |\n", r.engine, ms(percentile(s.local, 50)-percentile(d.all(), 50)), ms(percentile(s.local, 99)-percentile(d.all(), 99)))
+		fmt.Fprintf(&b, "| %s, not matched | %s | %s |\n", r.engine, ms(percentile(s.orig, 50)-percentile(d.all(), 50)), ms(percentile(s.orig, 99)-percentile(d.all(), 99)))
+	}
+	mergeBenchSection(t, b.String())
+	t.Logf("wrote bench/results.md:\n%s", b.String())
+}
+
+// loadAvg is /proc/loadavg's first three fields: the machine is shared.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " / ")
+}

@@ -1,0 +1,17 @@
+// A local app for the incoming-traffic benchmark: HTTP/1.1 with keep-alive
+// on PORT, answering "NAME <x-req-id>" to every request, so that the
+// client can tell which app answered which request.
+const http = require("http");
+
+const port = Number(process.argv[2]);
+const name = process.argv[3];
+const server = http.createServer((req, res) => {
+  const body = `${name} ${req.headers["x-req-id"] || ""}`;
+  req.resume();
+  req.on("end", () => {
+    res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  });
+});
+server.keepAliveTimeout = 60000;
+server.listen(port, "0.0.0.0", () => console.log("listening"));
