@@ -396,3 +396,45 @@ func TestIncomingConcurrentSteal(t *testing.T) {
 		<-contDone
 	})
 }
+
+// TestIncomingFilteredNonHTTP: bytes that are not HTTP on a port with an
+// HTTP filter (here a TLS-like binary greeting, then a line protocol) pass
+// through to the target's app untouched, both ways.
+func TestIncomingFilteredNonHTTP(t *testing.T) {
+	f := newFixture(t)
+	var ln net.Listener
+	inNetns(t, f.pod, func() (err error) { ln, err = net.Listen("tcp", podIP+":8898"); return err })
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, "orig echo: ")
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	f.startAgent("--ttl", "30s")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+			"http_filter": {"header_filter": ".*", "ports": [8898]}}}}}`)
+		f.startLocalApp(t, "8898", "hello from local app", append(engine, "-f", cfg)...)
+		waitFor(t, "the filtered steal", func() bool { return f.nftRules(t) == 1 })
+		for _, msg := range []string{"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 not http", "HELLO there\r\n"} {
+			c := f.dialPod(t, "8898")
+			if _, err := io.WriteString(c, msg); err != nil {
+				t.Fatal(err)
+			}
+			c.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != "orig echo: "+msg {
+				t.Errorf("sent %q, got %q, %v; want the original app's echo", msg, got, err)
+			}
+		}
+	})
+}
