@@ -3,22 +3,25 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"golang.org/x/sys/unix"
 
 	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
 	"github.com/mirrord-go/mirrord/relay"
 )
 
-// httpMethods start every HTTP/1.x request; anything else on a filtered
-// port (TLS, HTTP/2 prior knowledge, another protocol) passes through to
-// the target's app untouched.
+// httpMethods start every HTTP/1.x request. On a filtered port, HTTP/2
+// with prior knowledge is known by its preface (h2Preface); anything else
+// (TLS, another protocol) passes through to the target's app untouched.
 var httpMethods = [][]byte{[]byte("GET "), []byte("POST "), []byte("PUT "), []byte("DELETE "), []byte("HEAD "),
 	[]byte("OPTIONS "), []byte("PATCH "), []byte("CONNECT "), []byte("TRACE ")}
 
@@ -44,6 +47,37 @@ func (u *upstream) close() {
 	}
 }
 
+// closed says whether the other end has closed the connection while it was
+// idle (an app's keep-alive timeout): a request written to it would get no
+// answer. It does not wait.
+func (u *upstream) closed() bool {
+	if u.r.Buffered() > 0 {
+		return false // an early answer, or garbage: the request will tell
+	}
+	if sc, ok := u.conn.(syscall.Conn); ok {
+		// A socket: a read with an expired deadline would not even
+		// look, so peek without waiting.
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		closed := false
+		raw.Read(func(fd uintptr) bool {
+			var b [1]byte
+			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			closed = err == nil && n == 0 || err != nil && err != unix.EAGAIN && err != unix.EINTR
+			return true
+		})
+		return closed
+	}
+	// A stream: it reports its end before it looks at the deadline.
+	u.conn.SetReadDeadline(time.Now())
+	_, err := u.r.Peek(1)
+	u.conn.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
 // serveFiltered takes an HTTP/1.x connection apart request by request:
 // each request goes to the first session whose filter matches it, or to
 // the target's own app. An upgrade (WebSocket) that its side accepts with
@@ -59,9 +93,10 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 	var app *upstream
 	defer func() { app.close() }()
 	dialApp := func() (*upstream, error) {
-		if app != nil {
+		if app != nil && !app.closed() {
 			return app, nil
 		}
+		app.close()
 		var conn net.Conn
 		err := in.a.target.inNetns(func() error {
 			var err error
@@ -125,6 +160,10 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 		owner := in.route(orig.port, fr)
 		if owner != nil {
 			dst = clients[owner]
+			if dst != nil && dst.closed() {
+				dst.close()
+				dst = nil
+			}
 			if dst == nil {
 				st, err := owner.OpenStream()
 				if err != nil {
@@ -159,13 +198,39 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			relay.Splice(bufferedConn{c, br}, bufferedConn{dst.conn, dst.r})
 			return
 		}
+		drop := false
+		if owner != nil && resp.Close && !req.Close && req.ProtoAtLeast(1, 1) {
+			// The local app ends its connection (an HTTP/1.0 server,
+			// say): the next request for it gets a new one, while the
+			// peer's connection, which without mirrord is the target
+			// app's, stays open for the requests that follow.
+			keepAlive(resp)
+			delete(clients, owner)
+			drop = true
+		}
 		err = writeResponse(bw, resp, dst.r)
 		resp.Body.Close()
-		// A response with "Connection: close" closes the peer's
-		// connection too, as it would without mirrord.
+		if drop {
+			dst.close()
+		}
+		// Otherwise a response with "Connection: close" closes the
+		// peer's connection too, as it would without mirrord.
 		if err != nil || req.Close || resp.Close {
 			return
 		}
+	}
+}
+
+// keepAlive makes resp, which its server sent with "Connection: close",
+// one that leaves an HTTP/1.1 connection open: HTTP/1.1, no Connection
+// header, and chunked when its length is unknown.
+func keepAlive(resp *http.Response) {
+	resp.Close = false
+	resp.Header.Del("Connection")
+	resp.Header.Del("Keep-Alive")
+	resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
+	if resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 {
+		resp.TransferEncoding = []string{"chunked"}
 	}
 }
 

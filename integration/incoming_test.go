@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -289,12 +292,24 @@ func TestIncomingTwoFilteredSessions(t *testing.T) {
 			{"/b2", "BOB", "hello from bob"},
 			{"/x1", "alice, bob", "hello from original app"}, // neither filter matches the joined value
 		}
+		// All on one kept-alive connection, although the local apps
+		// (HTTP/1.0) close theirs after each answer.
+		client.CloseIdleConnections()
+		var dials atomic.Int32
+		dial := client.Transport.(*http.Transport).DialContext
+		client.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return dial(ctx, network, addr)
+		}
 		for round := 0; round < 2; round++ {
 			for _, tt := range tests {
 				if got, err := get(tt.path, tt.user); err != nil || got != tt.want {
 					t.Errorf("GET %s as %q = %q, %v; want %q", tt.path, tt.user, got, err, tt.want)
 				}
 			}
+		}
+		if n := dials.Load(); n != 1 {
+			t.Errorf("the client made %d connections, want 1", n)
 		}
 		seen := func(out string) string {
 			b, _ := os.ReadFile(out)
@@ -437,4 +452,67 @@ func TestIncomingFilteredNonHTTP(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestIncomingFilteredIdleUpstreams: apps that close idle keep-alive
+// connections (here after 300 ms) do not cost the peer a request: after a
+// pause on its kept-alive connection, each request still gets its answer,
+// from the local app and from the target's.
+func TestIncomingFilteredIdleUpstreams(t *testing.T) {
+	f := newFixture(t)
+	var ln net.Listener
+	inNetns(t, f.pod, func() (err error) { ln, err = net.Listen("tcp", podIP+":8899"); return err })
+	orig := &http.Server{IdleTimeout: 300 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "orig "+r.Header.Get("X-Req-Id"))
+	})}
+	go orig.Serve(ln)
+	t.Cleanup(func() { orig.Close() })
+	f.startAgent("--ttl", "30s")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+			"http_filter": {"header_filter": "^x-user: alice$", "ports": [8899]}}}}}`)
+		f.startLocal(t, append(engine, "-f", cfg), "node", "testdata/echoserver.js", "8899", "local", "300")
+		waitFor(t, "the filtered steal", func() bool {
+			body, _ := f.podGetAs(t, "http://"+podIP+":8899/", "alice", "ready")
+			return body == "local ready"
+		})
+		// A raw connection: no client-side retry hides a lost answer.
+		conn := f.dialPod(t, "8899")
+		br := bufio.NewReader(conn)
+		for i, r := range []struct{ user, want string }{
+			{"alice", "local"}, {"bob", "orig"}, {"alice", "local"}, {"bob", "orig"}, {"alice", "local"},
+		} {
+			if i > 0 {
+				time.Sleep(800 * time.Millisecond) // both apps close the idle connections
+			}
+			fmt.Fprintf(conn, "GET /%d HTTP/1.1\r\nHost: %s:8899\r\nX-User: %s\r\nX-Req-Id: %d\r\n\r\n", i, podIP, r.user, i)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("request %d as %s after a pause: %v", i, r.user, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := fmt.Sprintf("%s %d", r.want, i); string(body) != want {
+				t.Errorf("request %d as %s: %q, want %q", i, r.user, body, want)
+			}
+		}
+	})
+}
+
+// podGetAs sends a GET with X-User and X-Req-Id from the svc namespace on
+// a new connection.
+func (f *fixture) podGetAs(t *testing.T, url, user, id string) (string, error) {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("X-User", user)
+	req.Header.Set("X-Req-Id", id)
+	client := f.podClient(t)
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }

@@ -1,6 +1,7 @@
-// A local app for the incoming-traffic benchmark: HTTP/1.1 with keep-alive
-// on PORT, answering "NAME <x-req-id>" to every request, so that the
-// client can tell which app answered which request.
+// A local app for the incoming-traffic benchmark and tests: HTTP/1.1 with
+// keep-alive on PORT, answering "NAME <x-req-id>" to every request, so
+// that the client can tell which app answered which request. An idle
+// connection is closed after IDLE_MS (default 60000).
 const http = require("http");
 
 const port = Number(process.argv[2]);
@@ -13,5 +14,5 @@ const server = http.createServer((req, res) => {
     res.end(body);
   });
 });
-server.keepAliveTimeout = 60000;
+server.keepAliveTimeout = Number(process.argv[4] || 60000);
 server.listen(port, "0.0.0.0", () => console.log("listening"));
