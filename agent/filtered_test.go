@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/mirrord-go/mirrord/httpfilter"
+	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
+)
+
+// serveNamed serves HTTP/1.1 and h2c on a loopback port, answering
+// "NAME <X-Req-Id>", until the test ends.
+func serveNamed(t *testing.T, name string) *net.TCPAddr {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%s %s", name, r.Header.Get("X-Req-Id"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr)
+}
+
+// filteredSetup is an agent's incoming side without nftables: a front
+// listener whose connections serveFiltered takes, for the target's app
+// ("orig") and one session whose local app ("local") gets the requests
+// with "X-User: alice", through a yamux session as in the CLI.
+func filteredSetup(t *testing.T) (front string) {
+	t.Helper()
+	orig := serveNamed(t, "orig")
+	local := serveNamed(t, "local")
+
+	a, b := net.Pipe()
+	agentSide, err := yamux.Server(a, protocol.MuxConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliSide, err := yamux.Client(b, protocol.MuxConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cliSide.Close(); agentSide.Close() })
+	go func() { // the CLI: each stream to the local app
+		for {
+			st, err := cliSide.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer st.Close()
+				if _, err := protocol.ReadReply[*protocol.Incoming](st); err != nil {
+					return
+				}
+				conn, err := net.Dial("tcp", local.String())
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				relay.Splice(st, conn)
+			}()
+		}
+	}()
+
+	f, err := httpfilter.Build(httpfilter.Spec{Header: "^x-user: alice$"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(orig.Port)
+	in := &incoming{a: &Agent{log: slog.New(slog.DiscardHandler), target: &target{}},
+		subs: map[uint16][]*subscription{port: {{port: port, filter: f, sess: agentSide}}}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				in.serveFiltered(c.(*net.TCPConn), netAddrPort{ip: "127.0.0.1", port: port})
+			})
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestFilteredRouting sends concurrent requests over HTTP/1.1 keep-alive
+// connections and over one h2c connection through serveFiltered: each
+// must be answered by the app its header selects, with its own answer.
+// (Run with -race: connections and streams share the routing state.)
+func TestFilteredRouting(t *testing.T) {
+	front := filteredSetup(t)
+	h2 := new(http.Protocols)
+	h2.SetUnencryptedHTTP2(true)
+	for _, tc := range []struct {
+		name      string
+		transport *http.Transport
+	}{
+		{"HTTP/1.1", &http.Transport{MaxConnsPerHost: 8, MaxIdleConnsPerHost: 8}},
+		{"h2c", &http.Transport{Protocols: h2, MaxConnsPerHost: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := &http.Client{Transport: tc.transport}
+			defer tc.transport.CloseIdleConnections()
+			var wg sync.WaitGroup
+			for w := range 8 {
+				wg.Go(func() {
+					for i := w; i < 400; i += 8 {
+						req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://"+front+"/"+strconv.Itoa(i), nil)
+						req.Header.Set("X-Req-Id", strconv.Itoa(i))
+						want := "orig "
+						if i%3 == 0 {
+							req.Header.Set("X-User", "alice")
+							want = "local "
+						}
+						resp, err := client.Do(req)
+						if err != nil {
+							t.Errorf("request %d: %v", i, err)
+							return
+						}
+						body, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if string(body) != want+strconv.Itoa(i) {
+							t.Errorf("request %d: %q, want %q", i, body, want+strconv.Itoa(i))
+						}
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
