@@ -17,10 +17,12 @@ import (
 func connectRetry(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger, opts ...intproxy.Option) (*intproxy.Proxy, error) {
 	// The agent pod runs before the agent listens; on a busy node that
 	// can take a while, so wait as long as agent.startup_timeout allows.
-	deadline := time.Now().Add(max(15*time.Second, time.Duration(cfg.Agent.StartupTimeout)*time.Second))
-	for {
+	start := time.Now()
+	deadline := start.Add(max(15*time.Second, time.Duration(cfg.Agent.StartupTimeout)*time.Second))
+	for attempt := 1; ; attempt++ {
 		p, err := intproxy.Connect(ctx, addr, cfg, log, opts...)
 		if err == nil {
+			log.Debug("agent handshake", "addr", addr, "attempts", attempt, "took", time.Since(start))
 			return p, nil
 		}
 		// A refused or reset connection means the agent is still coming

@@ -48,10 +48,12 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 		return nil, notBuilt("agent.ephemeral: running the agent as an ephemeral container is not built yet; the agent runs as a Job")
 	}
 	start := time.Now()
+	steps := kube.NewSteps(log)
 	client, err := connect(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	steps.Done("cluster connected", "server", client.Where.Server)
 	prog.step("cluster", client.Where.Server)
 	ns := client.Namespace
 	if cfg.Target.Namespace != nil && *cfg.Target.Namespace != "" {
@@ -69,18 +71,17 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 			return nil, err
 		}
 		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
+		steps.Done("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName)
 		prog.step("target", via)
-		log.Info("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName, "took", time.Since(start))
 	}
 	agentNS := ns
 	if cfg.Agent.Namespace != nil && *cfg.Agent.Namespace != "" {
 		agentNS = *cfg.Agent.Namespace
 	}
-	agent, err := client.StartAgent(ctx, cfg, target, agentNS)
+	agent, err := client.StartAgent(ctx, cfg, target, agentNS, steps)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("agent running", "job", agent.JobName, "pod", agent.PodName, "took", time.Since(start))
 	prog.step("agent", agent.Namespace+"/"+agent.PodName)
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
 	addr, err := agent.PortForward(fwdCtx, log)
@@ -89,7 +90,8 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 		agent.Delete(context.Background())
 		return nil, err
 	}
-	log.Info("port-forward ready", "local", addr, "took", time.Since(start))
+	steps.Done("port-forward ready", "local", addr)
+	log.Info("agent ready", "job", agent.JobName, "pod", agent.PodName, "local", addr, "took", time.Since(start))
 	prog.step("port-forward", addr)
 	return &session{
 		addr: addr,
@@ -99,8 +101,10 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 		// is killed, the agent exits one TTL after its connection
 		// drops and the Job's TTL removes the rest.
 		close: func() {
+			t := time.Now()
 			stopFwd()
 			agent.Delete(context.Background())
+			log.Debug("session teardown", "job", agent.JobName, "took", time.Since(t))
 		},
 	}, nil
 }

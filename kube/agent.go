@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/mirrord-go/mirrord/config"
 )
@@ -29,6 +31,7 @@ type Agent struct {
 	PodName   string
 	Token     string
 	client    *Client
+	dialer    *podDialer // set once the pod is known
 }
 
 func randomHex(n int) string {
@@ -168,55 +171,138 @@ func tolerations(ts []map[string]any) []corev1.Toleration {
 	return out
 }
 
-// StartAgent creates the agent Job and waits until its pod runs.
-func (c *Client) StartAgent(ctx context.Context, cfg *config.Config, target *Target, namespace string) (*Agent, error) {
+// StartAgent creates the agent Job and returns once the agent answers
+// through a port-forward to its pod; that connection is kept for the
+// first connection to PortForward's address. Its steps (job created, pod
+// scheduled, container running, agent listening) go to steps.
+func (c *Client) StartAgent(ctx context.Context, cfg *config.Config, target *Target, namespace string, steps *Steps) (*Agent, error) {
 	token := randomHex(16)
 	job := AgentJob(cfg, target, namespace, token)
 	created, err := c.Clientset.BatchV1().Jobs(namespace).Create(ctx, job, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("create the agent job in namespace %q: %w", namespace, err)
 	}
+	steps.Done("agent job created", "job", created.Name)
 	a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, client: c}
 	timeout := time.Duration(cfg.Agent.StartupTimeout) * time.Second
-	if err := a.waitRunning(ctx, timeout); err != nil {
+	if err := a.waitReady(ctx, timeout, steps); err != nil {
 		a.Delete(context.Background())
 		return nil, err
 	}
 	return a, nil
 }
 
-func (a *Agent) waitRunning(ctx context.Context, timeout time.Duration) error {
+// probeInterval is how often waitReady tries to reach the agent once its
+// pod is on a node.
+const probeInterval = 100 * time.Millisecond
+
+// waitReady watches the agent's pod, to learn its name and to fail fast
+// when it cannot run, and meanwhile tries to reach the agent through a
+// port-forward. It does not wait for the kubelet to report the container
+// running: the kubelet notices a started container on its next relist (up
+// to a second later), while a port-forward reaches the pod's network
+// namespace as soon as it exists. Until the kubelet reports it running,
+// only SPDY is tried (a refused SPDY upgrade then only means "not yet").
+func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Steps) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	sel := "job-name=" + a.JobName
-	for {
-		pods, err := a.client.Clientset.CoreV1().Pods(a.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
-		if err == nil {
-			for _, p := range pods.Items {
-				switch p.Status.Phase {
-				case corev1.PodRunning:
-					// Running is not listening: a port-forward
-					// attempted before the agent listens fails, and
-					// client-go's forwarder then stops for good. The
-					// agent's first line says when it listens.
-					if strings.Contains(a.podLogs(p.Name), "agent listening on") {
-						a.PodName = p.Name
-						return nil
-					}
-				case corev1.PodFailed, corev1.PodSucceeded:
-					return fmt.Errorf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))
-				}
-				for _, cs := range p.Status.ContainerStatuses {
-					if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
-						return fmt.Errorf("the agent image %s cannot be pulled (%s: %s); set agent.image", cs.Image, w.Reason, w.Message)
-					}
-				}
+	log := steps.Logger()
+	timedOut := func() error {
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("the agent pod (job %s/%s) did not start within %s (agent.startup_timeout)", a.Namespace, a.JobName, timeout)
+		}
+		return ctx.Err()
+	}
+	pods := a.client.Clientset.CoreV1().Pods(a.Namespace)
+	opts := metav1.ListOptions{LabelSelector: "job-name=" + a.JobName}
+	// Without a resource version the watch starts with the pod as it is.
+	w, err := pods.Watch(ctx, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return timedOut()
+		}
+		return fmt.Errorf("watch the agent pod (job %s/%s): %w", a.Namespace, a.JobName, err)
+	}
+	defer func() { w.Stop() }()
+
+	type probeResult struct {
+		conn io.ReadWriteCloser
+		err  error
+	}
+	results := make(chan probeResult, 1)
+	probing, running := false, false
+	next := time.NewTimer(0)
+	next.Stop()
+	defer next.Stop()
+	probe := func() {
+		probing = true
+		allowWS := running
+		go func() {
+			conn, err := a.dialer.probe(ctx, allowWS)
+			results <- probeResult{conn, err}
+		}()
+	}
+	defer func() {
+		// A probe still under way is not needed any more.
+		cancel()
+		if probing {
+			if r := <-results; r.conn != nil {
+				r.conn.Close()
 			}
 		}
+	}()
+	for {
 		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				if ctx.Err() != nil {
+					return timedOut()
+				}
+				// The API server ends watches now and then.
+				if w, err = pods.Watch(ctx, opts); err != nil {
+					return fmt.Errorf("watch the agent pod (job %s/%s): %w", a.Namespace, a.JobName, err)
+				}
+				continue
+			}
+			p, isPod := ev.Object.(*corev1.Pod)
+			if !isPod {
+				continue
+			}
+			if ev.Type == watch.Deleted {
+				return fmt.Errorf("the agent pod %s/%s was deleted before the agent started", a.Namespace, p.Name)
+			}
+			if a.dialer == nil && p.Spec.NodeName != "" {
+				a.PodName = p.Name
+				a.dialer = newPodDialer(a, log)
+				steps.Done("agent pod scheduled", "pod", p.Name, "node", p.Spec.NodeName)
+				probe()
+			}
+			switch p.Status.Phase {
+			case corev1.PodFailed, corev1.PodSucceeded:
+				return fmt.Errorf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))
+			}
+			for _, cs := range p.Status.ContainerStatuses {
+				if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
+					return fmt.Errorf("the agent image %s cannot be pulled (%s: %s); set agent.image", cs.Image, w.Reason, w.Message)
+				}
+				if cs.State.Running != nil && !running {
+					running = true
+					steps.Done("agent container running", "pod", p.Name)
+				}
+			}
+		case r := <-results:
+			probing = false
+			if r.err == nil {
+				a.dialer.first = r.conn
+				steps.Done("agent listening", "pod", a.PodName)
+				return nil
+			}
+			log.Debug("agent not reachable yet", "err", r.err)
+			next.Reset(probeInterval)
+		case <-next.C:
+			probe()
 		case <-ctx.Done():
-			return fmt.Errorf("the agent pod (job %s/%s) did not start within %s (agent.startup_timeout)", a.Namespace, a.JobName, timeout)
-		case <-time.After(200 * time.Millisecond):
+			return timedOut()
 		}
 	}
 }

@@ -1,7 +1,10 @@
 package kube
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -35,27 +38,27 @@ import (
 // translates every frame), and so does the WebSocket protocol in the
 // container runtime, which copies every message.
 func (a *Agent) PortForward(ctx context.Context, log *slog.Logger) (string, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	d := a.dialer
+	if d == nil {
+		d = newPodDialer(a, log)
+		a.dialer = d
 	}
-	u := a.client.Clientset.CoreV1().RESTClient().Post().Resource("pods").Namespace(a.Namespace).Name(a.PodName).SubResource("portforward").URL()
-	d := &podDialer{cfg: a.client.Config, url: u, port: AgentPort, log: log}
-	// The first connection is made now, so that a cluster that refuses
-	// port-forwarding is reported here, and the first local connection
-	// does not wait for it.
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	first, err := d.dial(dctx)
-	cancel()
-	if err != nil {
-		return "", fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, err)
+	if d.first == nil {
+		// Made now, so that a cluster that refuses port-forwarding is
+		// reported here rather than as a failing connection.
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		first, err := d.dial(dctx)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, err)
+		}
+		d.first = first
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		first.Close()
 		d.close()
 		return "", fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, err)
 	}
-	d.first = first
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -73,6 +76,14 @@ func (a *Agent) PortForward(ctx context.Context, log *slog.Logger) (string, erro
 	return ln.Addr().String(), nil
 }
 
+func newPodDialer(a *Agent, log *slog.Logger) *podDialer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	u := a.client.Clientset.CoreV1().RESTClient().Post().Resource("pods").Namespace(a.Namespace).Name(a.PodName).SubResource("portforward").URL()
+	return &podDialer{cfg: a.client.Config, url: u, port: AgentPort, log: log}
+}
+
 // podDialer opens connections to one port of one pod.
 type podDialer struct {
 	cfg  *rest.Config
@@ -85,7 +96,7 @@ type podDialer struct {
 	spdy      httpstream.Connection // shared by the SPDY streams; nil until needed
 	closed    bool
 	reqID     int
-	first     io.ReadWriteCloser // made by PortForward, for the first local connection
+	first     io.ReadWriteCloser // made in advance, for the first local connection
 }
 
 // forward connects local to the pod's port and copies both ways until
@@ -131,7 +142,7 @@ func (d *podDialer) dial(ctx context.Context) (io.ReadWriteCloser, error) {
 	if ws {
 		return d.dialWebSocket(ctx)
 	}
-	c, err := d.dialSPDY()
+	c, err := d.dialSPDY(ctx)
 	if err == nil || !errors.Is(err, errSPDYConnect) {
 		return c, err
 	}
@@ -149,6 +160,74 @@ func (d *podDialer) dial(ctx context.Context) (io.ReadWriteCloser, error) {
 // errSPDYConnect marks a failure to open the SPDY connection itself (not a
 // stream on it): the WebSocket protocol may still work.
 var errSPDYConnect = errors.New("SPDY port-forward connection")
+
+// probeTimeout bounds one attempt to reach the agent, ping included.
+const probeTimeout = 5 * time.Second
+
+// probe opens a connection to the pod's port and checks that the agent
+// answers a yamux ping on it; the connection is then as good as new for a
+// yamux client. Only SPDY is tried unless allowWS.
+func (d *podDialer) probe(ctx context.Context, allowWS bool) (io.ReadWriteCloser, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	type result struct {
+		conn io.ReadWriteCloser
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var c io.ReadWriteCloser
+		var err error
+		if allowWS {
+			c, err = d.dial(ctx)
+		} else {
+			c, err = d.dialSPDY(ctx)
+		}
+		if err == nil {
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			err = yamuxPing(c)
+			if !stop() || err != nil {
+				c.Close()
+				c, err = nil, cmp.Or(err, ctx.Err())
+			}
+		}
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		return r.conn, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// yamuxPing sends a yamux ping and reads its answer (yamux spec.md: a
+// 12-byte header: version 0, type 2 = ping, flags SYN 1 / ACK 2, stream 0,
+// and an opaque value the answer repeats). A yamux server answers before
+// it sends anything else: its own keepalive pings start an interval later.
+func yamuxPing(rw io.ReadWriter) error {
+	const typePing, flagSYN, flagACK = 2, 1, 2
+	var hdr [12]byte
+	hdr[1] = typePing
+	binary.BigEndian.PutUint16(hdr[2:], flagSYN)
+	binary.BigEndian.PutUint32(hdr[8:], 0x6d697272) // "mirr"
+	if _, err := rw.Write(hdr[:]); err != nil {
+		return err
+	}
+	var ans [12]byte
+	if _, err := io.ReadFull(rw, ans[:]); err != nil {
+		return fmt.Errorf("the agent did not answer: %w", err)
+	}
+	if ans[1] != typePing || binary.BigEndian.Uint16(ans[2:])&flagACK == 0 || !bytes.Equal(ans[8:], hdr[8:]) {
+		return fmt.Errorf("unexpected answer to a yamux ping: % x", ans)
+	}
+	return nil
+}
 
 // The WebSocket port-forward protocol: every message starts with a channel
 // byte (data 0, error 1 for the first port); the server first sends the
@@ -262,11 +341,12 @@ func (c *wsConn) Close() error {
 }
 
 // dialSPDY opens a data stream (and its error stream) on the shared SPDY
-// connection, dialing it first when there is none.
-func (d *podDialer) dialSPDY() (io.ReadWriteCloser, error) {
+// connection, dialing it first when there is none. When ctx ends before
+// the streams are open, the connection is dropped.
+func (d *podDialer) dialSPDY(ctx context.Context) (io.ReadWriteCloser, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.closed {
+		d.mu.Unlock()
 		return nil, errors.New("port-forward stopped")
 	}
 	if d.spdy != nil {
@@ -279,33 +359,53 @@ func (d *podDialer) dialSPDY() (io.ReadWriteCloser, error) {
 	if d.spdy == nil {
 		conn, err := d.dialSPDYConn()
 		if err != nil {
+			d.mu.Unlock()
 			return nil, fmt.Errorf("%w: %w", errSPDYConnect, err)
 		}
 		d.spdy = conn
 	}
+	conn := d.spdy
 	d.reqID++
+	id := d.reqID
+	d.mu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() { d.drop(conn) })
+	defer stop()
 	h := http.Header{}
 	h.Set(corev1.StreamType, corev1.StreamTypeError)
 	h.Set(corev1.PortHeader, strconv.Itoa(d.port))
-	h.Set(corev1.PortForwardRequestIDHeader, strconv.Itoa(d.reqID))
-	errStream, err := d.spdy.CreateStream(h)
+	h.Set(corev1.PortForwardRequestIDHeader, strconv.Itoa(id))
+	errStream, err := conn.CreateStream(h)
 	if err != nil {
-		d.spdy.Close()
-		d.spdy = nil
+		d.drop(conn)
 		return nil, err
 	}
 	errStream.Close() // nothing to send on it
 	h.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := d.spdy.CreateStream(h)
+	data, err := conn.CreateStream(h)
 	if err != nil {
-		d.spdy.RemoveStreams(errStream)
-		d.spdy.Close()
-		d.spdy = nil
+		d.drop(conn)
 		return nil, err
 	}
-	s := &spdyConn{Stream: data, conn: d.spdy, errStream: errStream, log: d.log}
+	if !stop() {
+		return nil, ctx.Err()
+	}
+	s := &spdyConn{Stream: data, conn: conn, errStream: errStream, d: d}
 	go s.watchErrors()
 	return s, nil
+}
+
+// drop closes a SPDY connection and forgets it, so that the next stream
+// gets a new one. After the runtime reported an error on a stream pair,
+// its connection may never answer another (containerd 1.6 does not reset
+// the failed streams; client-go's port-forward closes the connection too).
+func (d *podDialer) drop(conn httpstream.Connection) {
+	d.mu.Lock()
+	if d.spdy == conn {
+		d.spdy = nil
+	}
+	d.mu.Unlock()
+	conn.Close()
 }
 
 func (d *podDialer) dialSPDYConn() (httpstream.Connection, error) {
@@ -337,17 +437,17 @@ type spdyConn struct {
 	httpstream.Stream
 	conn      httpstream.Connection
 	errStream httpstream.Stream
-	log       *slog.Logger
+	d         *podDialer
 	once      sync.Once
 }
 
 // watchErrors reports what the runtime says on the error stream (e.g. that
-// nothing listens on the port) and ends the data stream.
+// nothing listens on the port) and then drops the SPDY connection.
 func (s *spdyConn) watchErrors() {
 	msg, err := io.ReadAll(s.errStream)
 	if len(msg) > 0 {
-		s.log.Warn("port-forward to the agent", "err", string(msg))
-		s.Stream.Reset()
+		s.d.log.Debug("port-forward to the agent: the pod answered", "err", string(msg))
+		s.d.drop(s.conn)
 	} else if err != nil {
 		s.Stream.Reset()
 	}

@@ -14,8 +14,11 @@ import (
 	"time"
 
 	gws "github.com/gorilla/websocket"
+	"github.com/hashicorp/yamux"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/mirrord-go/mirrord/protocol"
 )
 
 // fakePortForwardServer refuses the SPDY upgrade and serves the WebSocket
@@ -112,5 +115,47 @@ func TestPortForwardWebSocket(t *testing.T) {
 	c2.Write([]byte("fail"))
 	if n, err := c2.Read(make([]byte, 10)); err == nil {
 		t.Errorf("read %d bytes after the runtime reported an error, want the connection closed", n)
+	}
+}
+
+// TestYamuxPing: the agent's yamux session answers the probe's ping, and
+// the connection then serves a yamux client as if it were new.
+func TestYamuxPing(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	sess, err := yamux.Server(server, protocol.MuxConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := yamuxPing(client); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := yamux.Client(client, protocol.MuxConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	go func() {
+		if st, err := cs.OpenStream(); err == nil {
+			st.Write([]byte("hello"))
+			st.Close()
+		}
+	}()
+	st, err := sess.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(st); err != nil || string(b) != "hello" {
+		t.Fatalf("stream after the ping: %q, %v", b, err)
+	}
+
+	// Something that is not a yamux server is no agent.
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() { io.ReadFull(b, make([]byte, 12)); b.Write([]byte("HTTP/1.1 400")); b.Close() }()
+	if err := yamuxPing(a); err == nil {
+		t.Error("a non-yamux answer passed the ping")
 	}
 }
