@@ -91,53 +91,43 @@ func (f *fixture) loadClient(t *testing.T, conns int) *http.Client {
 	}}
 }
 
-// runLoad sends n requests to url from workers goroutines. Request i
-// carries X-Req-Id i and, for a random half, "X-User: alice"; with
-// stealing, those must be answered by "local i", the others by "orig i"
-// (without stealing, by "orig i" all).
-func runLoad(client *http.Client, url string, n, workers int, stealing bool) loadResult {
-	type answer struct {
-		alice bool
-		d     time.Duration
-		ok    bool
-		right bool
+// answer is how one request went.
+type answer struct {
+	alice bool // it carried "X-User: alice"
+	d     time.Duration
+	ok    bool // a 200 with a body
+	right bool // from the right app, for this request
+}
+
+// doOne sends request i to url: X-Req-Id i and, for a random half,
+// "X-User: alice"; with stealing, those must be answered by "local i",
+// the others by "orig i" (without stealing, by "orig i" all).
+func doOne(client *http.Client, url string, i int, stealing bool) answer {
+	alice := rand.IntN(2) == 0
+	req, _ := http.NewRequest("GET", url+"/item/"+strconv.Itoa(i), nil)
+	req.Header.Set("X-Req-Id", strconv.Itoa(i))
+	if alice {
+		req.Header.Set("X-User", "alice")
 	}
-	answers := make([]answer, n)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range workers {
-		wg.Go(func() {
-			for i := range next {
-				alice := rand.IntN(2) == 0
-				req, _ := http.NewRequest("GET", url+"/item/"+strconv.Itoa(i), nil)
-				req.Header.Set("X-Req-Id", strconv.Itoa(i))
-				if alice {
-					req.Header.Set("X-User", "alice")
-				}
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				var body []byte
-				if err == nil {
-					body, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				a := answer{alice: alice, d: time.Since(t0), ok: err == nil && resp.StatusCode == 200}
-				want := "orig "
-				if alice && stealing {
-					want = "local "
-				}
-				a.right = string(body) == want+strconv.Itoa(i)
-				answers[i] = a
-			}
-		})
+	t0 := time.Now()
+	resp, err := client.Do(req)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
 	}
-	for i := range n {
-		next <- i
+	a := answer{alice: alice, d: time.Since(t0), ok: err == nil && resp.StatusCode == 200}
+	want := "orig "
+	if alice && stealing {
+		want = "local "
 	}
-	close(next)
-	wg.Wait()
-	r := loadResult{elapsed: time.Since(start)}
+	a.right = string(body) == want+strconv.Itoa(i)
+	return a
+}
+
+// tally sorts answers into a loadResult.
+func tally(answers []answer, stealing bool) loadResult {
+	var r loadResult
 	for _, a := range answers {
 		switch {
 		case !a.ok:
@@ -151,6 +141,40 @@ func runLoad(client *http.Client, url string, n, workers int, stealing bool) loa
 		}
 	}
 	return r
+}
+
+// runLoad sends n requests (doOne) to url from workers goroutines.
+func runLoad(client *http.Client, url string, n, workers int, stealing bool) loadResult {
+	answers := make([]answer, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				answers[i] = doOne(client, url, i, stealing)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	r := tally(answers, stealing)
+	r.elapsed = time.Since(start)
+	return r
+}
+
+// runPaired sends n requests one at a time to each of two paths, in
+// turns, so that both see the same moments of a busy machine.
+func runPaired(directClient *http.Client, directURL string, stolenClient *http.Client, stolenURL string, n int) (direct, stolen loadResult) {
+	da, sa := make([]answer, n), make([]answer, n)
+	for i := range n {
+		da[i] = doOne(directClient, directURL, i, false)
+		sa[i] = doOne(stolenClient, stolenURL, i, true)
+	}
+	return tally(da, false), tally(sa, true)
 }
 
 // TestBenchIncoming sends 10,000 requests at concurrency 100 through an
@@ -214,18 +238,16 @@ func TestBenchIncoming(t *testing.T) {
 				}
 			}
 		}
-		// One request at a time on one connection: what each hop adds.
-		for _, p := range []struct {
-			url      string
-			stealing bool
-			into     *loadResult
-		}{{directURL, false, &r.seqDirect}, {stolenURL, true, &r.seqThrough}} {
-			client := f.loadClient(t, 1)
-			runLoad(client, p.url, 50, 1, p.stealing)
-			*p.into = runLoad(client, p.url, seqRequests, 1, p.stealing)
-			client.CloseIdleConnections()
-			if p.into.lost != 0 || p.into.misrouted != 0 {
-				t.Errorf("%s, one at a time, %s: %d lost, %d misrouted", engine, p.url, p.into.lost, p.into.misrouted)
+		// One request at a time on one connection per path, the paths
+		// in turns: what each hop adds.
+		dc, sc := f.loadClient(t, 1), f.loadClient(t, 1)
+		runPaired(dc, directURL, sc, stolenURL, 50)
+		r.seqDirect, r.seqThrough = runPaired(dc, directURL, sc, stolenURL, seqRequests)
+		dc.CloseIdleConnections()
+		sc.CloseIdleConnections()
+		for _, res := range []loadResult{r.seqDirect, r.seqThrough} {
+			if res.lost != 0 || res.misrouted != 0 {
+				t.Errorf("%s, one at a time: %d lost, %d misrouted", engine, res.lost, res.misrouted)
 			}
 		}
 		rows = append(rows, r)
@@ -264,7 +286,7 @@ func TestBenchIncoming(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | … matched: agent → mirrord → local app | %d | | | | %s | %s |\n", r.engine, len(s.local), ms(percentile(s.local, 50)), ms(percentile(s.local, 99)))
 		fmt.Fprintf(&b, "| %s | … not matched: agent → the target's app | %d | | | | %s | %s |\n", r.engine, len(s.orig), ms(percentile(s.orig, 50)), ms(percentile(s.orig, 99)))
 	}
-	fmt.Fprintf(&b, "\nOne request at a time on one connection (%d requests per path, after 50 to warm up): the latency each path adds.\n\n", seqRequests)
+	fmt.Fprintf(&b, "\nOne request at a time on one connection per path, the paths in turns (%d requests each, after 50 to warm up): the latency each path adds.\n\n", seqRequests)
 	b.WriteString("| Engine | Path | p50 ms | p99 ms | p50 added ms | p99 added ms | Target (p50 added) |\n|---|---|---:|---:|---:|---:|---|\n")
 	for _, r := range rows {
 		d, s := r.seqDirect.all(), r.seqThrough
