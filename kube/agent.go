@@ -90,6 +90,11 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 	}
 	if a.ServiceAccount != nil {
 		spec.ServiceAccountName = *a.ServiceAccount
+	} else {
+		// The agent does not talk to the API server. Without the
+		// token volume the kubelet has nothing to mount before it
+		// creates the pod's sandbox, which starts it sooner.
+		spec.AutomountServiceAccountToken = ptr(false)
 	}
 	for _, s := range a.ImagePullSecrets {
 		if n, ok := s["name"].(string); ok {

@@ -55,6 +55,16 @@ func TestAgentJob(t *testing.T) {
 	if tl.HostPID || tl.NodeName != "" {
 		t.Error("a targetless agent needs no hostPID and no node")
 	}
+	// No API token unless a service account is asked for: the kubelet
+	// then has no volume to mount before it starts the pod.
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("the agent pod mounts a service account token it does not use")
+	}
+	sa := "mirrord"
+	cfg.Agent.ServiceAccount = &sa
+	if s := AgentJob(cfg, target, "staging", "tok").Spec.Template.Spec; s.ServiceAccountName != sa || s.AutomountServiceAccountToken != nil {
+		t.Errorf("agent.service_account: account %q, automount %v", s.ServiceAccountName, s.AutomountServiceAccountToken)
+	}
 }
 
 func TestPickContainer(t *testing.T) {
