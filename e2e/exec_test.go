@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,22 +161,7 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 // says so and names the target, and no agent is started.
 func TestExecForbidden(t *testing.T) {
 	c := newCluster(t)
-	const sa = "mirrord-e2e-noperm"
-	c.apply(t, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: "+sa+", namespace: "+fixtureNamespace+"}\n")
-	t.Cleanup(func() {
-		c.run(context.Background(), "delete", "serviceaccount", "-n", fixtureNamespace, sa, "--ignore-not-found")
-	})
-	token := strings.TrimSpace(c.kubectl(t, "create", "token", sa, "-n", fixtureNamespace, "--duration=10m"))
-	server := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
-	ca := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}")
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: e2e, cluster: {server: "`+server+`", certificate-authority-data: "`+ca+`"}}]
-users: [{name: noperm, user: {token: "`+token+`"}}]
-contexts: [{name: noperm, context: {cluster: e2e, user: noperm}}]
-current-context: noperm
-`), 0o600)
+	kubeconfig := c.serviceAccountKubeconfig(t, "mirrord-e2e-noperm")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	jobsBefore := len(c.agentJobs(t))
@@ -194,6 +181,76 @@ current-context: noperm
 	if n := len(c.agentJobs(t)); n != jobsBefore {
 		t.Errorf("agent jobs: %d before, %d after a refused session", jobsBefore, n)
 	}
+}
+
+// serviceAccountKubeconfig creates a service account in the fixture's
+// namespace (removed at the end) and returns a kubeconfig that acts as it.
+func (c *cluster) serviceAccountKubeconfig(t *testing.T, sa string) string {
+	t.Helper()
+	c.apply(t, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: "+sa+", namespace: "+fixtureNamespace+"}\n")
+	t.Cleanup(func() {
+		c.run(context.Background(), "delete", "serviceaccount", "-n", fixtureNamespace, sa, "--ignore-not-found")
+	})
+	token := strings.TrimSpace(c.kubectl(t, "create", "token", sa, "-n", fixtureNamespace, "--duration=10m"))
+	server := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+	ca := c.kubectl(t, "config", "view", "--raw", "--minify", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}")
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: "`+server+`", certificate-authority-data: "`+ca+`"}}]
+users: [{name: `+sa+`, user: {token: "`+token+`"}}]
+contexts: [{name: `+sa+`, context: {cluster: e2e, user: `+sa+`}}]
+current-context: `+sa+`
+`), 0o600)
+	return kubeconfig
+}
+
+// TestExecNoPortForward: a user who may start the agent but not
+// port-forward to pods gets an error that says so at once (not at
+// agent.startup_timeout), and the agent Job is removed.
+func TestExecNoPortForward(t *testing.T) {
+	c := newCluster(t)
+	const sa = "mirrord-e2e-noportforward"
+	c.apply(t, `apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: `+sa+`, namespace: `+fixtureNamespace+`}
+rules:
+- {apiGroups: [""], resources: [pods, pods/log], verbs: [get, list, watch]}
+- {apiGroups: [apps], resources: [deployments, replicasets], verbs: [get, list, watch]}
+- {apiGroups: [batch], resources: [jobs], verbs: [get, list, watch, create, delete]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: `+sa+`, namespace: `+fixtureNamespace+`}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: `+sa+`}
+subjects: [{kind: ServiceAccount, name: `+sa+`, namespace: `+fixtureNamespace+`}]
+`)
+	t.Cleanup(func() {
+		c.run(context.Background(), "delete", "role,rolebinding", "-n", fixtureNamespace, sa, "--ignore-not-found")
+	})
+	kubeconfig := c.serviceAccountKubeconfig(t, sa)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, buildMirrord(t), "exec", "--kubeconfig", kubeconfig, "--agent-image", agentImage,
+		"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "--", "true").CombinedOutput()
+	took := time.Since(start)
+	if err == nil {
+		t.Fatalf("mirrord exec succeeded without pods/portforward:\n%s", out)
+	}
+	if !strings.Contains(string(out), "portforward") {
+		t.Errorf("error does not name pods/portforward:\n%s", out)
+	}
+	if took > 20*time.Second {
+		t.Errorf("took %v to give up (agent.startup_timeout is 60 s; a refusal is final)", took.Round(time.Second))
+	}
+	job := regexp.MustCompile(`mirrord-agent-[0-9a-f]{10}`).FindString(string(out))
+	if job == "" {
+		t.Fatalf("error does not name the agent pod:\n%s", out)
+	}
+	waitUntil(t, 30*time.Second, "the agent job to be removed", func() bool {
+		return !slices.Contains(c.agentJobs(t), "job.batch/"+job)
+	})
 }
 
 // TestGoTestExec: `go test -exec 'mirrord exec -t deploy/py-serv --'` runs

@@ -302,6 +302,9 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 				steps.Done("agent listening", "pod", a.PodName)
 				return nil
 			}
+			if refused(r.err) {
+				return fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, r.err)
+			}
 			log.Debug("agent not reachable yet", "err", r.err)
 			next.Reset(probeInterval)
 		case <-next.C:
@@ -310,6 +313,14 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 			return timedOut()
 		}
 	}
+}
+
+// refused says whether a failed probe failed for good: the API server
+// answered that this user may not port-forward (the SPDY upgrade's error
+// carries only the status message).
+func refused(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "is forbidden") || strings.Contains(msg, "Unauthorized")
 }
 
 func (a *Agent) podLogs(pod string) string {
