@@ -298,7 +298,7 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 		case r := <-results:
 			probing = false
 			if r.err == nil {
-				a.dialer.first = r.conn
+				a.dialer.keep(r.conn)
 				steps.Done("agent listening", "pod", a.PodName)
 				return nil
 			}

@@ -43,7 +43,7 @@ func (a *Agent) PortForward(ctx context.Context, log *slog.Logger) (string, erro
 		d = newPodDialer(a, log)
 		a.dialer = d
 	}
-	if d.first == nil {
+	if !d.hasFirst() {
 		// Made now, so that a cluster that refuses port-forwarding is
 		// reported here rather than as a failing connection.
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -52,7 +52,7 @@ func (a *Agent) PortForward(ctx context.Context, log *slog.Logger) (string, erro
 		if err != nil {
 			return "", fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, err)
 		}
-		d.first = first
+		d.keep(first)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -97,6 +97,22 @@ type podDialer struct {
 	closed    bool
 	reqID     int
 	first     io.ReadWriteCloser // made in advance, for the first local connection
+}
+
+// keep holds c, a connection to the pod's port, for the next dial.
+func (d *podDialer) keep(c io.ReadWriteCloser) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.first != nil {
+		d.first.Close()
+	}
+	d.first = c
+}
+
+func (d *podDialer) hasFirst() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.first != nil
 }
 
 // forward connects local to the pod's port and copies both ways until
