@@ -86,7 +86,7 @@ func (a *Agent) cleanStaleTables() {
 // subscribe starts taking connections to port for sess. Several sessions
 // may steal one port with HTTP filters; a session that takes whole
 // connections must be alone on its port.
-func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spec *httpfilter.Spec) (*subscription, error) {
+func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spec *httpfilter.Spec, override bool) (*subscription, error) {
 	sub := &subscription{port: port, mirror: mirror, sess: sess}
 	if spec != nil && !mirror {
 		f, err := httpfilter.Build(*spec)
@@ -97,6 +97,14 @@ func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spe
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if override && !mirror {
+		// Take the port: the sessions that had it get no more of its
+		// connections (their subscriptions end when they leave).
+		if n := len(in.subs[port]); n > 0 {
+			in.a.log.Info("incoming: port taken over", "port", port, "sessions", n)
+			delete(in.subs, port)
+		}
+	}
 	for _, old := range in.subs[port] {
 		if old.filter == nil || sub.filter == nil {
 			// EADDRINUSE (the reply's code) tells the client it is

@@ -171,7 +171,7 @@ func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy
 			// Record the mapping before subscribing: connections may
 			// arrive as soon as the agent confirms.
 			ports.set(remote, local)
-			cancel, err := proxy.Subscribe(ctx, remote, steal, filter)
+			cancel, err := proxy.Subscribe(ctx, remote, steal, filter, in.OnConcurrentSteal == "override")
 			if err != nil {
 				log.Warn("incoming: subscribe", "port", remote, "err", err)
 				subs[remote] = func() {} // don't retry every tick
@@ -202,9 +202,7 @@ func portTaken(err error) bool {
 // when another session already takes port (steals or mirrors it whole):
 // "continue" goes on without the port, with a warning; "abort" (the
 // default) ends the program, and so the session, with an error.
-// "override" would take the port from the other session, which the agent
-// cannot do yet (the subscription does not carry the setting): it aborts
-// too, saying so.
+// ("override" never gets here: the agent hands the port over.)
 //
 // The program is ended the way the user would end it, with a SIGTERM to
 // mirrord, which passes it on and exits with the program's status.
@@ -214,8 +212,6 @@ func concurrentSteal(mode config.ConcurrentSteal, port uint16, log *slog.Logger)
 	case "continue":
 		fmt.Fprintf(os.Stderr, "mirrord: warning: port %d of the target is already taken by another mirrord session; going on without it (%s is \"continue\")\n", port, key)
 		return
-	case "override":
-		fmt.Fprintf(os.Stderr, "mirrord: port %d of the target is already taken by another mirrord session, and %s \"override\" (taking it over) is not supported by this agent; stopping\n", port, key)
 	default:
 		fmt.Fprintf(os.Stderr, "mirrord: port %d of the target is already taken by another mirrord session; stopping (%s is \"abort\"; \"continue\" goes on without the port)\n", port, key)
 	}

@@ -348,7 +348,8 @@ func TestIncomingTwoFilteredSessions(t *testing.T) {
 // TestIncomingConcurrentSteal: a second session that steals a port another
 // session already steals whole follows on_concurrent_steal: "continue"
 // runs on without the port (with a warning), "abort" (the default) ends
-// the program with an error. The first session keeps the port throughout.
+// the program with an error, and the first session keeps the port; then
+// "override" takes it.
 func TestIncomingConcurrentSteal(t *testing.T) {
 	f := newFixture(t)
 	f.serveHTTP(f.pod, podIP+":8895", "hello from original app")
@@ -405,6 +406,12 @@ func TestIncomingConcurrentSteal(t *testing.T) {
 				t.Fatalf("the first session lost the port")
 			}
 		}
+		// "override" takes the port from the first session.
+		session("18898", "hello from the overriding session", "override")
+		waitFor(t, "the overriding session to take the port", func() bool {
+			body, _ := f.podGet(t, "http://"+podIP+":8895/")
+			return body == "hello from the overriding session"
+		})
 		first.Process.Signal(syscall.SIGTERM)
 		first.Wait()
 		cont.Process.Signal(syscall.SIGTERM)

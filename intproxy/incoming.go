@@ -15,7 +15,7 @@ import (
 // Subscribe asks the agent for the target's incoming connections to
 // remotePort, mirrored or stolen. They arrive through ServeIncoming. The
 // subscription ends when cancel is called or the session ends.
-func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool, filter *httpfilter.Spec) (cancel func(), err error) {
+func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool, filter *httpfilter.Spec, override bool) (cancel func(), err error) {
 	st, err := p.open(ctx)
 	if err != nil {
 		return nil, err
@@ -24,7 +24,7 @@ func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool, fi
 	if steal {
 		mode = "steal"
 	}
-	if err := protocol.Write(st, &protocol.Subscribe{Port: remotePort, Mode: mode, Filter: filter}); err != nil {
+	if err := protocol.Write(st, &protocol.Subscribe{Port: remotePort, Mode: mode, Filter: filter, Override: override}); err != nil {
 		st.Close()
 		return nil, err
 	}

@@ -149,6 +149,9 @@ type Subscribe struct {
 	// Filter, with steal, takes only the HTTP requests that match; the
 	// others go on to the target's own app.
 	Filter *httpfilter.Spec `json:"filter,omitempty"`
+	// Override, with steal, takes the port from sessions that have it
+	// whole (on_concurrent_steal "override"); they get no more of it.
+	Override bool `json:"override,omitempty"`
 }
 
 // SubscribeReply confirms a subscription.
