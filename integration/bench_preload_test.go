@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 func TestBenchPreload(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent("--ttl", "30s")
+	loadBefore, _ := os.ReadFile("/proc/loadavg")
 	// Inside one session, paired rounds: the same loop of execs in a shell
 	// without the library (env -u LD_PRELOAD) and in a layered one, each
 	// timed in the shell; the median of the per-round differences is
@@ -63,7 +65,9 @@ func TestBenchPreload(t *testing.T) {
 	perExec := median(append([]float64(nil), added...)) // µs
 	pl, nl := median(append([]float64(nil), preloadLat...)), median(append([]float64(nil), netstackLat...))
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Preload engine\n\n%d runs, interleaved; medians.\n\n", benchRuns)
+	loadAfter, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(&b, "## Preload engine\n\n%d runs, interleaved; medians. Load average (1/5/15 min) before: %s, after: %s.\n\n",
+		benchRuns, loadFields(loadBefore), loadFields(loadAfter))
 	b.WriteString("| Measure | Median | Target |\n|---|---:|---|\n")
 	fmt.Fprintf(&b, "| added time per exec of /bin/true under the preload (median of %d paired rounds: %d execs from a layered sh vs from one without the library) | %.3f ms | ≤ 0.1 ms |\n", len(added), execs, perExec/1000)
 	fmt.Fprintf(&b, "| connect latency to a remote service, preload engine | %.0f µs | (reported) |\n", pl)
@@ -71,4 +75,13 @@ func TestBenchPreload(t *testing.T) {
 	fmt.Fprintf(&b, "| preload / netstack connect latency | %.2f | (reported) |\n", pl/nl)
 	mergeBenchSection(t, b.String())
 	t.Logf("per exec %.3f ms; connect preload %.0f µs, netstack %.0f µs", perExec/1000, pl, nl)
+}
+
+// loadFields is the 1, 5 and 15 minute load averages of /proc/loadavg.
+func loadFields(b []byte) string {
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
