@@ -50,54 +50,57 @@ func (c *cluster) agentJobs(t *testing.T) []string {
 	return strings.Fields(out)
 }
 
-// TestExecDeployment runs a command in the context of deploy/py-serv
-// under each engine: its env, a file only the container has, cluster DNS
-// (short and full names) and a ClusterIP-only service; and a static Go
-// program (netstack) started by the layered shell.
-func TestExecDeployment(t *testing.T) {
-	c := newCluster(t)
-	script := `echo "greeting=$APP_GREETING"; echo "fixture=$MIRRORD_E2E_FIXTURE";
-		grep -q "hello from the e2e test app's config file" /app/config.json && echo file-ok;
-		getent hosts backend.default.svc.cluster.local >/dev/null && echo dns-full-ok;
-		curl -sS --max-time 10 http://backend:8080/health >/dev/null && echo backend-ok;
-		python3 -c 'import socket; socket.create_connection(("backend", 8080), timeout=10); print("python-backend-ok")'`
-	want := []string{"greeting=hello from py-serv", "fixture=py-serv", "file-ok", "dns-full-ok", "backend-ok", "python-backend-ok"}
-	for _, engine := range []string{"preload", "netstack"} {
-		for _, target := range []string{"deploy/" + pyServ, "deployment/" + pyServ + "/container/" + pyServ} {
-			t.Run(engine+"/"+target, func(t *testing.T) {
-				start := time.Now()
-				out, err := c.mirrord(t, 3*time.Minute, "exec", "--engine", engine, "-t", target, "-n", fixtureNamespace, "--", "sh", "-c", script)
-				if err != nil {
-					t.Fatalf("%v\n%s", err, out)
-				}
-				for _, w := range want {
-					if !strings.Contains(out, w) {
-						t.Errorf("output lacks %q:\n%s", w, out)
-					}
-				}
-				t.Logf("%s: %v", target, time.Since(start).Round(time.Millisecond))
-			})
-		}
-	}
-	// The agent job is removed at the end of each session.
-	waitUntil(t, 30*time.Second, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })
-}
-
-func TestExecPodAndTargetless(t *testing.T) {
+// TestExecTargets runs a command under each engine against each kind of
+// target: the pod's env, a file only the container has, cluster DNS
+// (short and full names), TCP to a ClusterIP-only service (curl and
+// Python) and UDP to one (a DNS query sent straight to the kube-dns
+// ClusterIP); targetless gets the cluster's network and DNS only.
+func TestExecTargets(t *testing.T) {
 	c := newCluster(t)
 	pods := c.fixturePods(t, pyServ)
 	if len(pods) == 0 {
 		t.Fatal("no py-serv pods")
 	}
-	out, err := c.mirrord(t, 3*time.Minute, "exec", "-t", "pod/"+pods[0].Metadata.Name, "-n", fixtureNamespace, "--", "sh", "-c", `echo "pod=$POD_NAME"`)
-	if err != nil || !strings.Contains(out, "pod="+pods[0].Metadata.Name) {
-		t.Errorf("pod target: %v\n%s", err, out)
+	dnsIP := c.serviceIP(t, "kube-system", "kube-dns")
+	backendIP := c.serviceIP(t, fixtureNamespace, "backend")
+	network := `getent hosts backend.default.svc.cluster.local >/dev/null && echo dns-full-ok;
+		curl -sS --max-time 10 http://backend:8080/health >/dev/null && echo backend-ok;
+		python3 -c 'import socket; socket.create_connection(("backend", 8080), timeout=10); print("python-backend-ok")';
+		python3 testdata/udpdns.py ` + dnsIP + ` backend.default.svc.cluster.local;`
+	pod := `echo "greeting=$APP_GREETING"; echo "fixture=$MIRRORD_E2E_FIXTURE";
+		grep -q "hello from the e2e test app's config file" /app/config.json && echo file-ok;`
+	netWant := []string{"dns-full-ok", "backend-ok", "python-backend-ok", "udp-dns " + backendIP}
+	podWant := append([]string{"greeting=hello from py-serv", "fixture=py-serv", "file-ok"}, netWant...)
+	targets := []struct {
+		target string
+		script string
+		want   []string
+	}{
+		{"deploy/" + pyServ, pod + network, podWant},
+		{"deployment/" + pyServ + "/container/" + pyServ, pod + network, podWant},
+		{"pod/" + pods[0].Metadata.Name, pod + network, podWant},
+		{"pod/" + pods[0].Metadata.Name + "/container/" + pyServ, pod + network, podWant},
+		{"targetless", network, netWant},
 	}
-	out, err = c.mirrord(t, 3*time.Minute, "exec", "-t", "targetless", "-n", fixtureNamespace, "--", "sh", "-c",
-		"curl -sS --max-time 10 http://backend.default.svc.cluster.local:8080/health >/dev/null && echo backend-ok")
-	if err != nil || !strings.Contains(out, "backend-ok") {
-		t.Errorf("targetless: %v\n%s", err, out)
+	for _, engine := range []string{"preload", "netstack"} {
+		for _, tt := range targets {
+			t.Run(engine+"/"+tt.target, func(t *testing.T) {
+				start := time.Now()
+				out, err := c.mirrord(t, 3*time.Minute, "exec", "--engine", engine, "-t", tt.target, "-n", fixtureNamespace, "--", "sh", "-c", tt.script)
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
+				for _, w := range tt.want {
+					if !strings.Contains(out, w) {
+						t.Errorf("output lacks %q:\n%s", w, out)
+					}
+				}
+				t.Logf("%s: %v", tt.target, time.Since(start).Round(time.Millisecond))
+			})
+		}
 	}
+	// The agent job is removed at the end of each session.
+	waitUntil(t, 30*time.Second, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })
 }
 
 func TestExecErrors(t *testing.T) {
