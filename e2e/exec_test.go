@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
 )
 
 var mirrordBin string
@@ -280,4 +282,88 @@ func TestGoTestExec(t *testing.T) {
 	if out, err := goTest("-run", "TestInCluster", "."); err == nil {
 		t.Fatalf("the test passed without mirrord:\n%s", out)
 	}
+}
+
+// TestSessionsLeaveNothing: 100 sequential sessions that steal the
+// target's port (the program listens, so the agent sets its nftables
+// redirect) leave no agent job, no agent pod and no nftables table of ours
+// in the target pods' network namespaces.
+func TestSessionsLeaveNothing(t *testing.T) {
+	c := newCluster(t)
+	bin := buildMirrord(t)
+	sessions := 100
+	if testing.Short() {
+		sessions = 5
+	}
+	listen := `import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 18080)); s.listen(); time.sleep(0.5)`
+	start := time.Now()
+	for i := range sessions {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		out, err := exec.CommandContext(ctx, bin, "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
+			"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "--steal", "-f", writeSoakConfig(t),
+			"--", "python3", "-c", listen).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("session %d: %v\n%s", i+1, err, out)
+		}
+	}
+	t.Logf("%d sessions in %v", sessions, time.Since(start).Round(time.Second))
+	waitUntil(t, 30*time.Second, "agent jobs and pods to be gone", func() bool {
+		pods := c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
+		return len(c.agentJobs(t)) == 0 && strings.TrimSpace(pods) == ""
+	})
+	for _, p := range c.fixturePods(t, pyServ) {
+		if tables := ourTables(t, p.Metadata.Name); len(tables) != 0 {
+			t.Errorf("pod %s still has nftables tables %v", p.Metadata.Name, tables)
+		}
+	}
+}
+
+var soakConfig string
+
+// writeSoakConfig maps the program's port 18080 to the target's port 80.
+func writeSoakConfig(t *testing.T) string {
+	if soakConfig == "" {
+		soakConfig = filepath.Join(os.TempDir(), "mirrord-e2e-soak.json")
+		os.WriteFile(soakConfig, []byte(`{"feature": {"network": {"incoming": {"port_mapping": [[18080, 80]]}}}}`), 0o644)
+	}
+	return soakConfig
+}
+
+// ourTables lists the mirrord agent's nftables tables in the network
+// namespace of the pod named podName (found through its process's
+// POD_NAME; the cluster runs on this machine).
+func ourTables(t *testing.T, podName string) []string {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/environ")
+	for _, env := range procs {
+		b, err := os.ReadFile(env)
+		if err != nil || !strings.Contains("\x00"+string(b), "\x00POD_NAME="+podName+"\x00") {
+			continue
+		}
+		h, err := os.Open(filepath.Join(filepath.Dir(env), "ns", "net"))
+		if err != nil {
+			continue
+		}
+		defer h.Close()
+		conn, err := nftables.New(nftables.WithNetNSFd(int(h.Fd())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := conn.ListTables()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ours []string
+		for _, tb := range tables {
+			if strings.HasPrefix(tb.Name, "mirrord_agent_") {
+				ours = append(ours, tb.Name)
+			}
+		}
+		return ours
+	}
+	t.Fatalf("no process of pod %s on this machine", podName)
+	return nil
 }
