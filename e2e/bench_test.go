@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mirrord-go/mirrord/bench"
 )
 
 // The Kubernetes benchmarks of `make bench` (scripts/bench.sh runs them after
@@ -63,31 +65,10 @@ func TestBenchKube(t *testing.T) {
 	mergeResults(t, b.String())
 }
 
-// mergeResults puts this file's section into bench/results.md: in place of
-// the one an earlier run wrote (up to the next "## " heading), else at the
-// end; the other sections stay as they are.
+// mergeResults puts this file's section into bench/results.md in place of
+// the one an earlier run wrote; the other sections stay as they are.
 func mergeResults(t *testing.T, section string) {
-	old, err := os.ReadFile(resultsFile)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	head, tail := string(old), ""
-	if i := strings.Index(head, resultsSection); i >= 0 {
-		head, tail = head[:i], head[i+len(resultsSection):]
-		if j := strings.Index(tail, "\n## "); j >= 0 {
-			tail = tail[j+1:]
-		} else {
-			tail = ""
-		}
-	}
-	if strings.TrimSpace(head) == "" {
-		head = "# Benchmark results\n"
-	}
-	out := strings.TrimRight(head, "\n") + "\n\n" + strings.TrimRight(section, "\n") + "\n"
-	if tail != "" {
-		out += "\n" + tail
-	}
-	if err := os.WriteFile(resultsFile, []byte(out), 0o644); err != nil {
+	if err := bench.Merge(resultsFile, section); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("wrote the Kubernetes section of bench/results.md")

@@ -49,8 +49,11 @@ func (f *fixture) podGet(t *testing.T, url string) (string, error) {
 	return string(b), err
 }
 
-// nftTables lists the nftables tables in the pod's namespace.
-func (f *fixture) nftTables(t *testing.T) []string {
+// withNft runs fn with an nftables connection in the pod's network
+// namespace (it dials netlink there per operation, through the netns fd,
+// which stays open until fn returns).
+func (f *fixture) withNft(t *testing.T, fn func(c *nftables.Conn)) {
+	t.Helper()
 	h, err := os.Open("/var/run/netns/" + f.pod)
 	if err != nil {
 		t.Fatal(err)
@@ -60,14 +63,21 @@ func (f *fixture) nftTables(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tables, err := c.ListTables()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fn(c)
+}
+
+// nftTables lists the nftables tables in the pod's namespace.
+func (f *fixture) nftTables(t *testing.T) []string {
 	var names []string
-	for _, tb := range tables {
-		names = append(names, tb.Name)
-	}
+	f.withNft(t, func(c *nftables.Conn) {
+		tables, err := c.ListTables()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tb := range tables {
+			names = append(names, tb.Name)
+		}
+	})
 	return names
 }
 
@@ -75,30 +85,23 @@ func (f *fixture) nftTables(t *testing.T) []string {
 // once its redirect rule is: the table appears a moment earlier, and a
 // connection made in between is not redirected (conntrack keeps it so).
 func (f *fixture) nftRules(t *testing.T) int {
-	h, err := os.Open("/var/run/netns/" + f.pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(h.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	chains, err := c.ListChains()
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, ch := range chains {
-		if !strings.HasPrefix(ch.Table.Name, "mirrord_agent_") {
-			continue
-		}
-		rules, err := c.GetRules(ch.Table, ch)
+	f.withNft(t, func(c *nftables.Conn) {
+		chains, err := c.ListChains()
 		if err != nil {
 			t.Fatal(err)
 		}
-		n += len(rules)
-	}
+		for _, ch := range chains {
+			if !strings.HasPrefix(ch.Table.Name, "mirrord_agent_") {
+				continue
+			}
+			rules, err := c.GetRules(ch.Table, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(rules)
+		}
+	})
 	return n
 }
 
