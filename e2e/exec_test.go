@@ -284,10 +284,11 @@ func TestGoTestExec(t *testing.T) {
 	}
 }
 
-// TestSessionsLeaveNothing: 100 sequential sessions that steal the
+// TestSessionsLeaveNothing: 100 sequential sessions that subscribe to the
 // target's port (the program listens, so the agent sets its nftables
-// redirect) leave no agent job, no agent pod and no nftables table of ours
-// in the target pods' network namespaces.
+// redirect; mirror mode, so the pods' readiness probes still reach their
+// app) leave no agent job, no agent pod and no nftables table of ours in
+// the target pods' network namespaces, and the pods stay ready.
 func TestSessionsLeaveNothing(t *testing.T) {
 	c := newCluster(t)
 	bin := buildMirrord(t)
@@ -302,7 +303,7 @@ s.bind(("0.0.0.0", 18080)); s.listen(); time.sleep(0.5)`
 	for i := range sessions {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		out, err := exec.CommandContext(ctx, bin, "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
-			"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "--steal", "-f", writeSoakConfig(t),
+			"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "-f", writeSoakConfig(t),
 			"--", "python3", "-c", listen).CombinedOutput()
 		cancel()
 		if err != nil {
@@ -314,6 +315,7 @@ s.bind(("0.0.0.0", 18080)); s.listen(); time.sleep(0.5)`
 		pods := c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
 		return len(c.agentJobs(t)) == 0 && strings.TrimSpace(pods) == ""
 	})
+	waitUntil(t, time.Minute, "both py-serv pods to be ready", func() bool { return len(c.fixturePods(t, pyServ)) == 2 })
 	for _, p := range c.fixturePods(t, pyServ) {
 		if tables := ourTables(t, p.Metadata.Name); len(tables) != 0 {
 			t.Errorf("pod %s still has nftables tables %v", p.Metadata.Name, tables)
