@@ -49,6 +49,9 @@ func TestSmoke(t *testing.T) {
 		t.Logf("node %s Ready, kubelet %s, runtime %s", nodeName, node.Status.NodeInfo.KubeletVersion, node.Status.NodeInfo.ContainerRuntimeVersion)
 	})
 
+	// An earlier test may have stolen port 80, readiness probes included:
+	// the pods are ready again within seconds.
+	waitUntil(t, time.Minute, "both "+pyServ+" pods to be ready", func() bool { return len(c.fixturePods(t, pyServ)) == 2 })
 	pods := c.fixturePods(t, pyServ)
 	t.Run("pod IPs", func(t *testing.T) {
 		if len(pods) != 2 {
