@@ -4,11 +4,9 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -79,15 +77,7 @@ func (f *fixture) loadClient(t *testing.T, conns int) *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxConnsPerHost:     conns,
 		MaxIdleConnsPerHost: conns,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			var derr error
-			inNetns(t, f.svc, func() error {
-				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return nil
-			})
-			return c, derr
-		},
+		DialContext:         f.svcDialer(t),
 	}}
 }
 

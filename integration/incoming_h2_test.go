@@ -26,13 +26,7 @@ func (f *fixture) h2cClient(t *testing.T, conns *atomic.Int32) *http.Client {
 		MaxConnsPerHost: 1, // concurrent requests wait for the one connection
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conns.Add(1)
-			var c net.Conn
-			var derr error
-			inNetns(t, f.svc, func() error {
-				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return nil
-			})
-			return c, derr
+			return f.svcDialer(t)(ctx, network, addr)
 		},
 	}}
 }

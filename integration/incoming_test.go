@@ -30,15 +30,7 @@ func (f *fixture) podGet(t *testing.T, url string) (string, error) {
 	defer h.Close()
 	client := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			var derr error
-			inNetns(t, f.svc, func() error {
-				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return nil
-			})
-			return c, derr
-		},
+		DialContext:       f.svcDialer(t),
 	}}
 	resp, err := client.Get(url)
 	if err != nil {
@@ -175,20 +167,26 @@ func TestIncomingMirror(t *testing.T) {
 	})
 }
 
+// svcDialer dials from the svc namespace (the "other pod" of the
+// fixture), for HTTP clients that talk to the target.
+func (f *fixture) svcDialer(t *testing.T) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		var derr error
+		inNetns(t, f.svc, func() error {
+			c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return nil
+		})
+		return c, derr
+	}
+}
+
 // podClient is an HTTP client in the svc namespace that keeps connections
 // alive, so that one connection carries requests for both sides.
 func (f *fixture) podClient(t *testing.T) *http.Client {
 	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
 		MaxConnsPerHost: 1,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			var derr error
-			inNetns(t, f.svc, func() error {
-				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return nil
-			})
-			return c, derr
-		},
+		DialContext:     f.svcDialer(t),
 	}}
 }
 
