@@ -17,10 +17,17 @@ all: build
 # The C preload library, embedded in the binary (see preload/doc.go).
 PRELOAD_SO := preload/lib/libmirrord_layer.so
 CC ?= cc
-PRELOAD_CFLAGS := -O2 -Wall -Wextra -fPIC -shared -fvisibility=hidden -fno-delete-null-pointer-checks -Wno-nonnull-compare
+PRELOAD_CFLAGS := -O2 -Wall -Wextra -fPIC -shared -fvisibility=hidden -fno-delete-null-pointer-checks -Wno-nonnull-compare \
+	-ffunction-sections -fdata-sections
+# The library is loaded by every exec of the user's program tree, so its
+# load cost is the engine's exec cost. Mappings and page faults dominate it:
+# one text and one data segment (noseparate-code), no RELRO mprotect, no
+# dead code or symbol tables. Measured with a paired spawn of /bin/true:
+# +126 µs with the linker defaults, +57 µs with these (empty .so: +44 µs).
+PRELOAD_LDFLAGS := -Wl,-z,noseparate-code -Wl,-z,norelro -Wl,--gc-sections -Wl,--hash-style=gnu -s
 
-$(PRELOAD_SO): preload/csrc/layer.c
-	$(CC) $(PRELOAD_CFLAGS) -o $@ $< -ldl
+$(PRELOAD_SO): preload/csrc/layer.c Makefile
+	$(CC) $(PRELOAD_CFLAGS) $(PRELOAD_LDFLAGS) -o $@ $< -ldl
 
 preload-lib: $(PRELOAD_SO)
 

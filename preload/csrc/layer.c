@@ -287,16 +287,41 @@ static int skipped(const char *list, const char *name) {
 	return 0;
 }
 
+// The constructor only notes whether mirrord is on (MIRRORD_LAYER_SOCK);
+// the rest of the set-up waits for the first hook that needs it. The
+// library loads into every process of the program's tree, most of which
+// (a shell loop's /bin/true, a build's compilers) call no hook at all, and
+// on a VM every libc page the constructor touches (stdio, string search)
+// is a page fault: doing the set-up eagerly cost ~40 µs per exec.
+static const char *layer_sock;
+static int layer_ready;
+
 __attribute__((constructor)) static void layer_init(void) {
 	const char *sock = getenv("MIRRORD_LAYER_SOCK");
-	if (!sock || !*sock || strlen(sock) >= sizeof proxy_addr.sun_path) return;
+	if (sock && *sock) layer_sock = sock;
+}
+
+// layer_setup finishes what the constructor left. Threads may race here:
+// they all write the same values, and layer_ready is published last. No
+// locks and no allocation, so it is safe in a forked child or a signal
+// handler.
+static void layer_setup(void) {
+	const char *sock = layer_sock;
+	if (!sock || strlen(sock) >= sizeof proxy_addr.sun_path) {
+		__atomic_store_n(&layer_ready, 1, __ATOMIC_RELEASE);
+		return;
+	}
 	proxy_addr.sun_family = AF_UNIX;
 	size_t n = strlen(sock);
 	memcpy(proxy_addr.sun_path, sock, n);
 	if (sock[0] == '@') proxy_addr.sun_path[0] = 0; // abstract socket
 	proxy_addr_len = offsetof(struct sockaddr_un, sun_path) + n;
 	const char *h = getenv("MIRRORD_LAYER_HOSTNAME");
-	if (h) snprintf(fake_hostname, sizeof fake_hostname, "%s", h);
+	if (h) {
+		size_t hl = strnlen(h, sizeof fake_hostname - 1);
+		memcpy(fake_hostname, h, hl);
+		fake_hostname[hl] = 0;
+	}
 	mirrord_exe = getenv("MIRRORD_LAYER_EXE");
 	// A skipped process (a build tool such as `go`) runs untouched, but the
 	// programs it starts are still layered: `go run` and `go test` build
@@ -306,6 +331,22 @@ __attribute__((constructor)) static void layer_init(void) {
 	files_active = !fs || strcmp(fs, "0") != 0;
 	exec_active = 1;
 	active = !skipped(skip_list, program_invocation_short_name);
+	__atomic_store_n(&layer_ready, 1, __ATOMIC_RELEASE);
+}
+
+// layer_on reports whether the hooks redirect this process's calls.
+static inline int layer_on(void) {
+	if (!layer_sock) return 0;
+	if (!__atomic_load_n(&layer_ready, __ATOMIC_ACQUIRE)) layer_setup();
+	return active;
+}
+
+// exec_on reports whether Go/static children are sent to the netstack
+// engine (also from a skipped process).
+static inline int exec_on(void) {
+	if (!layer_sock) return 0;
+	if (!__atomic_load_n(&layer_ready, __ATOMIC_ACQUIRE)) layer_setup();
+	return exec_active;
 }
 
 // ---- addresses ---------------------------------------------------------
@@ -434,7 +475,7 @@ static void rewrite_source(struct sockaddr *sa, socklen_t *len) {
 // ---- sockets -----------------------------------------------------------
 
 EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len) {
-	if (!active || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+	if (!layer_on() || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
 		return CALL(connect)(fd, sa, len);
 	int type = sock_type(fd);
 	if (type != SOCK_STREAM && type != SOCK_DGRAM) return CALL(connect)(fd, sa, len);
@@ -462,7 +503,7 @@ EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len) {
 // udp_dest maps an unconnected datagram's destination to its proxy
 // address; returns 0 and leaves *out untouched when it stays local.
 static int udp_dest(int fd, const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *out, socklen_t *outlen) {
-	if (!active || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) return 0;
+	if (!layer_on() || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) return 0;
 	if (sock_type(fd) != SOCK_DGRAM) return 0;
 	struct fdent *e = ent_get(fd, 1);
 	int port;
@@ -511,19 +552,19 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *mh, int flags) {
 
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *sa, socklen_t *len) {
 	ssize_t r = CALL(recvfrom)(fd, buf, n, flags, sa, len);
-	if (r >= 0 && active && sa && len) rewrite_source(sa, len);
+	if (r >= 0 && layer_on() && sa && len) rewrite_source(sa, len);
 	return r;
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *mh, int flags) {
 	ssize_t r = CALL(recvmsg)(fd, mh, flags);
-	if (r >= 0 && active && mh && mh->msg_name) rewrite_source(mh->msg_name, &mh->msg_namelen);
+	if (r >= 0 && layer_on() && mh && mh->msg_name) rewrite_source(mh->msg_name, &mh->msg_namelen);
 	return r;
 }
 
 EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len) {
 	struct fdent *e = ent(fd);
-	if (!active || !e || !e->kind || !e->peerlen || !sa || !len) return CALL(getpeername)(fd, sa, len);
+	if (!layer_on() || !e || !e->kind || !e->peerlen || !sa || !len) return CALL(getpeername)(fd, sa, len);
 	struct sockaddr_storage tmp;
 	socklen_t tl = sizeof tmp;
 	if (CALL(getpeername)(fd, (struct sockaddr *)&tmp, &tl) < 0) return -1; // ENOTCONN etc.
@@ -537,7 +578,7 @@ EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len) {
 // target's traffic for it can be mirrored or stolen.
 EXPORT int listen(int fd, int backlog) {
 	int r = CALL(listen)(fd, backlog);
-	if (r == 0 && active) {
+	if (r == 0 && layer_on()) {
 		struct sockaddr_storage ss;
 		socklen_t l = sizeof ss;
 		char a[80], req[128], resp[32];
@@ -640,7 +681,7 @@ static int numeric_host(const char *node) {
 }
 
 EXPORT int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
-	if (!active || !node || numeric_host(node) || (hints && (hints->ai_flags & AI_NUMERICHOST)) ||
+	if (!layer_on() || !node || numeric_host(node) || (hints && (hints->ai_flags & AI_NUMERICHOST)) ||
 	    strcmp(node, "localhost") == 0)
 		return CALL(getaddrinfo)(node, service, hints, res);
 	int family = hints ? hints->ai_family : AF_UNSPEC;
@@ -747,7 +788,7 @@ static int fill_hostent(const char *name, int af, struct sockaddr_storage *addrs
 // remote_hostent resolves name for the gethostbyname family. Returns 0
 // (filled), -2 to resolve locally, ERANGE, or -1 with *herr set.
 static int remote_hostent(const char *name, int af, struct hostent *he, char *buf, size_t buflen, int *herr) {
-	if (!active || !name || numeric_host(name) || strcmp(name, "localhost") == 0 || (af != AF_INET && af != AF_INET6))
+	if (!layer_on() || !name || numeric_host(name) || strcmp(name, "localhost") == 0 || (af != AF_INET && af != AF_INET6))
 		return -2;
 	struct sockaddr_storage addrs[MAXADDRS];
 	int n = resolve(name, addrs);
@@ -814,7 +855,7 @@ EXPORT struct hostent *gethostbyname(const char *name) {
 }
 
 EXPORT int gethostname(char *buf, size_t len) {
-	if (!active || !fake_hostname[0]) return CALL(gethostname)(buf, len);
+	if (!layer_on() || !fake_hostname[0]) return CALL(gethostname)(buf, len);
 	size_t n = strlen(fake_hostname);
 	if (n + 1 > len) {
 		errno = ENAMETOOLONG;
@@ -826,7 +867,7 @@ EXPORT int gethostname(char *buf, size_t len) {
 
 EXPORT int uname(struct utsname *u) {
 	int r = CALL(uname)(u);
-	if (r == 0 && active && fake_hostname[0]) snprintf(u->nodename, sizeof u->nodename, "%s", fake_hostname);
+	if (r == 0 && layer_on() && fake_hostname[0]) snprintf(u->nodename, sizeof u->nodename, "%s", fake_hostname);
 	return r;
 }
 
@@ -857,7 +898,7 @@ static int abspath(int dirfd, const char *path, char *out, size_t cap) {
 // for a remote failure, or -2 to open locally.
 static int remote_open(int dirfd, const char *path, int flags, mode_t mode) {
 	char abs[PATH_MAX], req[PATH_MAX + 64], resp[64];
-	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	if (!layer_on() || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
 	int n = snprintf(req, sizeof req, "O\t%d\t%o\t%s\n", flags, (unsigned)mode, abs);
 	int fd;
 	if (request(req, n, resp, sizeof resp, &fd) < 0) return -2;
@@ -1002,7 +1043,7 @@ struct rstat {
 
 static int remote_stat(int dirfd, const char *path, int follow, struct rstat *st) {
 	char abs[PATH_MAX], req[PATH_MAX + 32], resp[512];
-	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	if (!layer_on() || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
 	int n = snprintf(req, sizeof req, "S\t%d\t%s\n", follow, abs);
 	if (request(req, n, resp, sizeof resp, NULL) < 0) return -2;
 	int e = reply_errno(resp);
@@ -1153,7 +1194,7 @@ EXPORT int faccessat(int dirfd, const char *path, int amode, int flags) {
 
 static ssize_t remote_readlink(int dirfd, const char *path, char *buf, size_t len) {
 	char abs[PATH_MAX], req[PATH_MAX + 8], resp[PATH_MAX + 8];
-	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	if (!layer_on() || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
 	int n = snprintf(req, sizeof req, "K\t%s\n", abs);
 	int rl = request(req, n, resp, sizeof resp, NULL);
 	if (rl < 0) return -2;
@@ -1183,7 +1224,7 @@ EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t len) {
 // -1 with errno, or -2 to do it locally.
 static int remote_change(char op, const char *arg, int dirfd, const char *path, int dirfd2, const char *path2) {
 	char abs[PATH_MAX], abs2[PATH_MAX], req[2 * PATH_MAX + 32], resp[64];
-	if (!active || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	if (!layer_on() || !files_active || !abspath(dirfd, path, abs, sizeof abs)) return -2;
 	int n;
 	if (op == 'N') {
 		if (!abspath(dirfd2, path2, abs2, sizeof abs2)) return -2;
@@ -1274,7 +1315,7 @@ EXPORT int renameat2(int fd1, const char *from, int fd2, const char *to, unsigne
 DECLARE_REAL(char *, realpath, const char *, char *)
 
 EXPORT char *realpath(const char *path, char *resolved) {
-	if (!active || !files_active || !path) return CALL(realpath)(path, resolved);
+	if (!layer_on() || !files_active || !path) return CALL(realpath)(path, resolved);
 	char todo[PATH_MAX], out[PATH_MAX], link[PATH_MAX];
 	if (!*path) {
 		errno = ENOENT;
@@ -1413,7 +1454,7 @@ out:
 // netstack_argv builds `mirrord layer-exec PATH ARGV...` for a program
 // that needs the netstack engine; NULL if it does not (or cannot).
 static char **netstack_argv(const char *path, char *const argv[]) {
-	if (!exec_active || !mirrord_exe || !path || skipped(skip_list, path) || !needs_netstack(path)) return NULL;
+	if (!exec_on() || !mirrord_exe || !path || skipped(skip_list, path) || !needs_netstack(path)) return NULL;
 	size_t n = 0;
 	while (argv && argv[n]) n++;
 	char **v = malloc((n + 4) * sizeof *v);
@@ -1459,7 +1500,7 @@ EXPORT int execv(const char *path, char *const argv[]) { return execve(path, arg
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]) {
 	char path[PATH_MAX];
-	if (exec_active && mirrord_exe && search_path(file, path, sizeof path)) {
+	if (exec_on() && mirrord_exe && search_path(file, path, sizeof path)) {
 		char **v = netstack_argv(path, argv);
 		if (v) {
 			CALL(execve)(mirrord_exe, v, envp);
@@ -1485,7 +1526,7 @@ EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_acti
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
 	char path[PATH_MAX];
-	if (exec_active && mirrord_exe && search_path(file, path, sizeof path)) {
+	if (exec_on() && mirrord_exe && search_path(file, path, sizeof path)) {
 		char **v = netstack_argv(path, argv);
 		if (v) {
 			int r = CALL(posix_spawn)(pid, mirrord_exe, fa, attr, v, envp);
