@@ -235,7 +235,7 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream) {
 	case *protocol.FileRequest:
 		a.serveFile(st, req)
 	case *protocol.Subscribe:
-		sub, err := a.in.subscribe(sess, req.Port, req.Mode == "mirror", req.Filter, req.Override)
+		sub, err := a.in.subscribe(sess, req)
 		if err != nil {
 			protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
 			return

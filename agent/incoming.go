@@ -83,13 +83,14 @@ func (a *Agent) cleanStaleTables() {
 	c.Flush()
 }
 
-// subscribe starts taking connections to port for sess. Several sessions
-// may steal one port with HTTP filters; a session that takes whole
-// connections must be alone on its port.
-func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spec *httpfilter.Spec, override bool) (*subscription, error) {
+// subscribe starts taking connections to req.Port for sess. Several
+// sessions may steal one port with HTTP filters; a session that takes
+// whole connections must be alone on its port.
+func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*subscription, error) {
+	port, mirror, override := req.Port, req.Mode == "mirror", req.Override
 	sub := &subscription{port: port, mirror: mirror, sess: sess}
-	if spec != nil && !mirror {
-		f, err := httpfilter.Build(*spec)
+	if req.Filter != nil && !mirror {
+		f, err := httpfilter.Build(*req.Filter)
 		if err != nil {
 			return nil, fmt.Errorf("http filter for port %d: %w", port, err)
 		}
@@ -119,14 +120,8 @@ func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spe
 		return nil, err
 	}
 	if in.rules[port] == nil {
-		in.nft.AddRule(&nftables.Rule{Table: in.table, Chain: in.chain, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-			&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(in.lnPort)},
-			&expr.Redir{RegisterProtoMin: 1},
-		}})
+		flush := req.Flush && !mirror
+		in.nft.AddRule(&nftables.Rule{Table: in.table, Chain: in.chain, Exprs: redirectExprs(port, in.lnPort, !flush)})
 		if err := in.nft.Flush(); err != nil {
 			return nil, fmt.Errorf("nftables: add the redirect for port %d: %w", port, err)
 		}
@@ -136,10 +131,50 @@ func (in *incoming) subscribe(sess *yamux.Session, port uint16, mirror bool, spe
 			return nil, fmt.Errorf("nftables: read back the rule for port %d: %v", port, err)
 		}
 		in.rules[port] = rules[len(rules)-1]
+		// Only for a new redirect: connections to the port that exist
+		// now are the app's own, none of them is a stolen one yet.
+		if flush {
+			n, err := in.a.target.flushConnections(port, in.lnPort)
+			if err != nil {
+				in.a.log.Warn("incoming: flush_connections", "port", port, "err", err)
+			} else if n > 0 {
+				in.a.log.Info("incoming: flushed established connections", "port", port, "connections", n)
+			}
+		}
 	}
 	in.subs[port] = append(in.subs[port], sub)
 	in.a.log.Info("subscribed", "port", port, "mirror", mirror, "filtered", sub.filter != nil)
 	return sub, nil
+}
+
+// redirectExprs is the rule that sends TCP connections to port to the
+// agent's listener. NAT is decided by the first packet conntrack sees of
+// a connection, and a pod's namespace often has no conntrack at all until
+// our table brings it: then the next packet of every connection that is
+// already open would be taken as the start of a new one and redirected to
+// a listener that knows nothing of it, which resets it. synOnly redirects
+// only connection openings (SYN without ACK), so connections from before
+// stay with the app (mirror, and steal without flush_connections); without
+// it (flush_connections), they are reset and their peers reconnect.
+func redirectExprs(port, lnPort uint16, synOnly bool) []expr.Any {
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+	if synOnly {
+		const syn, ack = 0x02, 0x10
+		e = append(e,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{syn | ack}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{syn}},
+		)
+	}
+	return append(e,
+		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(lnPort)},
+		&expr.Redir{RegisterProtoMin: 1},
+	)
 }
 
 func (in *incoming) unsubscribe(sub *subscription) {

@@ -127,6 +127,18 @@ func filterSpec(h config.HTTPFilterConfig) *httpfilter.Spec {
 	return &s
 }
 
+// subscription is the agent request for the target's port remote, with
+// the incoming mode and agent.flush_connections of cfg.
+func subscription(cfg *config.Config, remote uint16, filter *httpfilter.Spec, override bool) protocol.Subscribe {
+	steal := cfg.Feature.Network.Incoming.Mode == config.IncomingSteal
+	mode := "mirror"
+	if steal {
+		mode = "steal"
+	}
+	return protocol.Subscribe{Port: remote, Mode: mode, Filter: filter, Override: override,
+		Flush: steal && cfg.Agent.FlushConnections}
+}
+
 func deref(p *string) string {
 	if p == nil {
 		return ""
@@ -171,7 +183,7 @@ func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy
 			// Record the mapping before subscribing: connections may
 			// arrive as soon as the agent confirms.
 			ports.set(remote, local)
-			cancel, err := proxy.Subscribe(ctx, remote, steal, filter, in.OnConcurrentSteal == "override")
+			cancel, err := proxy.Subscribe(ctx, subscription(cfg, remote, filter, in.OnConcurrentSteal == "override"))
 			if err != nil {
 				log.Warn("incoming: subscribe", "port", remote, "err", err)
 				subs[remote] = func() {} // don't retry every tick

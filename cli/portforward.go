@@ -330,7 +330,7 @@ func startReverse(ctx context.Context, proxy *intproxy.Proxy, cfg *config.Config
 		if steal && in.HTTPFilter.IsSet() {
 			filter = filterSpec(in.HTTPFilter)
 		}
-		cancel, err := proxy.Subscribe(ctx, r.remotePort, steal, filter, false)
+		cancel, err := proxy.Subscribe(ctx, subscription(cfg, r.remotePort, filter, false))
 		if err != nil {
 			for _, c := range cancels {
 				c()

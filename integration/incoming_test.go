@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
 )
 
 // podGet sends a GET to the pod from the svc namespace: traffic that
@@ -517,6 +520,118 @@ func (f *fixture) podGetAs(t *testing.T, url, user, id string) (string, error) {
 	client := f.podClient(t)
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// TestIncomingFlushConnections: a connection to the target's app that is
+// already established when a steal starts is ended with
+// agent.flush_connections (the default), and the client's next connection
+// is stolen; without it, the connection keeps reaching the app.
+func TestIncomingFlushConnections(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8892", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	tests := []struct {
+		name  string
+		flush string // agent.flush_connections; "" leaves the default
+		// tracked: the pod's namespace tracks connections before the
+		// steal (a firewall table of its own), so the old connection has
+		// a conntrack entry that only a flush removes
+		tracked bool
+		// the kept-alive connection's next request after the steal starts
+		wantOld string // an answer's body, or "reset"
+	}{
+		{"default", "", false, "reset"},
+		{"off", "false", false, "hello from original app"},
+		{"on", "true", false, "reset"},
+		{"off, tracked", "false", true, "hello from original app"},
+		{"on, tracked", "true", true, "reset"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+			if tt.tracked {
+				f.podFirewall(t)
+			}
+			old, err := f.svcDialer(t)(ctx(t), "tcp", podIP+":8892")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer old.Close()
+			r := bufio.NewReader(old)
+			if got, err := rawGet(old, r); got != "hello from original app" {
+				t.Fatalf("before the steal: %q, %v", got, err)
+			}
+			agentCfg := `{}`
+			if tt.flush != "" {
+				agentCfg = `{"flush_connections": ` + tt.flush + `}`
+			}
+			cfg := writeConfig(t, `{"target": "pid/1", "agent": `+agentCfg+`, "feature": {"network": {"incoming": "steal"}}}`)
+			cmd, _ := f.startLocalApp(t, "8892", "hello from local app", "-f", cfg)
+			// A new connection is stolen either way. Once one is, the
+			// agent has finished subscribing (the flush is part of it).
+			waitFor(t, "a new connection to be stolen", func() bool {
+				body, _ := f.podGet(t, "http://"+podIP+":8892/")
+				return body == "hello from local app"
+			})
+			got, err := rawGet(old, r)
+			if err != nil {
+				t.Logf("the old connection: %v", err)
+				got = "reset"
+				if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Errorf("the old connection failed, but not with a reset: %v", err)
+				}
+			}
+			if got != tt.wantOld {
+				t.Errorf("the kept-alive connection from before the steal: %q, want %q", got, tt.wantOld)
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		})
+	}
+}
+
+// podFirewall gives the pod's namespace a table of its own that uses
+// connection tracking (as a pod with a firewall or a service mesh has),
+// until the test ends.
+func (f *fixture) podFirewall(t *testing.T) {
+	tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: "pod_firewall"}
+	f.withNft(t, func(c *nftables.Conn) {
+		c.AddTable(tb)
+		ch := c.AddChain(&nftables.Chain{Name: "input", Table: tb, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
+		c.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: []expr.Any{ // ct state established counter
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Counter{},
+		}})
+		if err := c.Flush(); err != nil {
+			t.Fatalf("pod firewall table: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		f.withNft(t, func(c *nftables.Conn) {
+			c.DelTable(tb)
+			c.Flush()
+		})
+	})
+}
+
+// rawGet sends a GET on a kept-alive connection c (read through r) and
+// returns the answer's body.
+func rawGet(c net.Conn, r *bufio.Reader) (string, error) {
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, "GET /kept-alive HTTP/1.1\r\nHost: pod\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
 		return "", err
 	}

@@ -7,30 +7,25 @@ import (
 	"net"
 	"time"
 
-	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
 	"github.com/mirrord-go/mirrord/relay"
 )
 
 // Subscribe asks the agent for the target's incoming connections to
-// remotePort, mirrored or stolen. They arrive through ServeIncoming. The
+// req.Port, mirrored or stolen. They arrive through ServeIncoming. The
 // subscription ends when cancel is called or the session ends.
-func (p *Proxy) Subscribe(ctx context.Context, remotePort uint16, steal bool, filter *httpfilter.Spec, override bool) (cancel func(), err error) {
+func (p *Proxy) Subscribe(ctx context.Context, req protocol.Subscribe) (cancel func(), err error) {
 	st, err := p.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	mode := "mirror"
-	if steal {
-		mode = "steal"
-	}
-	if err := protocol.Write(st, &protocol.Subscribe{Port: remotePort, Mode: mode, Filter: filter, Override: override}); err != nil {
+	if err := protocol.Write(st, &req); err != nil {
 		st.Close()
 		return nil, err
 	}
 	if _, err := protocol.ReadReply[*protocol.SubscribeReply](st); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("subscribe to port %d: %w", remotePort, err)
+		return nil, fmt.Errorf("subscribe to port %d: %w", req.Port, err)
 	}
 	st.SetDeadline(time.Time{})
 	return func() { st.Close() }, nil

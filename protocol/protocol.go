@@ -152,6 +152,11 @@ type Subscribe struct {
 	// Override, with steal, takes the port from sessions that have it
 	// whole (on_concurrent_steal "override"); they get no more of it.
 	Override bool `json:"override,omitempty"`
+	// Flush, with steal, ends the connections to Port that are already
+	// established when the steal starts (agent.flush_connections): their
+	// peers reconnect, and the new connections are stolen. Without it
+	// they stay with the target's app until they close.
+	Flush bool `json:"flush,omitempty"`
 }
 
 // SubscribeReply confirms a subscription.
