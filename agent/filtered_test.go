@@ -43,6 +43,12 @@ func serveNamed(t *testing.T, name string) *net.TCPAddr {
 // ("orig") and one session whose local app ("local") gets the requests
 // with "X-User: alice", through a yamux session as in the CLI.
 func filteredSetup(t *testing.T) (front string) {
+	return subscribedSetup(t, protocol.Subscribe{Mode: "steal", Filter: &httpfilter.Spec{Header: "^x-user: alice$"}})
+}
+
+// subscribedSetup is filteredSetup for the subscription req (its port is
+// set here).
+func subscribedSetup(t *testing.T, req protocol.Subscribe) (front string) {
 	t.Helper()
 	orig := serveNamed(t, "orig")
 	local := serveNamed(t, "local")
@@ -78,13 +84,17 @@ func filteredSetup(t *testing.T) (front string) {
 		}
 	}()
 
-	f, err := httpfilter.Build(httpfilter.Spec{Header: "^x-user: alice$"})
+	port := uint16(orig.Port)
+	req.Port = port
+	sub, err := newSubscription(agentSide, &req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := uint16(orig.Port)
+	if sub.filter == nil {
+		t.Fatalf("subscription %+v is not served by serveFiltered", req)
+	}
 	in := &incoming{a: &Agent{log: slog.New(slog.DiscardHandler), target: &target{}},
-		subs: map[uint16][]*subscription{port: {{port: port, filter: f, sess: agentSide}}}}
+		subs: map[uint16][]*subscription{port: {sub}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -151,5 +161,46 @@ func TestFilteredRouting(t *testing.T) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// TestProbesPassThrough: an unfiltered steal of a port with HTTP probes
+// takes every request but kubelet's probes, on kept-alive connections
+// too, and no other session can share the port.
+func TestProbesPassThrough(t *testing.T) {
+	req := protocol.Subscribe{Mode: "steal", HTTPProbes: true}
+	front := subscribedSetup(t, req)
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	for i, tt := range []struct{ userAgent, want string }{
+		{"kube-probe/1.33", "orig"},
+		{"curl/8.5.0", "local"},
+		{"", "local"},
+		{"Kube-Probe/1.33", "local"}, // kubelet writes it in lower case; anything else is a client
+		{"kube-probe/1.33", "orig"},
+	} {
+		r, _ := http.NewRequest("GET", "http://"+front+"/health", nil)
+		r.Header.Set("User-Agent", tt.userAgent)
+		r.Header.Set("X-Req-Id", strconv.Itoa(i))
+		resp, err := client.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := tt.want + " " + strconv.Itoa(i); string(b) != want {
+			t.Errorf("User-Agent %q: %q, want %q", tt.userAgent, b, want)
+		}
+	}
+
+	whole, _ := newSubscription(nil, &req)
+	filtered, _ := newSubscription(nil, &protocol.Subscribe{Mode: "steal", Filter: &httpfilter.Spec{Header: "^x-user: a$"}, HTTPProbes: true})
+	other, _ := newSubscription(nil, &protocol.Subscribe{Mode: "steal", Filter: &httpfilter.Spec{Header: "^x-user: b$"}})
+	if whole.shares(other) || other.shares(whole) {
+		t.Error("an unfiltered steal with probes shares its port with a filtered one")
+	}
+	if !filtered.shares(other) {
+		t.Error("two filtered steals (one on a probed port) cannot share a port")
 	}
 }

@@ -50,7 +50,35 @@ type subscription struct {
 	port   uint16
 	mirror bool
 	filter httpfilter.Filter // nil: the whole connection
-	sess   *yamux.Session
+	// whole: the session takes the port for itself, although filter is
+	// set (an unfiltered steal of a port with HTTP probes: all requests
+	// but the probes), so no other session may share it.
+	whole bool
+	sess  *yamux.Session
+}
+
+// newSubscription is what sess asks for with req.
+func newSubscription(sess *yamux.Session, req *protocol.Subscribe) (*subscription, error) {
+	mirror := req.Mode == "mirror"
+	sub := &subscription{port: req.Port, mirror: mirror, sess: sess}
+	switch {
+	case mirror:
+	case req.Filter != nil:
+		f, err := httpfilter.Build(*req.Filter)
+		if err != nil {
+			return nil, fmt.Errorf("http filter for port %d: %w", req.Port, err)
+		}
+		sub.filter = f
+	case req.HTTPProbes:
+		sub.filter, sub.whole = httpfilter.ExceptKubeProbes(), true
+	}
+	return sub, nil
+}
+
+// shares says whether s and other can both have the port: only
+// HTTP-filtered steals share one.
+func (s *subscription) shares(other *subscription) bool {
+	return s.filter != nil && !s.whole && other.filter != nil && !other.whole
 }
 
 // cleanStaleTables removes tables left by agents that are no longer
@@ -88,13 +116,9 @@ func (a *Agent) cleanStaleTables() {
 // whole connections must be alone on its port.
 func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*subscription, error) {
 	port, mirror, override := req.Port, req.Mode == "mirror", req.Override
-	sub := &subscription{port: port, mirror: mirror, sess: sess}
-	if req.Filter != nil && !mirror {
-		f, err := httpfilter.Build(*req.Filter)
-		if err != nil {
-			return nil, fmt.Errorf("http filter for port %d: %w", port, err)
-		}
-		sub.filter = f
+	sub, err := newSubscription(sess, req)
+	if err != nil {
+		return nil, err
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -107,7 +131,7 @@ func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*su
 		}
 	}
 	for _, old := range in.subs[port] {
-		if old.filter == nil || sub.filter == nil {
+		if !old.shares(sub) {
 			// EADDRINUSE (the reply's code) tells the client it is
 			// the port that is taken: on_concurrent_steal decides.
 			return nil, fmt.Errorf("port %d is already taken by another mirrord session on this target (only HTTP-filtered steals can share a port): %w", port, unix.EADDRINUSE)

@@ -93,9 +93,13 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 	steps.Done("port-forward ready", "local", addr)
 	log.Info("agent ready", "job", agent.JobName, "pod", agent.PodName, "local", addr, "took", time.Since(start))
 	prog.step("port-forward", addr)
+	opts := []intproxy.Option{intproxy.WithToken(agent.Token)}
+	if target != nil {
+		opts = append(opts, intproxy.WithHTTPProbePorts(target.HTTPProbePorts()))
+	}
 	return &session{
 		addr: addr,
-		opts: []intproxy.Option{intproxy.WithToken(agent.Token)},
+		opts: opts,
 		via:  via,
 		// Removed at once when the session ends normally; if mirrord
 		// is killed, the agent exits one TTL after its connection

@@ -88,6 +88,19 @@ func (f headerFilter) Match(r *Request) bool {
 
 func (f headerFilter) String() string { return "header=" + f.re.String() }
 
+// ExceptKubeProbes matches every request but kubelet's probes (their
+// User-Agent starts with "kube-probe/"), for an unfiltered steal of a port
+// the pod is probed on: the probes keep reaching the pod's own app.
+func ExceptKubeProbes() Filter { return exceptKubeProbes{} }
+
+type exceptKubeProbes struct{}
+
+func (exceptKubeProbes) Match(r *Request) bool {
+	return !strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/")
+}
+
+func (exceptKubeProbes) String() string { return "all but kube-probe" }
+
 type pathFilter struct{ re *Regex }
 
 // Path returns a filter that matches when the request path matches pattern.

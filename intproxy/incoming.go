@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/mirrord-go/mirrord/protocol"
@@ -19,6 +20,7 @@ func (p *Proxy) Subscribe(ctx context.Context, req protocol.Subscribe) (cancel f
 	if err != nil {
 		return nil, err
 	}
+	req.HTTPProbes = slices.Contains(p.probePorts, req.Port)
 	if err := protocol.Write(st, &req); err != nil {
 		st.Close()
 		return nil, err

@@ -32,6 +32,8 @@ type Proxy struct {
 	names    *nameCache
 	localDNS *localResolver
 	token    string
+	// probePorts are the target's ports with HTTP probes.
+	probePorts []uint16
 }
 
 // Option configures Connect.
@@ -39,6 +41,13 @@ type Option func(*Proxy)
 
 // WithToken presents the session secret the agent was started with.
 func WithToken(token string) Option { return func(p *Proxy) { p.token = token } }
+
+// WithHTTPProbePorts names the target's ports that kubelet probes with
+// HTTP GETs: subscriptions to them say so, and the agent lets the probes
+// through to the target's app when the rest of the port is stolen.
+func WithHTTPProbePorts(ports []uint16) Option {
+	return func(p *Proxy) { p.probePorts = ports }
+}
 
 // Connect connects to an agent at addr and checks the protocol version.
 func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger, opts ...Option) (*Proxy, error) {

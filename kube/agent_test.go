@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/mirrord-go/mirrord/config"
 )
@@ -86,5 +87,30 @@ func TestPickContainer(t *testing.T) {
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "worker"})
 	if _, err := pickContainer(pod, ""); err == nil {
 		t.Error("two app containers should need /container/NAME")
+	}
+}
+
+func TestHTTPProbePorts(t *testing.T) {
+	httpGet := func(port intstr.IntOrString, scheme corev1.URIScheme) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/health", Port: port, Scheme: scheme}}}
+	}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{
+		{
+			Name:           "app",
+			Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "admin", ContainerPort: 9000}},
+			ReadinessProbe: httpGet(intstr.FromString("http"), ""),
+			LivenessProbe:  httpGet(intstr.FromInt(8080), corev1.URISchemeHTTP), // the same port twice
+			StartupProbe:   httpGet(intstr.FromString("nope"), ""),              // an unknown name: left out
+		},
+		{
+			Name:           "sidecar",
+			ReadinessProbe: httpGet(intstr.FromInt(15021), ""),
+			LivenessProbe:  httpGet(intstr.FromInt(8443), corev1.URISchemeHTTPS), // not plain HTTP
+			StartupProbe:   &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt(7000)}}},
+		},
+	}}}
+	got := (&Target{Pod: pod}).HTTPProbePorts()
+	if want := []uint16{8080, 15021}; !slices.Equal(got, want) {
+		t.Errorf("HTTPProbePorts = %v, want %v", got, want)
 	}
 }

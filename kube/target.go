@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 )
@@ -220,4 +221,35 @@ func pickContainer(pod *corev1.Pod, want string) (*Target, error) {
 		return &Target{Pod: pod, Container: name, ContainerID: id, Runtime: runtime}, nil
 	}
 	return nil, fmt.Errorf("container %q of pod %s has no status yet", name, pod.Name)
+}
+
+// HTTPProbePorts returns the ports of the pod that kubelet probes with
+// plain-HTTP GETs (liveness, readiness and startup probes of every
+// container: they share the pod's network), named ports resolved against
+// the container's ports. An unfiltered steal of such a port still lets the
+// probes through to the pod's app.
+func (t *Target) HTTPProbePorts() []uint16 {
+	var ports []uint16
+	seen := map[uint16]bool{}
+	for _, c := range t.Pod.Spec.Containers {
+		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if p == nil || p.HTTPGet == nil || (p.HTTPGet.Scheme != "" && p.HTTPGet.Scheme != corev1.URISchemeHTTP) {
+				continue
+			}
+			port := p.HTTPGet.Port.IntValue()
+			if p.HTTPGet.Port.Type == intstr.String {
+				port = 0
+				for _, cp := range c.Ports {
+					if cp.Name == p.HTTPGet.Port.StrVal {
+						port = int(cp.ContainerPort)
+					}
+				}
+			}
+			if port > 0 && port < 65536 && !seen[uint16(port)] {
+				seen[uint16(port)] = true
+				ports = append(ports, uint16(port))
+			}
+		}
+	}
+	return ports
 }

@@ -157,6 +157,11 @@ type Subscribe struct {
 	// peers reconnect, and the new connections are stolen. Without it
 	// they stay with the target's app until they close.
 	Flush bool `json:"flush,omitempty"`
+	// HTTPProbes says the target's kubelet probes Port with HTTP GETs.
+	// An unfiltered steal of it then still passes the probes (requests
+	// whose User-Agent starts with "kube-probe/") to the target's app,
+	// so the pod stays ready and alive; the rest is stolen.
+	HTTPProbes bool `json:"http_probes,omitempty"`
 }
 
 // SubscribeReply confirms a subscription.

@@ -1,5 +1,5 @@
 # A local app for the incoming-traffic tests: serves BODY on PORT and
-# prints each request path.
+# prints each request's user agent ("UA ...") and path ("GOT ...").
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -7,6 +7,7 @@ port, body = int(sys.argv[1]), sys.argv[2].encode()
 
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
+        print("UA", self.headers.get("User-Agent", "-"), flush=True)
         print("GOT", self.path, flush=True)
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
