@@ -99,14 +99,14 @@ func TestHTTPProbePorts(t *testing.T) {
 			Name:           "app",
 			Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "admin", ContainerPort: 9000}},
 			ReadinessProbe: httpGet(intstr.FromString("http"), ""),
-			LivenessProbe:  httpGet(intstr.FromInt(8080), corev1.URISchemeHTTP), // the same port twice
-			StartupProbe:   httpGet(intstr.FromString("nope"), ""),              // an unknown name: left out
+			LivenessProbe:  httpGet(intstr.FromInt32(8080), corev1.URISchemeHTTP), // the same port twice
+			StartupProbe:   httpGet(intstr.FromString("nope"), ""),                // an unknown name: left out
 		},
 		{
 			Name:           "sidecar",
-			ReadinessProbe: httpGet(intstr.FromInt(15021), ""),
-			LivenessProbe:  httpGet(intstr.FromInt(8443), corev1.URISchemeHTTPS), // not plain HTTP
-			StartupProbe:   &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt(7000)}}},
+			ReadinessProbe: httpGet(intstr.FromInt32(15021), ""),
+			LivenessProbe:  httpGet(intstr.FromInt32(8443), corev1.URISchemeHTTPS), // not plain HTTP
+			StartupProbe:   &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(7000)}}},
 		},
 	}}}
 	got := (&Target{Pod: pod}).HTTPProbePorts()
