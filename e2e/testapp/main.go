@@ -3,7 +3,7 @@
 // shows what its pod sees, so tests can tell which pod answered and compare
 // what mirrord gives a local process with what the pod has.
 //
-//	testapp serve            HTTP server on $PORT (default 80)
+//	testapp serve            HTTP/1.1 and h2c server on $PORT (default 80)
 //	testapp get URL          GET URL, print the body (exit 1 on errors/non-2xx)
 //	testapp lookup NAME      resolve NAME with the pod's resolv.conf, print addresses
 //
@@ -180,7 +180,13 @@ func serve() error {
 		writeJSON(w, map[string]any{"via": host, "url": url, "status": resp.StatusCode, "backend": answer})
 	})
 
-	srv := &http.Server{Addr: addr, Handler: logRequests(service, mux), ReadHeaderTimeout: 10 * time.Second}
+	// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), like a gRPC or
+	// h2c service: the e2e tests steal h2c streams by filter and pass the
+	// others through to this app.
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Addr: addr, Handler: logRequests(service, mux), ReadHeaderTimeout: 10 * time.Second, Protocols: &protos}
 	// Exit promptly on SIGTERM: as PID 1 of its container nothing else would
 	// stop it, and a slow exit makes every pod deletion wait for the grace
 	// period.
