@@ -82,6 +82,9 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
+	if agent.Joined {
+		log.Info("joined the target's running agent (sessions on one target share it; its agent settings are the ones it was started with)", "job", agent.JobName)
+	}
 	prog.step("agent", agent.Namespace+"/"+agent.PodName)
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
 	addr, err := agent.PortForward(fwdCtx, log)
@@ -101,13 +104,17 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 		addr: addr,
 		opts: opts,
 		via:  via,
-		// Removed at once when the session ends normally; if mirrord
-		// is killed, the agent exits one TTL after its connection
-		// drops and the Job's TTL removes the rest.
+		// A targetless agent is removed at once when the session ends.
+		// A targeted one may serve other sessions on the target too: it
+		// exits one TTL (agent.ttl) after its last session left, and the
+		// Job's TTL removes the rest; the same happens when mirrord is
+		// killed.
 		close: func() {
 			t := time.Now()
 			stopFwd()
-			agent.Delete(context.Background())
+			if !agent.Shared {
+				agent.Delete(context.Background())
+			}
 			log.Debug("session teardown", "job", agent.JobName, "took", time.Since(t))
 		},
 	}, nil

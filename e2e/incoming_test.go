@@ -160,6 +160,31 @@ func TestIncoming(t *testing.T) {
 			}
 		})
 
+		// Two sessions on the target share its agent, which routes
+		// each request to the session whose filter matches.
+		t.Run(engine+"/two filtered sessions", func(t *testing.T) {
+			for i, user := range []string{"alice", "bob"} {
+				port := 18183 + i
+				c.startLocalApp(t, engine, target, port, "local "+user,
+					fmt.Sprintf(`{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[%d, 80]],
+					"http_filter": {"header_filter": "^x-user: %s$"}}}}}`, port, user))
+			}
+			for _, user := range []string{"alice", "bob"} {
+				waitUntil(t, 2*time.Minute, user+"'s steal", func() bool {
+					body, _ := podGet(podIP, "/", map[string]string{"X-User": user})
+					return body == "local "+user
+				})
+			}
+			for range 3 {
+				for _, user := range []string{"alice", "bob", "carol"} {
+					body, err := podGet(podIP, "/", map[string]string{"X-User": user})
+					if user == "carol" && !isPyServ(body) || user != "carol" && body != "local "+user {
+						t.Errorf("X-User %s: %q, %v", user, body, err)
+					}
+				}
+			}
+		})
+
 		t.Run(engine+"/unfiltered steal keeps the probes", func(t *testing.T) {
 			out := c.startLocalApp(t, engine, target, 18185, "local "+engine,
 				`{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18185, 80]]}}}}`)

@@ -3,7 +3,9 @@ package kube
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -30,7 +33,13 @@ type Agent struct {
 	JobName   string
 	PodName   string
 	Token     string
-	client    *Client
+	// Shared: a targeted agent, which other sessions on the target may
+	// use too (see AgentJob); it goes away by itself one TTL after its
+	// last session, rather than being deleted when this one ends.
+	Shared bool
+	// Joined: this session uses an agent another session started.
+	Joined bool
+	client *Client
 	dialer    *podDialer // set once the pod is known
 }
 
@@ -47,7 +56,6 @@ var defaultCapabilities = []string{"NET_ADMIN", "NET_RAW", "SYS_PTRACE", "SYS_AD
 // AgentJob builds the Job that runs the agent for target (nil: targetless).
 func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batchv1.Job {
 	a := cfg.Agent
-	name := "mirrord-agent-" + randomHex(5)
 	args := []string{"agent", "--listen", fmt.Sprintf("0.0.0.0:%d", AgentPort), "--ttl", fmt.Sprintf("%ds", max(a.TTL, 1))}
 	if target != nil {
 		args = append(args, "--container-id", target.ContainerID)
@@ -59,7 +67,7 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 		}
 	}
 	privileged := a.Privileged
-	env := []corev1.EnvVar{{Name: "MIRRORD_AGENT_TOKEN", Value: token}}
+	var env []corev1.EnvVar
 	if lvl := agentLogLevel(a.LogLevel); lvl != "" {
 		env = append(env, corev1.EnvVar{Name: "MIRRORD_LOG_LEVEL", Value: lvl})
 	}
@@ -101,6 +109,20 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 			spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: n})
 		}
 	}
+	// A targeted agent is shared: sessions on the same target container
+	// with the same agent settings use one agent, named after both. Only
+	// one agent can take a port's connections (the first redirect in the
+	// pod's namespace gets them all), so several sessions stealing one
+	// port with different HTTP filters must meet in one agent.
+	name := "mirrord-agent-" + randomHex(5)
+	if target != nil {
+		h := sha256.New()
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00", namespace, target.Pod.UID, target.Container)
+		json.NewEncoder(h).Encode(spec) // the token is not in it yet
+		json.NewEncoder(h).Encode([]any{a.Labels, a.Annotations, a.TTL})
+		name = "mirrord-agent-" + hex.EncodeToString(h.Sum(nil))[:10]
+	}
+	spec.Containers[0].Env = append(spec.Containers[0].Env, corev1.EnvVar{Name: "MIRRORD_AGENT_TOKEN", Value: token})
 	labels := map[string]string{"app": "mirrord", "mirrord.dev/agent": name}
 	for k, v := range a.Labels {
 		labels[k] = v
@@ -180,21 +202,83 @@ func tolerations(ts []map[string]any) []corev1.Toleration {
 // through a port-forward to its pod; that connection is kept for the
 // first connection to PortForward's address. Its steps (job created, pod
 // scheduled, container running, agent listening) go to steps.
+//
+// A targeted agent is shared (see AgentJob): when the target's agent is
+// already running, the session joins it instead.
 func (c *Client) StartAgent(ctx context.Context, cfg *config.Config, target *Target, namespace string, steps *Steps) (*Agent, error) {
-	token := randomHex(16)
-	job := AgentJob(cfg, target, namespace, token)
-	created, err := c.Clientset.BatchV1().Jobs(namespace).Create(ctx, job, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("create the agent job in namespace %q: %w", namespace, err)
-	}
-	steps.Done("agent job created", "job", created.Name)
-	a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, client: c}
 	timeout := time.Duration(cfg.Agent.StartupTimeout) * time.Second
-	if err := a.waitReady(ctx, timeout, steps); err != nil {
-		a.Delete(context.Background())
-		return nil, err
+	deadline := time.Now().Add(timeout)
+	jobs := c.Clientset.BatchV1().Jobs(namespace)
+	for {
+		token := randomHex(16)
+		job := AgentJob(cfg, target, namespace, token)
+		created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+		if err == nil {
+			steps.Done("agent job created", "job", created.Name)
+			a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, Shared: target != nil, client: c}
+			if err := a.waitReady(ctx, time.Until(deadline), steps); err != nil {
+				a.Delete(context.Background())
+				return nil, err
+			}
+			return a, nil
+		}
+		if target == nil || !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create the agent job in namespace %q: %w", namespace, err)
+		}
+		a, err := c.joinAgent(ctx, namespace, job.Name, deadline, steps)
+		if a != nil || err != nil {
+			return a, err
+		}
+		// The agent was on its way out: start a new one.
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the target's agent (job %s/%s) kept exiting as sessions joined it for %s (agent.startup_timeout)", namespace, job.Name, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	return a, nil
+}
+
+// joinAgent connects to the running agent of job name. It returns no
+// agent and no error when that agent has finished or is finishing (its
+// last session left a TTL ago): the job is then deleted, for the caller to
+// start a new one.
+func (c *Client) joinAgent(ctx context.Context, namespace, name string, deadline time.Time, steps *Steps) (*Agent, error) {
+	jobs := c.Clientset.BatchV1().Jobs(namespace)
+	job, err := jobs.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the target's agent job %s/%s: %w", namespace, name, err)
+	}
+	token := ""
+	for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "MIRRORD_AGENT_TOKEN" {
+			token = e.Value
+		}
+	}
+	a := &Agent{Namespace: namespace, JobName: name, Token: token, Shared: true, Joined: true, client: c}
+	if job.DeletionTimestamp == nil && job.Status.Succeeded == 0 && job.Status.Failed == 0 {
+		steps.Done("joining the target's agent", "job", name)
+		err := a.waitReady(ctx, time.Until(deadline), steps)
+		if err == nil {
+			return a, nil
+		}
+		// Only an agent that has ended is replaced: any other failure
+		// (this user may not port-forward, say) must not take the
+		// agent from the sessions that use it.
+		if !errors.As(err, new(goneError)) || ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, err
+		}
+		steps.Logger().Debug("the target's agent went away as we joined", "job", name, "err", err)
+	}
+	if job.DeletionTimestamp == nil {
+		a.Delete(context.Background())
+	}
+	return nil, nil
 }
 
 // probeInterval is how often waitReady tries to reach the agent once its
@@ -274,7 +358,7 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 				continue
 			}
 			if ev.Type == watch.Deleted {
-				return fmt.Errorf("the agent pod %s/%s was deleted before the agent started", a.Namespace, p.Name)
+				return goneError{fmt.Sprintf("the agent pod %s/%s was deleted before the agent started", a.Namespace, p.Name)}
 			}
 			if a.dialer == nil && p.Spec.NodeName != "" {
 				a.PodName = p.Name
@@ -284,7 +368,7 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 			}
 			switch p.Status.Phase {
 			case corev1.PodFailed, corev1.PodSucceeded:
-				return fmt.Errorf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))
+				return goneError{fmt.Sprintf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))}
 			}
 			for _, cs := range p.Status.ContainerStatuses {
 				if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
@@ -314,6 +398,11 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 		}
 	}
 }
+
+// goneError is waitReady's error when the agent's pod has ended.
+type goneError struct{ msg string }
+
+func (e goneError) Error() string { return e.msg }
 
 // refused says whether a failed probe failed for good: the API server
 // answered that this user may not port-forward (the SPDY upgrade's error

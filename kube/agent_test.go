@@ -49,8 +49,28 @@ func TestAgentJob(t *testing.T) {
 	case len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != corev1.TolerationOpExists:
 		t.Errorf("tolerations %v", spec.Tolerations)
 	}
-	if c.Env[0].Name != "MIRRORD_AGENT_TOKEN" || c.Env[0].Value != "tok" {
+	if !slices.Contains(c.Env, corev1.EnvVar{Name: "MIRRORD_AGENT_TOKEN", Value: "tok"}) {
 		t.Errorf("env %v", c.Env)
+	}
+	// Sessions on one target with the same agent settings share an agent:
+	// one Job name, whatever the token; another container, namespace or
+	// setting gets its own; targetless agents are never shared.
+	same := AgentJob(cfg, target, "staging", "other-token")
+	other := *target
+	other.Container = "worker"
+	cfg2 := *cfg
+	cfg2.Agent.TTL = 9
+	switch {
+	case same.Name != job.Name:
+		t.Errorf("same target and settings: jobs %s and %s", job.Name, same.Name)
+	case AgentJob(cfg, &other, "staging", "tok").Name == job.Name:
+		t.Error("another container shares the agent")
+	case AgentJob(cfg, target, "prod", "tok").Name == job.Name:
+		t.Error("another namespace shares the agent")
+	case AgentJob(&cfg2, target, "staging", "tok").Name == job.Name:
+		t.Error("other agent settings share the agent")
+	case AgentJob(cfg, nil, "staging", "tok").Name == AgentJob(cfg, nil, "staging", "tok").Name:
+		t.Error("targetless agents share a name")
 	}
 	tl := AgentJob(cfg, nil, "default", "tok").Spec.Template.Spec
 	if tl.HostPID || tl.NodeName != "" {
