@@ -40,7 +40,7 @@ type Agent struct {
 	// Joined: this session uses an agent another session started.
 	Joined bool
 	client *Client
-	dialer    *podDialer // set once the pod is known
+	dialer *podDialer // set once the pod is known
 }
 
 func randomHex(n int) string {
