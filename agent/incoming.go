@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -144,6 +145,13 @@ func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*su
 		return nil, err
 	}
 	if in.rules[port] == nil {
+		// Another agent's redirect for the port comes first in the
+		// pod's namespace and takes every connection: ours would see
+		// none. (Sessions with the same agent settings share an agent;
+		// this is two agents with different ones.)
+		if other := in.redirectedElsewhere(port); other != "" {
+			return nil, fmt.Errorf("port %d of the target is already taken by another mirrord agent (nftables table %s; sessions share an agent only when their agent settings match): %w", port, other, unix.EADDRINUSE)
+		}
 		flush := req.Flush && !mirror
 		in.nft.AddRule(&nftables.Rule{Table: in.table, Chain: in.chain, Exprs: redirectExprs(port, in.lnPort, !flush)})
 		if err := in.nft.Flush(); err != nil {
@@ -199,6 +207,37 @@ func redirectExprs(port, lnPort uint16, synOnly bool) []expr.Any {
 		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(lnPort)},
 		&expr.Redir{RegisterProtoMin: 1},
 	)
+}
+
+// redirectedElsewhere returns the name of another agent's table that
+// redirects port in the target's namespace, or "".
+func (in *incoming) redirectedElsewhere(port uint16) string {
+	chains, err := in.nft.ListChains()
+	if err != nil {
+		return ""
+	}
+	want := binaryutil.BigEndian.PutUint16(port)
+	for _, ch := range chains {
+		if !strings.HasPrefix(ch.Table.Name, tablePrefix) || ch.Table.Name == in.table.Name {
+			continue
+		}
+		rules, err := in.nft.GetRules(ch.Table, ch)
+		if err != nil {
+			continue
+		}
+		for _, r := range rules {
+			for i, e := range r.Exprs {
+				p, ok := e.(*expr.Payload)
+				if !ok || p.Base != expr.PayloadBaseTransportHeader || p.Offset != 2 || p.Len != 2 || i+1 >= len(r.Exprs) {
+					continue
+				}
+				if c, ok := r.Exprs[i+1].(*expr.Cmp); ok && c.Op == expr.CmpOpEq && bytes.Equal(c.Data, want) {
+					return ch.Table.Name
+				}
+			}
+		}
+	}
+	return ""
 }
 
 func (in *incoming) unsubscribe(sub *subscription) {

@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,5 +115,64 @@ func TestIncomingAgentKilled(t *testing.T) {
 	}
 	if body, err := f.podGet(t, "http://"+podIP+":8894/"); body != "hello from original app" {
 		t.Errorf("after the next agent started: %q, %v; want the target's app", body, err)
+	}
+}
+
+// TestIncomingTwoAgents: two agents on one target (sessions with different
+// agent settings get different agents). Only the first redirect for a port
+// in the pod's namespace gets its connections, so the second agent refuses
+// the port, and the session follows on_concurrent_steal ("abort"), instead
+// of waiting for traffic that never comes; once the first session ends,
+// the second agent can take the port.
+func TestIncomingTwoAgents(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8896", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	first := f.agentAddr
+	f.startAgent("--ttl", "30s")
+	second := f.agentAddr
+	steal := func(agent, localPort, body, user string) (*exec.Cmd, string) {
+		f.agentAddr = agent
+		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+			"port_mapping": [[`+localPort+`, 8896]], "http_filter": {"header_filter": "^x-user: `+user+`$", "ports": [8896]}}}}}`)
+		return f.startLocalApp(t, localPort, body, "-f", cfg)
+	}
+	get := func(user string) string {
+		req, _ := http.NewRequest("GET", "http://"+podIP+":8896/", nil)
+		req.Header.Set("X-User", user)
+		client := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: f.svcDialer(t)}}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	alice, _ := steal(first, "18896", "hello alice", "alice")
+	waitFor(t, "alice's steal through the first agent", func() bool { return get("alice") == "hello alice" })
+
+	bob, bobOut := steal(second, "18897", "hello bob", "bob")
+	done := make(chan error, 1)
+	go func() { done <- bob.Wait() }()
+	select {
+	case err := <-done:
+		b, _ := os.ReadFile(bobOut)
+		if err == nil || !strings.Contains(string(b), "mirrord: port 8896 of the target is already taken by another mirrord session; stopping") {
+			t.Errorf("the session on the second agent ended with %v, output:\n%s", err, b)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the session on the second agent still runs, stealing nothing")
+	}
+	if got := get("alice"); got != "hello alice" {
+		t.Errorf("alice after the refused session: %q", got)
+	}
+
+	alice.Process.Signal(syscall.SIGTERM)
+	alice.Wait()
+	steal(second, "18898", "hello carol", "carol")
+	waitFor(t, "carol's steal through the second agent", func() bool { return get("carol") == "hello carol" })
+	if got := get("alice"); got != "hello from original app" {
+		t.Errorf("alice after her session ended: %q", got)
 	}
 }
