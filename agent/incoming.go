@@ -116,11 +116,11 @@ func (a *Agent) cleanStaleTables() {
 // sessions may steal one port with HTTP filters; a session that takes
 // whole connections must be alone on its port.
 func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*subscription, error) {
-	port, mirror, override := req.Port, req.Mode == "mirror", req.Override
 	sub, err := newSubscription(sess, req)
 	if err != nil {
 		return nil, err
 	}
+	port, mirror, override := sub.port, sub.mirror, req.Override
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if override && !mirror {
@@ -216,7 +216,6 @@ func (in *incoming) redirectedElsewhere(port uint16) string {
 	if err != nil {
 		return ""
 	}
-	want := binaryutil.BigEndian.PutUint16(port)
 	for _, ch := range chains {
 		if !strings.HasPrefix(ch.Table.Name, tablePrefix) || ch.Table.Name == in.table.Name {
 			continue
@@ -225,19 +224,27 @@ func (in *incoming) redirectedElsewhere(port uint16) string {
 		if err != nil {
 			continue
 		}
-		for _, r := range rules {
-			for i, e := range r.Exprs {
-				p, ok := e.(*expr.Payload)
-				if !ok || p.Base != expr.PayloadBaseTransportHeader || p.Offset != 2 || p.Len != 2 || i+1 >= len(r.Exprs) {
-					continue
-				}
-				if c, ok := r.Exprs[i+1].(*expr.Cmp); ok && c.Op == expr.CmpOpEq && bytes.Equal(c.Data, want) {
-					return ch.Table.Name
-				}
-			}
+		if slices.ContainsFunc(rules, func(r *nftables.Rule) bool { return redirectsPort(r, port) }) {
+			return ch.Table.Name
 		}
 	}
 	return ""
+}
+
+// redirectsPort says whether r, read back from the kernel, is a rule
+// redirectExprs made for port: it compares the TCP destination port with it.
+func redirectsPort(r *nftables.Rule, port uint16) bool {
+	want := binaryutil.BigEndian.PutUint16(port)
+	for i, e := range r.Exprs[:max(len(r.Exprs)-1, 0)] {
+		p, ok := e.(*expr.Payload)
+		if !ok || p.Base != expr.PayloadBaseTransportHeader || p.Offset != 2 || p.Len != 2 {
+			continue
+		}
+		if c, ok := r.Exprs[i+1].(*expr.Cmp); ok && c.Op == expr.CmpOpEq && bytes.Equal(c.Data, want) {
+			return true
+		}
+	}
+	return false
 }
 
 func (in *incoming) unsubscribe(sub *subscription) {

@@ -230,7 +230,6 @@ func pickContainer(pod *corev1.Pod, want string) (*Target, error) {
 // probes through to the pod's app.
 func (t *Target) HTTPProbePorts() []uint16 {
 	var ports []uint16
-	seen := map[uint16]bool{}
 	for _, c := range t.Pod.Spec.Containers {
 		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
 			if p == nil || p.HTTPGet == nil || (p.HTTPGet.Scheme != "" && p.HTTPGet.Scheme != corev1.URISchemeHTTP) {
@@ -245,8 +244,7 @@ func (t *Target) HTTPProbePorts() []uint16 {
 					}
 				}
 			}
-			if port > 0 && port < 65536 && !seen[uint16(port)] {
-				seen[uint16(port)] = true
+			if port > 0 && port < 65536 && !slices.Contains(ports, uint16(port)) {
 				ports = append(ports, uint16(port))
 			}
 		}

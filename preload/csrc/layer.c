@@ -334,20 +334,19 @@ static void layer_setup(void) {
 	__atomic_store_n(&layer_ready, 1, __ATOMIC_RELEASE);
 }
 
-// layer_on reports whether the hooks redirect this process's calls.
-static inline int layer_on(void) {
+// layer_set_up reports whether mirrord is on, finishing the set-up first.
+static inline int layer_set_up(void) {
 	if (!layer_sock) return 0;
 	if (!__atomic_load_n(&layer_ready, __ATOMIC_ACQUIRE)) layer_setup();
-	return active;
+	return 1;
 }
+
+// layer_on reports whether the hooks redirect this process's calls.
+static inline int layer_on(void) { return layer_set_up() && active; }
 
 // exec_on reports whether Go/static children are sent to the netstack
 // engine (also from a skipped process).
-static inline int exec_on(void) {
-	if (!layer_sock) return 0;
-	if (!__atomic_load_n(&layer_ready, __ATOMIC_ACQUIRE)) layer_setup();
-	return exec_active;
-}
+static inline int exec_on(void) { return layer_set_up() && exec_active; }
 
 // ---- addresses ---------------------------------------------------------
 
