@@ -28,7 +28,15 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 	if cfg.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
 		spec.Hostname = hello.Hostname
 	}
-	var opts []goshim.Option
+	// The program's servers are sockets of this machine (goshim moves
+	// them out of the sandbox): the ones not on loopback are the ports to
+	// take the target's traffic for, as under the preload.
+	ports := newPortSet()
+	opts := []goshim.Option{goshim.WithLogger(log), goshim.WithListenHook(func(l goshim.Listener) {
+		if !l.Addr.Addr().IsLoopback() {
+			ports.add(l.Addr.Port())
+		}
+	})}
 	cwd, _ := os.Getwd()
 	files, err := sandboxFiles(cfg.Feature.FS, proxy, cwd, skipper(cfg), log)
 	if err != nil {
@@ -38,7 +46,7 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 		opts = append(opts, goshim.WithFiles(*files))
 	}
 	return runSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, ns *netstack.Stack, pid int) {
-		go serveIncoming(ctx, cfg, proxy, ns, pid, log)
+		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, dialLocal, log)
 		go func() {
 			select {
 			case <-proxy.Done():

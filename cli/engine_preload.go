@@ -104,10 +104,7 @@ func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *int
 	}
 	incCtx, stopIncoming := context.WithCancel(ctx)
 	defer stopIncoming()
-	go serveIncomingPorts(incCtx, cfg, proxy, ports.snapshot, func(ctx context.Context, local uint16) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", local))
-	}, log)
+	go serveIncomingPorts(incCtx, cfg, proxy, ports.snapshot, dialLocal, log)
 	go func() {
 		select {
 		case <-proxy.Done():

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,62 +9,15 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mirrord-go/mirrord/config"
-	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/intproxy"
-	"github.com/mirrord-go/mirrord/netstack"
 	"github.com/mirrord-go/mirrord/protocol"
 )
-
-// listeningPorts reads the TCP ports listening in the network namespace
-// of pid (the sandbox), from /proc/<pid>/net/tcp and tcp6. Sockets bound
-// to a loopback address are left out: only the program itself can reach
-// them.
-func listeningPorts(pid int) map[uint16]bool {
-	ports := map[uint16]bool{}
-	for _, name := range []string{"tcp", "tcp6"} {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, name))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		sc.Scan() // header
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 4 || fields[3] != "0A" { // 0A = LISTEN
-				continue
-			}
-			hexIP, hexPort, ok := strings.Cut(fields[1], ":")
-			if !ok || isLoopbackHex(hexIP) {
-				continue
-			}
-			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
-				ports[uint16(p)] = true
-			}
-		}
-		f.Close()
-	}
-	return ports
-}
-
-// isLoopbackHex recognises 127.x.x.x and ::1 in /proc/net/tcp notation
-// (IPv4 in little-endian hex, IPv6 as four little-endian words).
-func isLoopbackHex(h string) bool {
-	switch len(h) {
-	case 8:
-		return strings.HasSuffix(h, "7F")
-	case 32:
-		return h == "00000000000000000000000001000000" || strings.HasPrefix(h, "0000000000000000FFFF0000") && strings.HasSuffix(h, "7F")
-	}
-	return false
-}
 
 // remotePort maps a local listening port to the target port it takes
 // traffic from (feature.network.incoming.port_mapping), and says whether
@@ -146,14 +98,18 @@ func deref(p *string) string {
 	return *p
 }
 
-// serveIncoming subscribes every port the sandboxed program listens on and
-// delivers the connections into the sandbox through the netstack, until
-// ctx ends.
-func serveIncoming(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, ns *netstack.Stack, pid int, log *slog.Logger) {
-	serveIncomingPorts(ctx, cfg, proxy, func() map[uint16]bool { return listeningPorts(pid) },
-		func(ctx context.Context, local uint16) (net.Conn, error) {
-			return ns.DialSandbox(ctx, netip.AddrPortFrom(goshim.SandboxAddr4, local))
-		}, log)
+// dialLocal connects to the program's server on this machine's loopback:
+// 127.0.0.1, or ::1 for a server that listens on IPv6 only.
+func dialLocal(ctx context.Context, port uint16) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port).String())
+	if err == nil {
+		return c, nil
+	}
+	if c6, err6 := d.DialContext(ctx, "tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), port).String()); err6 == nil {
+		return c6, nil
+	}
+	return nil, err
 }
 
 // serveIncomingPorts subscribes every port listening() reports (polled)

@@ -54,6 +54,8 @@ func TestMain(m *testing.M) {
 			os.Exit(runParent())
 		case modeRun:
 			os.Exit(runCommand(os.Args[2:]))
+		case modeNet:
+			os.Exit(netProgram(os.Args[2:]))
 		case modeFiles:
 			os.Exit(filesProgram(os.Args[2:]))
 		}

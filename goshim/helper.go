@@ -76,8 +76,8 @@ func HelperMain() int {
 		return 1
 	}
 	beforeExec := func() error { return nil }
-	if msg.Files != nil {
-		beforeExec = func() error { return sock.sendFilter(msg.Files.Syscalls) }
+	if len(msg.Syscalls) > 0 {
+		beforeExec = func() error { return sock.sendFilter(msg.Syscalls) }
 	}
 	code, err := execProgram(msg.Spec, beforeExec)
 	return sock.fail(err, code)

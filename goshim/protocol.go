@@ -56,16 +56,15 @@ type bindMount struct {
 
 // setupMessage is everything the helper needs before it can report ready.
 type setupMessage struct {
-	Spec  Spec
-	Binds []bindMount
-	Files *filesSetup // nil: no file interception
+	Spec     Spec
+	Binds    []bindMount
+	Syscalls []int       // system call numbers the seccomp filter, installed just before exec, sends to the supervisor
+	Files    *filesSetup // nil: no file layer
 }
 
-// filesSetup asks the helper for the file layer: the FUSE view (when
-// View) and, just before exec, the seccomp filter.
+// filesSetup asks the helper for the file layer's FUSE view.
 type filesSetup struct {
-	Syscalls []int // system call numbers sent to the supervisor
-	View     bool  // try to create the FUSE view
+	View bool // try to create the FUSE view
 }
 
 // readyMessage is the payload of frameTUN.

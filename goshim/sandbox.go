@@ -48,6 +48,14 @@ type options struct {
 	stderr       io.Writer
 	setupTimeout time.Duration
 	files        *Files
+	onListen     func(Listener)
+	log          *slog.Logger
+}
+
+// WithLogger sets where the sandbox logs (nothing by default; WithFiles'
+// Logger when set).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
 }
 
 // WithStdio sets the program's standard input, output and error, which are
@@ -72,8 +80,9 @@ type Sandbox struct {
 	term   *terminal // non-nil when the program got the terminal's foreground
 
 	// The file layer (WithFiles); nil without it.
-	files  *Files
-	log    *slog.Logger
+	files    *Files
+	onListen func(Listener)
+	log      *slog.Logger
 	pinned map[string]bool // paths that stay local whatever the rules
 	remote remoteFS        // set by the handshake
 	super  *supervisor     // set by Go
@@ -109,23 +118,29 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 		return nil, fmt.Errorf("goshim: finding the mirrord executable to re-run as helper: %w", err)
 	}
 
-	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files}
+	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, log: o.log}
 	msg, err := s.prepare(spec)
 	if err != nil {
 		s.release()
 		return nil, fmt.Errorf("goshim: %w", err)
 	}
-	if s.files != nil {
+	if s.log == nil && s.files != nil {
 		s.log = s.files.Logger
-		if s.log == nil {
-			s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	// The seccomp filter is there for every program (this machine's
+	// loopback, hostnet.go); where the architecture has no table for it,
+	// the program runs with the sandbox's own loopback.
+	if auditArch != 0 {
+		for nr := range interceptedSyscalls(s.files != nil, s.files != nil && s.files.RemoteWrites) {
+			msg.Syscalls = append(msg.Syscalls, nr)
 		}
-		var nrs []int
-		for nr := range interceptedSyscalls(s.files.RemoteWrites) {
-			nrs = append(nrs, nr)
-		}
-		slices.Sort(nrs)
-		msg.Files = &filesSetup{Syscalls: nrs, View: !s.files.NoFUSE}
+		slices.Sort(msg.Syscalls)
+	}
+	if s.files != nil {
+		msg.Files = &filesSetup{View: !s.files.NoFUSE}
 		s.pinned = pinnedPaths(spec, msg.Binds)
 	}
 	child, err := s.openSocket()
@@ -455,14 +470,14 @@ func (s *Sandbox) Go() error {
 // startSupervisor starts answering the program's file system calls, whose
 // seccomp listener the helper sent just before it execs the program.
 func (s *Sandbox) startSupervisor(fds []int) error {
-	if s.files == nil || len(fds) != 1 {
+	if len(fds) != 1 {
 		closeFDs(fds)
 		return errors.New("goshim: unexpected seccomp listener from the helper")
 	}
-	sv, err := newSupervisor(fds[0], *s.files, s.remote, s.pinned, s.log)
+	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen, log: s.log})
 	if err != nil {
 		unix.Close(fds[0])
-		return fmt.Errorf("goshim: starting the file supervisor: %w", err)
+		return fmt.Errorf("goshim: starting the seccomp supervisor: %w", err)
 	}
 	s.mu.Lock()
 	s.super = sv

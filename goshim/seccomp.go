@@ -47,13 +47,23 @@ type seccompNotifAddfd struct {
 const filterFlagWaitKillableRecv = 1 << 5
 
 // buildFilter returns a BPF program that sends the system calls nrs of
-// arch to the listener and allows everything else.
+// arch to the listener and allows everything else. sendto, when among
+// nrs, is sent only when its destination argument is not NULL: sends on
+// a connected socket (most of them) run at full speed.
 func buildFilter(arch uint32, nrs []int) []unix.SockFilter {
 	stmt := func(code uint16, k uint32) unix.SockFilter { return unix.SockFilter{Code: code, K: k} }
 	jump := func(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
 		return unix.SockFilter{Code: code, K: k, Jt: jt, Jf: jf}
 	}
-	n := len(nrs)
+	var table []int
+	sendto := false
+	for _, nr := range nrs {
+		if nr == unix.SYS_SENDTO {
+			sendto = true
+			continue
+		}
+		table = append(table, nr)
+	}
 	prog := []unix.SockFilter{
 		stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, uint32(unsafe.Offsetof(seccompData{}.Arch))),
 		// Another ABI (e.g. ia32 on amd64): allowed, it does not see
@@ -62,10 +72,27 @@ func buildFilter(arch uint32, nrs []int) []unix.SockFilter {
 		stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW),
 		stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, uint32(unsafe.Offsetof(seccompData{}.Nr))),
 	}
-	for i, nr := range nrs {
-		// Jump to the notify return after the allow: n-1-i compares and
-		// the allow lie between.
-		prog = append(prog, jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, uint32(nr), uint8(n-i), 0))
+	// What follows the table: the sendto check (5 instructions), then
+	// the allow and the notify returns.
+	tail := 0
+	if sendto {
+		tail = 5
+	}
+	n := len(table)
+	for i, nr := range table {
+		// Jump to the notify return: n-1-i compares, the tail and the
+		// allow lie between.
+		prog = append(prog, jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, uint32(nr), uint8(n-1-i+tail+1), 0))
+	}
+	if sendto {
+		dest := uint32(unsafe.Offsetof(seccompData{}.Args)) + 4*8 // sendto's dest_addr
+		prog = append(prog,
+			jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_SENDTO, 0, 4), // else: allow
+			stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, dest),                   // low word (little-endian)
+			jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, 0, 0, 3),               // non-zero: notify
+			stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, dest+4),                 // high word
+			jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, 0, 0, 1),               // zero: allow, else notify
+		)
 	}
 	return append(prog,
 		stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW),
@@ -92,8 +119,8 @@ func installFilter(nrs []int) (int, error) {
 			continue
 		}
 		if errno != 0 {
-			return -1, fmt.Errorf("installing the seccomp filter for remote files: %w: %w (Linux 5.0 or later is needed; "+
-				"set \"feature.fs\": \"local\" to run without remote files)", errno, ErrSeccomp)
+			return -1, fmt.Errorf("installing the sandbox's seccomp filter (remote files, this machine's loopback): %w: %w "+
+				"(Linux 5.14 or later is needed)", errno, ErrSeccomp)
 		}
 		unix.CloseOnExec(int(fd))
 		return int(fd), nil

@@ -40,12 +40,14 @@ type remoteFS interface {
 }
 
 // supervisor answers the seccomp notifications of the program and its
-// children. It must outlive all of them: once the listener is closed,
+// children: their socket calls (hostnet.go) and, with WithFiles, their
+// file calls. It must outlive all of them: once the listener is closed,
 // every filtered call fails with ENOSYS.
 type supervisor struct {
 	listener int
 	calls    map[int]sysCall
-	filter   Classifier
+	net      *hostNet
+	filter   Classifier // nil without WithFiles, and then so are remote, pinned and skip
 	remote   remoteFS
 	pinned   map[string]bool // paths that always stay local
 	skip     func(exe string) bool
@@ -112,7 +114,21 @@ func pinnedPaths(spec Spec, binds []bindMount) map[string]bool {
 	return pinned
 }
 
-func newSupervisor(listener int, files Files, remote remoteFS, pinned map[string]bool, log *slog.Logger) (*supervisor, error) {
+// supervisorConfig is what the supervisor serves: files is nil without
+// WithFiles (remote and pinned then too).
+type supervisorConfig struct {
+	files    *Files
+	remote   remoteFS
+	pinned   map[string]bool
+	onListen func(Listener)
+	log      *slog.Logger
+}
+
+func newSupervisor(listener int, cfg supervisorConfig) (*supervisor, error) {
+	hn, err := newHostNet(listener, cfg.onListen)
+	if err != nil {
+		return nil, err
+	}
 	stopFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -120,17 +136,21 @@ func newSupervisor(listener int, files Files, remote remoteFS, pinned map[string
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &supervisor{
 		listener: listener,
-		calls:    interceptedSyscalls(files.RemoteWrites),
-		filter:   files.Filter,
-		remote:   remote,
-		pinned:   pinned,
-		skip:     files.Skip,
-		log:      log,
+		net:      hn,
+		log:      cfg.log,
 		stopFD:   stopFD,
 		cache:    map[cacheKey]classified{},
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	hn.s = s
+	if f := cfg.files; f != nil {
+		s.calls = interceptedSyscalls(true, f.RemoteWrites)
+		s.filter, s.remote, s.pinned, s.skip = f.Filter, cfg.remote, cfg.pinned, f.Skip
+	} else {
+		s.calls = interceptedSyscalls(false, false)
+	}
+	log := cfg.log
 	// Linux 6.6: the program's thread and ours hand over on one CPU rather
 	// than waking each other across CPUs.
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS,
@@ -152,7 +172,9 @@ func (s *supervisor) stop() {
 	s.wg.Wait()
 	unix.Close(s.stopFD)
 	unix.Close(s.listener)
-	s.remote.close()
+	if s.remote != nil {
+		s.remote.close()
+	}
 }
 
 func (s *supervisor) loop() {
@@ -348,6 +370,21 @@ func (s *supervisor) handle(n seccompNotif) {
 		s.cont(n.ID)
 		return
 	}
+	a := n.Data.Args
+	switch c.kind {
+	case sysBind:
+		s.net.bind(&n, a)
+		return
+	case sysConnect:
+		s.net.send(&n, int(int32(a[0])), a[1], a[2])
+		return
+	case sysSendto:
+		s.net.send(&n, int(int32(a[0])), a[4], a[5])
+		return
+	case sysListen:
+		s.net.listen(&n, a)
+		return
+	}
 	tid := int(n.Pid)
 	if s.skip != nil {
 		// A skipped program's calls stay local. Its executable is read per
@@ -357,7 +394,6 @@ func (s *supervisor) handle(n seccompNotif) {
 			return
 		}
 	}
-	a := n.Data.Args
 	if c.args != nil {
 		a = c.args(a)
 	}

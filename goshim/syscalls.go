@@ -1,6 +1,10 @@
 package goshim
 
-import "golang.org/x/sys/unix"
+import (
+	"maps"
+
+	"golang.org/x/sys/unix"
+)
 
 // sysKind is the shape of an intercepted system call, after its arguments
 // are put in the order of its *at form (see sysCall.args).
@@ -16,6 +20,10 @@ const (
 	sysUnlink                  // dirfd, path, flags
 	sysMkdir                   // dirfd, path, mode
 	sysRename                  // olddirfd, oldpath, newdirfd, newpath, flags
+	sysBind                    // fd, addr, addrlen
+	sysConnect                 // fd, addr, addrlen
+	sysListen                  // fd, backlog
+	sysSendto                  // fd, buf, len, flags, addr, addrlen
 )
 
 // sysCall describes one intercepted system call.
@@ -45,10 +53,25 @@ var syscallsAt = map[int]sysCall{
 	unix.SYS_RENAMEAT2:  {name: "renameat2", kind: sysRename, write: true},
 }
 
-// interceptedSyscalls returns the system call table of this architecture,
-// without the write calls unless writes may go remote.
-func interceptedSyscalls(remoteWrites bool) map[int]sysCall {
-	out := map[int]sysCall{}
+// syscallsNet are the socket calls through which the program says it
+// means this machine (see hostnet.go). sendto is sent to the supervisor
+// only when it names a destination (the filter checks its fifth
+// argument), so a connected socket's sends never stop.
+var syscallsNet = map[int]sysCall{
+	unix.SYS_BIND:    {name: "bind", kind: sysBind},
+	unix.SYS_CONNECT: {name: "connect", kind: sysConnect},
+	unix.SYS_LISTEN:  {name: "listen", kind: sysListen},
+	unix.SYS_SENDTO:  {name: "sendto", kind: sysSendto},
+}
+
+// interceptedSyscalls returns the system call table of this architecture:
+// the socket calls always, the file calls when files is set, the write
+// calls among them only when writes may go remote.
+func interceptedSyscalls(files, remoteWrites bool) map[int]sysCall {
+	out := maps.Clone(syscallsNet)
+	if !files {
+		return out
+	}
 	for _, t := range []map[int]sysCall{syscallsAt, syscallsArch} {
 		for nr, c := range t {
 			if !c.write || remoteWrites {

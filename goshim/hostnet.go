@@ -1,0 +1,636 @@
+package goshim
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// This machine's network, for the program in the sandbox.
+//
+// The sandbox's own network namespace is what sends the program's traffic
+// to the target: every destination but loopback is routed into the TUN
+// device. Loopback, though, means *this machine* to the program's user:
+// its servers must answer on this machine's localhost, it must reach the
+// database on this machine's 127.0.0.1:5432, a debugger must be reachable.
+// So the supervisor watches the calls where a program says which network
+// it means (bind, connect, listen, sendto with a destination) and, when it
+// means this machine, swaps the program's socket for one made here, in
+// mirrord's network namespace (the technique of bypass4netns): it takes a
+// copy of the program's socket (pidfd_getfd), makes a socket of the same
+// family, type and protocol with the options the program set, and installs
+// it under the same descriptor number (SECCOMP_IOCTL_NOTIF_ADDFD with
+// SECCOMP_ADDFD_FLAG_SETFD). From then on the kernel does everything: the
+// data path has no mirrord in it at all.
+//
+// Which calls mean this machine:
+//   - bind to a loopback address (any port), to a wildcard address with a
+//     port, or to an address of this machine: the bind runs here, so the
+//     program gets EADDRINUSE when the port is taken here. A wildcard bind
+//     to port 0 is left in the sandbox until the socket shows what it is
+//     for: listen makes it a server here; a first datagram to loopback
+//     moves it here; otherwise it is a client of the target.
+//   - connect, or sendto, to a loopback address (127/8, ::1, v4-mapped,
+//     and the unspecified address, which Linux takes for loopback).
+//   - listen on a socket that is not bound to a sandbox address.
+//   - bind, connect or sendto to an abstract unix address (those are per
+//     network namespace). Path names are the same files in the sandbox.
+//
+// A socket made here stays here: a UDP socket bound to a wildcard address
+// with a port (a server) that later sends to a remote address sends from
+// this machine, and a TCP socket bound to such an address before it
+// connects to a remote address connects from this machine. sendmsg and
+// sendmmsg with a destination are not intercepted.
+//
+// Listening sockets are reported (WithListenHook) once listen succeeded,
+// so incoming traffic from the target reaches the program's server on
+// this machine's loopback, as under the preload.
+
+// Listener is a socket the program listens on, on this machine.
+type Listener struct {
+	Addr netip.AddrPort // the address it is bound to (wildcard, loopback or other)
+}
+
+// WithListenHook calls fn for every socket the program listens on.
+// fn must not block.
+func WithListenHook(fn func(Listener)) Option {
+	return func(o *options) { o.onListen = fn }
+}
+
+// sockaddr is a socket address read from the program's memory.
+type sockaddr struct {
+	raw    []byte
+	family int
+	ap     netip.AddrPort // AF_INET, AF_INET6
+	abs    bool           // AF_UNIX: an abstract name
+}
+
+func parseSockaddr(raw []byte) (sockaddr, bool) {
+	if len(raw) < 2 {
+		return sockaddr{}, false
+	}
+	sa := sockaddr{raw: raw, family: int(binary.NativeEndian.Uint16(raw))}
+	switch sa.family {
+	case unix.AF_INET:
+		if len(raw) < unix.SizeofSockaddrInet4 {
+			return sa, false
+		}
+		ip := netip.AddrFrom4([4]byte(raw[4:8]))
+		sa.ap = netip.AddrPortFrom(ip, binary.BigEndian.Uint16(raw[2:4]))
+	case unix.AF_INET6:
+		if len(raw) < unix.SizeofSockaddrInet6 {
+			return sa, false
+		}
+		ip := netip.AddrFrom16([16]byte(raw[8:24]))
+		sa.ap = netip.AddrPortFrom(ip, binary.BigEndian.Uint16(raw[2:4]))
+	case unix.AF_UNIX:
+		sa.abs = len(raw) > 2 && raw[2] == 0
+	}
+	return sa, true
+}
+
+// inet reports whether the address is IPv4 or IPv6.
+func (sa sockaddr) inet() bool { return sa.family == unix.AF_INET || sa.family == unix.AF_INET6 }
+
+// loopback: a destination on this machine's loopback. Linux takes the
+// unspecified address as a destination for loopback too.
+func (sa sockaddr) loopback() bool {
+	ip := sa.ap.Addr().Unmap()
+	return sa.inet() && (ip.IsLoopback() || ip.IsUnspecified())
+}
+
+// inSandbox: one of the sandbox's own addresses.
+func inSandbox(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip == SandboxAddr4 || ip == SandboxAddr6 || ip == DNSAddr4 || ip == DNSAddr6
+}
+
+// place says where a socket belongs.
+type place int
+
+const (
+	placeSandbox place = iota // leave it: the kernel runs the call in the sandbox
+	placeHost                 // make it a socket of this machine
+	placeLater                // leave it for now; listen or a send decides
+)
+
+// bindPlace decides where a bind to sa belongs.
+func bindPlace(sa sockaddr) place {
+	switch {
+	case sa.family == unix.AF_UNIX:
+		if sa.abs {
+			return placeHost
+		}
+		return placeSandbox // a path: the same file here and there
+	case !sa.inet():
+		return placeSandbox
+	}
+	ip := sa.ap.Addr().Unmap()
+	switch {
+	case ip.IsLoopback():
+		return placeHost
+	case ip.IsUnspecified():
+		if sa.ap.Port() == 0 {
+			return placeLater
+		}
+		return placeHost
+	case inSandbox(ip):
+		return placeSandbox
+	}
+	return placeHost // an address of this machine (or none: EADDRNOTAVAIL, as without mirrord)
+}
+
+// sendPlace decides where a connect or sendto to sa belongs.
+func sendPlace(sa sockaddr) place {
+	if sa.loopback() || sa.family == unix.AF_UNIX && sa.abs {
+		return placeHost
+	}
+	return placeSandbox
+}
+
+// hostNet is the supervisor's part that moves sockets to this machine.
+type hostNet struct {
+	listener int    // the seccomp listener
+	cookie   uint64 // SO_NETNS_COOKIE of mirrord's network namespace
+	onListen func(Listener)
+	s        *supervisor
+}
+
+// newHostNet reads the cookie of mirrord's network namespace, by which a
+// socket made here is told from one made in the sandbox (Linux 5.14).
+func newHostNet(listener int, onListen func(Listener)) (*hostNet, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+	}
+	defer unix.Close(fd)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return nil, fmt.Errorf("reading the network namespace cookie (Linux 5.14 or later): %w", err)
+	}
+	return &hostNet{listener: listener, cookie: cookie, onListen: onListen}, nil
+}
+
+// progSocket is a copy of one of the program's sockets.
+type progSocket struct {
+	fd                   int // ours, close-on-exec
+	tid, num             int // the thread that made the call, and its descriptor number
+	family, typ, proto   int
+	host                 bool // made in mirrord's namespace
+	local                sockaddr
+	localOK              bool
+	bound                bool // has a local address (explicitly or by an earlier call)
+	boundAddr, boundPort bool // bound to a specific address; to a non-zero port
+}
+
+func (p *progSocket) close() { unix.Close(p.fd) }
+
+// take copies the program's socket num. ok is false when num is not a
+// socket of a family mirrord moves (or cannot be read): the call then runs
+// untouched.
+func (h *hostNet) take(tid, num int) (*progSocket, bool) {
+	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	if err != nil { // before Linux 6.9: a pidfd names a thread group leader
+		pidfd, err = unix.PidfdOpen(threadGroup(tid), 0)
+		if err != nil {
+			return nil, false
+		}
+	}
+	fd, err := unix.PidfdGetfd(pidfd, num, 0)
+	unix.Close(pidfd)
+	if err != nil {
+		return nil, false
+	}
+	p := &progSocket{fd: fd, tid: tid, num: num}
+	if p.family, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+		unix.Close(fd)
+		return nil, false
+	}
+	p.typ, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	p.proto, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	switch {
+	case p.family != unix.AF_INET && p.family != unix.AF_INET6 && p.family != unix.AF_UNIX,
+		p.typ != unix.SOCK_STREAM && p.typ != unix.SOCK_DGRAM && p.typ != unix.SOCK_SEQPACKET:
+		unix.Close(fd)
+		return nil, false
+	}
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	p.host = err == nil && cookie == h.cookie
+	var raw [unix.SizeofSockaddrAny]byte
+	n := uint32(len(raw))
+	if _, _, errno := unix.Syscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&n))); errno == 0 {
+		p.local, p.localOK = parseSockaddr(raw[:min(int(n), len(raw))])
+	}
+	if p.localOK {
+		switch {
+		case p.local.inet():
+			p.boundPort = p.local.ap.Port() != 0
+			p.boundAddr = !p.local.ap.Addr().IsUnspecified()
+			p.bound = p.boundPort || p.boundAddr
+		case p.local.family == unix.AF_UNIX:
+			p.bound = len(p.local.raw) > 2
+		}
+	}
+	return p, true
+}
+
+// threadGroup returns the process id of thread tid.
+func threadGroup(tid int) int {
+	f, err := os.Open("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return tid
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Tgid:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return n
+			}
+		}
+	}
+	return tid
+}
+
+// hostSocket makes the socket of this machine that stands in for p: the
+// same family, type, protocol, file status flags and socket options.
+func (h *hostNet) hostSocket(p *progSocket) (int, error) {
+	fd, err := unix.Socket(p.family, p.typ|unix.SOCK_CLOEXEC, p.proto)
+	if err != nil {
+		return -1, err
+	}
+	if fl, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 {
+		unix.SetNonblock(fd, true)
+	}
+	copyOptions(p.fd, fd, p.family, p.typ)
+	return fd, nil
+}
+
+// sockopt is a socket option copied to the socket that replaces the
+// program's.
+type sockopt struct{ level, name int }
+
+var (
+	optsSocket = []sockopt{
+		{unix.SOL_SOCKET, unix.SO_REUSEADDR}, {unix.SOL_SOCKET, unix.SO_REUSEPORT},
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE}, {unix.SOL_SOCKET, unix.SO_BROADCAST},
+		{unix.SOL_SOCKET, unix.SO_OOBINLINE}, {unix.SOL_SOCKET, unix.SO_LINGER},
+		{unix.SOL_SOCKET, unix.SO_RCVBUF}, {unix.SOL_SOCKET, unix.SO_SNDBUF},
+		{unix.SOL_SOCKET, unix.SO_RCVTIMEO}, {unix.SOL_SOCKET, unix.SO_SNDTIMEO},
+		{unix.SOL_SOCKET, unix.SO_RCVLOWAT}, {unix.SOL_SOCKET, unix.SO_PRIORITY},
+		{unix.SOL_SOCKET, unix.SO_MARK}, {unix.SOL_SOCKET, unix.SO_PASSCRED},
+		{unix.SOL_SOCKET, unix.SO_TIMESTAMP}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS},
+	}
+	optsTCP = []sockopt{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY}, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
+		{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT}, {unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT},
+		{unix.IPPROTO_TCP, unix.TCP_FASTOPEN}, {unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT},
+		{unix.IPPROTO_TCP, unix.TCP_CONGESTION}, {unix.IPPROTO_TCP, unix.TCP_MAXSEG},
+		{unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT}, {unix.IPPROTO_TCP, unix.TCP_CORK},
+		{unix.IPPROTO_TCP, unix.TCP_QUICKACK},
+	}
+	optsIP = []sockopt{
+		{unix.IPPROTO_IP, unix.IP_TOS}, {unix.IPPROTO_IP, unix.IP_TTL},
+		{unix.IPPROTO_IP, unix.IP_PKTINFO}, {unix.IPPROTO_IP, unix.IP_RECVTOS},
+		{unix.IPPROTO_IP, unix.IP_RECVTTL}, {unix.IPPROTO_IP, unix.IP_RECVERR},
+		{unix.IPPROTO_IP, unix.IP_MTU_DISCOVER}, {unix.IPPROTO_IP, unix.IP_FREEBIND},
+		{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL}, {unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP},
+		{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT}, {unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR},
+	}
+	optsIPv6 = []sockopt{
+		{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, {unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO},
+		{unix.IPPROTO_IPV6, unix.IPV6_TCLASS}, {unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS},
+		{unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS}, {unix.IPPROTO_IPV6, unix.IPV6_RECVERR},
+		{unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER}, {unix.IPPROTO_IPV6, unix.IPV6_FREEBIND},
+		{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS}, {unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP},
+		{unix.IPPROTO_IPV6, unix.IPV6_RECVORIGDSTADDR},
+	}
+)
+
+// copyOptions sets on to the options of from that differ from to's (a
+// fresh socket's) defaults. Only differences: setting a buffer size that
+// merely equals the default would switch off the kernel's buffer
+// autotuning. (The kernel doubles SO_RCVBUF/SO_SNDBUF on set and reports
+// the doubled value, hence the halving.) Options the kernel refuses here
+// (e.g. SO_MARK without CAP_NET_ADMIN) are left as they are.
+func copyOptions(from, to, family, typ int) {
+	lists := [][]sockopt{optsSocket}
+	if typ == unix.SOCK_STREAM && family != unix.AF_UNIX {
+		lists = append(lists, optsTCP)
+	}
+	switch family {
+	case unix.AF_INET:
+		lists = append(lists, optsIP)
+	case unix.AF_INET6:
+		lists = append(lists, optsIPv6)
+	}
+	var a, b [64]byte
+	for _, list := range lists {
+		for _, o := range list {
+			na, ea := getsockoptRaw(from, o, a[:])
+			nb, eb := getsockoptRaw(to, o, b[:])
+			if ea != nil || eb != nil || bytes.Equal(a[:na], b[:nb]) {
+				continue
+			}
+			v := a[:na]
+			if o.level == unix.SOL_SOCKET && (o.name == unix.SO_RCVBUF || o.name == unix.SO_SNDBUF) && na == 4 {
+				half := binary.NativeEndian.Uint32(v) / 2
+				v = binary.NativeEndian.AppendUint32(nil, half)
+			}
+			setsockoptRaw(to, o, v)
+		}
+	}
+}
+
+func getsockoptRaw(fd int, o sockopt, buf []byte) (int, error) {
+	n := uint32(len(buf))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(o.level), uintptr(o.name),
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+func setsockoptRaw(fd int, o sockopt, v []byte) error {
+	if len(v) == 0 {
+		return nil
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(o.level), uintptr(o.name),
+		uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func bindRaw(fd int, raw []byte) error {
+	_, _, errno := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&raw[0])), uintptr(len(raw)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// install puts host in the program under p's descriptor number, keeping
+// its close-on-exec flag (a socket passed to a child on purpose must stay
+// passed). The program's own socket is closed by the swap.
+func (h *hostNet) install(id uint64, p *progSocket, host int) error {
+	a := seccompNotifAddfd{ID: id, Flags: unix.SECCOMP_ADDFD_FLAG_SETFD, Srcfd: uint32(host), Newfd: uint32(p.num)}
+	if fdCloexec(p.tid, p.num) {
+		a.NewfdFlags = unix.O_CLOEXEC
+	}
+	_, err := ioctlPtr(h.listener, unix.SECCOMP_IOCTL_NOTIF_ADDFD, unsafe.Pointer(&a))
+	return err
+}
+
+// fdCloexec reads the close-on-exec flag of a descriptor of thread tid.
+func fdCloexec(tid, num int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/fdinfo/" + strconv.Itoa(num))
+	if err != nil {
+		return true
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
+			fl, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			return err != nil || fl&unix.O_CLOEXEC != 0
+		}
+	}
+	return true
+}
+
+// move makes p a socket of this machine, bound as it was bound in the
+// sandbox (an address the sandbox gave it, such as a port picked for a
+// wildcard bind, is given again where this machine has it free). It
+// returns the new socket, already installed in the program.
+func (h *hostNet) move(id uint64, p *progSocket) (int, error) {
+	host, err := h.hostSocket(p)
+	if err != nil {
+		return -1, err
+	}
+	if p.bound && p.localOK {
+		if err := bindRaw(host, p.local.raw); err != nil && p.local.inet() && p.boundPort {
+			// The sandbox's pick is taken here: any port will do.
+			any := append([]byte(nil), p.local.raw...)
+			any[2], any[3] = 0, 0
+			bindRaw(host, any)
+		}
+	}
+	if err := h.install(id, p, host); err != nil {
+		unix.Close(host)
+		return -1, err
+	}
+	carryEpoll(p, host)
+	return host, nil
+}
+
+// carryEpoll adds host to every epoll instance of the program that
+// watches p, with the same events and data. A socket that is moved after
+// the program registered it (a UDP socket bound to port 0, then used to
+// send to this machine) would otherwise never wake the program's event
+// loop: an epoll entry is tied to the file it was made for. The entry is
+// made through our descriptor of the epoll instance, under our number for
+// host; the program's epoll_ctl(DEL) on its own number then misses it
+// (Go ignores that error), and the kernel removes it when the program
+// closes the socket for good.
+func carryEpoll(p *progSocket, host int) {
+	var st unix.Stat_t
+	if unix.Fstat(p.fd, &st) != nil {
+		return
+	}
+	dir := "/proc/" + strconv.Itoa(p.tid) + "/fdinfo/"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	want := "tfd: " + strconv.Itoa(p.num) + " "
+	ino := " ino:" + strconv.FormatUint(st.Ino, 16)
+	var pidfd = -1
+	defer func() {
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
+	}()
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + e.Name())
+		if err != nil || !bytes.Contains(b, []byte("tfd:")) {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			// tfd:        5 events:       19 data:     7f0c... pos:0 ino:2d7 sdev:8
+			f := strings.Fields(line)
+			if len(f) < 6 || f[0] != "tfd:" || strings.Join(f[:2], " ")+" " != want || !strings.Contains(line, ino+" ") {
+				continue
+			}
+			events, err1 := strconv.ParseUint(f[3], 16, 32)
+			data, err2 := strconv.ParseUint(f[5], 16, 64)
+			num, err3 := strconv.Atoi(e.Name())
+			if err1 != nil || err2 != nil || err3 != nil {
+				continue
+			}
+			if pidfd < 0 {
+				if pidfd, err = unix.PidfdOpen(p.tid, unix.PIDFD_THREAD); err != nil {
+					if pidfd, err = unix.PidfdOpen(threadGroup(p.tid), 0); err != nil {
+						return
+					}
+				}
+			}
+			ep, err := unix.PidfdGetfd(pidfd, num, 0)
+			if err != nil {
+				continue
+			}
+			ev := unix.EpollEvent{Events: uint32(events)}
+			binary.NativeEndian.PutUint64((*[8]byte)(unsafe.Pointer(&ev.Fd))[:], data)
+			unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, host, &ev)
+			unix.Close(ep)
+		}
+	}
+}
+
+// report tells the listen hook about a listening socket of this machine.
+func (h *hostNet) report(fd int) {
+	if h.onListen == nil {
+		return
+	}
+	var raw [unix.SizeofSockaddrAny]byte
+	n := uint32(len(raw))
+	if _, _, errno := unix.Syscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&n))); errno != 0 {
+		return
+	}
+	if sa, ok := parseSockaddr(raw[:min(int(n), len(raw))]); ok && sa.inet() {
+		h.onListen(Listener{Addr: netip.AddrPortFrom(sa.ap.Addr().Unmap(), sa.ap.Port())})
+	}
+}
+
+// Handlers, called from the supervisor's receiving loop: none of them
+// waits for anything but local system calls.
+
+func (h *hostNet) readAddr(n *seccompNotif, addr, size uint64) (sockaddr, bool) {
+	if addr == 0 || size < 2 || size > unix.SizeofSockaddrAny {
+		return sockaddr{}, false
+	}
+	raw := make([]byte, size)
+	if _, err := readMem(int(n.Pid), addr, raw); err != nil {
+		return sockaddr{}, false
+	}
+	return parseSockaddr(raw)
+}
+
+func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
+	sa, ok := h.readAddr(n, a[1], a[2])
+	if !ok || bindPlace(sa) != placeHost {
+		h.s.cont(n.ID)
+		return
+	}
+	p, ok := h.take(int(n.Pid), int(int32(a[0])))
+	if !ok {
+		h.s.cont(n.ID)
+		return
+	}
+	defer p.close()
+	if p.host || p.bound || p.family != sa.family {
+		h.s.cont(n.ID) // already here, or a call the kernel refuses anyway
+		return
+	}
+	host, err := h.hostSocket(p)
+	if err != nil {
+		h.s.reply(n.ID, 0, errnoOf(err))
+		return
+	}
+	defer unix.Close(host)
+	// The bind runs here, so its error is this machine's: EADDRINUSE when
+	// the port is taken here, EACCES for a privileged port.
+	if err := bindRaw(host, sa.raw); err != nil {
+		h.s.reply(n.ID, 0, errnoOf(err))
+		return
+	}
+	if !notifValid(h.listener, n.ID) {
+		return
+	}
+	if err := h.install(n.ID, p, host); err != nil {
+		h.s.reply(n.ID, 0, errnoOf(err))
+		return
+	}
+	h.s.reply(n.ID, 0, 0)
+}
+
+// connect and sendto: a destination on this machine moves the socket
+// here; the kernel then runs the call itself, with all its semantics
+// (blocking or not, EINPROGRESS, timeouts).
+func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
+	sa, ok := h.readAddr(n, addr, size)
+	if !ok || sendPlace(sa) != placeHost {
+		h.s.cont(n.ID)
+		return
+	}
+	p, ok := h.take(int(n.Pid), fd)
+	if !ok {
+		h.s.cont(n.ID)
+		return
+	}
+	defer p.close()
+	// A socket bound to one of the sandbox's addresses stays (the kernel
+	// answers as it would); so does one of another family.
+	if p.host || p.family != sa.family && !(p.family == unix.AF_INET6 && sa.family == unix.AF_INET) ||
+		p.boundAddr && p.local.inet() && inSandbox(p.local.ap.Addr()) {
+		h.s.cont(n.ID)
+		return
+	}
+	if !notifValid(h.listener, n.ID) {
+		return
+	}
+	host, err := h.move(n.ID, p)
+	if err != nil {
+		h.s.reply(n.ID, 0, errnoOf(err))
+		return
+	}
+	unix.Close(host)
+	h.s.cont(n.ID)
+}
+
+// listen: a server. A socket of this machine listens here; a sandbox
+// socket that is not bound to a sandbox address moves here first.
+func (h *hostNet) listen(n *seccompNotif, a [6]uint64) {
+	p, ok := h.take(int(n.Pid), int(int32(a[0])))
+	if !ok {
+		h.s.cont(n.ID)
+		return
+	}
+	defer p.close()
+	fd := p.fd
+	if !p.host {
+		if !p.local.inet() || p.boundAddr && !p.local.ap.Addr().Unmap().IsLoopback() && inSandbox(p.local.ap.Addr()) {
+			h.s.cont(n.ID) // unix sockets, and servers on the sandbox's address
+			return
+		}
+		if !notifValid(h.listener, n.ID) {
+			return
+		}
+		host, err := h.move(n.ID, p)
+		if err != nil {
+			h.s.reply(n.ID, 0, errnoOf(err))
+			return
+		}
+		defer unix.Close(host)
+		fd = host
+	}
+	// The same open socket as the program's: listen here is its listen.
+	if err := unix.Listen(fd, int(int32(a[1]))); err != nil {
+		h.s.reply(n.ID, 0, errnoOf(err))
+		return
+	}
+	h.report(fd)
+	h.s.reply(n.ID, 0, 0)
+}
