@@ -384,4 +384,3 @@ func TestHostPortTaken(t *testing.T) {
 		wait()
 	}
 }
-

@@ -83,9 +83,9 @@ type Sandbox struct {
 	files    *Files
 	onListen func(Listener)
 	log      *slog.Logger
-	pinned map[string]bool // paths that stay local whatever the rules
-	remote remoteFS        // set by the handshake
-	super  *supervisor     // set by Go
+	pinned   map[string]bool // paths that stay local whatever the rules
+	remote   remoteFS        // set by the handshake
+	super    *supervisor     // set by Go
 
 	done     chan struct{} // closed once the program has been reaped
 	exitCode int
