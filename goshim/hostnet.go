@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -49,6 +51,15 @@ import (
 // this machine, and a TCP socket bound to such an address before it
 // connects to a remote address connects from this machine. sendmsg and
 // sendmmsg with a destination are not intercepted.
+//
+// The program's servers and loopback connections being this machine's
+// sockets, the socket tables it reads under /proc (/proc/net/tcp and the
+// like, for itself or another process of the sandbox) are this machine's
+// too: an open of one is answered with mirrord's own. Programs look
+// their peers up there: dlv, for one, accepts a connection to its API
+// only from a socket of the same user listed in /proc/net/tcp. So every
+// open is seen by the supervisor, even without remote files (measured:
+// 30 µs added per open).
 //
 // Listening sockets are reported (WithListenHook) once listen succeeded,
 // so incoming traffic from the target reaches the program's server on
@@ -512,6 +523,47 @@ func (h *hostNet) report(fd int) {
 	if sa, ok := parseSockaddr(raw[:min(int(n), len(raw))]); ok && sa.inet() {
 		h.onListen(Listener{Addr: netip.AddrPortFrom(sa.ap.Addr().Unmap(), sa.ap.Port())})
 	}
+}
+
+// socketTablePath matches the socket tables of /proc: for the reader
+// itself (net, self/net, thread-self/net) or for a process or thread.
+var socketTablePath = regexp.MustCompile(`^/proc/(?:net|self/net|thread-self/net|([0-9]+)(?:/task/[0-9]+)?/net)/` +
+	`(tcp6?|udp6?|udplite6?|raw6?|unix|icmp6?)$`)
+
+// socketTable answers an open of a socket table of the sandbox with this
+// machine's. It returns false, having answered nothing, for any other
+// path.
+func (h *hostNet) socketTable(n *seccompNotif, addr uint64, flags int) bool {
+	if flags&unix.O_ACCMODE != unix.O_RDONLY {
+		return false
+	}
+	tid := int(n.Pid)
+	p, err := readPath(tid, addr)
+	if err != nil || !strings.HasPrefix(p, "/proc/") {
+		return false
+	}
+	m := socketTablePath.FindStringSubmatch(path.Clean(p))
+	if m == nil {
+		return false
+	}
+	if m[1] != "" {
+		// Another process's tables: only a process of the sandbox sees
+		// the sandbox's network.
+		mine, err1 := os.Readlink("/proc/" + strconv.Itoa(tid) + "/ns/net")
+		theirs, err2 := os.Readlink("/proc/" + m[1] + "/ns/net")
+		if err1 != nil || err2 != nil || mine != theirs {
+			return false
+		}
+	}
+	fd, err := unix.Open("/proc/self/net/"+m[2], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	if notifValid(h.listener, n.ID) {
+		h.s.addFD(n.ID, fd, flags&unix.O_CLOEXEC != 0)
+	}
+	unix.Close(fd)
+	return true
 }
 
 // Handlers, called from the supervisor's receiving loop: none of them

@@ -500,6 +500,13 @@ func (s *supervisor) handle(n seccompNotif) {
 }
 
 func (s *supervisor) open(n *seccompNotif, dirfd, addr uint64, flags int, mode uint32) {
+	if s.net.socketTable(n, addr, flags) {
+		return
+	}
+	if s.filter == nil {
+		s.cont(n.ID)
+		return
+	}
 	acc := flags & unix.O_ACCMODE
 	write := acc != unix.O_RDONLY || flags&(unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND) != 0 ||
 		flags&unix.O_TMPFILE == unix.O_TMPFILE

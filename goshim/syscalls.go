@@ -65,16 +65,15 @@ var syscallsNet = map[int]sysCall{
 }
 
 // interceptedSyscalls returns the system call table of this architecture:
-// the socket calls always, the file calls when files is set, the write
-// calls among them only when writes may go remote.
+// the socket calls and the opens always (the socket tables under /proc
+// are this machine's, see hostnet.go), the other file calls when files
+// is set, the write calls among them only when writes may go remote.
 func interceptedSyscalls(files, remoteWrites bool) map[int]sysCall {
 	out := maps.Clone(syscallsNet)
-	if !files {
-		return out
-	}
 	for _, t := range []map[int]sysCall{syscallsAt, syscallsArch} {
 		for nr, c := range t {
-			if !c.write || remoteWrites {
+			isOpen := c.kind == sysOpen || c.kind == sysOpenat2
+			if isOpen || files && (!c.write || remoteWrites) {
 				out[nr] = c
 			}
 		}
