@@ -385,6 +385,18 @@ func (s *supervisor) handle(n seccompNotif) {
 		s.net.listen(&n, a)
 		return
 	}
+	if c.args != nil {
+		a = c.args(a)
+	}
+	// The socket tables are this machine's for every program, skipped
+	// ones included: they are not a matter of the fs rules.
+	if c.kind == sysOpen && s.net.socketTable(&n, a[1], int(int32(a[2]))) {
+		return
+	}
+	if s.filter == nil {
+		s.cont(n.ID) // no file layer: every other open is the kernel's
+		return
+	}
 	tid := int(n.Pid)
 	if s.skip != nil {
 		// A skipped program's calls stay local. Its executable is read per
@@ -393,9 +405,6 @@ func (s *supervisor) handle(n seccompNotif) {
 			s.cont(n.ID)
 			return
 		}
-	}
-	if c.args != nil {
-		a = c.args(a)
 	}
 	switch c.kind {
 	case sysOpen:
@@ -500,13 +509,6 @@ func (s *supervisor) handle(n seccompNotif) {
 }
 
 func (s *supervisor) open(n *seccompNotif, dirfd, addr uint64, flags int, mode uint32) {
-	if s.net.socketTable(n, addr, flags) {
-		return
-	}
-	if s.filter == nil {
-		s.cont(n.ID)
-		return
-	}
 	acc := flags & unix.O_ACCMODE
 	write := acc != unix.O_RDONLY || flags&(unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND) != 0 ||
 		flags&unix.O_TMPFILE == unix.O_TMPFILE
