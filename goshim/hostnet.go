@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -169,7 +170,9 @@ func sendPlace(sa sockaddr) place {
 
 // hostNet is the supervisor's part that moves sockets to this machine.
 type hostNet struct {
-	listener int    // the seccomp listener
+	mu       sync.Mutex
+	fresh    map[sockKind]map[sockopt][]byte // option values of fresh sockets, per kind
+	listener int                             // the seccomp listener
 	cookie   uint64 // SO_NETNS_COOKIE of mirrord's network namespace
 	onListen func(Listener)
 	s        *supervisor
@@ -275,8 +278,9 @@ func threadGroup(tid int) int {
 }
 
 // hostSocket makes the socket of this machine that stands in for p: the
-// same family, type, protocol, file status flags and socket options.
-func (h *hostNet) hostSocket(p *progSocket) (int, error) {
+// same family, type, protocol, file status flags and socket options (a
+// server's: all of the lists; a client's, see optsSocket).
+func (h *hostNet) hostSocket(p *progSocket, server bool) (int, error) {
 	fd, err := unix.Socket(p.family, p.typ|unix.SOCK_CLOEXEC, p.proto)
 	if err != nil {
 		return -1, err
@@ -284,45 +288,82 @@ func (h *hostNet) hostSocket(p *progSocket) (int, error) {
 	if fl, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 {
 		unix.SetNonblock(fd, true)
 	}
-	copyOptions(p.fd, fd, p.family, p.typ)
+	copyOptions(p.fd, fd, h.defaults(p, fd), p.family, p.typ, server || p.typ != unix.SOCK_STREAM)
 	return fd, nil
+}
+
+// sockKind keys the option defaults of fresh sockets.
+type sockKind struct{ family, typ, proto int }
+
+// defaults returns the option values of a fresh socket like fresh (which
+// is one), read once per kind: reading them is half of copyOptions.
+func (h *hostNet) defaults(p *progSocket, fresh int) map[sockopt][]byte {
+	k := sockKind{p.family, p.typ, p.proto}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if d, ok := h.fresh[k]; ok {
+		return d
+	}
+	d := map[sockopt][]byte{}
+	var b [64]byte
+	for _, list := range optionLists(p.family, p.typ, true) {
+		for _, o := range list {
+			if n, err := getsockoptRaw(fresh, o, b[:]); err == nil {
+				d[o] = append([]byte(nil), b[:n]...)
+			}
+		}
+	}
+	if h.fresh == nil {
+		h.fresh = map[sockKind]map[sockopt][]byte{}
+	}
+	h.fresh[k] = d
+	return d
 }
 
 // sockopt is a socket option copied to the socket that replaces the
 // program's.
 type sockopt struct{ level, name int }
 
+// The options copied. A client's stream socket (connect: the frequent
+// case, whose cost is per connection) gets the ones a client sets before
+// it connects; servers (bind, listen) and datagram sockets, made once,
+// get the rest too.
 var (
 	optsSocket = []sockopt{
 		{unix.SOL_SOCKET, unix.SO_REUSEADDR}, {unix.SOL_SOCKET, unix.SO_REUSEPORT},
-		{unix.SOL_SOCKET, unix.SO_KEEPALIVE}, {unix.SOL_SOCKET, unix.SO_BROADCAST},
-		{unix.SOL_SOCKET, unix.SO_OOBINLINE}, {unix.SOL_SOCKET, unix.SO_LINGER},
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE}, {unix.SOL_SOCKET, unix.SO_LINGER},
 		{unix.SOL_SOCKET, unix.SO_RCVBUF}, {unix.SOL_SOCKET, unix.SO_SNDBUF},
 		{unix.SOL_SOCKET, unix.SO_RCVTIMEO}, {unix.SOL_SOCKET, unix.SO_SNDTIMEO},
-		{unix.SOL_SOCKET, unix.SO_RCVLOWAT}, {unix.SOL_SOCKET, unix.SO_PRIORITY},
-		{unix.SOL_SOCKET, unix.SO_MARK}, {unix.SOL_SOCKET, unix.SO_PASSCRED},
-		{unix.SOL_SOCKET, unix.SO_TIMESTAMP}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS},
+		{unix.SOL_SOCKET, unix.SO_PRIORITY}, {unix.SOL_SOCKET, unix.SO_MARK},
 	}
 	optsTCP = []sockopt{
 		{unix.IPPROTO_TCP, unix.TCP_NODELAY}, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
 		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
-		{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT}, {unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT},
-		{unix.IPPROTO_TCP, unix.TCP_FASTOPEN}, {unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT},
+		{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT}, {unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT},
 		{unix.IPPROTO_TCP, unix.TCP_CONGESTION}, {unix.IPPROTO_TCP, unix.TCP_MAXSEG},
+	}
+	optsIP   = []sockopt{{unix.IPPROTO_IP, unix.IP_TOS}, {unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT}}
+	optsIPv6 = []sockopt{{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, {unix.IPPROTO_IPV6, unix.IPV6_TCLASS}}
+
+	serverSocket = []sockopt{
+		{unix.SOL_SOCKET, unix.SO_BROADCAST}, {unix.SOL_SOCKET, unix.SO_OOBINLINE},
+		{unix.SOL_SOCKET, unix.SO_RCVLOWAT}, {unix.SOL_SOCKET, unix.SO_PASSCRED},
+		{unix.SOL_SOCKET, unix.SO_TIMESTAMP}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS},
+	}
+	serverTCP = []sockopt{
+		{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT}, {unix.IPPROTO_TCP, unix.TCP_FASTOPEN},
 		{unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT}, {unix.IPPROTO_TCP, unix.TCP_CORK},
 		{unix.IPPROTO_TCP, unix.TCP_QUICKACK},
 	}
-	optsIP = []sockopt{
-		{unix.IPPROTO_IP, unix.IP_TOS}, {unix.IPPROTO_IP, unix.IP_TTL},
-		{unix.IPPROTO_IP, unix.IP_PKTINFO}, {unix.IPPROTO_IP, unix.IP_RECVTOS},
-		{unix.IPPROTO_IP, unix.IP_RECVTTL}, {unix.IPPROTO_IP, unix.IP_RECVERR},
-		{unix.IPPROTO_IP, unix.IP_MTU_DISCOVER}, {unix.IPPROTO_IP, unix.IP_FREEBIND},
-		{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL}, {unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP},
-		{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT}, {unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR},
+	serverIP = []sockopt{
+		{unix.IPPROTO_IP, unix.IP_TTL}, {unix.IPPROTO_IP, unix.IP_PKTINFO},
+		{unix.IPPROTO_IP, unix.IP_RECVTOS}, {unix.IPPROTO_IP, unix.IP_RECVTTL},
+		{unix.IPPROTO_IP, unix.IP_RECVERR}, {unix.IPPROTO_IP, unix.IP_MTU_DISCOVER},
+		{unix.IPPROTO_IP, unix.IP_FREEBIND}, {unix.IPPROTO_IP, unix.IP_MULTICAST_TTL},
+		{unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP}, {unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR},
 	}
-	optsIPv6 = []sockopt{
-		{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, {unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO},
-		{unix.IPPROTO_IPV6, unix.IPV6_TCLASS}, {unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS},
+	serverIPv6 = []sockopt{
+		{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO}, {unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS},
 		{unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS}, {unix.IPPROTO_IPV6, unix.IPV6_RECVERR},
 		{unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER}, {unix.IPPROTO_IPV6, unix.IPV6_FREEBIND},
 		{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS}, {unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP},
@@ -330,29 +371,50 @@ var (
 	}
 )
 
-// copyOptions sets on to the options of from that differ from to's (a
-// fresh socket's) defaults. Only differences: setting a buffer size that
+// optionLists are the options copied for a socket of family and typ; all
+// of them for a server.
+func optionLists(family, typ int, server bool) [][]sockopt {
+	lists := [][]sockopt{optsSocket}
+	if server {
+		lists = append(lists, serverSocket)
+	}
+	if typ == unix.SOCK_STREAM && family != unix.AF_UNIX {
+		lists = append(lists, optsTCP)
+		if server {
+			lists = append(lists, serverTCP)
+		}
+	}
+	switch {
+	case family == unix.AF_INET:
+		lists = append(lists, optsIP)
+		if server {
+			lists = append(lists, serverIP)
+		}
+	case family == unix.AF_INET6:
+		lists = append(lists, optsIPv6)
+		if server {
+			lists = append(lists, serverIPv6)
+		}
+	}
+	return lists
+}
+
+// copyOptions sets on to the options of from that differ from defaults
+// (a fresh socket's, which to is). Only differences: setting a buffer size that
 // merely equals the default would switch off the kernel's buffer
 // autotuning. (The kernel doubles SO_RCVBUF/SO_SNDBUF on set and reports
 // the doubled value, hence the halving.) Options the kernel refuses here
 // (e.g. SO_MARK without CAP_NET_ADMIN) are left as they are.
-func copyOptions(from, to, family, typ int) {
-	lists := [][]sockopt{optsSocket}
-	if typ == unix.SOCK_STREAM && family != unix.AF_UNIX {
-		lists = append(lists, optsTCP)
-	}
-	switch family {
-	case unix.AF_INET:
-		lists = append(lists, optsIP)
-	case unix.AF_INET6:
-		lists = append(lists, optsIPv6)
-	}
-	var a, b [64]byte
-	for _, list := range lists {
+func copyOptions(from, to int, defaults map[sockopt][]byte, family, typ int, server bool) {
+	var a [64]byte
+	for _, list := range optionLists(family, typ, server) {
 		for _, o := range list {
-			na, ea := getsockoptRaw(from, o, a[:])
-			nb, eb := getsockoptRaw(to, o, b[:])
-			if ea != nil || eb != nil || bytes.Equal(a[:na], b[:nb]) {
+			def, ok := defaults[o]
+			if !ok {
+				continue
+			}
+			na, err := getsockoptRaw(from, o, a[:])
+			if err != nil || bytes.Equal(a[:na], def) {
 				continue
 			}
 			v := a[:na]
@@ -409,11 +471,18 @@ func (h *hostNet) install(id uint64, p *progSocket, host int) error {
 
 // fdCloexec reads the close-on-exec flag of a descriptor of thread tid.
 func fdCloexec(tid, num int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/fdinfo/" + strconv.Itoa(num))
+	// Raw calls: os.ReadFile's fstat and growing reads cost as much again.
+	fd, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/fdinfo/"+strconv.Itoa(num), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return true
 	}
-	for line := range strings.Lines(string(b)) {
+	var buf [512]byte
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil || n <= 0 {
+		return true
+	}
+	for line := range strings.Lines(string(buf[:n])) {
 		if v, ok := strings.CutPrefix(line, "flags:"); ok {
 			fl, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
 			return err != nil || fl&unix.O_CLOEXEC != 0
@@ -426,8 +495,8 @@ func fdCloexec(tid, num int) bool {
 // sandbox (an address the sandbox gave it, such as a port picked for a
 // wildcard bind, is given again where this machine has it free). It
 // returns the new socket, already installed in the program.
-func (h *hostNet) move(id uint64, p *progSocket) (int, error) {
-	host, err := h.hostSocket(p)
+func (h *hostNet) move(id uint64, p *progSocket, server bool) (int, error) {
+	host, err := h.hostSocket(p, server)
 	if err != nil {
 		return -1, err
 	}
@@ -443,7 +512,12 @@ func (h *hostNet) move(id uint64, p *progSocket) (int, error) {
 		unix.Close(host)
 		return -1, err
 	}
-	carryEpoll(p, host)
+	// Event loops (Go's, mio's, libuv's) register a stream socket after
+	// its connect or listen; a datagram socket, or one bound earlier, may
+	// be registered already.
+	if p.typ != unix.SOCK_STREAM || p.bound {
+		carryEpoll(p, host)
+	}
 	return host, nil
 }
 
@@ -596,7 +670,7 @@ func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
 		h.s.cont(n.ID) // already here, or a call the kernel refuses anyway
 		return
 	}
-	host, err := h.hostSocket(p)
+	host, err := h.hostSocket(p, true)
 	if err != nil {
 		h.s.reply(n.ID, 0, errnoOf(err))
 		return
@@ -643,7 +717,7 @@ func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
 	if !notifValid(h.listener, n.ID) {
 		return
 	}
-	host, err := h.move(n.ID, p)
+	host, err := h.move(n.ID, p, false)
 	if err != nil {
 		h.s.reply(n.ID, 0, errnoOf(err))
 		return
@@ -670,7 +744,7 @@ func (h *hostNet) listen(n *seccompNotif, a [6]uint64) {
 		if !notifValid(h.listener, n.ID) {
 			return
 		}
-		host, err := h.move(n.ID, p)
+		host, err := h.move(n.ID, p, true)
 		if err != nil {
 			h.s.reply(n.ID, 0, errnoOf(err))
 			return
