@@ -173,7 +173,7 @@ type hostNet struct {
 	mu       sync.Mutex
 	fresh    map[sockKind]map[sockopt][]byte // option values of fresh sockets, per kind
 	listener int                             // the seccomp listener
-	cookie   uint64 // SO_NETNS_COOKIE of mirrord's network namespace
+	cookie   uint64                          // SO_NETNS_COOKIE of mirrord's network namespace
 	onListen func(Listener)
 	s        *supervisor
 }
