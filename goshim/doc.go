@@ -13,6 +13,21 @@
 // signal and then execs the program in place, so the program is the
 // direct child of mirrord: exit status and signals need no relay process.
 //
+// # This machine's loopback
+//
+// The program's loopback is this machine's, not the sandbox's: just before
+// exec the helper sets no_new_privs and installs a seccomp filter that
+// sends bind, connect, listen, sendto with a destination and the opens to
+// mirrord's supervisor (for every program, with or without WithFiles).
+// Where the program means this machine (a loopback or wildcard bind, a
+// connect to loopback, an abstract unix address), the supervisor swaps
+// its socket for one made in mirrord's network namespace, with the same
+// options, under the same descriptor number (SECCOMP_ADDFD_FLAG_SETFD), and
+// lets the kernel run the call; its servers are reported to WithListenHook.
+// Everything else stays in the sandbox and reaches the target through the
+// TUN device. The socket tables under /proc read as this machine's. See
+// hostnet.go for the rules and their limits.
+//
 // # Files
 //
 // With WithFiles the program also sees the target's files, per the fs
