@@ -175,25 +175,29 @@ type hostNet struct {
 	listener int                             // the seccomp listener
 	cookie   uint64                          // SO_NETNS_COOKIE of mirrord's network namespace
 	onListen func(Listener)
+	off      bool // the kernel cannot tell the namespaces apart: every call runs as the program made it
 	s        *supervisor
 }
 
 // newHostNet reads the cookie of mirrord's network namespace, by which a
 // socket made here is told from one made in the sandbox (Linux 5.14).
+// Where that fails it returns the error and a hostNet that is off.
 func newHostNet(listener int, onListen func(Listener)) (*hostNet, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			return nil, err
+			return &hostNet{listener: listener, off: true}, err
 		}
 	}
 	defer unix.Close(fd)
+	h := &hostNet{listener: listener, onListen: onListen, off: true}
 	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	if err != nil {
-		return nil, fmt.Errorf("reading the network namespace cookie (Linux 5.14 or later): %w", err)
+		return h, fmt.Errorf("reading the network namespace cookie (Linux 5.14 or later): %w", err)
 	}
-	return &hostNet{listener: listener, cookie: cookie, onListen: onListen}, nil
+	h.cookie, h.off = cookie, false
+	return h, nil
 }
 
 // progSocket is a copy of one of the program's sockets.
@@ -608,7 +612,7 @@ var socketTablePath = regexp.MustCompile(`^/proc/(?:net|self/net|thread-self/net
 // machine's. It returns false, having answered nothing, for any other
 // path.
 func (h *hostNet) socketTable(n *seccompNotif, addr uint64, flags int) bool {
-	if flags&unix.O_ACCMODE != unix.O_RDONLY {
+	if h.off || flags&unix.O_ACCMODE != unix.O_RDONLY {
 		return false
 	}
 	tid := int(n.Pid)
@@ -655,6 +659,10 @@ func (h *hostNet) readAddr(n *seccompNotif, addr, size uint64) (sockaddr, bool) 
 }
 
 func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
+	if h.off {
+		h.s.cont(n.ID)
+		return
+	}
 	sa, ok := h.readAddr(n, a[1], a[2])
 	if !ok || bindPlace(sa) != placeHost {
 		h.s.cont(n.ID)
@@ -696,6 +704,10 @@ func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
 // here; the kernel then runs the call itself, with all its semantics
 // (blocking or not, EINPROGRESS, timeouts).
 func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
+	if h.off {
+		h.s.cont(n.ID)
+		return
+	}
 	sa, ok := h.readAddr(n, addr, size)
 	if !ok || sendPlace(sa) != placeHost {
 		h.s.cont(n.ID)
@@ -729,6 +741,10 @@ func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
 // listen: a server. A socket of this machine listens here; a sandbox
 // socket that is not bound to a sandbox address moves here first.
 func (h *hostNet) listen(n *seccompNotif, a [6]uint64) {
+	if h.off {
+		h.s.cont(n.ID)
+		return
+	}
 	p, ok := h.take(int(n.Pid), int(int32(a[0])))
 	if !ok {
 		h.s.cont(n.ID)
