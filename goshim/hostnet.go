@@ -690,9 +690,8 @@ func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
 		h.s.reply(n.ID, 0, errnoOf(err))
 		return
 	}
-	if !notifValid(h.listener, n.ID) {
-		return
-	}
+	// No NOTIF_ID_VALID first: ADDFD fails with ENOENT by itself when the
+	// call is no longer waiting, and then nothing was installed.
 	if err := h.install(n.ID, p, host); err != nil {
 		h.s.reply(n.ID, 0, errnoOf(err))
 		return
@@ -726,9 +725,6 @@ func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
 		h.s.cont(n.ID)
 		return
 	}
-	if !notifValid(h.listener, n.ID) {
-		return
-	}
 	host, err := h.move(n.ID, p, false)
 	if err != nil {
 		h.s.reply(n.ID, 0, errnoOf(err))
@@ -755,9 +751,6 @@ func (h *hostNet) listen(n *seccompNotif, a [6]uint64) {
 	if !p.host {
 		if !p.local.inet() || p.boundAddr && !p.local.ap.Addr().Unmap().IsLoopback() && inSandbox(p.local.ap.Addr()) {
 			h.s.cont(n.ID) // unix sockets, and servers on the sandbox's address
-			return
-		}
-		if !notifValid(h.listener, n.ID) {
 			return
 		}
 		host, err := h.move(n.ID, p, true)
