@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/intproxy"
@@ -53,5 +54,14 @@ func (c *LayerExecCmd) Run(ctx context.Context, env *Env) error {
 		Hostname:   hostname,
 		MTU:        goshim.DefaultMTU,
 	}
-	return runSandbox(ctx, spec, nil, client, nil, nil)
+	// Its servers are this machine's sockets: the session subscribes their
+	// ports as it does the preloaded parent's.
+	listening := goshim.WithListenHook(func(l goshim.Listener) {
+		go func() {
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			client.Listening(lctx, l.Addr)
+		}()
+	})
+	return runSandbox(ctx, spec, []goshim.Option{listening}, client, nil, nil)
 }

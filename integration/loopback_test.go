@@ -363,3 +363,22 @@ func TestDebuggerDlv(t *testing.T) {
 		t.Errorf("dlv State: %v", st)
 	}
 }
+
+// TestLoopbackGoChildIncoming: a Go server started by a preloaded program
+// (it runs in the sandbox through layer-exec) listens on this machine, and
+// the session steals the target's traffic for its port to it.
+func TestLoopbackGoChildIncoming(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent("--ttl", "30s")
+	_, out := f.startLocal(t, []string{"--engine", "preload", "--steal", "-t", "pid/1"},
+		"sh", "-c", `"$0" 0.0.0.0:8890; echo "exit $?"`, loopserver(t))
+	waitLine(t, out, "listening ")
+	if got := getOnce(t, "http://127.0.0.1:8890/"); got != "hello from loopserver" {
+		t.Errorf("on this machine: %q", got)
+	}
+	var body string
+	waitFor(t, "stolen traffic to reach the Go child", func() bool {
+		body, _ = f.podGet(t, "http://"+podIP+":8890/")
+		return body == "hello from loopserver"
+	})
+}

@@ -526,6 +526,14 @@ func (c LayerClient) call(ctx context.Context, req string) ([]string, error) {
 	return f, nil
 }
 
+// Listening tells the session that the program serves on addr, as the
+// preload's listen hook does, so that the target's traffic for the port
+// reaches it.
+func (c LayerClient) Listening(ctx context.Context, addr netip.AddrPort) error {
+	_, err := c.call(ctx, fmt.Sprintf("P\t%s\t%d", addr.Addr(), addr.Port()))
+	return err
+}
+
 // Session returns the hostname and the target's resolver settings.
 func (c LayerClient) Session(ctx context.Context) (hostname string, ndots int, search []string, err error) {
 	f, err := c.call(ctx, "H")
