@@ -86,4 +86,3 @@ func waitListening(t *testing.T, file string) string {
 	t.Fatalf("the program never said it listens:\n%s", readFile(file))
 	return ""
 }
-
