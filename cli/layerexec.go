@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/intproxy"
+	"github.com/mirrord-go/mirrord/netstack"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
@@ -63,5 +66,34 @@ func (c *LayerExecCmd) Run(ctx context.Context, env *Env) error {
 			client.Listening(lctx, l.Addr)
 		}()
 	})
-	return runSandbox(ctx, spec, []goshim.Option{listening}, client, nil, nil)
+	return runSandbox(ctx, spec, []goshim.Option{listening}, client, nil, func(ctx context.Context, _ *netstack.Stack, pid int) {
+		go endWithSession(ctx, sock, pid)
+	})
+}
+
+// endWithSession kills the program (and its process group, which it
+// leads) once the session that started it is gone: the preloaded parent
+// may have been killed and mirrord exited, and a program whose network and
+// files were the session's must not outlive it. The session socket stops
+// accepting connections when mirrord closes it or dies.
+func endWithSession(ctx context.Context, sock string, pid int) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
+			return
+		}
+	}
 }

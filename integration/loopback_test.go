@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -380,5 +381,24 @@ func TestLoopbackGoChildIncoming(t *testing.T) {
 	waitFor(t, "stolen traffic to reach the Go child", func() bool {
 		body, _ = f.podGet(t, "http://"+podIP+":8890/")
 		return body == "hello from loopserver"
+	})
+}
+
+// TestLoopbackGoChildEndsWithSession: a Go child of a preloaded shell does
+// not outlive the session when the shell is killed.
+func TestLoopbackGoChildEndsWithSession(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent("--ttl", "30s")
+	cmd, out := f.startLocal(t, []string{"--engine", "preload"}, "sh", "-c", `"$0" 127.0.0.1:0; echo "exit $?"`, loopserver(t))
+	addr := waitLine(t, out, "listening ")
+	getOnce(t, "http://"+addr+"/")
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	waitFor(t, "the Go child to end with the session", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
 	})
 }
