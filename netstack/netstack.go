@@ -303,9 +303,3 @@ func udpSize(r *dns.Msg) int {
 	}
 	return dns.MinMsgSize
 }
-
-// DialSandbox connects from the stack to a port of the sandbox (where
-// the program listens): this is how incoming connections reach it.
-func (ns *Stack) DialSandbox(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-	return gonet.DialContextTCP(ctx, ns.s, fullAddr(addr), protoOf(addr.Addr()))
-}
