@@ -245,11 +245,7 @@ func (h *hostNet) take(tid, num int) (*progSocket, bool) {
 	}
 	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	p.host = err == nil && cookie == h.cookie
-	var raw [unix.SizeofSockaddrAny]byte
-	n := uint32(len(raw))
-	if _, _, errno := unix.Syscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&n))); errno == 0 {
-		p.local, p.localOK = parseSockaddr(raw[:min(int(n), len(raw))])
-	}
+	p.local, p.localOK = sockName(fd)
 	if p.localOK {
 		switch {
 		case p.local.inet():
@@ -261,6 +257,16 @@ func (h *hostNet) take(tid, num int) (*progSocket, bool) {
 		}
 	}
 	return p, true
+}
+
+// sockName returns the local address of socket fd, raw and parsed.
+func sockName(fd int) (sockaddr, bool) {
+	var raw [unix.SizeofSockaddrAny]byte
+	n := uint32(len(raw))
+	if _, _, errno := unix.Syscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&n))); errno != 0 {
+		return sockaddr{}, false
+	}
+	return parseSockaddr(raw[:min(int(n), len(raw))])
 }
 
 // threadGroup returns the process id of thread tid.
@@ -593,12 +599,7 @@ func (h *hostNet) report(fd int) {
 	if h.onListen == nil {
 		return
 	}
-	var raw [unix.SizeofSockaddrAny]byte
-	n := uint32(len(raw))
-	if _, _, errno := unix.Syscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&n))); errno != 0 {
-		return
-	}
-	if sa, ok := parseSockaddr(raw[:min(int(n), len(raw))]); ok && sa.inet() {
+	if sa, ok := sockName(fd); ok && sa.inet() {
 		h.onListen(Listener{Addr: netip.AddrPortFrom(sa.ap.Addr().Unmap(), sa.ap.Port())})
 	}
 }
