@@ -202,14 +202,17 @@ func newHostNet(listener int, onListen func(Listener)) (*hostNet, error) {
 
 // progSocket is a copy of one of the program's sockets.
 type progSocket struct {
-	fd                   int // ours, close-on-exec
-	tid, num             int // the thread that made the call, and its descriptor number
-	family, typ, proto   int
-	host                 bool // made in mirrord's namespace
-	local                sockaddr
-	localOK              bool
-	bound                bool // has a local address (explicitly or by an earlier call)
-	boundAddr, boundPort bool // bound to a specific address; to a non-zero port
+	fd                 int // ours, close-on-exec
+	tid, num           int // the thread that made the call, and its descriptor number
+	family, typ, proto int
+	host               bool     // made in mirrord's namespace
+	local              sockaddr // its local address; family 0 when it cannot be read
+	bound              bool     // has a local address (explicitly or by an earlier call)
+}
+
+// onSandboxAddr: bound to one of the sandbox's own addresses.
+func (p *progSocket) onSandboxAddr() bool {
+	return p.local.inet() && inSandbox(p.local.ap.Addr())
 }
 
 func (p *progSocket) close() { unix.Close(p.fd) }
@@ -218,12 +221,9 @@ func (p *progSocket) close() { unix.Close(p.fd) }
 // socket of a family mirrord moves (or cannot be read): the call then runs
 // untouched.
 func (h *hostNet) take(tid, num int) (*progSocket, bool) {
-	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
-	if err != nil { // before Linux 6.9: a pidfd names a thread group leader
-		pidfd, err = unix.PidfdOpen(threadGroup(tid), 0)
-		if err != nil {
-			return nil, false
-		}
+	pidfd, err := pidfdOf(tid)
+	if err != nil {
+		return nil, false
 	}
 	fd, err := unix.PidfdGetfd(pidfd, num, 0)
 	unix.Close(pidfd)
@@ -245,15 +245,13 @@ func (h *hostNet) take(tid, num int) (*progSocket, bool) {
 	}
 	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	p.host = err == nil && cookie == h.cookie
-	p.local, p.localOK = sockName(fd)
-	if p.localOK {
+	if local, ok := sockName(fd); ok {
+		p.local = local
 		switch {
-		case p.local.inet():
-			p.boundPort = p.local.ap.Port() != 0
-			p.boundAddr = !p.local.ap.Addr().IsUnspecified()
-			p.bound = p.boundPort || p.boundAddr
-		case p.local.family == unix.AF_UNIX:
-			p.bound = len(p.local.raw) > 2
+		case local.inet():
+			p.bound = local.ap.Port() != 0 || !local.ap.Addr().IsUnspecified()
+		case local.family == unix.AF_UNIX:
+			p.bound = len(local.raw) > 2
 		}
 	}
 	return p, true
@@ -267,6 +265,15 @@ func sockName(fd int) (sockaddr, bool) {
 		return sockaddr{}, false
 	}
 	return parseSockaddr(raw[:min(int(n), len(raw))])
+}
+
+// pidfdOf opens a pidfd for the process of thread tid.
+func pidfdOf(tid int) (int, error) {
+	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	if err != nil { // before Linux 6.9: a pidfd names a thread group leader
+		pidfd, err = unix.PidfdOpen(threadGroup(tid), 0)
+	}
+	return pidfd, err
 }
 
 // threadGroup returns the process id of thread tid.
@@ -510,8 +517,8 @@ func (h *hostNet) move(id uint64, p *progSocket, server bool) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	if p.bound && p.localOK {
-		if err := bindRaw(host, p.local.raw); err != nil && p.local.inet() && p.boundPort {
+	if p.bound {
+		if err := bindRaw(host, p.local.raw); err != nil && p.local.inet() && p.local.ap.Port() != 0 {
 			// The sandbox's pick is taken here: any port will do.
 			any := append([]byte(nil), p.local.raw...)
 			any[2], any[3] = 0, 0
@@ -576,10 +583,8 @@ func carryEpoll(p *progSocket, host int) {
 				continue
 			}
 			if pidfd < 0 {
-				if pidfd, err = unix.PidfdOpen(p.tid, unix.PIDFD_THREAD); err != nil {
-					if pidfd, err = unix.PidfdOpen(threadGroup(p.tid), 0); err != nil {
-						return
-					}
+				if pidfd, err = pidfdOf(p.tid); err != nil {
+					return
 				}
 			}
 			ep, err := unix.PidfdGetfd(pidfd, num, 0)
@@ -609,18 +614,14 @@ func (h *hostNet) report(fd int) {
 var socketTablePath = regexp.MustCompile(`^/proc/(?:net|self/net|thread-self/net|([0-9]+)(?:/task/[0-9]+)?/net)/` +
 	`(tcp6?|udp6?|udplite6?|raw6?|unix|icmp6?)$`)
 
-// socketTable answers an open of a socket table of the sandbox with this
-// machine's. It returns false, having answered nothing, for any other
-// path.
-func (h *hostNet) socketTable(n *seccompNotif, addr uint64, flags int) bool {
-	if h.off || flags&unix.O_ACCMODE != unix.O_RDONLY {
+// socketTable answers an open of p, if it is a socket table of the
+// sandbox, with this machine's. It returns false, having answered
+// nothing, for any other path.
+func (h *hostNet) socketTable(n *seccompNotif, p string, flags int) bool {
+	if h.off || flags&unix.O_ACCMODE != unix.O_RDONLY || !strings.HasPrefix(p, "/proc/") {
 		return false
 	}
 	tid := int(n.Pid)
-	p, err := readPath(tid, addr)
-	if err != nil || !strings.HasPrefix(p, "/proc/") {
-		return false
-	}
 	m := socketTablePath.FindStringSubmatch(path.Clean(p))
 	if m == nil {
 		return false
@@ -645,8 +646,9 @@ func (h *hostNet) socketTable(n *seccompNotif, addr uint64, flags int) bool {
 	return true
 }
 
-// Handlers, called from the supervisor's receiving loop: none of them
-// waits for anything but local system calls.
+// Handlers, called from the supervisor's receiving loop (which answers
+// the calls itself while h is off): none of them waits for anything but
+// local system calls.
 
 func (h *hostNet) readAddr(n *seccompNotif, addr, size uint64) (sockaddr, bool) {
 	if addr == 0 || size < 2 || size > unix.SizeofSockaddrAny {
@@ -660,10 +662,6 @@ func (h *hostNet) readAddr(n *seccompNotif, addr, size uint64) (sockaddr, bool) 
 }
 
 func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
-	if h.off {
-		h.s.cont(n.ID)
-		return
-	}
 	sa, ok := h.readAddr(n, a[1], a[2])
 	if !ok || bindPlace(sa) != placeHost {
 		h.s.cont(n.ID)
@@ -704,10 +702,6 @@ func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
 // here; the kernel then runs the call itself, with all its semantics
 // (blocking or not, EINPROGRESS, timeouts).
 func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
-	if h.off {
-		h.s.cont(n.ID)
-		return
-	}
 	sa, ok := h.readAddr(n, addr, size)
 	if !ok || sendPlace(sa) != placeHost {
 		h.s.cont(n.ID)
@@ -721,8 +715,7 @@ func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
 	defer p.close()
 	// A socket bound to one of the sandbox's addresses stays (the kernel
 	// answers as it would); so does one of another family.
-	if p.host || p.family != sa.family && !(p.family == unix.AF_INET6 && sa.family == unix.AF_INET) ||
-		p.boundAddr && p.local.inet() && inSandbox(p.local.ap.Addr()) {
+	if p.host || p.family != sa.family && !(p.family == unix.AF_INET6 && sa.family == unix.AF_INET) || p.onSandboxAddr() {
 		h.s.cont(n.ID)
 		return
 	}
@@ -738,10 +731,6 @@ func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
 // listen: a server. A socket of this machine listens here; a sandbox
 // socket that is not bound to a sandbox address moves here first.
 func (h *hostNet) listen(n *seccompNotif, a [6]uint64) {
-	if h.off {
-		h.s.cont(n.ID)
-		return
-	}
 	p, ok := h.take(int(n.Pid), int(int32(a[0])))
 	if !ok {
 		h.s.cont(n.ID)
@@ -750,7 +739,7 @@ func (h *hostNet) listen(n *seccompNotif, a [6]uint64) {
 	defer p.close()
 	fd := p.fd
 	if !p.host {
-		if !p.local.inet() || p.boundAddr && !p.local.ap.Addr().Unmap().IsLoopback() && inSandbox(p.local.ap.Addr()) {
+		if !p.local.inet() || p.onSandboxAddr() {
 			h.s.cont(n.ID) // unix sockets, and servers on the sandbox's address
 			return
 		}

@@ -315,12 +315,17 @@ func (s *supervisor) resolve(tid int, dirfd uint64, p string) (abs string, snaps
 // answers the call itself unless the path goes remote, in which case it
 // returns the remote path and true.
 func (s *supervisor) where(n *seccompNotif, dirfd, addr uint64, write bool) (string, bool) {
-	tid := int(n.Pid)
-	p, err := readPath(tid, addr)
+	p, err := readPath(int(n.Pid), addr)
 	if err != nil {
 		s.cont(n.ID) // the kernel reports EFAULT or ENAMETOOLONG itself
 		return "", false
 	}
+	return s.whereAt(n, dirfd, p, write)
+}
+
+// whereAt is where for a path already read.
+func (s *supervisor) whereAt(n *seccompNotif, dirfd uint64, p string, write bool) (string, bool) {
+	tid := int(n.Pid)
 	// If the thread was interrupted or died (and its id was reused) since
 	// the notification, the path read is not its: continuing or failing
 	// is harmless (the answer goes nowhere), acting remotely is not.
@@ -373,6 +378,13 @@ func (s *supervisor) handle(n seccompNotif) {
 	}
 	a := n.Data.Args
 	switch c.kind {
+	case sysBind, sysConnect, sysSendto, sysListen:
+		if s.net.off {
+			s.cont(n.ID)
+			return
+		}
+	}
+	switch c.kind {
 	case sysBind:
 		s.net.bind(&n, a)
 		return
@@ -389,16 +401,25 @@ func (s *supervisor) handle(n seccompNotif) {
 	if c.args != nil {
 		a = c.args(a)
 	}
-	// The socket tables are this machine's for every program, skipped
-	// ones included: they are not a matter of the fs rules.
-	if c.kind == sysOpen && s.net.socketTable(&n, a[1], int(int32(a[2]))) {
-		return
+	tid := int(n.Pid)
+	var openPath string // an open's path, read once for both of its uses
+	if c.kind == sysOpen {
+		p, err := readPath(tid, a[1])
+		if err != nil {
+			s.cont(n.ID) // the kernel reports EFAULT or ENAMETOOLONG itself
+			return
+		}
+		// The socket tables are this machine's for every program, skipped
+		// ones included: they are not a matter of the fs rules.
+		if s.net.socketTable(&n, p, int(int32(a[2]))) {
+			return
+		}
+		openPath = p
 	}
 	if s.filter == nil {
 		s.cont(n.ID) // no file layer: every other open is the kernel's
 		return
 	}
-	tid := int(n.Pid)
 	if s.skip != nil {
 		// A skipped program's calls stay local. Its executable is read per
 		// call (a few µs): a thread id may exec another program any time.
@@ -409,7 +430,7 @@ func (s *supervisor) handle(n seccompNotif) {
 	}
 	switch c.kind {
 	case sysOpen:
-		s.open(&n, a[0], a[1], int(int32(a[2])), uint32(a[3]))
+		s.open(&n, a[0], openPath, int(int32(a[2])), uint32(a[3]))
 	case sysOpenat2:
 		var how unix.OpenHow
 		if a[3] < uint64(unsafe.Sizeof(how)) {
@@ -422,7 +443,12 @@ func (s *supervisor) handle(n seccompNotif) {
 			s.cont(n.ID)
 			return
 		}
-		s.open(&n, a[0], a[1], int(how.Flags), uint32(how.Mode))
+		p, err := readPath(tid, a[1])
+		if err != nil {
+			s.cont(n.ID)
+			return
+		}
+		s.open(&n, a[0], p, int(how.Flags), uint32(how.Mode))
 	case sysStat:
 		flags := int(a[3])
 		rpath, ok := s.where(&n, a[0], a[1], false)
@@ -509,11 +535,11 @@ func (s *supervisor) handle(n seccompNotif) {
 	}
 }
 
-func (s *supervisor) open(n *seccompNotif, dirfd, addr uint64, flags int, mode uint32) {
+func (s *supervisor) open(n *seccompNotif, dirfd uint64, p string, flags int, mode uint32) {
 	acc := flags & unix.O_ACCMODE
 	write := acc != unix.O_RDONLY || flags&(unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND) != 0 ||
 		flags&unix.O_TMPFILE == unix.O_TMPFILE
-	rpath, ok := s.where(n, dirfd, addr, write)
+	rpath, ok := s.whereAt(n, dirfd, p, write)
 	if !ok {
 		return
 	}
