@@ -45,7 +45,7 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 	if files != nil {
 		opts = append(opts, goshim.WithFiles(*files))
 	}
-	return runSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, ns *netstack.Stack, pid int) {
+	return runSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, _ int) {
 		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, dialLocal, log)
 		go func() {
 			select {
@@ -60,9 +60,9 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 // runSandbox runs spec in a goshim sandbox whose network h serves, and
 // returns the program's exit as an *ExitError (nil for status 0). running,
 // if not nil, is called once the program runs, with a context that ends
-// when it exits.
+// when it exits and the program's pid.
 func runSandbox(ctx context.Context, spec goshim.Spec, opts []goshim.Option, h netstack.Handler, log *slog.Logger,
-	running func(ctx context.Context, ns *netstack.Stack, pid int)) error {
+	running func(ctx context.Context, pid int)) error {
 	sb, err := goshim.Start(spec, opts...)
 	if err != nil {
 		return err
@@ -90,7 +90,7 @@ func runSandbox(ctx context.Context, spec goshim.Spec, opts []goshim.Option, h n
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	if running != nil {
-		running(runCtx, ns, sb.Pid())
+		running(runCtx, sb.Pid())
 	}
 	code, err := sb.Wait()
 	if err != nil {

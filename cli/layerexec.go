@@ -12,7 +12,6 @@ import (
 
 	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/intproxy"
-	"github.com/mirrord-go/mirrord/netstack"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
@@ -66,7 +65,7 @@ func (c *LayerExecCmd) Run(ctx context.Context, env *Env) error {
 			client.Listening(lctx, l.Addr)
 		}()
 	})
-	return runSandbox(ctx, spec, []goshim.Option{listening}, client, nil, func(ctx context.Context, _ *netstack.Stack, pid int) {
+	return runSandbox(ctx, spec, []goshim.Option{listening}, client, nil, func(ctx context.Context, pid int) {
 		go endWithSession(ctx, sock, pid)
 	})
 }
