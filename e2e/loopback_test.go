@@ -45,8 +45,8 @@ func TestExecLoopback(t *testing.T) {
 		command      []string
 	}{
 		{"netstack/go", "netstack", []string{goServer, "127.0.0.1:0"}},
-		{"netstack/python", "netstack", []string{"python3", "testdata/loopserver.py", "127.0.0.1"}},
-		{"preload/python", "preload", []string{"python3", "testdata/loopserver.py", "127.0.0.1"}},
+		{"netstack/python", "netstack", []string{"python3", "../integration/testdata/loopserver.py", "127.0.0.1"}},
+		{"preload/python", "preload", []string{"python3", "../integration/testdata/loopserver.py", "127.0.0.1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := c.startLocal(t, tc.engine, "deploy/"+pyServ, "{}", tc.command...)

@@ -233,24 +233,14 @@ func TestLoopbackPython(t *testing.T) {
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
 	}
-	server := `import sys, http.server, socket
-class S(http.server.HTTPServer):
-    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        b = b"hello from python"
-        self.send_response(200); self.send_header("Content-Length", str(len(b))); self.end_headers(); self.wfile.write(b)
-    def log_message(self, *a): pass
-s = S((sys.argv[1], 0), H)
-print("listening", s.server_address[1], flush=True)
-s.serve_forever()`
+	server := "testdata/loopserver.py" // prints "listening HOST:PORT", answers "/" with a greeting
 	eachEngine(t, func(t *testing.T, engine ...string) {
 		for _, bind := range []struct{ addr, reach string }{
 			{"127.0.0.1", "127.0.0.1"}, {"::1", "[::1]"}, {"0.0.0.0", "127.0.0.1"}, {"::", "[::1]"},
 		} {
-			_, out := f.startLocal(t, engine, "python3", "-c", server, bind.addr)
-			port := waitLine(t, out, "listening ")
-			if got := getOnce(t, "http://"+bind.reach+":"+port+"/"); got != "hello from python" {
+			_, out := f.startLocal(t, engine, "python3", server, bind.addr)
+			_, port, _ := net.SplitHostPort(waitLine(t, out, "listening "))
+			if got := getOnce(t, "http://"+bind.reach+":"+port+"/"); got != "hello from loopserver" {
 				t.Errorf("python on %s: %q", bind.addr, got)
 			}
 		}
@@ -277,14 +267,14 @@ print("env", __import__("os").environ.get("SECRET_TOKEN"))`, host4, host6, portO
 			t.Errorf("unix sockets on this machine:\n%s", out)
 		}
 		// Two processes of the program's tree, over loopback.
-		pair := `python3 -c "$0" 127.0.0.1 > "$1" 2>&1 &
+		pair := `python3 "$0" 127.0.0.1 > "$1" 2>&1 &
 for i in $(seq 100); do p=$(sed -n 's/^listening //p' "$1"); [ -n "$p" ] && break; sleep 0.05; done
-curl -sS "http://127.0.0.1:$p/"; echo; kill $!`
+curl -sS "http://$p/"; echo; kill $!`
 		out, err = f.mirrord(ctx(t), nil, append(engine, "--", "sh", "-c", pair, server, filepath.Join(t.TempDir(), "port"))...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
-		mustContain(t, out, "hello from python")
+		mustContain(t, out, "hello from loopserver")
 	})
 }
 

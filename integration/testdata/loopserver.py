@@ -1,4 +1,4 @@
-# A local server for the loopback e2e test, like integration/testdata/loopserver
+# A local Python server for the loopback tests (integration and e2e), like loopserver
 # (Go): listens on ADDR port 0, prints "listening HOST:PORT" and answers
 # /env?k=K (a variable), /get?url=U (the body of a GET of U), / (a greeting).
 import http.server, os, socket, sys, urllib.parse, urllib.request
@@ -29,5 +29,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 
 s = S((sys.argv[1], 0), H)
-print("listening", "%s:%d" % (s.server_address[0], s.server_address[1]), flush=True)
+host, port = s.server_address[0], s.server_address[1]
+print("listening", ("[%s]" % host if ":" in host else host) + ":%d" % port, flush=True)
 s.serve_forever()
