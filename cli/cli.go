@@ -12,6 +12,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/willabides/kongplete"
 
+	"github.com/mirrord-go/mirrord/session"
 	"github.com/mirrord-go/mirrord/version"
 )
 
@@ -21,6 +22,7 @@ type CLI struct {
 
 	Exec         ExecCmd         `cmd:"" help:"Run a local command in the context of a remote target (pod, deployment, ...)."`
 	PortForward  PortForwardCmd  `cmd:"" name:"port-forward" help:"Forward local ports to hosts reachable from a target, or a target's ports to local ports."`
+	Ext          ExtCmd          `cmd:"" help:"Start a session for a program an IDE will run, and print the environment that puts it in the session (JSON, for the IDE plugins)."`
 	Ls           LsCmd           `cmd:"" help:"List the targets in a namespace."`
 	VerifyConfig VerifyConfigCmd `cmd:"" name:"verify-config" help:"Check a config file and print the resolved config as JSON."`
 	Config       ConfigCmd       `cmd:"" help:"Inspect the configuration format."`
@@ -36,26 +38,16 @@ type CLI struct {
 type Env struct {
 	Stdout, Stderr io.Writer
 	Lookup         func(string) (string, bool)
+	// Args are the command line's arguments (without the program name).
+	Args []string
 }
 
 // ExitError asks Main to exit with Code after printing Err (if any).
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string {
-	if e.Err == nil {
-		return fmt.Sprintf("exit status %d", e.Code)
-	}
-	return e.Err.Error()
-}
-
-func (e *ExitError) Unwrap() error { return e.Err }
+type ExitError = session.ExitError
 
 // Main runs the CLI and returns the process exit code.
 func Main(args []string) int {
-	return run(args, &Env{Stdout: os.Stdout, Stderr: os.Stderr, Lookup: os.LookupEnv})
+	return run(args, &Env{Stdout: os.Stdout, Stderr: os.Stderr, Lookup: os.LookupEnv, Args: args})
 }
 
 func newParser(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {

@@ -152,7 +152,7 @@ func TestFlagPrecedence(t *testing.T) {
 			if _, err := parser.Parse(args); err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := loadConfig(env, &root.Exec.ConfigFlags, root.Exec.settings())
+			cfg, err := loadConfig(env, newProgress(env), &root.Exec.ConfigFlags, root.Exec.settings())
 			if err != nil {
 				t.Fatal(err)
 			}

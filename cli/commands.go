@@ -8,19 +8,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/mirrord-go/mirrord/config"
-	"github.com/mirrord-go/mirrord/kube"
+	"github.com/mirrord-go/mirrord/progress"
+	"github.com/mirrord-go/mirrord/session"
 )
 
-// clusterProbeTimeout bounds the check that the cluster answers, so that
-// a wrong kubeconfig is reported in seconds, not after client-go's
-// default of minutes.
-const clusterProbeTimeout = 8 * time.Second
-
 // loadConfig resolves the config and prints its warnings.
-func loadConfig(env *Env, cf *ConfigFlags, settings []config.Setting) (*config.Config, error) {
+func loadConfig(env *Env, prog *progress.Reporter, cf *ConfigFlags, settings []config.Setting) (*config.Config, error) {
 	cfg, err := config.Load(cf.options(env, settings))
 	if err != nil {
 		var es config.Errors
@@ -30,21 +25,9 @@ func loadConfig(env *Env, cf *ConfigFlags, settings []config.Setting) (*config.C
 		return nil, err
 	}
 	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(env.Stderr, "mirrord: warning: %s\n", w)
+		prog.Warning(w)
 	}
 	return cfg, nil
-}
-
-// connect checks that the cluster of cfg answers.
-func connect(ctx context.Context, cfg *config.Config) (*kube.Client, error) {
-	opts := kube.Options{AcceptInvalidCertificates: cfg.AcceptInvalidCertificates, Timeout: clusterProbeTimeout}
-	if cfg.Kubeconfig != nil {
-		opts.Kubeconfig = *cfg.Kubeconfig
-	}
-	if cfg.KubeContext != nil {
-		opts.Context = *cfg.KubeContext
-	}
-	return kube.Connect(ctx, opts)
 }
 
 // ExecCmd is `mirrord exec`.
@@ -82,7 +65,8 @@ func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
 			c.ConfigFile = findProjectConfig()
 		}
 	}
-	cfg, err := loadConfig(env, &c.ConfigFlags, c.settings())
+	prog := newProgress(env)
+	cfg, err := loadConfig(env, prog, &c.ConfigFlags, c.settings())
 	if err != nil {
 		return err
 	}
@@ -97,12 +81,12 @@ func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer closeLog()
-	sess, err := startSession(ctx, cfg, c.AgentAddr, log, newProgress(env))
+	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
 	if err != nil {
 		return err
 	}
-	defer sess.close()
-	return c.runWithAgent(ctx, env, cfg, sess.addr, log, sess.opts...)
+	defer sess.Close()
+	return sess.Run(ctx, c.Command)
 }
 
 // PortForwardCmd is `mirrord port-forward`.
@@ -125,11 +109,11 @@ type LsCmd struct {
 }
 
 func (c *LsCmd) Run(ctx context.Context, env *Env) error {
-	cfg, err := loadConfig(env, &c.ConfigFlags, c.KubeFlags.settings())
+	cfg, err := loadConfig(env, newProgress(env), &c.ConfigFlags, c.KubeFlags.settings())
 	if err != nil {
 		return err
 	}
-	client, err := connect(ctx, cfg)
+	client, err := session.Cluster(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -251,12 +235,8 @@ type ContainerCmd struct {
 }
 
 func (c *ContainerCmd) Run() error {
-	return notBuilt("container: running a local container in a target's context is not yet supported")
+	return session.NotBuilt("container: running a local container in a target's context is not yet supported")
 }
-
-// notBuilt reports a feature that does not exist yet: exit status 2, so
-// that scripts can tell it from a failure of a feature that does.
-func notBuilt(msg string) error { return &ExitError{Code: 2, Err: errors.New(msg)} }
 
 // CompletionsCmd prints a completion script. The script calls mirrord back
 // with COMP_LINE set; Main answers those calls through kongplete.

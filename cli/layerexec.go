@@ -2,97 +2,17 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
-	"os"
-	"strings"
-	"syscall"
-	"time"
 
-	"github.com/mirrord-go/mirrord/goshim"
-	"github.com/mirrord-go/mirrord/intproxy"
-	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/session"
 )
 
 // LayerExecCmd is what the preload library executes instead of a Go or
-// static program that a layered process starts: the program runs in a
-// netstack sandbox whose traffic goes to the same session (the parent
-// mirrord's internal proxy, over the layer socket), so every process of
-// the program's tree shares one agent connection and one set of rules.
+// static program that a layered process starts (see session.LayerExec).
 type LayerExecCmd struct {
 	Path string   `arg:"" help:"The program to run."`
 	Args []string `arg:"" optional:"" passthrough:"" help:"Its argv, argv[0] included."`
 }
 
-func (c *LayerExecCmd) Run(ctx context.Context, env *Env) error {
-	sock, ok := lookup(env, "MIRRORD_LAYER_SOCK")
-	if !ok || sock == "" {
-		return errors.New("layer-exec: MIRRORD_LAYER_SOCK is not set (this command is started by the preload library)")
-	}
-	args := c.Args
-	if len(args) == 0 {
-		args = []string{c.Path}
-	}
-	client := intproxy.LayerClient{Sock: sock}
-	hostname, ndots, search, err := client.Session(ctx)
-	if err != nil {
-		return fmt.Errorf("layer-exec: %w", err)
-	}
-	// The sandboxed program needs no preload: its network is the sandbox's.
-	var progEnv []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if k == "LD_PRELOAD" || strings.HasPrefix(k, "MIRRORD_LAYER_") {
-			continue
-		}
-		progEnv = append(progEnv, kv)
-	}
-	spec := goshim.Spec{
-		Path:       c.Path,
-		Args:       args,
-		Env:        progEnv,
-		ResolvConf: resolvConf(protocol.Resolver{Search: search, Ndots: ndots}),
-		Hostname:   hostname,
-		MTU:        goshim.DefaultMTU,
-	}
-	// Its servers are this machine's sockets: the session subscribes their
-	// ports as it does the preloaded parent's.
-	listening := goshim.WithListenHook(func(l goshim.Listener) {
-		go func() {
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			client.Listening(lctx, l.Addr)
-		}()
-	})
-	return runSandbox(ctx, spec, []goshim.Option{listening}, client, nil, func(ctx context.Context, pid int) {
-		go endWithSession(ctx, sock, pid)
-	})
-}
-
-// endWithSession kills the program (and its process group, which it
-// leads) once the session that started it is gone: the preloaded parent
-// may have been killed and mirrord exited, and a program whose network and
-// files were the session's must not outlive it. The session socket stops
-// accepting connections when mirrord closes it or dies.
-func endWithSession(ctx context.Context, sock string, pid int) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		c, err := net.DialTimeout("unix", sock, time.Second)
-		if err == nil {
-			c.Close()
-			continue
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			syscall.Kill(-pid, syscall.SIGKILL)
-			syscall.Kill(pid, syscall.SIGKILL)
-			return
-		}
-	}
+func (c *LayerExecCmd) Run(ctx context.Context) error {
+	return session.LayerExec(ctx, c.Path, c.Args)
 }

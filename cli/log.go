@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/mirrord-go/mirrord/progress"
 )
 
 // newLogger builds mirrord's own logger. The program's stdout and stderr
@@ -39,4 +41,9 @@ func lookup(env *Env, key string) (string, bool) {
 		return "", false
 	}
 	return env.Lookup(key)
+}
+
+// newProgress is the progress reporter MIRRORD_PROGRESS_MODE asks for.
+func newProgress(env *Env) *progress.Reporter {
+	return progress.FromEnv(func(k string) (string, bool) { return lookup(env, k) }, env.Stdout, env.Stderr)
 }

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/mirrord-go/mirrord/config"
-	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/relay"
+	"github.com/mirrord-go/mirrord/session"
 )
 
 // forward is one parsed -L mapping.
@@ -107,7 +107,8 @@ func (c *PortForwardCmd) Run(env *Env) error {
 	s = append(s, c.TargetFlags.settings()...)
 	s = append(s, c.AgentFlags.settings()...)
 	s = append(s, c.KubeFlags.settings()...)
-	cfg, err := loadConfig(env, &c.ConfigFlags, s)
+	prog := newProgress(env)
+	cfg, err := loadConfig(env, prog, &c.ConfigFlags, s)
 	if err != nil {
 		return err
 	}
@@ -121,16 +122,12 @@ func (c *PortForwardCmd) Run(env *Env) error {
 	defer closeLog()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	sess, err := startSession(ctx, cfg, c.AgentAddr, log, newProgress(env))
+	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
 	if err != nil {
 		return err
 	}
-	defer sess.close()
-	proxy, err := connectRetry(ctx, sess.addr, cfg, log, sess.opts...)
-	if err != nil {
-		return err
-	}
-	defer proxy.Close()
+	defer sess.Close()
+	proxy := sess.Proxy
 
 	var wg sync.WaitGroup
 	var closers []io.Closer
@@ -147,10 +144,14 @@ func (c *PortForwardCmd) Run(env *Env) error {
 		if f.udp {
 			proto = "udp"
 		}
-		fmt.Fprintf(env.Stdout, "forwarding %s 127.0.0.1:%d -> %s (via %s)\n", proto, f.localPort, f.remote(), sess.via)
+		fmt.Fprintf(env.Stdout, "forwarding %s 127.0.0.1:%d -> %s (via %s)\n", proto, f.localPort, f.remote(), sess.Via)
 	}
 	if len(revs) > 0 {
-		cancels, err := startReverse(ctx, proxy, cfg, revs, log)
+		pairs := make([][2]uint16, len(revs))
+		for i, r := range revs {
+			pairs[i] = [2]uint16{r.remotePort, r.localPort}
+		}
+		cancels, err := sess.Reverse(ctx, pairs)
 		if err != nil {
 			return err
 		}
@@ -160,7 +161,7 @@ func (c *PortForwardCmd) Run(env *Env) error {
 			}
 		}()
 		for _, r := range revs {
-			fmt.Fprintf(env.Stdout, "forwarding %s:%d -> 127.0.0.1:%d (%s)\n", sess.via, r.remotePort, r.localPort, cfg.Feature.Network.Incoming.Mode)
+			fmt.Fprintf(env.Stdout, "forwarding %s:%d -> 127.0.0.1:%d (%s)\n", sess.Via, r.remotePort, r.localPort, cfg.Feature.Network.Incoming.Mode)
 		}
 	}
 	select {
@@ -315,34 +316,4 @@ func parseReverse(s string) (reverse, error) {
 		return reverse{}, bad
 	}
 	return reverse{remotePort: uint16(r), localPort: uint16(l)}, nil
-}
-
-// startReverse subscribes the target's ports and delivers their
-// connections to local ports, with feature.network.incoming's mode
-// (mirror by default, steal with --steal or the config) and HTTP filter.
-func startReverse(ctx context.Context, proxy *intproxy.Proxy, cfg *config.Config, revs []reverse, log *slog.Logger) ([]func(), error) {
-	in := cfg.Feature.Network.Incoming
-	steal := in.Mode == config.IncomingSteal
-	ports := &portMap{m: map[uint16]uint16{}}
-	var cancels []func()
-	for _, r := range revs {
-		var filter *httpfilter.Spec
-		if steal && in.HTTPFilter.IsSet() {
-			filter = filterSpec(in.HTTPFilter)
-		}
-		cancel, err := proxy.Subscribe(ctx, subscription(cfg, r.remotePort, filter, false))
-		if err != nil {
-			for _, c := range cancels {
-				c()
-			}
-			return nil, err
-		}
-		cancels = append(cancels, cancel)
-		ports.set(r.remotePort, r.localPort)
-	}
-	go deliverIncoming(ctx, proxy, ports, log, func(ctx context.Context, local uint16) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))))
-	})
-	return cancels, nil
 }

@@ -41,6 +41,8 @@ import (
 //	M <mode> <path>           mkdir (mode in octal)
 //	N <from> <to>             rename
 //	H                         hostname and resolver (layer-exec)
+//	W                         a process of the program started: the
+//	                          connection stays open while it lives
 //
 // Replies: "L" (do it locally), "E <errno>", "R 127.0.0.1 <port>" (connect
 // or send there instead), "A <ip>..." / "A <base64>", "F" with a file
@@ -51,8 +53,12 @@ import (
 type LayerOptions struct {
 	// FS classifies file paths; nil leaves every file local.
 	FS *fsfilter.Filter
-	// OnListen is called with each port the program listens on.
-	OnListen func(port uint16)
+	// OnListen is called with each port the program listens on, and the
+	// pid of the process that said so.
+	OnListen func(port uint16, pid int)
+	// OnJoin and OnLeave are called when a process of the program holds
+	// a connection (W) and when it closes, with the process's end.
+	OnJoin, OnLeave func()
 	// Hostname is the name gethostname returns in the program (empty: the
 	// machine's).
 	Hostname string
@@ -105,8 +111,21 @@ func (l *layerServer) serve(c *net.UnixConn) {
 		return
 	}
 	f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
+	if f[0] == "W" {
+		l.hold(c)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if f[0] == "P" {
+		if raw, err := c.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+					ctx = context.WithValue(ctx, peerKey{}, int(cred.Pid))
+				}
+			})
+		}
+	}
 	reply, fd := l.handle(ctx, f)
 	var oob []byte
 	if fd != nil {
@@ -114,6 +133,29 @@ func (l *layerServer) serve(c *net.UnixConn) {
 		oob = unix.UnixRights(int(fd.Fd()))
 	}
 	c.WriteMsgUnix([]byte(reply+"\n"), oob, nil)
+}
+
+// hold keeps a W connection until the process at its other end closes
+// it (by ending: the library opens it without close-on-exec only for the
+// process itself, see layer.c).
+func (l *layerServer) hold(c *net.UnixConn) {
+	if l.opts.OnJoin == nil {
+		return
+	}
+	c.SetDeadline(time.Time{})
+	l.opts.OnJoin()
+	defer l.opts.OnLeave()
+	c.Write([]byte("OK\n"))
+	io.Copy(io.Discard, c)
+}
+
+type peerKey struct{}
+
+// peerPid is the pid of the process at the other end of the request's
+// connection (0 if unknown).
+func peerPid(ctx context.Context) int {
+	pid, _ := ctx.Value(peerKey{}).(int)
+	return pid
 }
 
 func errnoReply(err error) string { return "E\t" + strconv.Itoa(int(Errno(err))) }
@@ -152,7 +194,7 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		// netstack engine treats it too: it gets no remote traffic.
 		ip, err := netip.ParseAddr(arg(1))
 		if port, perr := strconv.ParseUint(arg(2), 10, 16); err == nil && perr == nil && !ip.Unmap().IsLoopback() && l.opts.OnListen != nil {
-			l.opts.OnListen(uint16(port))
+			l.opts.OnListen(uint16(port), peerPid(ctx))
 		}
 		return "OK", nil
 	case "H":
@@ -532,6 +574,28 @@ func (c LayerClient) call(ctx context.Context, req string) ([]string, error) {
 func (c LayerClient) Listening(ctx context.Context, addr netip.AddrPort) error {
 	_, err := c.call(ctx, fmt.Sprintf("P\t%s\t%d", addr.Addr(), addr.Port()))
 	return err
+}
+
+// Hold tells the session that this process is part of the program until
+// the returned connection is closed (or the process ends).
+func (c LayerClient) Hold(ctx context.Context) (io.Closer, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Sock)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write([]byte("W\n")); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	buf := make([]byte, 3)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "OK\n" {
+		conn.Close()
+		return nil, fmt.Errorf("session hold: the session did not take the process (%q, %v)", buf, err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	return conn, nil
 }
 
 // Session returns the hostname and the target's resolver settings.

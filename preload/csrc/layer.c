@@ -58,6 +58,7 @@ static int active;                    // constructor ran and we are not skipped
 static int files_active;              // file hooks on (fs mode is not local)
 static int exec_active;               // reroute Go/static children (also when skipped)
 static const char *skip_list;         // MIRRORD_LAYER_SKIP
+static const char *skip_env;          // MIRRORD_SKIP_PROCESSES (set by IDE plugins)
 static struct sockaddr_un proxy_addr; // the internal proxy's socket
 static socklen_t proxy_addr_len;
 static char fake_hostname[HOST_NAME_MAX + 1];
@@ -279,13 +280,17 @@ static int skipped(const char *list, const char *name) {
 	const char *self = slash ? slash + 1 : name;
 	size_t n = strlen(self);
 	for (const char *p = list; *p;) {
-		size_t l = strcspn(p, ";");
+		size_t l = strcspn(p, ";,");
 		if (l == n && strncmp(p, self, n) == 0) return 1;
 		p += l;
 		if (*p) p++;
 	}
 	return 0;
 }
+
+// is_skipped checks the session's list and the one an IDE put in the
+// program's environment.
+static int is_skipped(const char *name) { return skipped(skip_list, name) || skipped(skip_env, name); }
 
 // The constructor only notes whether mirrord is on (MIRRORD_LAYER_SOCK);
 // the rest of the set-up waits for the first hook that needs it. The
@@ -296,9 +301,17 @@ static int skipped(const char *list, const char *name) {
 static const char *layer_sock;
 static int layer_ready;
 
-__attribute__((constructor)) static void layer_init(void) {
+static void ide_start(char **argv);
+
+// glibc passes argc, argv and envp to constructors.
+__attribute__((constructor)) static void layer_init(int argc, char **argv, char **envp) {
+	(void)argc;
+	(void)envp;
 	const char *sock = getenv("MIRRORD_LAYER_SOCK");
-	if (sock && *sock) layer_sock = sock;
+	if (!sock || !*sock) return;
+	layer_sock = sock;
+	const char *hold = getenv("MIRRORD_LAYER_HOLD");
+	if (hold && strcmp(hold, "1") == 0) ide_start(argv);
 }
 
 // layer_setup finishes what the constructor left. Threads may race here:
@@ -327,10 +340,11 @@ static void layer_setup(void) {
 	// programs it starts are still layered: `go run` and `go test` build
 	// locally and run the result in the target's context.
 	skip_list = getenv("MIRRORD_LAYER_SKIP");
+	skip_env = getenv("MIRRORD_SKIP_PROCESSES");
 	const char *fs = getenv("MIRRORD_LAYER_FS");
 	files_active = !fs || strcmp(fs, "0") != 0;
 	exec_active = 1;
-	active = !skipped(skip_list, program_invocation_short_name);
+	active = !is_skipped(program_invocation_short_name);
 	__atomic_store_n(&layer_ready, 1, __ATOMIC_RELEASE);
 }
 
@@ -1404,6 +1418,57 @@ toolong:
 
 // ---- exec --------------------------------------------------------------
 
+static int needs_netstack(const char *path);
+
+// ide_start runs in every process of a program that an IDE started with
+// the environment `mirrord ext` returned (MIRRORD_LAYER_HOLD=1): no
+// mirrord process is its parent, so
+//   - the process tells the session it lives: a connection the session
+//     holds until the process ends (close-on-exec, so each program image
+//     holds its own; a forked child shares its parent's);
+//   - a Go program (dynamically linked, so this library loaded) goes to
+//     the netstack sandbox as layered parents send their Go children:
+//     its system calls bypass libc. Delve goes there even when skipped:
+//     the program it debugs runs under ptrace and must start inside.
+static void ide_start(char **argv) {
+	layer_set_up();
+	char exe[PATH_MAX];
+	ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0 && mirrord_exe) {
+		exe[n] = 0;
+		const char *base = strrchr(exe, '/');
+		base = base ? base + 1 : exe;
+		int debugger = strcmp(base, "dlv") == 0;
+		if ((debugger || !is_skipped(exe)) && needs_netstack(exe)) {
+			size_t argc = 0;
+			while (argv && argv[argc]) argc++;
+			char **v = malloc((argc + 4) * sizeof *v);
+			if (v) {
+				v[0] = (char *)mirrord_exe;
+				v[1] = "layer-exec";
+				v[2] = exe;
+				for (size_t i = 0; i < argc; i++) v[3 + i] = argv[i];
+				if (argc == 0) v[3 + argc++] = exe;
+				v[3 + argc] = NULL;
+				CALL(execve)(mirrord_exe, v, environ);
+				free(v); // mirrord could not run: go on here
+			}
+		}
+	}
+	int s = syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0) return;
+	if (syscall(SYS_connect, s, &proxy_addr, proxy_addr_len) < 0 ||
+	    syscall(SYS_sendto, s, "W\n", 2, MSG_NOSIGNAL, NULL, 0) != 2) {
+		syscall(SYS_close, s);
+		return;
+	}
+	// Out of the way of programs that expect their low descriptors free.
+	int high = syscall(SYS_fcntl, s, F_DUPFD_CLOEXEC, 500);
+	if (high >= 0) {
+		syscall(SYS_close, s);
+	}
+}
+
 // needs_netstack reports whether the executable at path is a Go program
 // or statically linked: those make system calls without libc, so this
 // library cannot see them, and mirrord runs them in its netstack sandbox.
@@ -1453,7 +1518,7 @@ out:
 // netstack_argv builds `mirrord layer-exec PATH ARGV...` for a program
 // that needs the netstack engine; NULL if it does not (or cannot).
 static char **netstack_argv(const char *path, char *const argv[]) {
-	if (!exec_on() || !mirrord_exe || !path || skipped(skip_list, path) || !needs_netstack(path)) return NULL;
+	if (!exec_on() || !mirrord_exe || !path || is_skipped(path) || !needs_netstack(path)) return NULL;
 	size_t n = 0;
 	while (argv && argv[n]) n++;
 	char **v = malloc((n + 4) * sizeof *v);

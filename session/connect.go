@@ -1,4 +1,4 @@
-package cli
+package session
 
 import (
 	"context"
@@ -10,8 +10,27 @@ import (
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/intproxy"
+	"github.com/mirrord-go/mirrord/kube"
 	"github.com/mirrord-go/mirrord/protocol"
 )
+
+// clusterProbeTimeout bounds the check that the cluster answers, so that
+// a wrong kubeconfig is reported in seconds, not after client-go's
+// default of minutes.
+const clusterProbeTimeout = 8 * time.Second
+
+// Cluster connects to the cluster of cfg (kubeconfig, kube_context,
+// accept_invalid_certificates) and checks that it answers.
+func Cluster(ctx context.Context, cfg *config.Config) (*kube.Client, error) {
+	opts := kube.Options{AcceptInvalidCertificates: cfg.AcceptInvalidCertificates, Timeout: clusterProbeTimeout}
+	if cfg.Kubeconfig != nil {
+		opts.Kubeconfig = *cfg.Kubeconfig
+	}
+	if cfg.KubeContext != nil {
+		opts.Context = *cfg.KubeContext
+	}
+	return kube.Connect(ctx, opts)
+}
 
 // connectRetry connects to an agent that may still be starting to listen.
 func connectRetry(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger, opts ...intproxy.Option) (*intproxy.Proxy, error) {

@@ -1,4 +1,4 @@
-package cli
+package session
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -25,18 +24,38 @@ import (
 	"github.com/mirrord-go/mirrord/preload"
 )
 
-// runPreload runs a dynamically linked program on this machine with the
-// preload library, which sends its libc calls to the internal proxy over a
-// unix socket. Go or static programs it starts come back to this session
-// through `mirrord layer-exec`.
-func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, path string, progEnv []string, log *slog.Logger) error {
+// Layer is the preload library's side of a session: the socket the
+// library talks to and the variables that turn it on in a program.
+type Layer struct {
+	// Lib is the library's path (LD_PRELOAD).
+	Lib string
+	// Vars are the MIRRORD_LAYER_* variables.
+	Vars map[string]string
+
+	ln    net.Listener
+	ports *portSet
+	view  *goshim.View
+}
+
+// LayerOptions configure ServeLayer.
+type LayerOptions struct {
+	// OnJoin and OnLeave are called when a process of the program's tree
+	// starts and ends, if set: each process then holds a connection to
+	// the session (MIRRORD_LAYER_HOLD), so that a session that outlives
+	// its command (ext) knows when the last one is gone.
+	OnJoin, OnLeave func()
+}
+
+// ServeLayer serves the preload library on a new socket until Close.
+func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
+	cfg, proxy, log := s.Config, s.Proxy, s.log
 	lib, err := preload.Library()
 	if err != nil {
-		return fmt.Errorf("engine preload: %w", err)
+		return nil, fmt.Errorf("engine preload: %w", err)
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// With mode local the library leaves file calls alone: no request
 	// per open.
@@ -45,7 +64,7 @@ func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *int
 	if cfg.Feature.FS.Mode != config.FsLocal {
 		cwd, _ := os.Getwd()
 		if fsf, err = fsFilter(cfg.Feature.FS, cwd); err != nil {
-			return err
+			return nil, err
 		}
 		fsOn = "1"
 	}
@@ -57,38 +76,85 @@ func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *int
 	sock := fmt.Sprintf("@mirrord-layer-%d-%s", os.Getpid(), hex.EncodeToString(rnd[:]))
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		return fmt.Errorf("engine preload: session socket: %w", err)
+		return nil, fmt.Errorf("engine preload: session socket: %w", err)
 	}
-	defer ln.Close()
-	hello := proxy.Hello()
-	hostname := ""
-	if cfg.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
-		hostname = hello.Hostname
-	}
-	opts := intproxy.LayerOptions{FS: fsf, Hostname: hostname, RemoteWrites: remoteWrites(cfg.Feature.FS)}
+	hostname := s.hostname()
+	l := &Layer{Lib: lib, ln: ln, ports: newPortSet()}
+	opts := intproxy.LayerOptions{FS: fsf, Hostname: hostname, RemoteWrites: remoteWrites(cfg.Feature.FS),
+		OnJoin: o.OnJoin, OnLeave: o.OnLeave}
 	if fsf != nil {
 		// Remote files as real kernel files when this process may mount
 		// FUSE (root); otherwise copies, read-only.
 		if view, err := goshim.NewView(proxyFiles{proxy}, log); err != nil {
 			log.Info("preload: no FUSE view of the target's files; remote files are read-only copies", "err", err)
 		} else {
-			defer view.Close()
+			l.view = view
 			opts.View = view
 		}
 	}
-	ports := newPortSet()
-	opts.OnListen = ports.add
+	opts.OnListen = func(port uint16, pid int) {
+		if debuggerPort(pid, port) {
+			log.Info("incoming: a debugger's port stays on this machine", "port", port, "pid", pid)
+			return
+		}
+		l.ports.add(port)
+	}
 	go proxy.ServeLayer(ln, opts)
-
-	env := withLayerEnv(progEnv, map[string]string{
+	hold := "0"
+	if o.OnJoin != nil {
+		hold = "1"
+	}
+	l.Vars = map[string]string{
 		"MIRRORD_LAYER_SOCK":     sock,
 		"MIRRORD_LAYER_HOSTNAME": hostname,
 		"MIRRORD_LAYER_EXE":      self,
 		"MIRRORD_LAYER_SKIP":     skipList(cfg),
 		"MIRRORD_LAYER_FS":       fsOn,
-	}, lib)
-	cmd := exec.Command(path, c.Command[1:]...)
-	cmd.Args[0] = c.Command[0]
+		"MIRRORD_LAYER_HOLD":     hold,
+	}
+	return l, nil
+}
+
+// Env returns env with the layer's variables set and the library first in
+// LD_PRELOAD.
+func (l *Layer) Env(env []string) []string { return withLayerEnv(env, l.Vars, l.Lib) }
+
+// Ports are the ports the program's processes listen on (not on
+// loopback, and not a debugger's).
+func (l *Layer) Ports() map[uint16]bool { return l.ports.snapshot() }
+
+// Close stops serving the layer.
+func (l *Layer) Close() {
+	l.ln.Close()
+	if l.view != nil {
+		l.view.Close()
+	}
+}
+
+// hostname is the name the program sees as its host's (empty: this
+// machine's).
+func (s *Session) hostname() string {
+	hello := s.Proxy.Hello()
+	if s.Config.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
+		return hello.Hostname
+	}
+	return ""
+}
+
+// runPreload runs a dynamically linked program on this machine with the
+// preload library, which sends its libc calls to the internal proxy over a
+// unix socket. Go or static programs it starts come back to this session
+// through `mirrord layer-exec`.
+func (s *Session) runPreload(ctx context.Context, path string, argv, progEnv []string) error {
+	cfg, proxy, log := s.Config, s.Proxy, s.log
+	layer, err := s.ServeLayer(LayerOptions{})
+	if err != nil {
+		return err
+	}
+	defer layer.Close()
+	env := layer.Env(progEnv)
+	cmd := exec.Command(path, argv[1:]...)
+	cmd.Args[0] = argv[0]
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// The program dies with mirrord, also when mirrord is killed: the
@@ -104,7 +170,7 @@ func (c *ExecCmd) runPreload(ctx context.Context, cfg *config.Config, proxy *int
 	}
 	incCtx, stopIncoming := context.WithCancel(ctx)
 	defer stopIncoming()
-	go serveIncomingPorts(incCtx, cfg, proxy, ports.snapshot, dialLocal, log)
+	go serveIncomingPorts(incCtx, cfg, proxy, layer.Ports, dialLocal, log)
 	go func() {
 		select {
 		case <-proxy.Done():

@@ -1,11 +1,10 @@
-package cli
+package session
 
 import (
 	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,39 +13,32 @@ import (
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/goshim"
-	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
-// runWithAgent runs the command against the agent at addr: the internal
-// proxy connects to it, the program's environment is computed, and the
-// program runs with the engine that reaches it (see chooseEngine).
-func (c *ExecCmd) runWithAgent(ctx context.Context, env *Env, cfg *config.Config, addr string, log *slog.Logger, opts ...intproxy.Option) error {
-	proxy, err := connectRetry(ctx, addr, cfg, log, opts...)
-	if err != nil {
-		return err
-	}
-	defer proxy.Close()
-	hello := proxy.Hello()
-	log.Info("connected to agent", "addr", addr, "agent", hello.Agent, "hostname", hello.Hostname)
-
-	progEnv, err := proxy.Environment(ctx, os.Environ())
+// Run runs the program argv (argv[0] found in the pod's PATH as the
+// program would see it) in the session's context, with the engine that
+// reaches it (see chooseEngine), and returns its exit as an *ExitError
+// (nil for status 0).
+func (s *Session) Run(ctx context.Context, argv []string) error {
+	cfg, log := s.Config, s.log
+	progEnv, err := s.Proxy.Environment(ctx, os.Environ())
 	if err != nil {
 		return err
 	}
 	engine := config.EngineNetstack
 	if cfg.Engine != config.EngineNetstack {
-		path, err := goshim.LookPath(c.Command[0], progEnv)
+		path, err := goshim.LookPath(argv[0], progEnv)
 		if err != nil {
 			return &ExitError{Code: 127, Err: fmt.Errorf("exec: %w", err)}
 		}
 		if engine = chooseEngine(cfg.Engine, path); engine == config.EnginePreload {
 			log.Info("engine: preload", "program", path)
-			return c.runPreload(ctx, cfg, proxy, path, progEnv, log)
+			return s.runPreload(ctx, path, argv, progEnv)
 		}
 	}
-	log.Info("engine: netstack", "program", c.Command[0])
-	return c.runNetstack(ctx, cfg, proxy, progEnv, log)
+	log.Info("engine: netstack", "program", argv[0])
+	return s.runNetstack(ctx, argv, progEnv)
 }
 
 // resolvConf is the sandbox's /etc/resolv.conf: the netstack's DNS server,

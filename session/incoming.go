@@ -1,4 +1,4 @@
-package cli
+package session
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -110,6 +111,13 @@ func dialLocal(ctx context.Context, port uint16) (net.Conn, error) {
 		return c6, nil
 	}
 	return nil, err
+}
+
+// ServeIncoming takes the target's traffic for the ports listening()
+// reports and delivers it to them on this machine's loopback, until ctx
+// ends.
+func (s *Session) ServeIncoming(ctx context.Context, listening func() map[uint16]bool) {
+	serveIncomingPorts(ctx, s.Config, s.Proxy, listening, dialLocal, s.log)
 }
 
 // serveIncomingPorts subscribes every port listening() reports (polled)
@@ -227,4 +235,35 @@ func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap,
 		}
 		intproxy.DeliverTo(inc, conn, app)
 	})
+}
+
+// Reverse subscribes the target's ports (revs: {remote, local} pairs) and delivers their
+// connections to local ports, with feature.network.incoming's mode
+// (mirror by default, steal with --steal or the config) and HTTP filter.
+func (s *Session) Reverse(ctx context.Context, revs [][2]uint16) ([]func(), error) {
+	proxy, cfg, log := s.Proxy, s.Config, s.log
+	in := cfg.Feature.Network.Incoming
+	steal := in.Mode == config.IncomingSteal
+	ports := &portMap{m: map[uint16]uint16{}}
+	var cancels []func()
+	for _, r := range revs {
+		var filter *httpfilter.Spec
+		if steal && in.HTTPFilter.IsSet() {
+			filter = filterSpec(in.HTTPFilter)
+		}
+		cancel, err := proxy.Subscribe(ctx, subscription(cfg, r[0], filter, false))
+		if err != nil {
+			for _, c := range cancels {
+				c()
+			}
+			return nil, err
+		}
+		cancels = append(cancels, cancel)
+		ports.set(r[0], r[1])
+	}
+	go deliverIncoming(ctx, proxy, ports, log, func(ctx context.Context, local uint16) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))))
+	})
+	return cancels, nil
 }

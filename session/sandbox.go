@@ -1,4 +1,4 @@
-package cli
+package session
 
 import (
 	"context"
@@ -8,32 +8,29 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/goshim"
-	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/netstack"
 )
 
 // runNetstack runs the program in a goshim sandbox (private user, network,
 // mount and UTS namespaces) whose network the gVisor netstack serves.
-func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, progEnv []string, log *slog.Logger) error {
-	hello := proxy.Hello()
+func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error {
+	cfg, proxy, log := s.Config, s.Proxy, s.log
 	spec := goshim.Spec{
-		Path:       c.Command[0],
-		Args:       c.Command,
+		Path:       argv[0],
+		Args:       argv,
 		Env:        progEnv,
-		ResolvConf: resolvConf(hello.Resolver),
+		ResolvConf: resolvConf(proxy.Hello().Resolver),
+		Hostname:   s.hostname(),
 		MTU:        goshim.DefaultMTU,
 	}
-	if cfg.Feature.Hostname && hello.Hostname != "" && !hello.Targetless {
-		spec.Hostname = hello.Hostname
-	}
+	debugger := newDebuggerPorts(progEnv, argv)
 	// The program's servers are sockets of this machine (goshim moves
 	// them out of the sandbox): the ones not on loopback are the ports to
 	// take the target's traffic for, as under the preload.
 	ports := newPortSet()
 	opts := []goshim.Option{goshim.WithLogger(log), goshim.WithListenHook(func(l goshim.Listener) {
-		if !l.Addr.Addr().IsLoopback() {
+		if !l.Addr.Addr().IsLoopback() && !debugger.has(l.Addr.Port()) {
 			ports.add(l.Addr.Port())
 		}
 	})}
@@ -45,7 +42,7 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 	if files != nil {
 		opts = append(opts, goshim.WithFiles(*files))
 	}
-	return runSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, _ int) {
+	return RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, _ int) {
 		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, dialLocal, log)
 		go func() {
 			select {
@@ -57,11 +54,11 @@ func (c *ExecCmd) runNetstack(ctx context.Context, cfg *config.Config, proxy *in
 	})
 }
 
-// runSandbox runs spec in a goshim sandbox whose network h serves, and
+// RunSandbox runs spec in a goshim sandbox whose network h serves, and
 // returns the program's exit as an *ExitError (nil for status 0). running,
 // if not nil, is called once the program runs, with a context that ends
 // when it exits and the program's pid.
-func runSandbox(ctx context.Context, spec goshim.Spec, opts []goshim.Option, h netstack.Handler, log *slog.Logger,
+func RunSandbox(ctx context.Context, spec goshim.Spec, opts []goshim.Option, h netstack.Handler, log *slog.Logger,
 	running func(ctx context.Context, pid int)) error {
 	sb, err := goshim.Start(spec, opts...)
 	if err != nil {

@@ -1,9 +1,10 @@
-package cli
+package session
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/dynamic"
@@ -11,50 +12,105 @@ import (
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/kube"
+	"github.com/mirrord-go/mirrord/progress"
 )
 
-// session is an agent ready to be connected to.
-type session struct {
+// Options are what Start needs besides the config.
+type Options struct {
+	// AgentAddr is an agent already running (--agent-addr,
+	// MIRRORD_AGENT_ADDR); connect_tcp in the config says the same.
+	AgentAddr string
+	Log       *slog.Logger
+	Progress  *progress.Reporter
+}
+
+// Session is an internal proxy connected to the agent of a config.
+type Session struct {
+	Config *config.Config
+	Proxy  *intproxy.Proxy
+	// Via names the agent for messages: "pod/x/container/y", "pid/42",
+	// "127.0.0.1:7000", "targetless".
+	Via string
+
+	log      *slog.Logger
+	prog     *progress.Reporter
+	endAgent func()
+	once     sync.Once
+}
+
+// Start finds or starts the agent for cfg: one already running
+// (Options.AgentAddr, connect_tcp), one for a local process (target
+// pid/PID), or an agent pod next to a Kubernetes target; then connects
+// the internal proxy to it. Close ends it.
+func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	a, err := findAgent(ctx, cfg, o.AgentAddr, o.Log, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	proxy, err := connectRetry(ctx, a.addr, cfg, o.Log, a.opts...)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	hello := proxy.Hello()
+	o.Log.Info("connected to agent", "addr", a.addr, "agent", hello.Agent, "hostname", hello.Hostname)
+	return &Session{Config: cfg, Proxy: proxy, Via: a.via, log: o.Log, prog: o.Progress, endAgent: a.close}, nil
+}
+
+// Close ends the session: the proxy's connection, the port-forward, and
+// the agent where this session owns it.
+func (s *Session) Close() {
+	s.once.Do(func() {
+		s.Proxy.Close()
+		s.endAgent()
+	})
+}
+
+// Log is the session's logger.
+func (s *Session) Log() *slog.Logger { return s.log }
+
+// agentConn is an agent ready to be connected to.
+type agentConn struct {
 	addr  string
 	opts  []intproxy.Option
-	via   string // for messages: "pod/x", "pid/42", "127.0.0.1:7000"
+	via   string
 	close func()
 }
 
-// startSession finds or starts the agent for cfg: one already running
-// (agentAddr, MIRRORD_AGENT_ADDR, connect_tcp), one for a local process
-// (target pid/PID), or an agent pod next to a Kubernetes target.
-func startSession(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger, prog *progress) (*session, error) {
+func findAgent(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger, prog *progress.Reporter) (*agentConn, error) {
 	if agentAddr == "" && cfg.ConnectTCP != nil {
 		agentAddr = *cfg.ConnectTCP
 	}
 	if agentAddr != "" {
-		return &session{addr: agentAddr, via: agentAddr, close: func() {}}, nil
+		return &agentConn{addr: agentAddr, via: agentAddr, close: func() {}}, nil
 	}
 	if cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
 		addr, done, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
 		if err != nil {
 			return nil, err
 		}
-		return &session{addr: addr, via: cfg.Target.Path.String(), close: done}, nil
+		return &agentConn{addr: addr, via: cfg.Target.Path.String(), close: done}, nil
 	}
-	return startClusterSession(ctx, cfg, log, prog)
+	return startClusterAgent(ctx, cfg, log, prog)
 }
 
-// startClusterSession resolves the target, starts an agent pod next to
+// startClusterAgent resolves the target, starts an agent pod next to
 // it and port-forwards to it through the API server.
-func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logger, prog *progress) (*session, error) {
+func startClusterAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, prog *progress.Reporter) (*agentConn, error) {
 	if cfg.Agent.Ephemeral {
-		return nil, notBuilt("agent.ephemeral: running the agent as an ephemeral container is not built yet; the agent runs as a Job")
+		return nil, NotBuilt("agent.ephemeral: running the agent as an ephemeral container is not built yet; the agent runs as a Job")
 	}
 	start := time.Now()
 	steps := kube.NewSteps(log)
-	client, err := connect(ctx, cfg)
+	client, err := Cluster(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	steps.Done("cluster connected", "server", client.Where.Server)
-	prog.step("cluster", client.Where.Server)
+	prog.Step("cluster", client.Where.Server)
 	ns := client.Namespace
 	if cfg.Target.Namespace != nil && *cfg.Target.Namespace != "" {
 		ns = *cfg.Target.Namespace
@@ -72,7 +128,7 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 		}
 		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
 		steps.Done("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName)
-		prog.step("target", via)
+		prog.Step("target", via)
 	}
 	agentNS := ns
 	if cfg.Agent.Namespace != nil && *cfg.Agent.Namespace != "" {
@@ -85,7 +141,7 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 	if agent.Joined {
 		log.Info("joined the target's running agent (sessions on one target share it; its agent settings are the ones it was started with)", "job", agent.JobName)
 	}
-	prog.step("agent", agent.Namespace+"/"+agent.PodName)
+	prog.Step("agent", agent.Namespace+"/"+agent.PodName)
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
 	addr, err := agent.PortForward(fwdCtx, log)
 	if err != nil {
@@ -95,12 +151,12 @@ func startClusterSession(ctx context.Context, cfg *config.Config, log *slog.Logg
 	}
 	steps.Done("port-forward ready", "local", addr)
 	log.Info("agent ready", "job", agent.JobName, "pod", agent.PodName, "local", addr, "took", time.Since(start))
-	prog.step("port-forward", addr)
+	prog.Step("port-forward", addr)
 	opts := []intproxy.Option{intproxy.WithToken(agent.Token)}
 	if target != nil {
 		opts = append(opts, intproxy.WithHTTPProbePorts(target.HTTPProbePorts()))
 	}
-	return &session{
+	return &agentConn{
 		addr: addr,
 		opts: opts,
 		via:  via,

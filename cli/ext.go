@@ -1,0 +1,284 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/progress"
+	"github.com/mirrord-go/mirrord/session"
+)
+
+// extTask is the root task whose successful FinishedTask the IDE plugins
+// wait for; its message is the execution's JSON (extExecution).
+const extTask = "mirrord preparing to launch"
+
+// ExtCmd is `mirrord ext`, which the IDE plugins run before they start the
+// user's program: it starts a session that outlives the command and prints
+// the environment that puts a program into it. The session serves every
+// process started with that environment (and their children) and ends
+// internal_proxy.idle_timeout seconds after the last of them, or
+// internal_proxy.start_idle_timeout seconds after ext if none starts.
+type ExtCmd struct {
+	ConfigFlags
+	TargetFlags
+	Executable string `short:"e" name:"executable" placeholder:"PATH" help:"The program the IDE will run (accepted for compatibility; the engine is chosen when it starts)."`
+	AgentAddr  string `name:"agent-addr" env:"MIRRORD_AGENT_ADDR" placeholder:"HOST:PORT" help:"Use the agent already running at this address instead of starting one (config: connect_tcp)."`
+
+	// Serve is the detached process that holds the session; ext starts it
+	// and relays its progress.
+	Serve bool `name:"serve-session" hidden:""`
+}
+
+// extExecution is what upstream calls the execution info: the variables
+// the IDE adds to the program's environment and the ones it removes.
+type extExecution struct {
+	Environment  map[string]string `json:"environment"`
+	PatchedPath  *string           `json:"patched_path"`
+	EnvToUnset   []string          `json:"env_to_unset"`
+	UsesOperator bool              `json:"uses_operator"`
+}
+
+func (c *ExtCmd) Run(ctx context.Context, env *Env) error {
+	if c.Serve {
+		return c.serve(ctx, env)
+	}
+	return c.start(env)
+}
+
+// start runs the session process detached (its own session, stdin from
+// /dev/null) and relays what it prints until it reports that the session
+// is ready, or fails. The IDE reads this command's output to its end, so
+// the session process lets go of the pipes once it is ready.
+func (c *ExtCmd) start(env *Env) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"ext", "--serve-session"}
+	for i, a := range env.Args {
+		if a == "ext" {
+			args = append(args, env.Args[i+1:]...)
+			break
+		}
+	}
+	cmd := exec.Command(self, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("ext: start the session: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.Copy(env.Stderr, stderr)
+	}()
+	ready := false
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		fmt.Fprintf(env.Stdout, "%s\n", line)
+		var m struct {
+			Type    string `json:"type"`
+			Name    string `json:"name"`
+			Success bool   `json:"success"`
+		}
+		if json.Unmarshal(line, &m) == nil && m.Type == "FinishedTask" && m.Name == extTask && m.Success {
+			ready = true
+		}
+	}
+	wg.Wait()
+	if ready {
+		// The session runs on; it is not this process's child to wait for.
+		cmd.Process.Release()
+		return nil
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Code: ee.ExitCode()}
+	}
+	if err != nil {
+		return err
+	}
+	return &ExitError{Code: 1}
+}
+
+// serve is the session process.
+func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
+	// The JSON stream whatever MIRRORD_PROGRESS_MODE says: it is this
+	// command's output, also for a person running it by hand.
+	prog := progress.New(progress.JSON, env.Stdout)
+	prog.Begin(extTask)
+	var s []config.Setting
+	s = append(s, c.TargetFlags.settings()...)
+	cfg, err := loadConfig(env, prog, &c.ConfigFlags, s)
+	if err != nil {
+		prog.Finish(false, err.Error())
+		return err
+	}
+	log, closeLog, err := newLogger(env)
+	if err != nil {
+		prog.Finish(false, err.Error())
+		return err
+	}
+	defer closeLog()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
+	if err != nil {
+		prog.Finish(false, err.Error())
+		return err
+	}
+	defer sess.Close()
+	live := newLiveness()
+	layer, err := sess.ServeLayer(session.LayerOptions{OnJoin: live.join, OnLeave: live.leave})
+	if err != nil {
+		prog.Finish(false, err.Error())
+		return err
+	}
+	defer layer.Close()
+	base := os.Environ()
+	progEnv, err := sess.Proxy.Environment(ctx, base)
+	if err != nil {
+		prog.Finish(false, err.Error())
+		return err
+	}
+	execution := envDiff(base, layer.Env(progEnv))
+	b, err := json.Marshal(execution)
+	if err != nil {
+		return err
+	}
+	prog.Finish(true, string(b))
+	// Let go of the IDE's pipes: ext exits, and the IDE reads to the end.
+	if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
+		unix.Dup2(int(devnull.Fd()), 1)
+		if _, logToFile := lookup(env, "MIRRORD_LOG_FILE"); !logToFile {
+			unix.Dup2(int(devnull.Fd()), 2)
+		}
+		devnull.Close()
+	}
+	go sess.ServeIncoming(ctx, layer.Ports)
+	start := time.Duration(cfg.InternalProxy.StartIdleTimeout) * time.Second
+	idle := time.Duration(cfg.InternalProxy.IdleTimeout) * time.Second
+	select {
+	case <-live.ended(start, idle):
+		log.Info("ext: the program's processes have ended; the session ends")
+	case <-sess.Proxy.Done():
+		log.Warn("ext: lost the connection to the agent; the session ends")
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// envDiff is what turns the environment from into to: the variables to
+// set (new or changed) and the ones to unset.
+func envDiff(from, to []string) extExecution {
+	before := map[string]string{}
+	for _, kv := range from {
+		k, v, _ := strings.Cut(kv, "=")
+		before[k] = v
+	}
+	out := extExecution{Environment: map[string]string{}, EnvToUnset: []string{}}
+	after := map[string]bool{}
+	for _, kv := range to {
+		k, v, _ := strings.Cut(kv, "=")
+		after[k] = true
+		if old, ok := before[k]; !ok || old != v {
+			out.Environment[k] = v
+		}
+	}
+	for k := range before {
+		if !after[k] {
+			out.EnvToUnset = append(out.EnvToUnset, k)
+		}
+	}
+	sort.Strings(out.EnvToUnset)
+	return out
+}
+
+// liveness counts the program's live processes.
+type liveness struct {
+	mu     sync.Mutex
+	n      int
+	joined bool
+	change chan struct{}
+}
+
+func newLiveness() *liveness { return &liveness{change: make(chan struct{}, 1)} }
+
+func (l *liveness) join() {
+	l.mu.Lock()
+	l.n++
+	l.joined = true
+	l.mu.Unlock()
+	l.poke()
+}
+
+func (l *liveness) leave() {
+	l.mu.Lock()
+	l.n--
+	l.mu.Unlock()
+	l.poke()
+}
+
+func (l *liveness) poke() {
+	select {
+	case l.change <- struct{}{}:
+	default:
+	}
+}
+
+// ended is closed once no process has joined within start, or once none
+// has been alive for idle.
+func (l *liveness) ended(start, idle time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		timer := time.NewTimer(start)
+		for {
+			select {
+			case <-l.change:
+				l.mu.Lock()
+				n := l.n
+				l.mu.Unlock()
+				if n > 0 {
+					timer.Stop()
+				} else {
+					timer.Reset(idle)
+				}
+			case <-timer.C:
+				l.mu.Lock()
+				n := l.n
+				l.mu.Unlock()
+				if n == 0 {
+					return
+				}
+			}
+		}
+	}()
+	return done
+}
