@@ -108,6 +108,18 @@ func run(args []string, env *Env) (code int) {
 	}
 	if err := kctx.Run(); err != nil {
 		var ee *ExitError
+		if ide := kctx.Command(); strings.HasPrefix(ide, "ls") || strings.HasPrefix(ide, "ext") {
+			// The IDE plugins' commands: their errors are JSON (report.go).
+			code := 1
+			if errors.As(err, &ee) {
+				code = ee.Code
+				if ee.Err == nil {
+					return code
+				}
+			}
+			writeErrorJSON(env.Stderr, err)
+			return code
+		}
 		if errors.As(err, &ee) {
 			if ee.Err != nil {
 				fmt.Fprintf(env.Stderr, "mirrord: %v\n", ee.Err)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/progress"
@@ -105,10 +107,34 @@ type LsCmd struct {
 	ConfigFlags
 	KubeFlags
 	Namespace string `short:"n" name:"namespace" help:"Namespace to list. Default: the target namespace of the config, then the kube context's."`
-	Output    string `short:"o" name:"output" enum:"text,json" default:"text" help:"Output format: text or json."`
+	Output    string `short:"o" name:"output" enum:"text,json" default:"text" help:"Output format: text or json (a list of paths; with MIRRORD_LS_RICH_OUTPUT=true, always the IDE plugins' object)."`
+}
+
+// lsRich is the listing the IDE plugins ask for with
+// MIRRORD_LS_RICH_OUTPUT=true (upstream's cli/src/list.rs).
+type lsRich struct {
+	Targets          []lsTarget `json:"targets"`
+	CurrentNamespace string     `json:"current_namespace"`
+	Namespaces       []string   `json:"namespaces"`
+}
+
+type lsTarget struct {
+	Path      string `json:"path"`
+	Available bool   `json:"available"`
 }
 
 func (c *LsCmd) Run(ctx context.Context, env *Env) error {
+	// The plugins: MIRRORD_LS_TARGET_TYPES='["deployment","rollout","pod"]'.
+	var types []string
+	if v, ok := lookup(env, "MIRRORD_LS_TARGET_TYPES"); ok && v != "" {
+		if err := json.Unmarshal([]byte(v), &types); err != nil {
+			return fmt.Errorf("MIRRORD_LS_TARGET_TYPES=%q: expected a JSON array of target types, e.g. [\"deployment\",\"pod\"]: %w", v, err)
+		}
+	}
+	rich := false
+	if v, _ := lookup(env, "MIRRORD_LS_RICH_OUTPUT"); v == "true" {
+		rich = true
+	}
 	cfg, err := loadConfig(env, newProgress(env), &c.ConfigFlags, c.KubeFlags.settings())
 	if err != nil {
 		return err
@@ -124,15 +150,29 @@ func (c *LsCmd) Run(ctx context.Context, env *Env) error {
 	if ns == "" {
 		ns = client.Namespace
 	}
-	targets, err := client.ListTargets(ctx, ns)
+	all, err := client.ListTargets(ctx, ns)
 	if err != nil {
 		return err
 	}
-	if c.Output == "json" {
-		if targets == nil {
-			targets = []string{}
+	targets := []string{}
+	for _, t := range all {
+		kind, _, _ := strings.Cut(t, "/")
+		if len(types) == 0 || slices.Contains(types, kind) {
+			targets = append(targets, t)
 		}
-		return writeJSON(env.Stdout, targets)
+	}
+	if rich {
+		out := lsRich{Targets: []lsTarget{}, CurrentNamespace: ns, Namespaces: client.Namespaces(ctx)}
+		for _, t := range targets {
+			out.Targets = append(out.Targets, lsTarget{Path: t, Available: true})
+		}
+		if !slices.Contains(out.Namespaces, ns) {
+			out.Namespaces = append(out.Namespaces, ns)
+		}
+		return json.NewEncoder(env.Stdout).Encode(out)
+	}
+	if c.Output == "json" {
+		return json.NewEncoder(env.Stdout).Encode(targets)
 	}
 	for _, t := range targets {
 		fmt.Fprintln(env.Stdout, t)
@@ -142,15 +182,53 @@ func (c *LsCmd) Run(ctx context.Context, env *Env) error {
 
 // VerifyConfigCmd is `mirrord verify-config`.
 type VerifyConfigCmd struct {
-	IDE  bool   `name:"ide" help:"Print a machine-readable result for IDE plugins: {\"type\": \"Success\"|\"Fail\", ...}."`
-	Path string `arg:"" name:"FILE" type:"path" help:"The config file to check."`
+	IDE      bool   `name:"ide" help:"Print the IDE plugins' result: {\"type\": \"Success\"|\"Fail\", ...} (always exit status 0)."`
+	Resolved bool   `name:"resolved" help:"With --ide, add the whole resolved config as \"resolved_config\"."`
+	Path     string `arg:"" name:"FILE" type:"path" help:"The config file to check."`
 }
 
-type ideResult struct {
-	Type     string         `json:"type"`
-	Config   *config.Config `json:"config,omitempty"`
-	Warnings []string       `json:"warnings"`
-	Errors   []string       `json:"errors,omitempty"`
+// The verify-config --ide document is upstream's (cli/src/
+// verify_config.rs): {"type":"Success","config":{path,namespace},
+// "warnings":[...],"compatible_target_types":[...]} or {"type":"Fail",
+// "errors":[...]}; config holds the target only, path null when no target
+// is set.
+type ideTarget struct {
+	Path      any     `json:"path"`
+	Namespace *string `json:"namespace"`
+}
+
+// idePath is a target path as upstream serializes it: "targetless", or
+// {"deployment": "d", "container": null}.
+func idePath(tp *config.TargetPath) any {
+	if tp == nil {
+		return nil
+	}
+	if tp.Kind == "targetless" {
+		return "targetless"
+	}
+	var container *string
+	if tp.Container != "" {
+		container = &tp.Container
+	}
+	return map[string]any{tp.Kind: tp.Name, "container": container}
+}
+
+// compatibleTargetTypes are the target types the config can run with:
+// a copied target cannot be targetless, a rollout or a service, nor a pod
+// when the original is scaled down.
+func compatibleTargetTypes(cfg *config.Config) []string {
+	var out []string
+	for _, k := range []string{"targetless", "pod", "deployment", "rollout", "job", "cronjob", "statefulset", "service", "replicaset"} {
+		ct := cfg.Feature.CopyTarget
+		if ct.Enabled && (k == "targetless" || k == "rollout" || k == "service") {
+			continue
+		}
+		if ct.Enabled && ct.ScaleDown && k == "pod" {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // Run loads the file with the current environment (templates and MIRRORD_*
@@ -158,19 +236,23 @@ type ideResult struct {
 func (c *VerifyConfigCmd) Run(env *Env) error {
 	cfg, err := config.Load(config.Options{File: c.Path, Lookup: env.Lookup})
 	if c.IDE {
-		res := ideResult{Type: "Success", Config: cfg, Warnings: []string{}}
 		if err != nil {
-			res = ideResult{Type: "Fail", Warnings: []string{}, Errors: errorLines(err)}
-		} else if w := cfg.Warnings(); w != nil {
-			res.Warnings = w
+			return writeJSON(env.Stdout, map[string]any{"type": "Fail", "errors": errorLines(err)})
 		}
-		if werr := writeJSON(env.Stdout, res); werr != nil {
-			return werr
+		warnings := cfg.Warnings()
+		if warnings == nil {
+			warnings = []string{}
 		}
-		if err != nil {
-			return &ExitError{Code: 1}
+		res := map[string]any{
+			"type":                    "Success",
+			"config":                  ideTarget{Path: idePath(cfg.Target.Path), Namespace: cfg.Target.Namespace},
+			"warnings":                warnings,
+			"compatible_target_types": compatibleTargetTypes(cfg),
 		}
-		return nil
+		if c.Resolved {
+			res["resolved_config"] = cfg
+		}
+		return writeJSON(env.Stdout, res)
 	}
 	if err != nil {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%s is not a valid mirrord config:\n%w", c.Path, err)}

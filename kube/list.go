@@ -71,3 +71,17 @@ func (c *Client) ListTargets(ctx context.Context, ns string) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
+// Namespaces lists the cluster's namespaces; nil when the user may not
+// list them (a namespace-scoped role).
+func (c *Client) Namespaces(ctx context.Context) []string {
+	l, err := c.Clientset.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(l.Items))
+	for _, n := range l.Items {
+		out = append(out, n.Name)
+	}
+	return out
+}

@@ -4,29 +4,29 @@ import (
 	"bytes"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // debuggerPorts are the ports of a program's debugger, which stay on this
 // machine: never subscribed, so never mirrored or stolen. The IDE plugins
-// name them in the program's environment:
+// say how to find the port in the program's environment:
+// MIRRORD_DETECT_DEBUGGER_PORT names the debugger (debugpy, pydevd,
+// resharper, javaagent, nodeinspector), whose port is then read from the
+// command line (and NODE_OPTIONS for node).
 //
-//	MIRRORD_IGNORE_DEBUGGER_PORTS  "45000-65535", "5678", or a comma list
-//	MIRRORD_DETECT_DEBUGGER_PORT   debugpy, javaagent or nodeinspector: read
-//	                               the port from the program's command line
+// MIRRORD_IGNORE_DEBUGGER_PORTS (the plugins set 45000-65535 or
+// 35000-65535) needs no rule here: upstream applies it to loopback
+// addresses only, and a server on loopback is never subscribed by this
+// mirrord, nor is a connection to loopback ever sent to the target. A
+// detected debugger port stays local whatever address it is bound to
+// (`--listen 0.0.0.0:5678`, `address=*:5005`).
 type debuggerPorts struct {
-	ranges [][2]uint16
+	ports []uint16
 }
 
-func (d debuggerPorts) has(port uint16) bool {
-	for _, r := range d.ranges {
-		if port >= r[0] && port <= r[1] {
-			return true
-		}
-	}
-	return false
-}
+func (d debuggerPorts) has(port uint16) bool { return slices.Contains(d.ports, port) }
 
 // newDebuggerPorts reads the rules from a program's environment and argv.
 func newDebuggerPorts(env, argv []string) debuggerPorts {
@@ -39,33 +39,29 @@ func newDebuggerPorts(env, argv []string) debuggerPorts {
 		}
 		return ""
 	}
-	for _, part := range strings.Split(get("MIRRORD_IGNORE_DEBUGGER_PORTS"), ",") {
-		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
-		a, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
-		if err != nil {
-			continue
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.ParseUint(strings.TrimSpace(hi), 10, 16); err != nil || b < a {
-				continue
-			}
-		}
-		d.ranges = append(d.ranges, [2]uint16{uint16(a), uint16(b)})
-	}
 	for _, kind := range strings.Split(get("MIRRORD_DETECT_DEBUGGER_PORT"), ",") {
-		if p, ok := detectDebuggerPort(strings.TrimSpace(kind), argv); ok {
-			d.ranges = append(d.ranges, [2]uint16{p, p})
+		kind = strings.TrimSpace(kind)
+		args := argv
+		if kind == "nodeinspector" {
+			args = append(slices.Clone(argv), strings.Fields(get("NODE_OPTIONS"))...)
+		}
+		if p, ok := detectDebuggerPort(kind, args); ok {
+			d.ports = append(d.ports, p)
 		}
 	}
 	return d
 }
 
 var (
-	// debugpy's launcher and adapter: `--connect HOST:PORT`, `--listen
-	// HOST:PORT`, `--port PORT`, or the launcher's older positional port
-	// (`.../debugpy/launcher PORT -- prog`).
-	debugpyFlag       = regexp.MustCompile(`^--(?:connect|listen|port)(?:=(.*))?$`)
+	// debugpy (its launcher, adapter or `-m debugpy`): `--connect
+	// HOST:PORT`, `--listen HOST:PORT`, or the launcher's older positional
+	// port (`.../debugpy/launcher PORT -- prog`); pydevd: `--port PORT`.
+	// Only the debugger's own arguments count, from its name to the
+	// program's: a program's `--port 8080` is the program's.
+	debugpyFlag = regexp.MustCompile(`^--(?:connect|listen)(?:=(.*))?$`)
+	pydevdFlag  = regexp.MustCompile(`^--port(?:=(.*))?$`)
+	// Rider's debugger: --frontend-port=PORT.
+	resharperFlag     = regexp.MustCompile(`^--frontend-port=(\d+)$`)
 	debugpyLauncherRe = regexp.MustCompile(`debugpy[/\\](?:launcher|adapter)$`)
 	// -agentlib:jdwp=transport=dt_socket,server=y,address=[HOST:]PORT
 	// (also -Xrunjdwp: and a -javaagent whose options carry address=).
@@ -84,9 +80,21 @@ func detectDebuggerPort(kind string, argv []string) (uint16, bool) {
 		return uint16(p), err == nil && p != 0
 	}
 	switch kind {
-	case "debugpy":
-		for i, a := range argv {
-			if m := debugpyFlag.FindStringSubmatch(a); m != nil {
+	case "debugpy", "pydevd":
+		flag := debugpyFlag
+		if kind == "pydevd" {
+			flag = pydevdFlag
+		}
+		start := slices.IndexFunc(argv, func(a string) bool { return strings.Contains(a, kind) })
+		if start < 0 {
+			return 0, false
+		}
+		for i := start; i < len(argv); i++ {
+			a := argv[i]
+			if a == "--" || a == "--file" {
+				break
+			}
+			if m := flag.FindStringSubmatch(a); m != nil {
 				if m[1] != "" {
 					return port(m[1])
 				}
@@ -98,6 +106,12 @@ func detectDebuggerPort(kind string, argv []string) (uint16, bool) {
 				if p, ok := port(argv[i+1]); ok {
 					return p, true
 				}
+			}
+		}
+	case "resharper":
+		for _, a := range argv {
+			if m := resharperFlag.FindStringSubmatch(a); m != nil {
+				return port(m[1])
 			}
 		}
 	case "javaagent":

@@ -47,7 +47,10 @@ func TestChooseEngine(t *testing.T) {
 }
 
 func TestWithLayerEnv(t *testing.T) {
-	env := []string{"PATH=/bin", "LD_PRELOAD=/other.so", "MIRRORD_LAYER_SOCK=stale", "HOME=/root"}
+	// Left over from earlier runs (ours and upstream's): old layer
+	// libraries, MIRRORD_LAYER_* and MIRRORD_RESOLVED_CONFIG go.
+	env := []string{"PATH=/bin", "LD_PRELOAD=/tmp/mirrord/1-libmirrord_layer.so:/other.so /root/.cache/mirrord/libmirrord_layer-0a.so",
+		"MIRRORD_LAYER_SOCK=stale", "MIRRORD_LAYER_HOLD=1", "MIRRORD_RESOLVED_CONFIG=e30=", "HOME=/root"}
 	got := withLayerEnv(env, map[string]string{"MIRRORD_LAYER_SOCK": "@s"}, "/lib.so")
 	slices.Sort(got)
 	want := []string{"HOME=/root", "LD_PRELOAD=/lib.so:/other.so", "MIRRORD_LAYER_SOCK=@s", "PATH=/bin"}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -191,17 +192,24 @@ func (s *Session) runPreload(ctx context.Context, path string, argv, progEnv []s
 
 // withLayerEnv returns env with the layer's variables set and the library
 // first in LD_PRELOAD.
+//
+// What an earlier mirrord run left in the environment (an IDE's run
+// configuration, a shell started under mirrord) is dropped: another
+// mirrord layer library in LD_PRELOAD would hook the same calls twice, and
+// upstream's MIRRORD_RESOLVED_CONFIG makes IntelliJ refuse to start.
 func withLayerEnv(env []string, vars map[string]string, lib string) []string {
 	out := make([]string, 0, len(env)+len(vars)+1)
 	preloads := lib
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
-		if _, ours := vars[k]; ours {
+		if _, ours := vars[k]; ours || strings.HasPrefix(k, "MIRRORD_LAYER_") || k == "MIRRORD_RESOLVED_CONFIG" {
 			continue
 		}
 		if k == "LD_PRELOAD" {
-			if v != "" {
-				preloads += ":" + v
+			for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ':' || r == ' ' }) {
+				if !strings.Contains(filepath.Base(p), "libmirrord") {
+					preloads += ":" + p
+				}
 			}
 			continue
 		}
