@@ -127,11 +127,27 @@ func (c *ExtCmd) start(env *Env) error {
 	return &ExitError{Code: 1}
 }
 
-// serve is the session process.
+// serve is the session process. What it says to the IDE goes through
+// private copies of its stdout and stderr, closed once the session is
+// ready; descriptors 1 and 2 point at /dev/null (or the log) from the
+// start, so that nothing it starts (a local agent) holds the IDE's pipes.
 func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
+	out, errOut, err := privateStdio(env)
+	if err != nil {
+		return err
+	}
+	// mirrord's own log (MIRRORD_LOG_LEVEL) goes to MIRRORD_LOG_FILE, or
+	// to descriptor 2: nowhere.
+	log, closeLog, err := newLogger(env)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	env.Stdout, env.Stderr = out, errOut
+	defer out.Close()
 	// The JSON stream whatever MIRRORD_PROGRESS_MODE says: it is this
 	// command's output, also for a person running it by hand.
-	prog := progress.New(progress.JSON, env.Stdout)
+	prog := progress.New(progress.JSON, out)
 	prog.Begin(extTask)
 	var s []config.Setting
 	s = append(s, c.TargetFlags.settings()...)
@@ -140,12 +156,6 @@ func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
 		prog.Finish(false, err.Error())
 		return err
 	}
-	log, closeLog, err := newLogger(env)
-	if err != nil {
-		prog.Finish(false, err.Error())
-		return err
-	}
-	defer closeLog()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
@@ -174,13 +184,9 @@ func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
 	}
 	prog.Finish(true, string(b))
 	// Let go of the IDE's pipes: ext exits, and the IDE reads to the end.
-	if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
-		unix.Dup2(int(devnull.Fd()), 1)
-		if _, logToFile := lookup(env, "MIRRORD_LOG_FILE"); !logToFile {
-			unix.Dup2(int(devnull.Fd()), 2)
-		}
-		devnull.Close()
-	}
+	out.Close()
+	errOut.Close()
+	env.Stderr = io.Discard
 	go sess.ServeIncoming(ctx, layer.Ports)
 	start := time.Duration(cfg.InternalProxy.StartIdleTimeout) * time.Second
 	idle := time.Duration(cfg.InternalProxy.IdleTimeout) * time.Second
@@ -192,6 +198,32 @@ func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// privateStdio moves this process's stdout and stderr to close-on-exec
+// descriptors of their own and points 1 and 2 at /dev/null.
+func privateStdio(env *Env) (out, errOut *os.File, err error) {
+	dup := func(fd int) (*os.File, error) {
+		n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+		if err != nil {
+			return nil, fmt.Errorf("ext: %w", err)
+		}
+		return os.NewFile(uintptr(n), fmt.Sprintf("ide-%d", fd)), nil
+	}
+	if out, err = dup(1); err != nil {
+		return nil, nil, err
+	}
+	if errOut, err = dup(2); err != nil {
+		return nil, nil, err
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer devnull.Close()
+	unix.Dup2(int(devnull.Fd()), 1)
+	unix.Dup2(int(devnull.Fd()), 2)
+	return out, errOut, nil
 }
 
 // envDiff is what turns the environment from into to: the variables to
