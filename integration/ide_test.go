@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,9 +156,19 @@ func TestIDEVSCode(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	// dlv as `go install` builds it where a C compiler is present:
+	// dynamically linked. (Built before ext: the session ends one
+	// idle_timeout after its last program.)
+	dbg := filepath.Join(t.TempDir(), "dlv")
+	build = exec.Command("go", "build", "-o", dbg, "github.com/go-delve/delve/cmd/dlv")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build dlv: %v\n%s", err, out)
+	}
+	debugged := loopserver(t)
 	cfg := filepath.Join(f.dir, "mirrord.json")
 	os.WriteFile(cfg, []byte(`{"feature": {"network": {"incoming": "steal"}, "fs": {"mode": "read", "read_only": ["`+f.podFiles+`"]}},
-		"agent": {"ttl": 1}, "internal_proxy": {"idle_timeout": 1}}`), 0o644)
+		"agent": {"ttl": 1}, "internal_proxy": {"idle_timeout": 2}}`), 0o644)
 	target := fmt.Sprintf("pid/%d", f.podPID)
 
 	// verify-config --ide (vscode src/config.ts:29-80): type, warnings,
@@ -192,6 +204,15 @@ func TestIDEVSCode(t *testing.T) {
 	if len(sessionProcs(t, f.podPID)) == 0 {
 		t.Fatal("no session runs after ext exited")
 	}
+	// A process of the program that lives through the subtests, as an
+	// IDE's run does, so that the gaps between them do not end the
+	// session.
+	keeper := exec.Command("sleep", "600")
+	keeper.Env = ideProgramEnv(exe)
+	if err := keeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { keeper.Process.Kill(); keeper.Wait() }()
 
 	want := func(t *testing.T, out string, parts ...string) {
 		t.Helper()
@@ -238,6 +259,35 @@ http.get("http://`+svcName+`:8080/", r => { let b = ""; r.on("data", d => b += d
 		}
 		want(t, string(out), "dns "+svcIP, "tcp "+svcBody, "udp echo:ping", "env "+secret, "hostname "+podHostname)
 	})
+	t.Run("go under dlv", func(t *testing.T) {
+		// VS Code Go starts dlv with the launch configuration's env
+		// (vscode-go src/goDebugFactory.ts getSpawnConfig: "the additional
+		// environment variables users want to run the dlv and the debuggee
+		// with"), dlv in the skip list. dlv is dynamically linked, so the
+		// library loads and sends it, with its program, to the sandbox.
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		api := ln.Addr().String()
+		ln.Close()
+		out := filepath.Join(t.TempDir(), "dlv.out")
+		w, _ := os.Create(out)
+		defer w.Close()
+		cmd := exec.Command(dbg, "exec", "--headless", "--accept-multiclient", "--api-version", "2",
+			"--listen", api, "--continue", debugged, "--", "127.0.0.1:0")
+		cmd.Env = ideProgramEnv(exe, "MIRRORD_SKIP_PROCESSES=dlv;debugserver;compile;go;asm;cgo;link;git;gcc;as;ld;collect2;cc1")
+		cmd.Stdout, cmd.Stderr = w, w
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		waitLine(t, out, "API server listening at:")
+		_, port, _ := net.SplitHostPort(waitLine(t, out, "listening "))
+		base := "http://127.0.0.1:" + port
+		mustContain(t, getOnce(t, base+"/env?k=SECRET_TOKEN"), secret)
+		mustContain(t, getOnce(t, base+"/get?url="+url.QueryEscape("http://"+svcName+":8080/")), svcBody)
+		if v := dlvCall(t, api, "GetVersion", "{}"); v["APIVersion"] != float64(2) {
+			t.Errorf("dlv GetVersion: %v", v)
+		}
+	})
 	t.Run("debugger port", func(t *testing.T) {
 		// A node app with its inspector on a non-loopback address: the
 		// app's port is stolen, the inspector's stays on this machine
@@ -264,12 +314,14 @@ http.get("http://`+svcName+`:8080/", r => { let b = ""; r.on("data", d => b += d
 	t.Run("children outlive the parent", func(t *testing.T) {
 		// The shell exits at once; its background child keeps the
 		// session until it ends.
-		cmd := exec.Command("sh", "-c", "sleep 3 & exit 0")
+		cmd := exec.Command("sh", "-c", "sleep 5 & exit 0")
 		cmd.Env = ideProgramEnv(exe)
 		if err := cmd.Run(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second) // past idle_timeout (1 s), before sleep ends
+		keeper.Process.Kill()
+		keeper.Wait()
+		time.Sleep(3 * time.Second) // past idle_timeout (2 s), before sleep ends
 		if len(sessionProcs(t, f.podPID)) == 0 {
 			t.Fatal("the session ended while a process of the program ran")
 		}

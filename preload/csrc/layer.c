@@ -1420,6 +1420,23 @@ toolong:
 
 static int needs_netstack(const char *path);
 
+// traced reports whether a debugger is attached (TracerPid in
+// /proc/self/status).
+static int traced(void) {
+	char buf[4096];
+	int fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return 0;
+	ssize_t n = syscall(SYS_read, fd, buf, sizeof buf - 1);
+	syscall(SYS_close, fd);
+	if (n <= 0) return 0;
+	buf[n] = 0;
+	const char *p = strstr(buf, "TracerPid:");
+	if (!p) return 0;
+	p += strlen("TracerPid:");
+	while (*p == ' ' || *p == '\t') p++;
+	return *p != '0';
+}
+
 // ide_start runs in every process of a program that an IDE started with
 // the environment `mirrord ext` returned (MIRRORD_LAYER_HOLD=1): no
 // mirrord process is its parent, so
@@ -1439,7 +1456,16 @@ static void ide_start(char **argv) {
 		const char *base = strrchr(exe, '/');
 		base = base ? base + 1 : exe;
 		int debugger = strcmp(base, "dlv") == 0;
-		if ((debugger || !is_skipped(exe)) && needs_netstack(exe)) {
+		if ((debugger || !is_skipped(exe)) && needs_netstack(exe) && traced()) {
+			// A debugger outside the session (one that does not load this
+			// library: statically linked) started this program; a new
+			// image under ptrace would confuse it. The program runs here,
+			// without the session's network and files.
+			static const char msg[] = "mirrord: this Go program runs under a debugger that is outside the mirrord "
+			                          "session, so it runs without the target's context; use a dynamically linked "
+			                          "debugger (go install github.com/go-delve/delve/cmd/dlv@latest with cgo)\n";
+			syscall(SYS_write, 2, msg, sizeof msg - 1);
+		} else if ((debugger || !is_skipped(exe)) && needs_netstack(exe)) {
 			size_t argc = 0;
 			while (argv && argv[argc]) argc++;
 			char **v = malloc((argc + 4) * sizeof *v);
