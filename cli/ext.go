@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -156,6 +157,12 @@ func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
 		prog.Finish(false, err.Error())
 		return err
 	}
+	if c.Executable != "" && staticELF(c.Executable) {
+		prog.Warning(fmt.Sprintf("%s is statically linked: started by the IDE, it cannot load the library that puts a program into the mirrord session (build it dynamically linked; for Go, with cgo enabled)", c.Executable))
+	}
+	if v, _ := lookup(env, "MIRRORD_EXT_PRINT_CONFIG"); strings.EqualFold(v, "true") {
+		configSummary(prog, cfg, c.ConfigFile)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
@@ -198,6 +205,48 @@ func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// staticELF reports whether path is a statically linked ELF program.
+func staticELF(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// configSummary reports what the session will do, as Info lines
+// (MIRRORD_EXT_PRINT_CONFIG=TRUE, which IntelliJ sets and shows).
+func configSummary(prog *progress.Reporter, cfg *config.Config, file string) {
+	target := "targetless"
+	if cfg.Target.Path != nil {
+		target = cfg.Target.Path.String()
+	}
+	if file == "" {
+		file = "(none)"
+	}
+	on := func(b bool) string {
+		if b {
+			return "enabled"
+		}
+		return "disabled"
+	}
+	net := cfg.Feature.Network
+	prog.Info(fmt.Sprintf("mirrord will target: %s, the configuration file was loaded from %s", target, file))
+	prog.Info("mirrord will run without the mirrord Operator")
+	prog.Info(fmt.Sprintf("env: include %v, exclude %v", cfg.Feature.Env.Include, cfg.Feature.Env.Exclude))
+	prog.Info(fmt.Sprintf("fs: file operations are %s", cfg.Feature.FS.Mode))
+	prog.Info(fmt.Sprintf("incoming: incoming traffic will be %s", net.Incoming.Mode))
+	prog.Info(fmt.Sprintf("outgoing: tcp %s, udp %s", on(net.Outgoing.TCP), on(net.Outgoing.UDP)))
+	prog.Info(fmt.Sprintf("dns: DNS will be resolved %s", map[bool]string{true: "remotely", false: "locally"}[net.DNS.Enabled]))
+	prog.Step("config summary", "config summary")
 }
 
 // privateStdio moves this process's stdout and stderr to close-on-exec

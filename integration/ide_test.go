@@ -107,8 +107,9 @@ func runExt(t *testing.T, env []string, args ...string) (*extExecution, []map[st
 }
 
 // ideProgramEnv is the environment the IDE starts the program with: its
-// own, the run configuration's, the execution's variables, without
-// env_to_unset (vscode src/debugger.ts:241-251).
+// own, the run configuration's, the execution's variables (which override
+// the others, as the plugins merge maps), without env_to_unset (vscode
+// src/debugger.ts:241-251).
 func ideProgramEnv(exe *extExecution, runConfig ...string) []string {
 	env := append(os.Environ(), runConfig...)
 	for k, v := range exe.Environment {
@@ -379,4 +380,53 @@ func TestIDEErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestIDEIntelliJ(t *testing.T) {
+	f := newFixture(t)
+	cfg := filepath.Join(f.dir, "mirrord.json")
+	os.WriteFile(cfg, []byte(`{"agent": {"ttl": 1}, "internal_proxy": {"idle_timeout": 1}}`), 0o644)
+	// Left over from an earlier run, in the environment ext and the
+	// program inherit: another layer library in LD_PRELOAD and upstream's
+	// MIRRORD_RESOLVED_CONFIG (intellij core/MirrordExecManager.kt:209-224
+	// refuses to start with them; they must not reach the program).
+	stale := filepath.Join(t.TempDir(), "1-libmirrord_layer.so")
+	os.WriteFile(stale, []byte("not a library"), 0o644)
+	leftovers := []string{"LD_PRELOAD=" + stale, "MIRRORD_RESOLVED_CONFIG=e30=", "MIRRORD_LAYER_SOCK=@gone"}
+	// Argument order -t -f -e (core/MirrordApi.kt:736-806).
+	exe, msgs := runExt(t, append(append([]string{}, intellijEnv...), leftovers...),
+		"-t", fmt.Sprintf("pid/%d", f.podPID), "-f", cfg, "-e", "/usr/bin/python3")
+	if exe == nil {
+		t.Fatalf("ext did not succeed: %v", msgs)
+	}
+	infos := 0
+	for _, m := range msgs {
+		if m["type"] == "Info" {
+			infos++
+		}
+	}
+	if infos == 0 {
+		t.Errorf("MIRRORD_EXT_PRINT_CONFIG=TRUE: no Info lines in %v", msgs)
+	}
+	if strings.Contains(exe.Environment["LD_PRELOAD"], stale) {
+		t.Errorf("the stale library stays in LD_PRELOAD: %q", exe.Environment["LD_PRELOAD"])
+	}
+	unset := strings.Join(exe.EnvToUnset, " ")
+	if !strings.Contains(unset, "MIRRORD_RESOLVED_CONFIG") {
+		t.Errorf("MIRRORD_RESOLVED_CONFIG is not in env_to_unset: %v", exe.EnvToUnset)
+	}
+	// After ext IntelliJ adds MIRRORD_IGNORE_DEBUGGER_PORTS
+	// (core/MirrordExecManager.kt:255-263) and, for PyCharm,
+	// MIRRORD_DETECT_DEBUGGER_PORT=pydevd.
+	cmd := exec.Command("python3", "-c", `
+import os, socket, urllib.request
+print("env", os.environ.get("SECRET_TOKEN"), "hostname", socket.gethostname())
+print("svc", urllib.request.urlopen("http://`+svcName+`:8080/", timeout=5).read().decode())`)
+	cmd.Env = ideProgramEnv(exe, append(leftovers, "MIRRORD_IGNORE_DEBUGGER_PORTS=35000-65535", "MIRRORD_DETECT_DEBUGGER_PORT=pydevd")...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, string(out), "env "+secret+" hostname "+podHostname, "svc "+svcBody)
+	waitFor(t, "the session and its agent gone", func() bool { return len(sessionProcs(t, f.podPID)) == 0 })
 }
