@@ -429,4 +429,16 @@ print("svc", urllib.request.urlopen("http://`+svcName+`:8080/", timeout=5).read(
 	}
 	mustContain(t, string(out), "env "+secret+" hostname "+podHostname, "svc "+svcBody)
 	waitFor(t, "the session and its agent gone", func() bool { return len(sessionProcs(t, f.podPID)) == 0 })
+
+	// The same environment once the session is gone (a run configuration
+	// reused without the plugin): the program runs on this machine alone,
+	// and says why.
+	cmd = exec.Command("python3", "-c", `import socket; print("hostname", socket.gethostname())`)
+	cmd.Env = ideProgramEnv(exe)
+	out, err = cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("after the session: %v\n%s", err, out)
+	}
+	host, _ := os.Hostname()
+	mustContain(t, string(out), "session this environment was made for has ended", "hostname "+host)
 }

@@ -1449,50 +1449,60 @@ static int traced(void) {
 //     the program it debugs runs under ptrace and must start inside.
 static void ide_start(char **argv) {
 	layer_set_up();
-	char exe[PATH_MAX];
-	ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
-	if (n > 0 && mirrord_exe) {
-		exe[n] = 0;
-		const char *base = strrchr(exe, '/');
-		base = base ? base + 1 : exe;
-		int debugger = strcmp(base, "dlv") == 0;
-		if ((debugger || !is_skipped(exe)) && needs_netstack(exe) && traced()) {
-			// A debugger outside the session (one that does not load this
-			// library: statically linked) started this program; a new
-			// image under ptrace would confuse it. The program runs here,
-			// without the session's network and files.
-			static const char msg[] = "mirrord: this Go program runs under a debugger that is outside the mirrord "
-			                          "session, so it runs without the target's context; use a dynamically linked "
-			                          "debugger (go install github.com/go-delve/delve/cmd/dlv@latest with cgo)\n";
-			syscall(SYS_write, 2, msg, sizeof msg - 1);
-		} else if ((debugger || !is_skipped(exe)) && needs_netstack(exe)) {
-			size_t argc = 0;
-			while (argv && argv[argc]) argc++;
-			char **v = malloc((argc + 4) * sizeof *v);
-			if (v) {
-				v[0] = (char *)mirrord_exe;
-				v[1] = "layer-exec";
-				v[2] = exe;
-				for (size_t i = 0; i < argc; i++) v[3 + i] = argv[i];
-				if (argc == 0) v[3 + argc++] = exe;
-				v[3 + argc] = NULL;
-				CALL(execve)(mirrord_exe, v, environ);
-				free(v); // mirrord could not run: go on here
-			}
-		}
-	}
 	int s = syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s < 0) return;
 	if (syscall(SYS_connect, s, &proxy_addr, proxy_addr_len) < 0 ||
 	    syscall(SYS_sendto, s, "W\n", 2, MSG_NOSIGNAL, NULL, 0) != 2) {
+		// The session has ended (the environment outlived it): the
+		// program runs as if mirrord were not there, hostname included,
+		// and says so once for its whole tree (its children inherit an
+		// environment without the session).
+		static const char msg[] = "mirrord: the session this environment was made for has ended; "
+		                          "running without the target's context (start the program from the IDE again)\n";
+		syscall(SYS_write, 2, msg, sizeof msg - 1);
 		syscall(SYS_close, s);
+		unsetenv("MIRRORD_LAYER_SOCK");
+		unsetenv("MIRRORD_LAYER_HOLD");
+		layer_sock = NULL;
 		return;
 	}
 	// Out of the way of programs that expect their low descriptors free.
 	int high = syscall(SYS_fcntl, s, F_DUPFD_CLOEXEC, 500);
-	if (high >= 0) {
-		syscall(SYS_close, s);
+	if (high >= 0) syscall(SYS_close, s);
+
+	char exe[PATH_MAX];
+	ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
+	if (n <= 0 || !mirrord_exe) return;
+	exe[n] = 0;
+	const char *base = strrchr(exe, '/');
+	base = base ? base + 1 : exe;
+	int debugger = strcmp(base, "dlv") == 0;
+	if ((!debugger && is_skipped(exe)) || !needs_netstack(exe)) return;
+	if (traced()) {
+		// A debugger outside the session (one that does not load this
+		// library: statically linked) started this program; a new image
+		// under ptrace would confuse it. The program runs here, without
+		// the session's network and files.
+		static const char msg[] = "mirrord: this Go program runs under a debugger that is outside the mirrord "
+		                          "session, so it runs without the target's context; use a dynamically linked "
+		                          "debugger (go install github.com/go-delve/delve/cmd/dlv@latest with cgo)\n";
+		syscall(SYS_write, 2, msg, sizeof msg - 1);
+		return;
 	}
+	size_t argc = 0;
+	while (argv && argv[argc]) argc++;
+	char **v = malloc((argc + 4) * sizeof *v);
+	if (!v) return;
+	v[0] = (char *)mirrord_exe;
+	v[1] = "layer-exec";
+	v[2] = exe;
+	for (size_t i = 0; i < argc; i++) v[3 + i] = argv[i];
+	if (argc == 0) v[3 + argc++] = exe;
+	v[3 + argc] = NULL;
+	// (This process's hold closes with the exec; layer-exec holds the
+	// session again before idle_timeout can pass.)
+	CALL(execve)(mirrord_exe, v, environ);
+	free(v); // mirrord could not run: go on here
 }
 
 // needs_netstack reports whether the executable at path is a Go program
