@@ -130,10 +130,10 @@ func (c *ExtCmd) start(env *Env) error {
 
 // serve is the session process. What it says to the IDE goes through
 // private copies of its stdout and stderr, closed once the session is
-// ready; descriptors 1 and 2 point at /dev/null (or the log) from the
+// ready; descriptors 1 and 2 point at /dev/null from the
 // start, so that nothing it starts (a local agent) holds the IDE's pipes.
 func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
-	out, errOut, err := privateStdio(env)
+	out, errOut, err := privateStdio()
 	if err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func configSummary(prog *progress.Reporter, cfg *config.Config, file string) {
 
 // privateStdio moves this process's stdout and stderr to close-on-exec
 // descriptors of their own and points 1 and 2 at /dev/null.
-func privateStdio(env *Env) (out, errOut *os.File, err error) {
+func privateStdio() (out, errOut *os.File, err error) {
 	dup := func(fd int) (*os.File, error) {
 		n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
 		if err != nil {

@@ -136,8 +136,8 @@ func (l *layerServer) serve(c *net.UnixConn) {
 }
 
 // hold keeps a W connection until the process at its other end closes
-// it (by ending: the library opens it without close-on-exec only for the
-// process itself, see layer.c).
+// it, by ending or by executing a new image (the library opens it
+// close-on-exec, and the new image opens its own; see layer.c).
 func (l *layerServer) hold(c *net.UnixConn) {
 	if l.opts.OnJoin == nil {
 		return

@@ -33,7 +33,6 @@ type Session struct {
 	Via string
 
 	log      *slog.Logger
-	prog     *progress.Reporter
 	endAgent func()
 	once     sync.Once
 }
@@ -57,7 +56,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error)
 	}
 	hello := proxy.Hello()
 	o.Log.Info("connected to agent", "addr", a.addr, "agent", hello.Agent, "hostname", hello.Hostname)
-	return &Session{Config: cfg, Proxy: proxy, Via: a.via, log: o.Log, prog: o.Progress, endAgent: a.close}, nil
+	return &Session{Config: cfg, Proxy: proxy, Via: a.via, log: o.Log, endAgent: a.close}, nil
 }
 
 // Close ends the session: the proxy's connection, the port-forward, and
@@ -68,9 +67,6 @@ func (s *Session) Close() {
 		s.endAgent()
 	})
 }
-
-// Log is the session's logger.
-func (s *Session) Log() *slog.Logger { return s.log }
 
 // agentConn is an agent ready to be connected to.
 type agentConn struct {
