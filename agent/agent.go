@@ -30,9 +30,11 @@ type Options struct {
 	// keeps other processes that can reach the agent's port out.
 	Token  string
 	Listen string // address to listen on, e.g. "127.0.0.1:0"
-	// TTL is how long the agent waits after its last client left.
+	// TTL is how long the agent waits after its last client left; 0
+	// serves until ctx ends (an agent started by hand).
 	TTL time.Duration
-	// FirstClientTimeout is how long it waits for the first client.
+	// FirstClientTimeout is how long it waits for the first client; 0
+	// waits until ctx ends.
 	FirstClientTimeout time.Duration
 	Logger             *slog.Logger
 	// Ready is called with the listening address once the agent accepts
@@ -61,9 +63,6 @@ type Agent struct {
 func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.FirstClientTimeout == 0 {
-		opts.FirstClientTimeout = time.Minute
 	}
 	if opts.ContainerID != "" && opts.TargetPID == 0 {
 		pid, err := FindContainerPID("/proc", opts.ContainerID)
@@ -106,6 +105,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer ln.Close()
 	a.idle = time.AfterFunc(opts.FirstClientTimeout, a.stop)
+	if opts.FirstClientTimeout <= 0 {
+		a.idle.Stop()
+	}
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr())
 	}
@@ -154,7 +156,7 @@ func (a *Agent) clientLeft() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.clients--
-	if a.clients == 0 {
+	if a.clients == 0 && a.opts.TTL > 0 {
 		a.idle.Reset(a.opts.TTL)
 	}
 }

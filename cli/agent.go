@@ -18,8 +18,8 @@ type AgentCmd struct {
 	TargetPID          int           `name:"target-pid" help:"Process whose namespaces to work in. Absent: targetless (the agent's own)."`
 	ContainerID        string        `name:"container-id" help:"Container (runtime ID) whose namespaces to work in; the agent finds its process under /proc."`
 	Listen             string        `name:"listen" default:"0.0.0.0:0" help:"Address to listen on for clients."`
-	TTL                time.Duration `name:"ttl" default:"1s" help:"How long to keep running after the last client left."`
-	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"60s" help:"How long to wait for the first client."`
+	TTL                time.Duration `name:"ttl" default:"0s" help:"How long to keep running after the last client left; 0 (the default for an agent started by hand) serves until stopped. mirrord gives the agents it starts agent.ttl."`
+	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"0s" help:"How long to wait for the first client; 0 waits until stopped."`
 }
 
 // Run serves until the TTL expires. The first line on stdout is

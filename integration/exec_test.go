@@ -365,3 +365,22 @@ func TestGoTestExec(t *testing.T) {
 	}
 	mustContain(t, out, "panic: test timed out", "goroutine ")
 }
+
+// TestHandStartedAgentServes: an agent started by hand (README: "Running
+// without Kubernetes") serves until stopped, so that `go test -exec
+// mirrord ./...` reaches it for every package, however long the compiles
+// between them take; before, it ended one second after its first client.
+func TestHandStartedAgentServes(t *testing.T) {
+	f := newFixture(t)
+	agent := f.startAgent()
+	for i := range 2 {
+		out, err := f.mirrord(t.Context(), nil, "--", "sh", "-c", "echo token=$SECRET_TOKEN")
+		if err != nil || !strings.Contains(out, "token="+secret) {
+			t.Fatalf("run %d: %v\n%s", i+1, err, out)
+		}
+		time.Sleep(2500 * time.Millisecond)
+	}
+	if agent.ProcessState != nil || agent.Process.Signal(syscall.Signal(0)) != nil {
+		t.Fatal("the agent ended without being stopped")
+	}
+}
