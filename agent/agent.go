@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -104,10 +105,13 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("agent: listen on %s: %w", opts.Listen, err)
 	}
 	defer ln.Close()
-	a.idle = time.AfterFunc(opts.FirstClientTimeout, a.stop)
-	if opts.FirstClientTimeout <= 0 {
-		a.idle.Stop()
+	// A zero timeout means none: the timer must then never be armed, as
+	// AfterFunc(0) would fire before a Stop could catch it.
+	firstWait := opts.FirstClientTimeout
+	if firstWait <= 0 {
+		firstWait = math.MaxInt64
 	}
+	a.idle = time.AfterFunc(firstWait, a.stop)
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr())
 	}

@@ -32,22 +32,34 @@ func Cluster(ctx context.Context, cfg *config.Config) (*kube.Client, error) {
 	return kube.Connect(ctx, opts)
 }
 
+// givenAgentWait is how long a connection to an agent the user named
+// (--agent-addr, connect_tcp) is retried: long enough for one started a
+// moment before, short enough that a wrong address is reported at once
+// rather than after agent.startup_timeout.
+const givenAgentWait = 3 * time.Second
+
 // connectRetry connects to an agent that may still be starting to listen.
-func connectRetry(ctx context.Context, addr string, cfg *config.Config, log *slog.Logger, opts ...intproxy.Option) (*intproxy.Proxy, error) {
+func connectRetry(ctx context.Context, a *agentConn, cfg *config.Config, log *slog.Logger) (*intproxy.Proxy, error) {
 	// The agent pod runs before the agent listens; on a busy node that
 	// can take a while, so wait as long as agent.startup_timeout allows.
 	start := time.Now()
 	deadline := start.Add(max(15*time.Second, time.Duration(cfg.Agent.StartupTimeout)*time.Second))
+	if a.named != "" {
+		deadline = start.Add(givenAgentWait)
+	}
 	for attempt := 1; ; attempt++ {
-		p, err := intproxy.Connect(ctx, addr, cfg, log, opts...)
+		p, err := intproxy.Connect(ctx, a.addr, cfg, log, a.opts...)
 		if err == nil {
-			log.Debug("agent handshake", "addr", addr, "attempts", attempt, "took", time.Since(start))
+			log.Debug("agent handshake", "addr", a.addr, "attempts", attempt, "took", time.Since(start))
 			return p, nil
 		}
 		// A refused or reset connection means the agent is still coming
 		// up behind the port-forward; an answer that says no is final.
 		var pe *protocol.ErrorReply
 		if errors.As(err, &pe) || strings.Contains(err.Error(), "version mismatch") || time.Now().After(deadline) || ctx.Err() != nil {
+			if a.named != "" && pe == nil {
+				return nil, fmt.Errorf("%w (the address is %s's; start an agent there with `mirrord agent`)", err, a.named)
+			}
 			return nil, fmt.Errorf("connect to the agent: %w", err)
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -49,7 +49,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error)
 	if err != nil {
 		return nil, err
 	}
-	proxy, err := connectRetry(ctx, a.addr, cfg, o.Log, a.opts...)
+	proxy, err := connectRetry(ctx, a, cfg, o.Log)
 	if err != nil {
 		a.close()
 		return nil, err
@@ -70,18 +70,22 @@ func (s *Session) Close() {
 
 // agentConn is an agent ready to be connected to.
 type agentConn struct {
-	addr  string
-	opts  []intproxy.Option
-	via   string
+	addr string
+	opts []intproxy.Option
+	via  string
+	// named is the flag or key that gave addr, for an agent the user
+	// says is running; empty for one this session starts.
+	named string
 	close func()
 }
 
 func findAgent(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger, prog *progress.Reporter) (*agentConn, error) {
+	named := "--agent-addr"
 	if agentAddr == "" && cfg.ConnectTCP != nil {
-		agentAddr = *cfg.ConnectTCP
+		agentAddr, named = *cfg.ConnectTCP, "connect_tcp"
 	}
 	if agentAddr != "" {
-		return &agentConn{addr: agentAddr, via: agentAddr, close: func() {}}, nil
+		return &agentConn{addr: agentAddr, via: agentAddr, named: named, close: func() {}}, nil
 	}
 	if cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
 		addr, done, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
