@@ -260,8 +260,87 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 		}
 		defer unix.Close(fd)
 		return &protocol.FileReply{}, -1, unix.Ftruncate(fd, req.Size)
+	case protocol.FileGetxattr, protocol.FileListxattr:
+		return t.xattr(req)
+	case protocol.FileStatfs:
+		fd, err := t.openInRoot(req.Path, unix.O_PATH, 0)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(fd)
+		var s unix.Statfs_t
+		if err := unix.Fstatfs(fd, &s); err != nil {
+			return nil, -1, err
+		}
+		return &protocol.FileReply{Statfs: &protocol.StatfsInfo{
+			Type: s.Type, Bsize: s.Bsize, Frsize: s.Frsize, Blocks: s.Blocks, Bfree: s.Bfree, Bavail: s.Bavail,
+			Files: s.Files, Ffree: s.Ffree, Namelen: s.Namelen, Flags: s.Flags, Fsid: s.Fsid.Val,
+		}}, -1, nil
 	}
 	return nil, -1, fmt.Errorf("unknown file operation %q", req.Op)
+}
+
+// xattr reads or lists extended attributes. The path is resolved in the
+// target's root first; the attribute calls then name it through
+// /proc/self/fd, since an O_PATH fd cannot be given to fgetxattr. Without
+// Follow the parent directory is opened and the last element named below
+// it, so that lgetxattr looks at a final symlink itself.
+func (t *target) xattr(req *protocol.FileRequest) (*protocol.FileReply, int, error) {
+	var fd int
+	var name string
+	var err error
+	if req.Follow {
+		fd, err = t.openInRoot(req.Path, unix.O_PATH, 0)
+		name = fmt.Sprintf("/proc/self/fd/%d", fd)
+	} else {
+		var base string
+		fd, base, err = t.parentInRoot(req.Path)
+		name = fmt.Sprintf("/proc/self/fd/%d/%s", fd, base)
+	}
+	if err != nil {
+		return nil, -1, err
+	}
+	defer unix.Close(fd)
+	// Following: the magic link itself is followed to the file. Not
+	// following: only the directory's link is, the last element is not.
+	// The size asked first, then read; a value that grew in between
+	// (ERANGE) is asked again.
+	read := func(buf []byte) (int, error) {
+		switch {
+		case req.Op == protocol.FileListxattr && req.Follow:
+			return unix.Listxattr(name, buf)
+		case req.Op == protocol.FileListxattr:
+			return unix.Llistxattr(name, buf)
+		case req.Follow:
+			return unix.Getxattr(name, req.Name, buf)
+		}
+		return unix.Lgetxattr(name, req.Name, buf)
+	}
+	for range 3 {
+		n, err := read(nil)
+		if err != nil {
+			return nil, -1, err
+		}
+		buf := make([]byte, n)
+		n, err = read(buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return nil, -1, err
+		}
+		if req.Op == protocol.FileGetxattr {
+			return &protocol.FileReply{Value: buf[:n]}, -1, nil
+		}
+		names := []string{}
+		for _, s := range strings.Split(string(buf[:n]), "\x00") {
+			if s != "" {
+				names = append(names, s)
+			}
+		}
+		return &protocol.FileReply{Names: names}, -1, nil
+	}
+	return nil, -1, unix.ERANGE
 }
 
 // withDirFD reopens an O_PATH directory fd as a real one for fn.

@@ -26,6 +26,12 @@ type FileSystem interface {
 	Mkdir(ctx context.Context, path string, perm uint32) error
 	Rename(ctx context.Context, from, to string) error
 	Truncate(ctx context.Context, path string, size int64) error
+	// Getxattr reads the extended attribute name of path (of a final
+	// symlink itself unless follow); Listxattr lists their names.
+	Getxattr(ctx context.Context, path, name string, follow bool) ([]byte, error)
+	Listxattr(ctx context.Context, path string, follow bool) ([]string, error)
+	// Statfs describes the file system that holds path.
+	Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error)
 }
 
 // RemoteFile is a file open on the target. ReadAt returns io.EOF at the

@@ -230,6 +230,41 @@ func (d dirFS) Truncate(_ context.Context, p string, size int64) error {
 	return unix.Truncate(d.real(p), size)
 }
 
+func (d dirFS) Getxattr(_ context.Context, p, name string, follow bool) ([]byte, error) {
+	get := unix.Lgetxattr
+	if follow {
+		get = unix.Getxattr
+	}
+	buf := make([]byte, 64<<10)
+	n, err := get(d.real(p), name, buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+func (d dirFS) Listxattr(_ context.Context, p string, follow bool) ([]string, error) {
+	list := unix.Llistxattr
+	if follow {
+		list = unix.Listxattr
+	}
+	buf := make([]byte, 64<<10)
+	n, err := list(d.real(p), buf)
+	if err != nil {
+		return nil, err
+	}
+	return strings.FieldsFunc(string(buf[:n]), func(r rune) bool { return r == 0 }), nil
+}
+
+func (d dirFS) Statfs(_ context.Context, p string) (*protocol.StatfsInfo, error) {
+	var s unix.Statfs_t
+	if err := unix.Statfs(d.real(p), &s); err != nil {
+		return nil, err
+	}
+	return &protocol.StatfsInfo{Type: s.Type, Bsize: s.Bsize, Blocks: s.Blocks, Bfree: s.Bfree, Bavail: s.Bavail,
+		Files: s.Files, Ffree: s.Ffree, Namelen: s.Namelen, Frsize: s.Frsize, Flags: s.Flags, Fsid: s.Fsid.Val}, nil
+}
+
 // prefixFilter: /mirrord-test-remote is the target's, /mirrord-test-missing
 // is not_found, the rest is local.
 type prefixFilter struct{}

@@ -102,7 +102,10 @@ func serveView(dev, root int, files FileSystem, log *slog.Logger) (*fuseView, er
 		AttrTimeout:  &timeout,
 	})
 	// go-fuse answers the kernel's INIT with these: 1 MiB reads and writes.
-	opts := fuse.MountOptions{MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, DisableXAttrs: true, MaxBackground: 64}
+	// Extended attributes are on, for fgetxattr/flistxattr of a view fd
+	// (the kernel's own security.capability lookup on each write is
+	// answered here, see Getxattr).
+	opts := fuse.MountOptions{MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, MaxBackground: 64}
 	// "/dev/fd/N" tells go-fuse the mount exists and N is its device.
 	srv, err := fuse.NewServer(raw, "/dev/fd/"+strconv.Itoa(dev), &opts)
 	if err != nil {
@@ -283,17 +286,20 @@ type viewNode struct {
 }
 
 var (
-	_ fs.NodeLookuper   = (*viewNode)(nil)
-	_ fs.NodeGetattrer  = (*viewNode)(nil)
-	_ fs.NodeSetattrer  = (*viewNode)(nil)
-	_ fs.NodeReaddirer  = (*viewNode)(nil)
-	_ fs.NodeReadlinker = (*viewNode)(nil)
-	_ fs.NodeOpener     = (*viewNode)(nil)
-	_ fs.NodeCreater    = (*viewNode)(nil)
-	_ fs.NodeMkdirer    = (*viewNode)(nil)
-	_ fs.NodeUnlinker   = (*viewNode)(nil)
-	_ fs.NodeRmdirer    = (*viewNode)(nil)
-	_ fs.NodeRenamer    = (*viewNode)(nil)
+	_ fs.NodeLookuper    = (*viewNode)(nil)
+	_ fs.NodeGetattrer   = (*viewNode)(nil)
+	_ fs.NodeSetattrer   = (*viewNode)(nil)
+	_ fs.NodeReaddirer   = (*viewNode)(nil)
+	_ fs.NodeReadlinker  = (*viewNode)(nil)
+	_ fs.NodeOpener      = (*viewNode)(nil)
+	_ fs.NodeCreater     = (*viewNode)(nil)
+	_ fs.NodeMkdirer     = (*viewNode)(nil)
+	_ fs.NodeUnlinker    = (*viewNode)(nil)
+	_ fs.NodeRmdirer     = (*viewNode)(nil)
+	_ fs.NodeRenamer     = (*viewNode)(nil)
+	_ fs.NodeGetxattrer  = (*viewNode)(nil)
+	_ fs.NodeListxattrer = (*viewNode)(nil)
+	_ fs.NodeStatfser    = (*viewNode)(nil)
 )
 
 func (n *viewNode) remotePath() string { return "/" + n.Path(nil) }
@@ -400,6 +406,58 @@ func (n *viewNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 		return nil, errnoOf(err)
 	}
 	return []byte(target), 0
+}
+
+// Getxattr, Listxattr and Statfs answer fgetxattr, flistxattr and fstatfs
+// of a view fd (and the path calls below a view directory the program
+// holds) from the target. A node is the entry itself, so a symlink's
+// attributes are its own, as lgetxattr's are.
+func (n *viewNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == "security.capability" {
+		// The kernel asks this before every write, to drop file
+		// capabilities; a round trip to the target per write would be
+		// wasted: a file's capabilities mean nothing to a program here.
+		return 0, syscall.ENODATA
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	v, err := n.files.Getxattr(ctx, n.remotePath(), attr, false)
+	if err != nil {
+		return 0, errnoOf(err)
+	}
+	if len(v) > len(dest) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *viewNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	names, err := n.files.Listxattr(ctx, n.remotePath(), false)
+	if err != nil {
+		return 0, errnoOf(err)
+	}
+	var v []byte
+	for _, nm := range names {
+		v = append(append(v, nm...), 0)
+	}
+	if len(v) > len(dest) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *viewNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	s, err := n.files.Statfs(ctx, n.remotePath())
+	if err != nil {
+		return errnoOf(err)
+	}
+	*out = fuse.StatfsOut{Blocks: s.Blocks, Bfree: s.Bfree, Bavail: s.Bavail, Files: s.Files, Ffree: s.Ffree,
+		Bsize: uint32(s.Bsize), NameLen: uint32(s.Namelen), Frsize: uint32(s.Frsize)}
+	return 0
 }
 
 // openFlags keeps the open(2) flags that matter to the target.

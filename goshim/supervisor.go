@@ -49,6 +49,7 @@ type supervisor struct {
 	net      *hostNet
 	filter   Classifier // nil without WithFiles, and then so are remote, pinned and skip
 	remote   remoteFS
+	fs       FileSystem      // for the calls no file descriptor shows: xattrs, statfs
 	pinned   map[string]bool // paths that always stay local
 	skip     func(exe string) bool
 	log      *slog.Logger
@@ -147,7 +148,7 @@ func newSupervisor(listener int, cfg supervisorConfig) (*supervisor, error) {
 	hn.s = s
 	if f := cfg.files; f != nil {
 		s.calls = interceptedSyscalls(true, f.RemoteWrites)
-		s.filter, s.remote, s.pinned, s.skip = f.Filter, cfg.remote, cfg.pinned, f.Skip
+		s.filter, s.remote, s.fs, s.pinned, s.skip = f.Filter, cfg.remote, f.FS, cfg.pinned, f.Skip
 	} else {
 		s.calls = interceptedSyscalls(false, false)
 	}
@@ -530,6 +531,23 @@ func (s *supervisor) handle(n seccompNotif) {
 		})
 	case sysRename:
 		s.rename(&n, a)
+	case sysGetxattr, sysListxattr:
+		s.xattr(&n, c.kind == sysListxattr, a)
+	case sysStatfs:
+		rpath, ok := s.where(&n, a[0], a[1], false)
+		if !ok {
+			return
+		}
+		s.async(func(ctx context.Context) {
+			info, err := s.fs.Statfs(ctx, rpath)
+			var st unix.Statfs_t
+			if err == nil {
+				st = unix.Statfs_t{Type: info.Type, Bsize: info.Bsize, Blocks: info.Blocks, Bfree: info.Bfree,
+					Bavail: info.Bavail, Files: info.Files, Ffree: info.Ffree, Fsid: unix.Fsid{Val: info.Fsid},
+					Namelen: info.Namelen, Frsize: info.Frsize, Flags: info.Flags}
+			}
+			s.replyStruct(&n, bytesOf(&st), a[2], err)
+		})
 	default:
 		s.cont(n.ID)
 	}
@@ -585,6 +603,56 @@ func (s *supervisor) rename(n *seccompNotif, a [6]uint64) {
 			s.reply(n.ID, 0, errnoOrZero(s.remote.rename(ctx, fp, tp, flags)))
 		})
 	}
+}
+
+// xattr answers getxattr/lgetxattr (the arguments in the order dirfd,
+// path, name, value, size, flags) or listxattr/llistxattr (dirfd, path,
+// list, size, flags) for a remote path, with their contract: size 0 asks
+// for the length, a smaller buffer is ERANGE.
+func (s *supervisor) xattr(n *seccompNotif, list bool, a [6]uint64) {
+	tid := int(n.Pid)
+	var name string
+	buf, size, flags := a[3], a[4], a[5]
+	if list {
+		buf, size, flags = a[2], a[3], a[4]
+	} else {
+		var err error
+		if name, err = readPath(tid, a[2]); err != nil {
+			s.cont(n.ID)
+			return
+		}
+	}
+	follow := int(flags)&unix.AT_SYMLINK_NOFOLLOW == 0
+	rpath, ok := s.where(n, a[0], a[1], false)
+	if !ok {
+		return
+	}
+	s.async(func(ctx context.Context) {
+		var v []byte
+		var err error
+		if list {
+			var names []string
+			names, err = s.fs.Listxattr(ctx, rpath, follow)
+			for _, nm := range names {
+				v = append(append(v, nm...), 0)
+			}
+		} else {
+			v, err = s.fs.Getxattr(ctx, rpath, name, follow)
+		}
+		switch {
+		case err != nil:
+			s.reply(n.ID, 0, errnoOf(err))
+		case size == 0:
+			s.reply(n.ID, int64(len(v)), 0)
+		case uint64(len(v)) > size:
+			s.reply(n.ID, 0, unix.ERANGE)
+		case !notifValid(s.listener, n.ID):
+		case writeMem(tid, buf, v) != nil:
+			s.reply(n.ID, 0, unix.EFAULT)
+		default:
+			s.reply(n.ID, int64(len(v)), 0)
+		}
+	})
 }
 
 // replyStruct writes a stat result into the program and answers 0.

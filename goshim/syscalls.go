@@ -11,19 +11,22 @@ import (
 type sysKind int
 
 const (
-	sysOpen     sysKind = iota // dirfd, path, flags, mode
-	sysOpenat2                 // dirfd, path, *open_how, size
-	sysStat                    // dirfd, path, *struct stat, flags
-	sysStatx                   // dirfd, path, flags, mask, *struct statx
-	sysAccess                  // dirfd, path, mode, flags
-	sysReadlink                // dirfd, path, buf, bufsiz
-	sysUnlink                  // dirfd, path, flags
-	sysMkdir                   // dirfd, path, mode
-	sysRename                  // olddirfd, oldpath, newdirfd, newpath, flags
-	sysBind                    // fd, addr, addrlen
-	sysConnect                 // fd, addr, addrlen
-	sysListen                  // fd, backlog
-	sysSendto                  // fd, buf, len, flags, addr, addrlen
+	sysOpen      sysKind = iota // dirfd, path, flags, mode
+	sysOpenat2                  // dirfd, path, *open_how, size
+	sysStat                     // dirfd, path, *struct stat, flags
+	sysStatx                    // dirfd, path, flags, mask, *struct statx
+	sysAccess                   // dirfd, path, mode, flags
+	sysReadlink                 // dirfd, path, buf, bufsiz
+	sysUnlink                   // dirfd, path, flags
+	sysMkdir                    // dirfd, path, mode
+	sysRename                   // olddirfd, oldpath, newdirfd, newpath, flags
+	sysGetxattr                 // dirfd, path, name, value, size, AT_SYMLINK_NOFOLLOW or 0
+	sysListxattr                // dirfd, path, list, size, AT_SYMLINK_NOFOLLOW or 0
+	sysStatfs                   // dirfd, path, *struct statfs
+	sysBind                     // fd, addr, addrlen
+	sysConnect                  // fd, addr, addrlen
+	sysListen                   // fd, backlog
+	sysSendto                   // fd, buf, len, flags, addr, addrlen
 )
 
 // sysCall describes one intercepted system call.
@@ -53,6 +56,16 @@ var syscallsAt = map[int]sysCall{
 	unix.SYS_RENAMEAT2:  {name: "renameat2", kind: sysRename, write: true},
 }
 
+// syscallsPath are the path calls that have no *at form (before Linux
+// 6.13's getxattrat, which libc does not use) on every architecture.
+var syscallsPath = map[int]sysCall{
+	unix.SYS_GETXATTR:   {name: "getxattr", kind: sysGetxattr, args: prepend(4, 0)},
+	unix.SYS_LGETXATTR:  {name: "lgetxattr", kind: sysGetxattr, args: prepend(4, unix.AT_SYMLINK_NOFOLLOW)},
+	unix.SYS_LISTXATTR:  {name: "listxattr", kind: sysListxattr, args: prepend(3, 0)},
+	unix.SYS_LLISTXATTR: {name: "llistxattr", kind: sysListxattr, args: prepend(3, unix.AT_SYMLINK_NOFOLLOW)},
+	unix.SYS_STATFS:     {name: "statfs", kind: sysStatfs, args: prepend(2)},
+}
+
 // syscallsNet are the socket calls through which the program says it
 // means this machine (see hostnet.go). sendto is sent to the supervisor
 // only when it names a destination (the filter checks its fifth
@@ -70,7 +83,7 @@ var syscallsNet = map[int]sysCall{
 // is set, the write calls among them only when writes may go remote.
 func interceptedSyscalls(files, remoteWrites bool) map[int]sysCall {
 	out := maps.Clone(syscallsNet)
-	for _, t := range []map[int]sysCall{syscallsAt, syscallsArch} {
+	for _, t := range []map[int]sysCall{syscallsAt, syscallsPath, syscallsArch} {
 		for nr, c := range t {
 			isOpen := c.kind == sysOpen || c.kind == sysOpenat2
 			if isOpen || files && (!c.write || remoteWrites) {

@@ -95,6 +95,37 @@ func (p *Proxy) Truncate(ctx context.Context, path string, size int64) error {
 	return err
 }
 
+// Getxattr reads an extended attribute of a path of the target (of a
+// final symlink itself unless follow).
+func (p *Proxy) Getxattr(ctx context.Context, path, name string, follow bool) ([]byte, error) {
+	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileGetxattr, Path: path, Name: name, Follow: follow})
+	if err != nil {
+		return nil, err
+	}
+	return r.Value, nil
+}
+
+// Listxattr lists the extended attributes of a path of the target.
+func (p *Proxy) Listxattr(ctx context.Context, path string, follow bool) ([]string, error) {
+	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileListxattr, Path: path, Follow: follow})
+	if err != nil {
+		return nil, err
+	}
+	return r.Names, nil
+}
+
+// Statfs describes the target's file system that holds path.
+func (p *Proxy) Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error) {
+	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileStatfs, Path: path})
+	if err != nil {
+		return nil, err
+	}
+	if r.Statfs == nil {
+		return nil, syscall.EIO
+	}
+	return r.Statfs, nil
+}
+
 // RemoteFile is a file open on the target. Reads and writes travel in
 // chunks of at most 1 MiB, so large files are never loaded whole.
 type RemoteFile struct {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -209,6 +210,10 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		return l.open(ctx, arg(3), flags, uint32(mode))
 	case "S":
 		return l.stat(ctx, arg(2), arg(1) == "1"), nil
+	case "X", "Y":
+		return l.xattr(ctx, f[0] == "Y", arg(1) == "1", arg(2), arg(3)), nil
+	case "Q":
+		return l.statfs(ctx, arg(1)), nil
 	case "U", "M", "N":
 		return l.change(ctx, f[0], arg(1), arg(2)), nil
 	case "K":
@@ -378,6 +383,54 @@ func (l *layerServer) stat(ctx context.Context, path string, follow bool) string
 	}
 	return fmt.Sprintf("I\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
 		fi.Mode, fi.Size, fi.Mtime, fi.Atime, fi.Ctime, fi.Ino, fi.Dev, fi.Nlink, fi.UID, fi.GID)
+}
+
+// xattr reads (X) or lists (Y) the extended attributes of a remote path:
+// "V", then the value (or the names, each ending in a NUL as listxattr
+// gives them) in hex: the layer decodes it without a library. The program gets ENODATA, ENOTSUP, ... as the
+// target's file system answers.
+func (l *layerServer) xattr(ctx context.Context, list, follow bool, name, path string) string {
+	act, path := l.classify(path, false)
+	switch act {
+	case fsfilter.Local:
+		return "L"
+	case fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	}
+	var v []byte
+	if list {
+		names, err := l.p.Listxattr(ctx, path, follow)
+		if err != nil {
+			return errnoReply(err)
+		}
+		for _, n := range names {
+			v = append(append(v, n...), 0)
+		}
+	} else {
+		var err error
+		if v, err = l.p.Getxattr(ctx, path, name, follow); err != nil {
+			return errnoReply(err)
+		}
+	}
+	return "V\t" + hex.EncodeToString(v)
+}
+
+// statfs describes the target's file system holding a remote path, in
+// the order of struct statfs.
+func (l *layerServer) statfs(ctx context.Context, path string) string {
+	act, path := l.classify(path, false)
+	switch act {
+	case fsfilter.Local:
+		return "L"
+	case fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	}
+	s, err := l.p.Statfs(ctx, path)
+	if err != nil {
+		return errnoReply(err)
+	}
+	return fmt.Sprintf("Q\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
+		s.Type, s.Bsize, s.Blocks, s.Bfree, s.Bavail, s.Files, s.Ffree, s.Fsid[0], s.Fsid[1], s.Namelen, s.Frsize, s.Flags)
 }
 
 // open hands the program a file descriptor with the remote file's

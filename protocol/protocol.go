@@ -188,6 +188,14 @@ const (
 	FileMkdir    FileOp = "mkdir"    // Path, Perm
 	FileRename   FileOp = "rename"   // Path -> NewPath
 	FileTruncate FileOp = "truncate" // Path, Size
+	// FileGetxattr reads the extended attribute Name of Path (of a final
+	// symlink itself unless Follow); the reply's Value holds it.
+	FileGetxattr FileOp = "getxattr"
+	// FileListxattr lists the extended attributes of Path (Follow as for
+	// getxattr) in the reply's Names.
+	FileListxattr FileOp = "listxattr"
+	// FileStatfs describes the file system holding Path (reply: Statfs).
+	FileStatfs FileOp = "statfs"
 )
 
 // FileRequest is one operation on the target's file system. Paths are
@@ -202,6 +210,7 @@ type FileRequest struct {
 	Follow  bool   `json:"follow,omitempty"`
 	Dir     bool   `json:"dir,omitempty"`
 	Size    int64  `json:"size,omitempty"` // for truncate
+	Name    string `json:"name,omitempty"` // an extended attribute's, for getxattr
 }
 
 // FileInfo is what stat(2) says about a file.
@@ -229,9 +238,27 @@ type DirEntry struct {
 // FileReply answers a FileRequest. Errors come as ErrorReply with an errno
 // name in Code ("ENOENT", "EACCES", ...).
 type FileReply struct {
-	Info    *FileInfo  `json:"info,omitempty"`
-	Entries []DirEntry `json:"entries,omitempty"`
-	Target  string     `json:"target,omitempty"`
+	Info    *FileInfo   `json:"info,omitempty"`
+	Entries []DirEntry  `json:"entries,omitempty"`
+	Target  string      `json:"target,omitempty"`
+	Value   []byte      `json:"value,omitempty"`  // getxattr
+	Names   []string    `json:"names,omitempty"`  // listxattr
+	Statfs  *StatfsInfo `json:"statfs,omitempty"` // statfs
+}
+
+// StatfsInfo is what statfs(2) says about a file system.
+type StatfsInfo struct {
+	Type    int64    `json:"type"` // f_type, the file system's magic number
+	Bsize   int64    `json:"bsize"`
+	Frsize  int64    `json:"frsize"`
+	Blocks  uint64   `json:"blocks"`
+	Bfree   uint64   `json:"bfree"`
+	Bavail  uint64   `json:"bavail"`
+	Files   uint64   `json:"files"`
+	Ffree   uint64   `json:"ffree"`
+	Namelen int64    `json:"namelen"`
+	Flags   int64    `json:"flags"`
+	Fsid    [2]int32 `json:"fsid"`
 }
 
 // FileRead asks for up to Len bytes at Off of an open file.

@@ -102,6 +102,21 @@ func (f proxyFiles) Truncate(ctx context.Context, path string, size int64) error
 	return remoteErr(f.p.Truncate(ctx, path, size))
 }
 
+func (f proxyFiles) Getxattr(ctx context.Context, path, name string, follow bool) ([]byte, error) {
+	v, err := f.p.Getxattr(ctx, path, name, follow)
+	return v, remoteErr(err)
+}
+
+func (f proxyFiles) Listxattr(ctx context.Context, path string, follow bool) ([]string, error) {
+	names, err := f.p.Listxattr(ctx, path, follow)
+	return names, remoteErr(err)
+}
+
+func (f proxyFiles) Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error) {
+	s, err := f.p.Statfs(ctx, path)
+	return s, remoteErr(err)
+}
+
 // remoteFile gives reads and writes the target's errno too; io.EOF stays.
 type remoteFile struct{ f *intproxy.RemoteFile }
 

@@ -43,9 +43,12 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/utsname.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -260,6 +263,11 @@ static long field_long(const char *line, int i) {
 static long long field_ll(const char *line, int i) {
 	char b[32];
 	return field(line, i, b, sizeof b) ? strtoll(b, NULL, 10) : 0;
+}
+
+static unsigned long long field_ull(const char *line, int i) {
+	char b[32];
+	return field(line, i, b, sizeof b) ? strtoull(b, NULL, 10) : 0;
 }
 
 // reply_errno: "E\t<errno>" → that errno (>0); anything else → 0.
@@ -1231,6 +1239,167 @@ EXPORT ssize_t readlink(const char *path, char *buf, size_t len) {
 EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t len) {
 	ssize_t r = remote_readlink(dirfd, path, buf, len);
 	return r == -2 ? CALL(readlinkat)(dirfd, path, buf, len) : r;
+}
+
+// ---- extended attributes and statfs ------------------------------------
+// ls -l asks for a file's SELinux label and ACL (lgetxattr, getxattr), df
+// and stat -f for its file system (statfs): a remote path must get the
+// target's answer, never this machine's ENOENT. Calls on a remote fd need
+// no hook: a FUSE-view fd answers them from the target by itself.
+
+#define XATTR_REPLY_CAP (2 * 65536 + 64) // a value of up to 64 KiB, in hex
+
+static int hexval(char c) {
+	if (c >= '0' && c <= '9') return c - '0';
+	if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+	return -1;
+}
+
+// remote_xattr reads (list == 0) or lists the extended attributes of
+// path with getxattr/listxattr's contract: size 0 asks for the length.
+// Returns -2 to do it locally.
+static ssize_t remote_xattr(int list, int follow, const char *path, const char *name, void *value, size_t size) {
+	char abs[PATH_MAX];
+	if (!layer_on() || !files_active || !path || (!list && !name) || !abspath(AT_FDCWD, path, abs, sizeof abs)) return -2;
+	size_t reqcap = PATH_MAX + 512;
+	char *req = malloc(reqcap), *resp = malloc(XATTR_REPLY_CAP);
+	ssize_t ret = -2;
+	if (!req || !resp) goto out;
+	int n = snprintf(req, reqcap, "%c\t%d\t%s\t%s\n", list ? 'Y' : 'X', follow, list ? "" : name, abs);
+	if (n < 0 || (size_t)n >= reqcap) goto out;
+	int rl = request(req, n, resp, XATTR_REPLY_CAP, NULL);
+	if (rl < 0) goto out;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		ret = -1;
+		goto out;
+	}
+	if (rl < 2 || resp[0] != 'V' || resp[1] != '\t') goto out;
+	size_t len = (size_t)(rl - 2) / 2;
+	if (size == 0) {
+		ret = len;
+		goto out;
+	}
+	if (len > size) {
+		errno = ERANGE;
+		ret = -1;
+		goto out;
+	}
+	unsigned char *out = value;
+	for (size_t i = 0; i < len; i++) {
+		int hi = hexval(resp[2 + 2 * i]), lo = hexval(resp[3 + 2 * i]);
+		if (hi < 0 || lo < 0) goto out;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	ret = len;
+out:
+	free(req);
+	free(resp);
+	return ret;
+}
+
+DECLARE_REAL(ssize_t, getxattr, const char *, const char *, void *, size_t)
+DECLARE_REAL(ssize_t, lgetxattr, const char *, const char *, void *, size_t)
+DECLARE_REAL(ssize_t, listxattr, const char *, char *, size_t)
+DECLARE_REAL(ssize_t, llistxattr, const char *, char *, size_t)
+
+EXPORT ssize_t getxattr(const char *path, const char *name, void *value, size_t size) {
+	ssize_t r = remote_xattr(0, 1, path, name, value, size);
+	return r == -2 ? CALL(getxattr)(path, name, value, size) : r;
+}
+
+EXPORT ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size) {
+	ssize_t r = remote_xattr(0, 0, path, name, value, size);
+	return r == -2 ? CALL(lgetxattr)(path, name, value, size) : r;
+}
+
+EXPORT ssize_t listxattr(const char *path, char *list, size_t size) {
+	ssize_t r = remote_xattr(1, 1, path, NULL, list, size);
+	return r == -2 ? CALL(listxattr)(path, list, size) : r;
+}
+
+EXPORT ssize_t llistxattr(const char *path, char *list, size_t size) {
+	ssize_t r = remote_xattr(1, 0, path, NULL, list, size);
+	return r == -2 ? CALL(llistxattr)(path, list, size) : r;
+}
+
+// remote_statfs fills buf (a struct statfs or statfs64: the same layout
+// on 64-bit Linux) for a remote path; -2 to do it locally.
+static int remote_statfs(const char *path, struct statfs *buf) {
+	char abs[PATH_MAX], req[PATH_MAX + 8], resp[512];
+	if (!layer_on() || !files_active || !path || !abspath(AT_FDCWD, path, abs, sizeof abs)) return -2;
+	int n = snprintf(req, sizeof req, "Q\t%s\n", abs);
+	if (n < 0 || n >= (int)sizeof req || request(req, n, resp, sizeof resp, NULL) < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	if (resp[0] != 'Q') return -2;
+	memset(buf, 0, sizeof *buf);
+	buf->f_type = field_ll(resp, 1);
+	buf->f_bsize = field_ll(resp, 2);
+	buf->f_blocks = field_ull(resp, 3);
+	buf->f_bfree = field_ull(resp, 4);
+	buf->f_bavail = field_ull(resp, 5);
+	buf->f_files = field_ull(resp, 6);
+	buf->f_ffree = field_ull(resp, 7);
+	int fsid[2] = {(int)field_ll(resp, 8), (int)field_ll(resp, 9)};
+	memcpy(&buf->f_fsid, fsid, sizeof fsid);
+	buf->f_namelen = field_ll(resp, 10);
+	buf->f_frsize = field_ll(resp, 11);
+	buf->f_flags = field_ll(resp, 12);
+	return 0;
+}
+
+// statvfs is glibc's statfs with the flags in ST_* form (the same bits).
+static void to_statvfs(const struct statfs *s, struct statvfs *v) {
+	memset(v, 0, sizeof *v);
+	v->f_bsize = s->f_bsize;
+	v->f_frsize = s->f_frsize ? s->f_frsize : s->f_bsize;
+	v->f_blocks = s->f_blocks;
+	v->f_bfree = s->f_bfree;
+	v->f_bavail = s->f_bavail;
+	v->f_files = s->f_files;
+	v->f_ffree = s->f_ffree;
+	v->f_favail = s->f_ffree;
+	unsigned int fsid[2];
+	memcpy(fsid, &s->f_fsid, sizeof fsid);
+	v->f_fsid = fsid[0] | (unsigned long)fsid[1] << 32;
+	v->f_flag = s->f_flags & ~0x20; // ST_VALID: the kernel's "f_flags is set", not a mount flag
+	v->f_namemax = s->f_namelen;
+}
+
+DECLARE_REAL(int, statfs, const char *, struct statfs *)
+DECLARE_REAL(int, statfs64, const char *, struct statfs64 *)
+DECLARE_REAL(int, statvfs, const char *, struct statvfs *)
+DECLARE_REAL(int, statvfs64, const char *, struct statvfs64 *)
+
+EXPORT int statfs(const char *path, struct statfs *buf) {
+	int r = remote_statfs(path, buf);
+	return r == -2 ? CALL(statfs)(path, buf) : r;
+}
+
+EXPORT int statfs64(const char *path, struct statfs64 *buf) {
+	int r = remote_statfs(path, (struct statfs *)buf);
+	return r == -2 ? CALL(statfs64)(path, buf) : r;
+}
+
+EXPORT int statvfs(const char *path, struct statvfs *buf) {
+	struct statfs s;
+	int r = remote_statfs(path, &s);
+	if (r == -2) return CALL(statvfs)(path, buf);
+	if (r == 0) to_statvfs(&s, buf);
+	return r;
+}
+
+EXPORT int statvfs64(const char *path, struct statvfs64 *buf) {
+	struct statfs s;
+	int r = remote_statfs(path, &s);
+	if (r == -2) return CALL(statvfs64)(path, buf);
+	if (r == 0) to_statvfs(&s, (struct statvfs *)buf);
+	return r;
 }
 
 // remote_change sends an unlink (U), mkdir (M) or rename (N). Returns 0,
