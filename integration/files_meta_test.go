@@ -1,7 +1,8 @@
 package integration
 
 import (
-	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -19,14 +20,19 @@ import (
 func TestFilesMetadata(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent()
-	d := f.podFiles
-	inPod := fmt.Sprintf("/proc/%d/root%s", f.podPID, d)
+	// A directory only the target has, on a file system of a size that
+	// tells it from this machine's whatever /tmp is here.
+	d, inPod := podOnlyDir(t, f)
+	run(t, "nsenter", "-t", strconv.Itoa(f.podPID), "-m", "--", "mount", "-o", "remount,size=7m", d)
+	mustWrite(t, inPod+"/config.yaml", "pod: config\n")
+	if err := os.Mkdir(inPod+"/sub", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("config.yaml", inPod+"/link"); err != nil {
+		t.Fatal(err)
+	}
 	if err := unix.Setxattr(inPod+"/config.yaml", "user.color", []byte("blue"), 0); err != nil {
 		t.Fatalf("setting an xattr on the target's file: %v", err)
-	}
-	var local unix.Statfs_t
-	if err := unix.Statfs(d, &local); err != nil || local.Type == unix.TMPFS_MAGIC {
-		t.Fatalf("the local directory must not be on tmpfs, as the target's is (statfs: type %#x, %v)", local.Type, err)
 	}
 	cfg := writeConfig(t, `{"feature": {"fs": {"mode": "read", "read_only": ["^`+d+`"]}}}`)
 	py := `import os, sys
@@ -37,7 +43,7 @@ print("lgetxattr", os.getxattr(sys.argv[2], "user.color", follow_symlinks=True).
 		"ls -l " + d + "/config.yaml " + d + "/link " + d,
 		"getfattr -d " + d + "/config.yaml",
 		"getfattr -n user.nope " + d + "/config.yaml; true",
-		"echo fs: $(stat -f -c %T " + d + ")",
+		"echo fs: $(stat -f -c '%T %b' " + d + ")",
 		"python3 -c '" + py + "' " + d + "/config.yaml " + d + "/link",
 	}, "; ")
 	eachEngine(t, func(t *testing.T, engine ...string) {
@@ -49,6 +55,6 @@ print("lgetxattr", os.getxattr(sys.argv[2], "user.color", follow_symlinks=True).
 			t.Errorf("a metadata call went to this machine:\n%s", out)
 		}
 		mustContain(t, out, "link -> config.yaml", "sub", `user.color="blue"`, "user.nope: No such attribute",
-			"fs: tmpfs", "fgetxattr blue flistxattr ['user.color'] fstatvfs 255", "lgetxattr blue")
+			"fs: tmpfs 1792", "fgetxattr blue flistxattr ['user.color'] fstatvfs 255", "lgetxattr blue")
 	})
 }
