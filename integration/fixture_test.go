@@ -241,8 +241,9 @@ func (f *fixture) serveUDPEcho(ns, addr, prefix string) {
 	f.t.Cleanup(func() { pc.Close() })
 }
 
-// serveDNS answers A queries for names (and TXT "hello" for any of them),
-// on UDP and TCP. Anything else is NXDOMAIN.
+// serveDNS answers A queries for names (and for any of them TXT "hello",
+// SRV "0 5 8080 <name>" and MX "10 mail.<name>"), on UDP and TCP.
+// Anything else is NXDOMAIN.
 func (f *fixture) serveDNS(ns, ip string, names map[string]string) {
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
@@ -258,6 +259,12 @@ func (f *fixture) serveDNS(ns, ip string, names map[string]string) {
 			m.Answer = append(m.Answer, rr)
 		case q.Qtype == dns.TypeTXT:
 			rr, _ := dns.NewRR(fmt.Sprintf("%s 5 IN TXT \"hello\"", q.Name))
+			m.Answer = append(m.Answer, rr)
+		case q.Qtype == dns.TypeSRV:
+			rr, _ := dns.NewRR(fmt.Sprintf("%s 5 IN SRV 0 5 8080 %s", q.Name, q.Name))
+			m.Answer = append(m.Answer, rr)
+		case q.Qtype == dns.TypeMX:
+			rr, _ := dns.NewRR(fmt.Sprintf("%s 5 IN MX 10 mail.%s", q.Name, q.Name))
 			m.Answer = append(m.Answer, rr)
 		}
 		w.WriteMsg(m)

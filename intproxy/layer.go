@@ -214,6 +214,26 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		return l.xattr(ctx, f[0] == "Y", arg(1) == "1", arg(2), arg(3)), nil
 	case "Q":
 		return l.statfs(ctx, arg(1)), nil
+	case "R":
+		class, err1 := strconv.ParseUint(arg(2), 10, 16)
+		qtype, err2 := strconv.ParseUint(arg(3), 10, 16)
+		if err1 != nil || err2 != nil || arg(4) == "" {
+			return "L", nil
+		}
+		return l.resQuery(ctx, arg(1) == "s", uint16(class), uint16(qtype), arg(4)), nil
+	case "Z":
+		q, err := hex.DecodeString(arg(1))
+		if err != nil {
+			return "L", nil
+		}
+		if m := new(dns.Msg); m.Unpack(q) != nil || !l.p.dnsRemote(m) {
+			return "L", nil
+		}
+		a, err := l.p.DNS(ctx, q)
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		return dnsReply(a), nil
 	case "U", "M", "N":
 		return l.change(ctx, f[0], arg(1), arg(2)), nil
 	case "K":
@@ -360,6 +380,69 @@ func (l *layerServer) resolve(ctx context.Context, name string) string {
 		out = append(out, a.String())
 	}
 	return strings.Join(out, "\t")
+}
+
+// resQuery answers glibc's res_query (search false) and res_search from
+// the target's DNS: glibc sends those queries with its internal socket
+// calls, which no hook sees. res_search tries the target's search
+// domains in glibc's order (the name as given first when it has at least
+// ndots dots). The reply is "A", the answer's rcode and answer count,
+// and the answer message in hex.
+func (l *layerServer) resQuery(ctx context.Context, search bool, class, qtype uint16, name string) string {
+	probe := new(dns.Msg)
+	probe.SetQuestion(dns.Fqdn(name), qtype)
+	if !l.p.dnsRemote(probe) {
+		return "L"
+	}
+	names := []string{dns.Fqdn(name)}
+	if r := l.p.hello.Resolver; search && !strings.HasSuffix(name, ".") {
+		var withSearch []string
+		for _, d := range r.Search {
+			withSearch = append(withSearch, dns.Fqdn(name+"."+strings.TrimSuffix(d, ".")))
+		}
+		if strings.Count(name, ".") >= r.Ndots {
+			names = append(names, withSearch...)
+		} else {
+			names = append(withSearch, names...)
+		}
+	}
+	var best []byte // a NOERROR without answers beats an NXDOMAIN
+	for _, n := range names {
+		q := new(dns.Msg)
+		q.SetQuestion(n, qtype)
+		q.Question[0].Qclass = class
+		packed, err := q.Pack()
+		if err != nil {
+			return "L"
+		}
+		a, err := l.p.DNS(ctx, packed)
+		if err != nil {
+			return errnoReply(err)
+		}
+		m := new(dns.Msg)
+		if m.Unpack(a) != nil {
+			continue
+		}
+		if m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0 {
+			return dnsReply(a)
+		}
+		if best == nil || m.Rcode == dns.RcodeSuccess {
+			best = a
+		}
+	}
+	if best == nil {
+		return "E\t" + strconv.Itoa(int(syscall.EIO))
+	}
+	return dnsReply(best)
+}
+
+// dnsReply is "A", rcode, answer count, and the message in hex.
+func dnsReply(a []byte) string {
+	m := new(dns.Msg)
+	if err := m.Unpack(a); err != nil {
+		return "E\t" + strconv.Itoa(int(syscall.EIO))
+	}
+	return fmt.Sprintf("A\t%d\t%d\t%s", m.Rcode, len(m.Answer), hex.EncodeToString(a))
 }
 
 func (l *layerServer) classify(path string, write bool) (fsfilter.Action, string) {

@@ -25,6 +25,7 @@
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <elf.h>
@@ -33,6 +34,9 @@
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <resolv.h>
+// resolv.h renames p_type (a resolver debug helper); ELF headers need the field.
+#undef p_type
 #include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1400,6 +1404,192 @@ EXPORT int statvfs64(const char *path, struct statvfs64 *buf) {
 	if (r == -2) return CALL(statvfs64)(path, buf);
 	if (r == 0) to_statvfs(&s, (struct statvfs *)buf);
 	return r;
+}
+
+// ---- glibc's resolver API ----------------------------------------------
+// res_query and its kin send their queries with glibc's internal socket
+// calls, which the connect/sendto hooks never see, so they are answered
+// here from the target's DNS (search domains and ndots included for
+// res_search). Tools with a resolver of their own (host, dig) send
+// through the hooked calls and need nothing of this.
+
+#define DNS_REPLY_CAP (2 * 65536 + 64) // a DNS message of up to 64 KiB, in hex
+
+// dns_reply copies the proxy's "A\t<rcode>\t<ancount>\t<hex>" answer into
+// answer (at most anslen bytes) and returns its length, or -1 with
+// h_errno as glibc sets it when the lookup found nothing.
+static int dns_reply(const char *resp, int rl, unsigned char *answer, int anslen) {
+	int rcode = (int)field_long(resp, 1), ancount = (int)field_long(resp, 2);
+	const char *hx = resp;
+	for (int i = 0; i < 3 && hx; i++) {
+		hx = strchr(hx, '\t');
+		if (hx) hx++;
+	}
+	if (!hx) {
+		h_errno = NO_RECOVERY;
+		return -1;
+	}
+	int len = (int)((rl - (hx - resp)) / 2);
+	int n = len < anslen ? len : anslen;
+	for (int i = 0; i < n; i++) {
+		int hi = hexval(hx[2 * i]), lo = hexval(hx[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			h_errno = NO_RECOVERY;
+			return -1;
+		}
+		answer[i] = (unsigned char)(hi << 4 | lo);
+	}
+	if (rcode != 0 || ancount == 0) {
+		h_errno = rcode == 3 ? HOST_NOT_FOUND : rcode == 2 ? TRY_AGAIN : rcode == 0 ? NO_DATA : NO_RECOVERY;
+		return -1;
+	}
+	return n;
+}
+
+// remote_res runs a request and decodes its answer; -2: do it locally.
+static int remote_res(const char *req, int n, unsigned char *answer, int anslen) {
+	if (n < 0) return -2;
+	char *resp = malloc(DNS_REPLY_CAP);
+	if (!resp) return -2;
+	int r = -2, rl = request(req, n, resp, DNS_REPLY_CAP, NULL);
+	if (rl >= 0 && resp[0] == 'A' && resp[1] == '\t') {
+		r = dns_reply(resp, rl, answer, anslen);
+	} else if (rl >= 0 && reply_errno(resp)) {
+		h_errno = TRY_AGAIN;
+		r = -1;
+	}
+	free(resp);
+	return r;
+}
+
+// remote_query: mode 'q' for res_query, 's' for res_search.
+static int remote_query(char mode, const char *name, int class, int type, unsigned char *answer, int anslen) {
+	char req[NS_MAXDNAME + 64];
+	if (!layer_on() || !name || !*name || !answer || anslen < 0) return -2;
+	int n = snprintf(req, sizeof req, "R\t%c\t%d\t%d\t%s\n", mode, class, type, name);
+	if (n >= (int)sizeof req) return -2;
+	return remote_res(req, n, answer, anslen);
+}
+
+static int remote_send(const unsigned char *msg, int msglen, unsigned char *answer, int anslen) {
+	if (!layer_on() || !msg || msglen <= 0 || msglen > 65535 || !answer || anslen < 0) return -2;
+	char *req = malloc(2 * msglen + 8);
+	if (!req) return -2;
+	int n = 0;
+	req[n++] = 'Z';
+	req[n++] = '\t';
+	for (int i = 0; i < msglen; i++) n += sprintf(req + n, "%02x", msg[i]);
+	req[n++] = '\n';
+	int r = remote_res(req, n, answer, anslen);
+	free(req);
+	return r;
+}
+
+// joined is res_querydomain's name: name.domain (domain may be NULL).
+static const char *joined(const char *name, const char *domain, char *buf, size_t cap) {
+	if (!domain) return name;
+	int n = snprintf(buf, cap, "%s.%s", name, domain);
+	return n > 0 && (size_t)n < cap ? buf : NULL;
+}
+
+// Each hook has two names: res_query@GLIBC_2.34 and the older
+// __res_query that programs built against glibc < 2.34 call.
+#define RES_HOOKS(name, nname, mode)                                                                          \
+	DECLARE_REAL(int, name, const char *, int, int, unsigned char *, int)                              \
+	DECLARE_REAL(int, __##name, const char *, int, int, unsigned char *, int)                          \
+	DECLARE_REAL(int, nname, res_state, const char *, int, int, unsigned char *, int)                \
+	DECLARE_REAL(int, __##nname, res_state, const char *, int, int, unsigned char *, int)              \
+	EXPORT int name(const char *dname, int class, int type, unsigned char *answer, int anslen) {       \
+		int r = remote_query(mode, dname, class, type, answer, anslen);                                \
+		return r == -2 ? CALL(name)(dname, class, type, answer, anslen) : r;                           \
+	}                                                                                                  \
+	EXPORT int __##name(const char *dname, int class, int type, unsigned char *answer, int anslen) {   \
+		int r = remote_query(mode, dname, class, type, answer, anslen);                                \
+		return r == -2 ? CALL(__##name)(dname, class, type, answer, anslen) : r;                       \
+	}                                                                                                  \
+	EXPORT int nname(res_state st, const char *dname, int class, int type, unsigned char *answer,    \
+	                   int anslen) {                                                                   \
+		int r = remote_query(mode, dname, class, type, answer, anslen);                                \
+		if (r == -2) return CALL(nname)(st, dname, class, type, answer, anslen);                     \
+		if (r < 0 && st) st->res_h_errno = h_errno;                                                    \
+		return r;                                                                                      \
+	}                                                                                                  \
+	EXPORT int __##nname(res_state st, const char *dname, int class, int type, unsigned char *answer,  \
+	                     int anslen) {                                                                 \
+		int r = remote_query(mode, dname, class, type, answer, anslen);                                \
+		if (r == -2) return CALL(__##nname)(st, dname, class, type, answer, anslen);                   \
+		if (r < 0 && st) st->res_h_errno = h_errno;                                                    \
+		return r;                                                                                      \
+	}
+
+#undef res_query
+#undef res_search
+#undef res_nquery
+#undef res_nsearch
+#undef res_querydomain
+#undef res_nquerydomain
+#undef res_send
+#undef res_nsend
+RES_HOOKS(res_query, res_nquery, 'q')
+RES_HOOKS(res_search, res_nsearch, 's')
+
+#define RES_DOMAIN_HOOKS(name, nname)                                                                            \
+	DECLARE_REAL(int, name, const char *, const char *, int, int, unsigned char *, int)                   \
+	DECLARE_REAL(int, __##name, const char *, const char *, int, int, unsigned char *, int)               \
+	DECLARE_REAL(int, nname, res_state, const char *, const char *, int, int, unsigned char *, int) \
+	DECLARE_REAL(int, __##nname, res_state, const char *, const char *, int, int, unsigned char *, int) \
+	EXPORT int name(const char *n, const char *d, int class, int type, unsigned char *answer, int anslen) { \
+		char b[NS_MAXDNAME];                                                                              \
+		int r = remote_query('q', joined(n, d, b, sizeof b), class, type, answer, anslen);                \
+		return r == -2 ? CALL(name)(n, d, class, type, answer, anslen) : r;                               \
+	}                                                                                                     \
+	EXPORT int __##name(const char *n, const char *d, int class, int type, unsigned char *answer, int anslen) { \
+		char b[NS_MAXDNAME];                                                                              \
+		int r = remote_query('q', joined(n, d, b, sizeof b), class, type, answer, anslen);                \
+		return r == -2 ? CALL(__##name)(n, d, class, type, answer, anslen) : r;                           \
+	}                                                                                                     \
+	EXPORT int nname(res_state st, const char *n, const char *d, int class, int type,               \
+	                       unsigned char *answer, int anslen) {                                           \
+		char b[NS_MAXDNAME];                                                                              \
+		int r = remote_query('q', joined(n, d, b, sizeof b), class, type, answer, anslen);                \
+		if (r == -2) return CALL(nname)(st, n, d, class, type, answer, anslen);                     \
+		if (r < 0 && st) st->res_h_errno = h_errno;                                                       \
+		return r;                                                                                         \
+	}                                                                                                     \
+	EXPORT int __##nname(res_state st, const char *n, const char *d, int class, int type,             \
+	                         unsigned char *answer, int anslen) {                                         \
+		char b[NS_MAXDNAME];                                                                              \
+		int r = remote_query('q', joined(n, d, b, sizeof b), class, type, answer, anslen);                \
+		if (r == -2) return CALL(__##nname)(st, n, d, class, type, answer, anslen);                   \
+		if (r < 0 && st) st->res_h_errno = h_errno;                                                       \
+		return r;                                                                                         \
+	}
+
+RES_DOMAIN_HOOKS(res_querydomain, res_nquerydomain)
+
+DECLARE_REAL(int, res_send, const unsigned char *, int, unsigned char *, int)
+DECLARE_REAL(int, __res_send, const unsigned char *, int, unsigned char *, int)
+DECLARE_REAL(int, res_nsend, res_state, const unsigned char *, int, unsigned char *, int)
+DECLARE_REAL(int, __res_nsend, res_state, const unsigned char *, int, unsigned char *, int)
+
+EXPORT int res_send(const unsigned char *msg, int len, unsigned char *answer, int anslen) {
+	int r = remote_send(msg, len, answer, anslen);
+	return r == -2 ? CALL(res_send)(msg, len, answer, anslen) : r;
+}
+
+EXPORT int __res_send(const unsigned char *msg, int len, unsigned char *answer, int anslen) {
+	int r = remote_send(msg, len, answer, anslen);
+	return r == -2 ? CALL(__res_send)(msg, len, answer, anslen) : r;
+}
+
+EXPORT int res_nsend(res_state st, const unsigned char *msg, int len, unsigned char *answer, int anslen) {
+	int r = remote_send(msg, len, answer, anslen);
+	return r == -2 ? CALL(res_nsend)(st, msg, len, answer, anslen) : r;
+}
+
+EXPORT int __res_nsend(res_state st, const unsigned char *msg, int len, unsigned char *answer, int anslen) {
+	int r = remote_send(msg, len, answer, anslen);
+	return r == -2 ? CALL(__res_nsend)(st, msg, len, answer, anslen) : r;
 }
 
 // remote_change sends an unlink (U), mkdir (M) or rename (N). Returns 0,
