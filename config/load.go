@@ -133,17 +133,24 @@ func ReadFile(name string, lookup func(string) (string, bool)) (map[string]any, 
 	if err != nil {
 		return nil, fmt.Errorf("cannot read config file: %w", err)
 	}
-	return ParseBytes(data, format, lookup)
+	return parseBytes(name, data, format, lookup)
 }
 
 // ParseBytes renders and parses a config document.
 func ParseBytes(data []byte, format Format, lookup func(string) (string, bool)) (map[string]any, error) {
+	return parseBytes("", data, format, lookup)
+}
+
+// parseBytes renders and parses the document of the config file named file
+// (empty when it came from elsewhere); render errors name the file.
+func parseBytes(file string, data []byte, format Format, lookup func(string) (string, bool)) (map[string]any, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
-	rendered, err := render(string(data), lookup)
+	rendered, err := render(file, string(data), lookup)
 	if err != nil {
-		return nil, fmt.Errorf("config template: %w", err)
+		// render's errors already begin "config template <file> line N:".
+		return nil, err
 	}
 	tree, err := parse([]byte(rendered), format)
 	if err != nil {
