@@ -159,7 +159,7 @@ func (rt *h2Router) upstream(owner *yamux.Session) *h2Upstream {
 		if err != nil {
 			return nil, err
 		}
-		if err := protocol.Write(st, &protocol.Incoming{Port: rt.orig.port, Source: rt.source}); err != nil {
+		if err := protocol.Write(st, &protocol.Incoming{Port: rt.orig.port, Source: rt.source, Dest: rt.orig.String()}); err != nil {
 			st.Close()
 			return nil, err
 		}

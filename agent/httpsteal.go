@@ -169,7 +169,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 				if err != nil {
 					return
 				}
-				if protocol.Write(st, &protocol.Incoming{Port: orig.port, Source: c.RemoteAddr().String()}) != nil {
+				if protocol.Write(st, &protocol.Incoming{Port: orig.port, Source: c.RemoteAddr().String(), Dest: orig.String()}) != nil {
 					st.Close()
 					return
 				}

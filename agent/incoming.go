@@ -370,7 +370,7 @@ func (in *incoming) handle(c *net.TCPConn) {
 		return
 	}
 	defer st.Close()
-	if err := protocol.Write(st, &protocol.Incoming{Port: sub.port, Source: c.RemoteAddr().String(), Mirror: sub.mirror}); err != nil {
+	if err := protocol.Write(st, &protocol.Incoming{Port: sub.port, Source: c.RemoteAddr().String(), Dest: orig.String(), Mirror: sub.mirror}); err != nil {
 		return
 	}
 	if !sub.mirror {

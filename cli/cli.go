@@ -21,6 +21,7 @@ type CLI struct {
 	Version kong.VersionFlag `help:"Print the version and exit." short:"V"`
 
 	Exec         ExecCmd         `cmd:"" help:"Run a local command in the context of a remote target (pod, deployment, ...)."`
+	Dump         DumpCmd         `cmd:"" help:"Print the incoming traffic of a target's ports (mirrored: the target still answers it) until interrupted."`
 	PortForward  PortForwardCmd  `cmd:"" name:"port-forward" help:"Forward local ports to hosts reachable from a target, or a target's ports to local ports."`
 	Ext          ExtCmd          `cmd:"" help:"Start a session for a program an IDE will run, and print the environment that puts it in the session (JSON, for the IDE plugins)."`
 	Ls           LsCmd           `cmd:"" help:"List the targets in a namespace."`

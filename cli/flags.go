@@ -101,8 +101,22 @@ type ExecFlags struct {
 	NoOutgoing             bool   `name:"no-outgoing" help:"Do not send outgoing TCP or UDP traffic through the target."`
 	NoTCPOutgoing          bool   `name:"no-tcp-outgoing" help:"Do not send outgoing TCP traffic through the target."`
 	NoUDPOutgoing          bool   `name:"no-udp-outgoing" help:"Do not send outgoing UDP traffic through the target."`
-	NoTelemetry            bool   `name:"no-telemetry" help:"Accepted for compatibility; this mirrord sends no telemetry."`
-	DisableVersionCheck    bool   `name:"disable-version-check" help:"Accepted for compatibility; this mirrord does not check for updates."`
+	CompatFlags
+}
+
+// CompatFlags are upstream's flags that change nothing here; commands
+// that start a session accept them so that scripts written for upstream
+// keep working.
+type CompatFlags struct {
+	NoTelemetry         bool `name:"no-telemetry" help:"Accepted for compatibility; this mirrord sends no telemetry."`
+	DisableVersionCheck bool `name:"disable-version-check" help:"Accepted for compatibility; this mirrord does not check for updates."`
+}
+
+func (c *CompatFlags) settings() []config.Setting {
+	if c.NoTelemetry {
+		return []config.Setting{{Source: "--no-telemetry", Key: "telemetry", Value: false}}
+	}
+	return nil
 }
 
 func (e *ExecFlags) settings() []config.Setting {
@@ -138,10 +152,7 @@ func (e *ExecFlags) settings() []config.Setting {
 	if e.NoOutgoing || e.NoUDPOutgoing {
 		add(firstSet("--no-outgoing", e.NoOutgoing, "--no-udp-outgoing"), "feature.network.outgoing.udp", false)
 	}
-	if e.NoTelemetry {
-		add("--no-telemetry", "telemetry", false)
-	}
-	return s
+	return append(s, e.CompatFlags.settings()...)
 }
 
 func firstSet(a string, aSet bool, b string) string {

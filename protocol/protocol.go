@@ -173,6 +173,10 @@ type SubscribeReply struct{}
 type Incoming struct {
 	Port   uint16 `json:"port"`
 	Source string `json:"source"` // the remote peer, ip:port
+	// Dest is where the peer connected (the target's address and port,
+	// as SO_ORIGINAL_DST reports it): what `mirrord dump` shows. An agent
+	// before this field leaves it empty.
+	Dest   string `json:"dest,omitempty"`
 	Mirror bool   `json:"mirror"`
 }
 

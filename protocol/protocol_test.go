@@ -26,7 +26,7 @@ var samples = []Message{
 	&Subscribe{Port: 8080, Mode: "steal"},
 	&Subscribe{Port: 80, Mode: "steal", Filter: &httpfilter.Spec{AnyOf: []httpfilter.Spec{{Header: "^x-user: a$"}, {Path: "^/api"}}}},
 	&SubscribeReply{},
-	&Incoming{Port: 80, Source: "10.0.0.9:51000", Mirror: true},
+	&Incoming{Port: 80, Source: "10.0.0.9:51000", Dest: "10.0.0.5:80", Mirror: true},
 	&FileRequest{Op: FileOpen, Path: "/etc/app.conf", Flags: 0, Perm: 0o644},
 	&FileReply{Info: &FileInfo{Mode: 0o100644, Size: 12, Ino: 7}, Entries: []DirEntry{{Name: "a", Mode: 0o40000, Ino: 3}}},
 	&FileRead{Off: 4096, Len: 65536},

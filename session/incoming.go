@@ -267,3 +267,37 @@ func (s *Session) Reverse(ctx context.Context, revs [][2]uint16) ([]func(), erro
 	})
 	return cancels, nil
 }
+
+// Mirror subscribes the target's ports in mirror mode, whatever
+// feature.network.incoming says (`mirrord dump` only ever looks: the
+// target's app keeps answering), and hands each connection to h: conn
+// carries a copy of the peer's bytes and ends when the peer's connection
+// does. Connections arrive until cancel is called or the session ends.
+// On an error no subscription is left.
+func (s *Session) Mirror(ctx context.Context, ports []uint16, h intproxy.IncomingHandler) (cancel func(), err error) {
+	var cancels []func()
+	cancel = func() {
+		for _, c := range cancels {
+			c()
+		}
+	}
+	for _, p := range ports {
+		c, err := s.Proxy.Subscribe(ctx, protocol.Subscribe{Port: p, Mode: "mirror"})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		cancels = append(cancels, c)
+		s.log.Info("incoming: mirroring", "port", p)
+	}
+	go s.Proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
+		if !inc.Mirror {
+			// Not ours to take: a mirror subscription never gets a
+			// stolen connection.
+			conn.Close()
+			return
+		}
+		h(inc, conn)
+	})
+	return cancel, nil
+}
