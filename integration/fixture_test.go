@@ -100,6 +100,7 @@ func run(t *testing.T, args ...string) string {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	lockFixture(t)
 	b := make([]byte, 3)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -165,6 +166,34 @@ func newFixture(t *testing.T) *fixture {
 	f.resolvConf = filepath.Join(f.dir, "resolv.conf")
 	os.WriteFile(f.resolvConf, []byte("nameserver "+localIP+"\n"), 0o644)
 	return f
+}
+
+// fixtureLock is held by the test that has a fixture on this machine.
+// Fixtures use fixed addresses (this machine's end of the "local" link is
+// always hostIP), so two test processes (a CI run and a developer's
+// `go test -run`) must take turns rather than break each other's routes.
+const fixtureLock = "/run/mirrord-integration.lock"
+
+// lockFixture waits for the machine's fixture lock and releases it when
+// the test ends (the kernel releases it too if the process dies).
+func lockFixture(t *testing.T) {
+	t.Helper()
+	fd, err := unix.Open(fixtureLock, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatalf("fixture lock: %v", err)
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		t.Fatalf("fixture lock: %v", err)
+	}
+	// Registered first, so it runs last: after the namespaces are gone.
+	t.Cleanup(func() { unix.Close(fd) })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
