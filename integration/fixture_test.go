@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -194,6 +195,38 @@ func lockFixture(t *testing.T) {
 	}
 	// Registered first, so it runs last: after the namespaces are gone.
 	t.Cleanup(func() { unix.Close(fd) })
+	removeStaleFixtures(t)
+}
+
+// The names newFixture gives its namespaces and this machine's veth ends.
+var (
+	staleNetns = regexp.MustCompile(`^mrd(pod|svc|loc)[0-9a-f]{6}$`)
+	staleLink  = regexp.MustCompile(`^mh[0-9a-f]{6}$`)
+)
+
+// removeStaleFixtures deletes what a killed test run left: with the lock
+// held no other fixture is alive, so any fixture namespace or link is
+// stale, and its routes (hostIP's) would break this one.
+func removeStaleFixtures(t *testing.T) {
+	t.Helper()
+	out, _ := exec.Command("ip", "-o", "link", "show", "type", "veth").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if staleLink.MatchString(name) {
+				t.Logf("removing a stale fixture link %s", name)
+				exec.Command("ip", "link", "del", name).Run()
+			}
+		}
+	}
+	out, _ = exec.Command("ip", "netns", "list").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && staleNetns.MatchString(f[0]) {
+			t.Logf("removing a stale fixture namespace %s", f[0])
+			exec.Command("ip", "netns", "del", f[0]).Run()
+			os.RemoveAll("/etc/netns/" + f[0])
+		}
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
