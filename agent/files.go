@@ -78,7 +78,7 @@ func (t *target) parentInRoot(p string) (int, string, error) {
 
 func statInfo(st *unix.Stat_t) *protocol.FileInfo {
 	return &protocol.FileInfo{
-		Mode: st.Mode, Size: st.Size, Ino: st.Ino, Dev: st.Dev, Nlink: st.Nlink, UID: st.Uid, GID: st.Gid,
+		Mode: st.Mode, Size: st.Size, Ino: st.Ino, Dev: st.Dev, Nlink: uint64(st.Nlink), UID: st.Uid, GID: st.Gid,
 		Mtime: st.Mtim.Nano(), Atime: st.Atim.Nano(), Ctime: st.Ctim.Nano(),
 	}
 }
@@ -262,6 +262,30 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 		return &protocol.FileReply{}, -1, unix.Ftruncate(fd, req.Size)
 	case protocol.FileGetxattr, protocol.FileListxattr:
 		return t.xattr(req)
+	case protocol.FileSetattr:
+		if req.Attr == nil {
+			return nil, -1, unix.EINVAL
+		}
+		return &protocol.FileReply{}, -1, t.setattr(req.Path, req.Follow, req.Attr)
+	case protocol.FileLink:
+		od, ob, err := t.parentInRoot(req.Path)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(od)
+		nd, nb, err := t.parentInRoot(req.NewPath)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(nd)
+		return &protocol.FileReply{}, -1, unix.Linkat(od, ob, nd, nb, 0)
+	case protocol.FileSymlink:
+		nd, nb, err := t.parentInRoot(req.NewPath)
+		if err != nil {
+			return nil, -1, err
+		}
+		defer unix.Close(nd)
+		return &protocol.FileReply{}, -1, unix.Symlinkat(req.LinkTarget, nd, nb)
 	case protocol.FileStatfs:
 		fd, err := t.openInRoot(req.Path, unix.O_PATH, 0)
 		if err != nil {
@@ -278,6 +302,66 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 		}}, -1, nil
 	}
 	return nil, -1, fmt.Errorf("unknown file operation %q", req.Op)
+}
+
+// setattr applies chmod, chown and utimensat to a path resolved in the
+// target's root. Following: the file's O_PATH fd is named through
+// /proc/self/fd (fchmod and futimens refuse O_PATH fds); not following:
+// the parent directory's fd and the last element, with
+// AT_SYMLINK_NOFOLLOW. Linux cannot chmod a symlink itself (EOPNOTSUPP),
+// which the program then sees, as it would in the target.
+func (t *target) setattr(p string, follow bool, a *protocol.SetAttr) error {
+	var dir int
+	var name string
+	flags := 0
+	if follow {
+		fd, err := t.openInRoot(p, unix.O_PATH, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		dir, name = unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd)
+	} else {
+		fd, base, err := t.parentInRoot(p)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		dir, name, flags = fd, base, unix.AT_SYMLINK_NOFOLLOW
+	}
+	if a.Mode != nil {
+		if err := unix.Fchmodat(dir, name, *a.Mode&0o7777, flags); err != nil {
+			return err
+		}
+	}
+	if a.UID != nil || a.GID != nil {
+		uid, gid := -1, -1
+		if a.UID != nil {
+			uid = int(*a.UID)
+		}
+		if a.GID != nil {
+			gid = int(*a.GID)
+		}
+		if err := unix.Fchownat(dir, name, uid, gid, flags); err != nil {
+			return err
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		for i, v := range []*int64{a.Atime, a.Mtime} {
+			switch {
+			case v == nil:
+			case *v == protocol.TimeNow:
+				ts[i] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			default:
+				ts[i] = unix.NsecToTimespec(*v)
+			}
+		}
+		if err := unix.UtimesNanoAt(dir, name, ts, flags); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // xattr reads or lists extended attributes. The path is resolved in the

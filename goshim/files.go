@@ -32,6 +32,11 @@ type FileSystem interface {
 	Listxattr(ctx context.Context, path string, follow bool) ([]string, error)
 	// Statfs describes the file system that holds path.
 	Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error)
+	// Setattr changes mode, owner or times (of a final symlink itself
+	// unless follow); Link and Symlink make links.
+	Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error
+	Link(ctx context.Context, from, to string) error
+	Symlink(ctx context.Context, target, link string) error
 }
 
 // RemoteFile is a file open on the target. ReadAt returns io.EOF at the

@@ -265,6 +265,49 @@ func (d dirFS) Statfs(_ context.Context, p string) (*protocol.StatfsInfo, error)
 		Files: s.Files, Ffree: s.Ffree, Namelen: s.Namelen, Frsize: s.Frsize, Flags: s.Flags, Fsid: s.Fsid.Val}, nil
 }
 
+func (d dirFS) Setattr(_ context.Context, p string, follow bool, a protocol.SetAttr) error {
+	flags := 0
+	if !follow {
+		flags = unix.AT_SYMLINK_NOFOLLOW
+	}
+	if a.Mode != nil {
+		if err := unix.Fchmodat(unix.AT_FDCWD, d.real(p), *a.Mode, 0); err != nil {
+			return err
+		}
+	}
+	if a.UID != nil || a.GID != nil {
+		uid, gid := -1, -1
+		if a.UID != nil {
+			uid = int(*a.UID)
+		}
+		if a.GID != nil {
+			gid = int(*a.GID)
+		}
+		if err := unix.Fchownat(unix.AT_FDCWD, d.real(p), uid, gid, flags); err != nil {
+			return err
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		for i, v := range []*int64{a.Atime, a.Mtime} {
+			if v != nil {
+				ts[i] = unix.NsecToTimespec(*v)
+				if *v == protocol.TimeNow {
+					ts[i] = unix.Timespec{Nsec: unix.UTIME_NOW}
+				}
+			}
+		}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, d.real(p), ts, flags)
+	}
+	return nil
+}
+
+func (d dirFS) Link(_ context.Context, from, to string) error { return unix.Link(d.real(from), d.real(to)) }
+
+func (d dirFS) Symlink(_ context.Context, target, link string) error {
+	return unix.Symlink(target, d.real(link))
+}
+
 // prefixFilter: /mirrord-test-remote is the target's, /mirrord-test-missing
 // is not_found, the rest is local.
 type prefixFilter struct{}

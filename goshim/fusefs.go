@@ -297,6 +297,8 @@ var (
 	_ fs.NodeUnlinker    = (*viewNode)(nil)
 	_ fs.NodeRmdirer     = (*viewNode)(nil)
 	_ fs.NodeRenamer     = (*viewNode)(nil)
+	_ fs.NodeLinker      = (*viewNode)(nil)
+	_ fs.NodeSymlinker   = (*viewNode)(nil)
 	_ fs.NodeGetxattrer  = (*viewNode)(nil)
 	_ fs.NodeListxattrer = (*viewNode)(nil)
 	_ fs.NodeStatfser    = (*viewNode)(nil)
@@ -364,8 +366,9 @@ func (n *viewNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
-// Setattr truncates (open with O_TRUNC, ftruncate); the target's modes,
-// owners and times are left alone.
+// Setattr truncates (open with O_TRUNC, ftruncate) and changes mode,
+// owner and times (fchmod, fchown, futimens, and the path calls below a
+// view directory) on the target.
 func (n *viewNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
@@ -374,7 +377,61 @@ func (n *viewNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 			return errnoOf(err)
 		}
 	}
+	var a protocol.SetAttr
+	change := false
+	if m, ok := in.GetMode(); ok {
+		a.Mode, change = &m, true
+	}
+	if u, ok := in.GetUID(); ok {
+		a.UID, change = &u, true
+	}
+	if g, ok := in.GetGID(); ok {
+		a.GID, change = &g, true
+	}
+	// The target's clock, not this machine's, for "now".
+	for _, t := range []struct {
+		set, now uint32
+		sec      uint64
+		nsec     uint32
+		dst      **int64
+	}{
+		{fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec, &a.Atime},
+		{fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec, &a.Mtime},
+	} {
+		if in.Valid&t.set == 0 {
+			continue
+		}
+		v := int64(t.sec)*1e9 + int64(t.nsec)
+		if in.Valid&t.now != 0 {
+			v = protocol.TimeNow
+		}
+		*t.dst, change = &v, true
+	}
+	if change {
+		if err := n.files.Setattr(ctx, n.remotePath(), false, a); err != nil {
+			return errnoOf(err)
+		}
+	}
 	return n.Getattr(ctx, fh, out)
+}
+
+func (n *viewNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	from := "/" + target.EmbeddedInode().Path(nil)
+	if err := n.files.Link(ctx, from, n.child(name)); err != nil {
+		return nil, errnoOf(err)
+	}
+	return n.Lookup(ctx, name, out)
+}
+
+func (n *viewNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	if err := n.files.Symlink(ctx, target, n.child(name)); err != nil {
+		return nil, errnoOf(err)
+	}
+	return n.Lookup(ctx, name, out)
 }
 
 func (n *viewNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {

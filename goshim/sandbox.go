@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -257,14 +258,23 @@ func (s *Sandbox) openSocket() (*os.File, error) {
 // created directly in new user, network, mount and UTS namespaces.
 func helperCommand(exe string, sock *os.File, o options, term *terminal) *exec.Cmd {
 	uid, gid := os.Getuid(), os.Getgid()
+	// Our own ids map to themselves: that is all an unprivileged user may
+	// map. Root maps every id to itself, so that files owned by other
+	// users (this machine's, and the target's through the view) show
+	// their owners, as they do to a program outside the sandbox, rather
+	// than the overflow id "nobody", and setgroups works as it does there.
+	uidMap := []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
+	gidMap := []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+	if uid == 0 {
+		uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: math.MaxUint32}}
+		gidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: math.MaxUint32}}
+	}
 	attr := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS,
-		// Only our own ids are mapped: that is all an unprivileged user may
-		// map, and it keeps file ownership meaningful inside.
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS,
+		UidMappings: uidMap,
+		GidMappings: gidMap,
 		// Writing gid_map unprivileged requires setgroups to be denied.
-		GidMappingsEnableSetgroups: false,
+		GidMappingsEnableSetgroups: uid == 0,
 		// A non-root uid loses all capabilities at exec; ambient ones survive
 		// it, so the helper can configure the network and mounts of its
 		// namespaces. It clears them before it execs the program.

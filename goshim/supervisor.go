@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mirrord-go/mirrord/fsfilter"
+	"github.com/mirrord-go/mirrord/protocol"
 )
 
 // remoteFS carries out a remote operation for the supervisor: through the
@@ -533,6 +534,10 @@ func (s *supervisor) handle(n seccompNotif) {
 		s.rename(&n, a)
 	case sysGetxattr, sysListxattr:
 		s.xattr(&n, c.kind == sysListxattr, a)
+	case sysChmod, sysChown, sysUtimens, sysTruncate, sysSymlink:
+		s.change(&n, c.kind, a)
+	case sysLink:
+		s.link(&n, a)
 	case sysStatfs:
 		rpath, ok := s.where(&n, a[0], a[1], false)
 		if !ok {
@@ -653,6 +658,115 @@ func (s *supervisor) xattr(n *seccompNotif, list bool, a [6]uint64) {
 			s.reply(n.ID, int64(len(v)), 0)
 		}
 	})
+}
+
+// change runs chmod, chown, utimensat, truncate or symlink on a remote
+// path (the arguments in their *at order). An empty or NULL path is the
+// fd form (fchownat(fd, "", AT_EMPTY_PATH), futimens): the kernel does
+// that, through the view for a remote fd.
+func (s *supervisor) change(n *seccompNotif, kind sysKind, a [6]uint64) {
+	tid := int(n.Pid)
+	dirfd, pathArg := a[0], a[1]
+	var linkTarget string
+	if kind == sysSymlink {
+		t, err := readPath(tid, a[0])
+		if err != nil {
+			s.cont(n.ID)
+			return
+		}
+		linkTarget, dirfd, pathArg = t, a[1], a[2]
+	}
+	p, err := readPath(tid, pathArg)
+	if pathArg == 0 || err != nil || p == "" {
+		s.cont(n.ID)
+		return
+	}
+	var attr protocol.SetAttr
+	follow := true
+	switch kind {
+	case sysChmod:
+		mode := uint32(a[2]) & 0o7777
+		attr.Mode, follow = &mode, int(a[3])&unix.AT_SYMLINK_NOFOLLOW == 0
+	case sysChown:
+		// -1 (as a 32-bit id) leaves the owner or the group as it is.
+		if uid := uint32(a[2]); uid != ^uint32(0) {
+			attr.UID = &uid
+		}
+		if gid := uint32(a[3]); gid != ^uint32(0) {
+			attr.GID = &gid
+		}
+		follow = int(a[4])&unix.AT_SYMLINK_NOFOLLOW == 0
+	case sysUtimens:
+		now := int64(protocol.TimeNow)
+		attr.Atime, attr.Mtime = &now, &now // NULL times: both now
+		if a[2] != 0 {
+			var ts [2]unix.Timespec
+			if _, err := readMem(tid, a[2], bytesOf(&ts)); err != nil {
+				s.reply(n.ID, 0, unix.EFAULT)
+				return
+			}
+			attr.Atime, attr.Mtime = timeArg(ts[0]), timeArg(ts[1])
+		}
+		follow = int(a[3])&unix.AT_SYMLINK_NOFOLLOW == 0
+	}
+	rpath, ok := s.whereAt(n, dirfd, p, true)
+	if !ok {
+		return
+	}
+	size := int64(a[2])
+	s.async(func(ctx context.Context) {
+		var err error
+		switch kind {
+		case sysTruncate:
+			err = s.fs.Truncate(ctx, rpath, size)
+		case sysSymlink:
+			err = s.fs.Symlink(ctx, linkTarget, rpath)
+		default:
+			err = s.fs.Setattr(ctx, rpath, follow, attr)
+		}
+		s.reply(n.ID, 0, errnoOrZero(err))
+	})
+}
+
+// timeArg is one utimensat time as SetAttr wants it: nil for UTIME_OMIT.
+func timeArg(ts unix.Timespec) *int64 {
+	var v int64
+	switch ts.Nsec {
+	case unix.UTIME_OMIT:
+		return nil
+	case unix.UTIME_NOW:
+		v = protocol.TimeNow
+	default:
+		v = ts.Nano()
+	}
+	return &v
+}
+
+// link: as rename, both paths remote goes to the target, both local
+// stays in the kernel, one of each is EXDEV.
+func (s *supervisor) link(n *seccompNotif, a [6]uint64) {
+	tid := int(n.Pid)
+	from, err1 := readPath(tid, a[1])
+	to, err2 := readPath(tid, a[3])
+	if err1 != nil || err2 != nil || from == "" || int(a[4])&unix.AT_EMPTY_PATH != 0 {
+		s.cont(n.ID)
+		return
+	}
+	fa, fp := s.classify(tid, a[0], from, true)
+	ta, tp := s.classify(tid, a[2], to, true)
+	switch {
+	case fa == fsfilter.NotFound || ta == fsfilter.NotFound:
+		s.reply(n.ID, 0, unix.ENOENT)
+	case fa == fsfilter.Local && ta == fsfilter.Local:
+		s.cont(n.ID)
+	case fa != ta:
+		s.reply(n.ID, 0, unix.EXDEV)
+	case !notifValid(s.listener, n.ID):
+	default:
+		s.async(func(ctx context.Context) {
+			s.reply(n.ID, 0, errnoOrZero(s.fs.Link(ctx, fp, tp)))
+		})
+	}
 }
 
 // replyStruct writes a stat result into the program and answers 0.

@@ -23,6 +23,12 @@ const (
 	sysGetxattr                 // dirfd, path, name, value, size, AT_SYMLINK_NOFOLLOW or 0
 	sysListxattr                // dirfd, path, list, size, AT_SYMLINK_NOFOLLOW or 0
 	sysStatfs                   // dirfd, path, *struct statfs
+	sysChmod                    // dirfd, path, mode, flags
+	sysChown                    // dirfd, path, uid, gid, flags
+	sysUtimens                  // dirfd, path, *struct timespec[2], flags
+	sysTruncate                 // dirfd, path, length
+	sysLink                     // olddirfd, oldpath, newdirfd, newpath, flags
+	sysSymlink                  // target, newdirfd, newpath
 	sysBind                     // fd, addr, addrlen
 	sysConnect                  // fd, addr, addrlen
 	sysListen                   // fd, backlog
@@ -54,6 +60,12 @@ var syscallsAt = map[int]sysCall{
 	unix.SYS_MKDIRAT:    {name: "mkdirat", kind: sysMkdir, write: true},
 	unix.SYS_RENAMEAT:   {name: "renameat", kind: sysRename, write: true, args: func(a [6]uint64) [6]uint64 { a[4] = 0; return a }},
 	unix.SYS_RENAMEAT2:  {name: "renameat2", kind: sysRename, write: true},
+	unix.SYS_FCHMODAT:   {name: "fchmodat", kind: sysChmod, write: true, args: func(a [6]uint64) [6]uint64 { a[3] = 0; return a }},
+	unix.SYS_FCHMODAT2:  {name: "fchmodat2", kind: sysChmod, write: true},
+	unix.SYS_FCHOWNAT:   {name: "fchownat", kind: sysChown, write: true},
+	unix.SYS_UTIMENSAT:  {name: "utimensat", kind: sysUtimens, write: true},
+	unix.SYS_LINKAT:     {name: "linkat", kind: sysLink, write: true},
+	unix.SYS_SYMLINKAT:  {name: "symlinkat", kind: sysSymlink, write: true},
 }
 
 // syscallsPath are the path calls that have no *at form (before Linux
@@ -64,6 +76,7 @@ var syscallsPath = map[int]sysCall{
 	unix.SYS_LISTXATTR:  {name: "listxattr", kind: sysListxattr, args: prepend(3, 0)},
 	unix.SYS_LLISTXATTR: {name: "llistxattr", kind: sysListxattr, args: prepend(3, unix.AT_SYMLINK_NOFOLLOW)},
 	unix.SYS_STATFS:     {name: "statfs", kind: sysStatfs, args: prepend(2)},
+	unix.SYS_TRUNCATE:   {name: "truncate", kind: sysTruncate, write: true, args: prepend(2)},
 }
 
 // syscallsNet are the socket calls through which the program says it

@@ -19,4 +19,13 @@ var syscallsArch = map[int]sysCall{
 	unix.SYS_RENAME: {name: "rename", kind: sysRename, write: true, args: func(a [6]uint64) [6]uint64 {
 		return [6]uint64{atFDCWD, a[0], atFDCWD, a[1], 0}
 	}},
+	unix.SYS_CHMOD:  {name: "chmod", kind: sysChmod, write: true, args: prepend(2, 0)},
+	unix.SYS_CHOWN:  {name: "chown", kind: sysChown, write: true, args: prepend(3, 0)},
+	unix.SYS_LCHOWN: {name: "lchown", kind: sysChown, write: true, args: prepend(3, unix.AT_SYMLINK_NOFOLLOW)},
+	unix.SYS_LINK: {name: "link", kind: sysLink, write: true, args: func(a [6]uint64) [6]uint64 {
+		return [6]uint64{atFDCWD, a[0], atFDCWD, a[1], 0}
+	}},
+	unix.SYS_SYMLINK: {name: "symlink", kind: sysSymlink, write: true, args: func(a [6]uint64) [6]uint64 {
+		return [6]uint64{a[0], atFDCWD, a[1]}
+	}},
 }

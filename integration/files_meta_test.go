@@ -58,3 +58,70 @@ print("lgetxattr", os.getxattr(sys.argv[2], "user.color", follow_symlinks=True).
 			"fs: tmpfs 1792", "fgetxattr blue flistxattr ['user.color'] fstatvfs 255", "lgetxattr blue")
 	})
 }
+
+// TestFilesWriteMetadata: in write mode, chmod, chown, touch (utimensat),
+// truncate, ln and ln -s of the target's files change the target's files
+// under both engines (path calls and, from Python, their fd forms), and
+// the program sees the result, owners included (the sandbox maps every
+// id, as a program outside it sees them). In read mode the same calls do
+// not reach the target.
+func TestFilesWriteMetadata(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	d, inPod := podOnlyDir(t, f)
+	cfg := writeConfig(t, `{"feature": {"fs": {"mode": "read", "read_write": ["^`+d+`"]}}}`)
+	py := `import os, sys
+d = sys.argv[1]
+os.truncate(d + "/f", 3)
+fd = os.open(d + "/g", os.O_RDWR)
+os.fchmod(fd, 0o604)
+os.ftruncate(fd, 1)
+os.utime(fd, ns=(3_000_000_000, 4_000_000_000))
+os.close(fd)
+os.utime(d + "/soft", ns=(5_000_000_000, 6_000_000_000), follow_symlinks=False)`
+	script := strings.Join([]string{
+		"chmod 640 " + d + "/f",
+		"chown 1234:2345 " + d + "/f",
+		"touch -m -d @1577934245 " + d + "/f",
+		"ln " + d + "/f " + d + "/hard",
+		"ln -s f " + d + "/soft",
+		"python3 -c '" + py + "' " + d,
+		"stat -c '%n %a %u %g %s %Y' " + d + "/f " + d + "/g",
+	}, " && ")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		for _, name := range []string{"f", "g", "hard", "soft"} {
+			os.Remove(inPod + "/" + name)
+		}
+		mustWrite(t, inPod+"/f", "content")
+		mustWrite(t, inPod+"/g", "content")
+		out, err := f.mirrord(ctx(t), nil, append(engine, "-f", cfg, "--", "sh", "-c", script)...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		// The program's view: the mtime is truncate's (after touch).
+		mustContain(t, out, d+"/f 640 1234 2345 3 ", d+"/g 604 0 0 1 4\n")
+		var st unix.Stat_t
+		if err := unix.Stat(inPod+"/f", &st); err != nil || st.Mode&0o7777 != 0o640 || st.Uid != 1234 || st.Gid != 2345 || st.Size != 3 || st.Nlink != 2 {
+			t.Errorf("the target's f: %+v, %v", st, err)
+		}
+		if err := unix.Stat(inPod+"/g", &st); err != nil || st.Mode&0o7777 != 0o604 || st.Size != 1 || st.Mtim.Sec != 4 || st.Atim.Sec != 3 {
+			t.Errorf("the target's g (fd calls): %+v, %v", st, err)
+		}
+		if target, err := os.Readlink(inPod + "/soft"); err != nil || target != "f" {
+			t.Errorf("the target's symlink: %q, %v", target, err)
+		}
+		if err := unix.Lstat(inPod+"/soft", &st); err != nil || st.Mtim.Sec != 6 {
+			t.Errorf("the symlink's own times (utimensat without following): %+v, %v", st, err)
+		}
+
+		// Read mode: chmod of the target's file does not reach it (the
+		// local path does not exist).
+		out, err = f.mirrord(ctx(t), nil, append(engine, "--", "sh", "-c", "chmod 600 "+d+"/g; echo done")...)
+		if err != nil {
+			t.Fatalf("read mode: %v\n%s", err, out)
+		}
+		if err := unix.Stat(inPod+"/g", &st); err != nil || st.Mode&0o7777 != 0o604 {
+			t.Errorf("read mode changed the target's file: %o, %v", st.Mode&0o7777, err)
+		}
+	})
+}

@@ -95,6 +95,25 @@ func (p *Proxy) Truncate(ctx context.Context, path string, size int64) error {
 	return err
 }
 
+// Setattr changes the mode, owner or times of a path of the target (of a
+// final symlink itself unless follow).
+func (p *Proxy) Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileSetattr, Path: path, Follow: follow, Attr: &a})
+	return err
+}
+
+// Link makes to a hard link to from, on the target.
+func (p *Proxy) Link(ctx context.Context, from, to string) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileLink, Path: from, NewPath: to})
+	return err
+}
+
+// Symlink makes link a symlink to target (its text), on the target.
+func (p *Proxy) Symlink(ctx context.Context, target, link string) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileSymlink, NewPath: link, LinkTarget: target})
+	return err
+}
+
 // Getxattr reads an extended attribute of a path of the target (of a
 // final symlink itself unless follow).
 func (p *Proxy) Getxattr(ctx context.Context, path, name string, follow bool) ([]byte, error) {

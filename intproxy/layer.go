@@ -23,6 +23,7 @@ import (
 
 	"github.com/mirrord-go/mirrord/addrfilter"
 	"github.com/mirrord-go/mirrord/fsfilter"
+	"github.com/mirrord-go/mirrord/protocol"
 	"github.com/mirrord-go/mirrord/relay"
 )
 
@@ -236,6 +237,8 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		return dnsReply(a), nil
 	case "U", "M", "N":
 		return l.change(ctx, f[0], arg(1), arg(2)), nil
+	case "J", "T", "B", "A":
+		return l.modify(ctx, f[0], f[1:]), nil
 	case "K":
 		act, path := l.classify(arg(1), false)
 		switch act {
@@ -624,6 +627,89 @@ func (l *layerServer) change(ctx context.Context, op, a, b string) string {
 			return "E\t" + strconv.Itoa(int(syscall.EXDEV))
 		}
 		err = l.p.Rename(ctx, rpath, rto)
+	}
+	if err != nil {
+		return errnoReply(err)
+	}
+	return "OK"
+}
+
+// modify runs setattr (J: follow, mode, uid, gid, atime, mtime, path;
+// "-" leaves a field as it is, "now" is the target's clock), truncate (T:
+// size, path), link (B: from, to) or symlink (A: target, path) on the
+// target when the paths are remote and writable there.
+func (l *layerServer) modify(ctx context.Context, op string, a []string) string {
+	einval := "E\t" + strconv.Itoa(int(syscall.EINVAL))
+	if len(a) < map[string]int{"J": 7, "T": 2, "B": 2, "A": 2}[op] {
+		return einval
+	}
+	act, rpath := l.classify(a[len(a)-1], true)
+	if op == "B" {
+		act, rpath = l.classify(a[0], true)
+	}
+	switch {
+	case act == fsfilter.Local:
+		return "L"
+	case act == fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	case !l.opts.RemoteWrites:
+		return "L"
+	}
+	var err error
+	switch op {
+	case "J":
+		var attr protocol.SetAttr
+		num := func(v string, bits int) (*uint64, bool) {
+			if v == "-" {
+				return nil, true
+			}
+			n, err := strconv.ParseUint(v, 10, bits)
+			return &n, err == nil
+		}
+		tm := func(v string) (*int64, bool) {
+			if v == "-" {
+				return nil, true
+			}
+			if v == "now" {
+				n := int64(protocol.TimeNow)
+				return &n, true
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			return &n, err == nil
+		}
+		mode, ok1 := num(a[1], 32)
+		uid, ok2 := num(a[2], 32)
+		gid, ok3 := num(a[3], 32)
+		at, ok4 := tm(a[4])
+		mt, ok5 := tm(a[5])
+		if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
+			return einval
+		}
+		for _, x := range []struct {
+			v   *uint64
+			dst **uint32
+		}{{mode, &attr.Mode}, {uid, &attr.UID}, {gid, &attr.GID}} {
+			if x.v != nil {
+				v := uint32(*x.v)
+				*x.dst = &v
+			}
+		}
+		attr.Atime, attr.Mtime = at, mt
+		err = l.p.Setattr(ctx, rpath, a[0] == "1", attr)
+	case "T":
+		size, perr := strconv.ParseInt(a[0], 10, 64)
+		if perr != nil {
+			return einval
+		}
+		err = l.p.Truncate(ctx, rpath, size)
+	case "B":
+		to, rto := l.classify(a[1], true)
+		if to != fsfilter.Remote {
+			return "E\t" + strconv.Itoa(int(syscall.EXDEV))
+		}
+		err = l.p.Link(ctx, rpath, rto)
+	case "A":
+		err = l.p.Symlink(ctx, a[0], rpath)
 	}
 	if err != nil {
 		return errnoReply(err)

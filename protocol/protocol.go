@@ -200,7 +200,28 @@ const (
 	FileListxattr FileOp = "listxattr"
 	// FileStatfs describes the file system holding Path (reply: Statfs).
 	FileStatfs FileOp = "statfs"
+	// FileSetattr changes what Attr says of Path (of a final symlink
+	// itself unless Follow, where Linux allows it): chmod, chown, utimensat.
+	FileSetattr FileOp = "setattr"
+	// FileLink makes NewPath a hard link to Path.
+	FileLink FileOp = "link"
+	// FileSymlink makes NewPath a symlink whose text is LinkTarget.
+	FileSymlink FileOp = "symlink"
 )
+
+// SetAttr is what a FileSetattr changes; nil fields stay as they are.
+type SetAttr struct {
+	Mode *uint32 `json:"mode,omitempty"` // permission bits (and suid, sgid, sticky)
+	UID  *uint32 `json:"uid,omitempty"`
+	GID  *uint32 `json:"gid,omitempty"`
+	// Atime and Mtime are nanoseconds since the epoch; TimeNow means the
+	// target's clock now.
+	Atime *int64 `json:"atime_ns,omitempty"`
+	Mtime *int64 `json:"mtime_ns,omitempty"`
+}
+
+// TimeNow in SetAttr.Atime/Mtime: the target's current time.
+const TimeNow = -1
 
 // FileRequest is one operation on the target's file system. Paths are
 // absolute and resolved inside the target's root: symlinks cannot lead
@@ -215,6 +236,9 @@ type FileRequest struct {
 	Dir     bool   `json:"dir,omitempty"`
 	Size    int64  `json:"size,omitempty"` // for truncate
 	Name    string `json:"name,omitempty"` // an extended attribute's, for getxattr
+	// LinkTarget is a new symlink's text, for symlink.
+	LinkTarget string   `json:"link_target,omitempty"`
+	Attr       *SetAttr `json:"attr,omitempty"` // for setattr
 }
 
 // FileInfo is what stat(2) says about a file.

@@ -117,6 +117,18 @@ func (f proxyFiles) Statfs(ctx context.Context, path string) (*protocol.StatfsIn
 	return s, remoteErr(err)
 }
 
+func (f proxyFiles) Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error {
+	return remoteErr(f.p.Setattr(ctx, path, follow, a))
+}
+
+func (f proxyFiles) Link(ctx context.Context, from, to string) error {
+	return remoteErr(f.p.Link(ctx, from, to))
+}
+
+func (f proxyFiles) Symlink(ctx context.Context, target, link string) error {
+	return remoteErr(f.p.Symlink(ctx, target, link))
+}
+
 // remoteFile gives reads and writes the target's errno too; io.EOF stays.
 type remoteFile struct{ f *intproxy.RemoteFile }
 

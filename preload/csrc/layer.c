@@ -48,6 +48,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/time.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -1611,6 +1612,171 @@ static int remote_change(char op, const char *arg, int dirfd, const char *path, 
 		return -1;
 	}
 	return strcmp(resp, "OK") == 0 ? 0 : -2;
+}
+
+// ---- metadata changes and links (fs write mode) ---------------------------
+// chmod, chown, utimensat, truncate, link and symlink of a remote,
+// writable path act on the target. The fd forms (fchmod, fchown,
+// futimens, ftruncate) need no hook: a remote fd is a FUSE-view fd, whose
+// changes reach the target by themselves.
+
+// remote_modify sends a J/T/B/A request; 0, -1 with errno, -2: local.
+static int remote_modify(const char *req, int n) {
+	char resp[64];
+	if (n < 0 || request(req, n, resp, sizeof resp, NULL) < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	return strcmp(resp, "OK") == 0 ? 0 : -2;
+}
+
+// remote_setattr: each of mode, uid, gid, at, mt is "-" (unchanged), a
+// number, or for the times "now".
+static int remote_setattr(int dirfd, const char *path, int follow, const char *mode, const char *uid,
+                          const char *gid, const char *at, const char *mt) {
+	char abs[PATH_MAX], req[PATH_MAX + 160];
+	if (!layer_on() || !files_active || !path || !*path || !abspath(dirfd, path, abs, sizeof abs)) return -2;
+	int n = snprintf(req, sizeof req, "J\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", follow, mode, uid, gid, at, mt, abs);
+	return n < (int)sizeof req ? remote_modify(req, n) : -2;
+}
+
+static int remote_chmod(int dirfd, const char *path, mode_t mode, int follow) {
+	char m[16];
+	snprintf(m, sizeof m, "%u", (unsigned)(mode & 07777));
+	return remote_setattr(dirfd, path, follow, m, "-", "-", "-", "-");
+}
+
+static int remote_chown(int dirfd, const char *path, uid_t uid, gid_t gid, int follow) {
+	char u[16] = "-", g[16] = "-";
+	if (uid != (uid_t)-1) snprintf(u, sizeof u, "%u", (unsigned)uid);
+	if (gid != (gid_t)-1) snprintf(g, sizeof g, "%u", (unsigned)gid);
+	return remote_setattr(dirfd, path, follow, "-", u, g, "-", "-");
+}
+
+static void time_text(const struct timespec *t, char *buf, size_t cap) {
+	if (!t || t->tv_nsec == UTIME_NOW) snprintf(buf, cap, "now");
+	else if (t->tv_nsec == UTIME_OMIT) snprintf(buf, cap, "-");
+	else snprintf(buf, cap, "%lld", (long long)t->tv_sec * 1000000000LL + t->tv_nsec);
+}
+
+static int remote_utimens(int dirfd, const char *path, const struct timespec ts[2], int follow) {
+	char at[32], mt[32];
+	time_text(ts ? &ts[0] : NULL, at, sizeof at);
+	time_text(ts ? &ts[1] : NULL, mt, sizeof mt);
+	return remote_setattr(dirfd, path, follow, "-", "-", "-", at, mt);
+}
+
+DECLARE_REAL(int, chmod, const char *, mode_t)
+DECLARE_REAL(int, fchmodat, int, const char *, mode_t, int)
+DECLARE_REAL(int, chown, const char *, uid_t, gid_t)
+DECLARE_REAL(int, lchown, const char *, uid_t, gid_t)
+DECLARE_REAL(int, fchownat, int, const char *, uid_t, gid_t, int)
+DECLARE_REAL(int, utimensat, int, const char *, const struct timespec *, int)
+DECLARE_REAL(int, utimes, const char *, const struct timeval *)
+DECLARE_REAL(int, truncate, const char *, off_t)
+DECLARE_REAL(int, truncate64, const char *, off64_t)
+DECLARE_REAL(int, link, const char *, const char *)
+DECLARE_REAL(int, linkat, int, const char *, int, const char *, int)
+DECLARE_REAL(int, symlink, const char *, const char *)
+DECLARE_REAL(int, symlinkat, const char *, int, const char *)
+
+EXPORT int chmod(const char *path, mode_t mode) {
+	int r = remote_chmod(AT_FDCWD, path, mode, 1);
+	return r == -2 ? CALL(chmod)(path, mode) : r;
+}
+
+EXPORT int fchmodat(int dirfd, const char *path, mode_t mode, int flags) {
+	int r = remote_chmod(dirfd, path, mode, !(flags & AT_SYMLINK_NOFOLLOW));
+	return r == -2 ? CALL(fchmodat)(dirfd, path, mode, flags) : r;
+}
+
+EXPORT int chown(const char *path, uid_t uid, gid_t gid) {
+	int r = remote_chown(AT_FDCWD, path, uid, gid, 1);
+	return r == -2 ? CALL(chown)(path, uid, gid) : r;
+}
+
+EXPORT int lchown(const char *path, uid_t uid, gid_t gid) {
+	int r = remote_chown(AT_FDCWD, path, uid, gid, 0);
+	return r == -2 ? CALL(lchown)(path, uid, gid) : r;
+}
+
+// fchownat with AT_EMPTY_PATH and "" is fchown of dirfd: the path test
+// in remote_setattr leaves it local (through the view for a remote fd).
+EXPORT int fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flags) {
+	int r = remote_chown(dirfd, path, uid, gid, !(flags & AT_SYMLINK_NOFOLLOW));
+	return r == -2 ? CALL(fchownat)(dirfd, path, uid, gid, flags) : r;
+}
+
+// utimensat with a NULL path is futimens(dirfd): local, as above.
+EXPORT int utimensat(int dirfd, const char *path, const struct timespec ts[2], int flags) {
+	int r = remote_utimens(dirfd, path, ts, !(flags & AT_SYMLINK_NOFOLLOW));
+	return r == -2 ? CALL(utimensat)(dirfd, path, ts, flags) : r;
+}
+
+EXPORT int utimes(const char *path, const struct timeval tv[2]) {
+	struct timespec ts[2];
+	if (tv) {
+		for (int i = 0; i < 2; i++) {
+			ts[i].tv_sec = tv[i].tv_sec;
+			ts[i].tv_nsec = tv[i].tv_usec * 1000;
+		}
+	}
+	int r = remote_utimens(AT_FDCWD, path, tv ? ts : NULL, 1);
+	return r == -2 ? CALL(utimes)(path, tv) : r;
+}
+
+static int remote_truncate(const char *path, long long size) {
+	char abs[PATH_MAX], req[PATH_MAX + 40];
+	if (!layer_on() || !files_active || !path || !*path || !abspath(AT_FDCWD, path, abs, sizeof abs)) return -2;
+	int n = snprintf(req, sizeof req, "T\t%lld\t%s\n", size, abs);
+	return n < (int)sizeof req ? remote_modify(req, n) : -2;
+}
+
+EXPORT int truncate(const char *path, off_t size) {
+	int r = remote_truncate(path, size);
+	return r == -2 ? CALL(truncate)(path, size) : r;
+}
+
+EXPORT int truncate64(const char *path, off64_t size) {
+	int r = remote_truncate(path, size);
+	return r == -2 ? CALL(truncate64)(path, size) : r;
+}
+
+// remote_link: hard link (op 'B': a and b are paths) or symlink (op 'A':
+// a is the link's text, b the new path).
+static int remote_link(char op, int dirfd1, const char *a, int dirfd2, const char *b) {
+	char abs1[PATH_MAX], abs2[PATH_MAX], req[2 * PATH_MAX + 8];
+	if (!layer_on() || !files_active || !a || !b || !*a || !*b) return -2;
+	if (!abspath(dirfd2, b, abs2, sizeof abs2)) return -2;
+	const char *first = a;
+	if (op == 'B') {
+		if (!abspath(dirfd1, a, abs1, sizeof abs1)) return -2;
+		first = abs1;
+	}
+	int n = snprintf(req, sizeof req, "%c\t%s\t%s\n", op, first, abs2);
+	return n < (int)sizeof req ? remote_modify(req, n) : -2;
+}
+
+EXPORT int link(const char *from, const char *to) {
+	int r = remote_link('B', AT_FDCWD, from, AT_FDCWD, to);
+	return r == -2 ? CALL(link)(from, to) : r;
+}
+
+EXPORT int linkat(int fd1, const char *from, int fd2, const char *to, int flags) {
+	int r = (flags & AT_EMPTY_PATH) ? -2 : remote_link('B', fd1, from, fd2, to);
+	return r == -2 ? CALL(linkat)(fd1, from, fd2, to, flags) : r;
+}
+
+EXPORT int symlink(const char *target, const char *path) {
+	int r = remote_link('A', AT_FDCWD, target, AT_FDCWD, path);
+	return r == -2 ? CALL(symlink)(target, path) : r;
+}
+
+EXPORT int symlinkat(const char *target, int dirfd, const char *path) {
+	int r = remote_link('A', AT_FDCWD, target, dirfd, path);
+	return r == -2 ? CALL(symlinkat)(target, dirfd, path) : r;
 }
 
 DECLARE_REAL(int, unlink, const char *)
