@@ -302,7 +302,9 @@ func (d dirFS) Setattr(_ context.Context, p string, follow bool, a protocol.SetA
 	return nil
 }
 
-func (d dirFS) Link(_ context.Context, from, to string) error { return unix.Link(d.real(from), d.real(to)) }
+func (d dirFS) Link(_ context.Context, from, to string) error {
+	return unix.Link(d.real(from), d.real(to))
+}
 
 func (d dirFS) Symlink(_ context.Context, target, link string) error {
 	return unix.Symlink(target, d.real(link))
