@@ -326,3 +326,56 @@ func readHWM(status string) int64 {
 	}
 	return hwm
 }
+
+// TestLayeredGoChildFiles: a static Go program started by a preloaded
+// program (it runs in the sandbox through layer-exec, in the same
+// session) sees the target's files by the session's rules: it reads and
+// lists them, not_found and local rules hold, and in write mode its
+// writes, renames and removals reach the target. Before, its file calls
+// all stayed on this machine.
+func TestLayeredGoChildFiles(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	fsclient := buildFSClient(t)
+	dir, inPod := podOnlyDir(t, f)
+	mustWrite(t, inPod+"/config.yaml", "pod: config\n")
+	mustWrite(t, inPod+"/secret", "not for you")
+	mustWrite(t, inPod+"/old.txt", "old")
+	mustWrite(t, inPod+"/local.txt", "remote version")
+	mustWrite(t, dir+"/local.txt", "local version")
+	cfg := writeConfig(t, fmt.Sprintf(`{"feature": {"fs": {"mode": "write", "local": ["^%s/local\\.txt$"], "not_found": ["^%s/secret"]}}}`, dir, dir))
+	ops := []string{
+		"read " + dir + "/config.yaml",
+		"ls " + dir,
+		"read " + dir + "/secret",
+		"read " + dir + "/local.txt",
+		"write " + dir + "/new.txt from the Go child",
+		"rename " + dir + "/new.txt " + dir + "/moved.txt",
+		"rm " + dir + "/old.txt",
+	}
+	// bash is preloaded; the Go program it starts goes through layer-exec.
+	script := "echo parent: $(cat " + dir + "/config.yaml); exec " + fsclient + ` "$@"`
+	out, err := f.mirrord(ctx(t), nil, append([]string{"--engine", "preload", "-f", cfg, "--", "bash", "-c", script, "bash"}, ops...)...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, out, "parent: pod: config")
+	checkOps(t, out, ops, map[string]string{
+		ops[0]: "pod: config",
+		ops[1]: "config.yaml,local.txt,old.txt,secret",
+		ops[2]: "error ENOENT",
+		ops[3]: "local version",
+		ops[4]: "ok",
+		ops[5]: "ok",
+		ops[6]: "ok",
+	})
+	if b, err := os.ReadFile(inPod + "/moved.txt"); string(b) != "from the Go child" {
+		t.Errorf("the target lacks the Go child's file: %q, %v", b, err)
+	}
+	if _, err := os.Stat(inPod + "/old.txt"); err == nil {
+		t.Error("the Go child's rm did not reach the target")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("the Go child changed this machine's directory: %v", entries)
+	}
+}

@@ -46,6 +46,14 @@ func (p *Proxy) fileRequest(ctx context.Context, req *protocol.FileRequest) (*pr
 	return protocol.ReadReply[*protocol.FileReply](st)
 }
 
+// File runs one file operation other than open on the target.
+func (p *Proxy) File(ctx context.Context, req *protocol.FileRequest) (*protocol.FileReply, error) {
+	if req.Op == protocol.FileOpen {
+		return nil, errors.New("file: use OpenFile to open")
+	}
+	return p.fileRequest(ctx, req)
+}
+
 // Stat stats a path of the target (following a final symlink if follow).
 func (p *Proxy) Stat(ctx context.Context, path string, follow bool) (*protocol.FileInfo, error) {
 	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileStat, Path: path, Follow: follow})

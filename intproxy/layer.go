@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mirrord-go/mirrord/addrfilter"
+	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/fsfilter"
 	"github.com/mirrord-go/mirrord/protocol"
 	"github.com/mirrord-go/mirrord/relay"
@@ -239,6 +241,8 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		return l.change(ctx, f[0], arg(1), arg(2)), nil
 	case "J", "T", "B", "A":
 		return l.modify(ctx, f[0], f[1:]), nil
+	case "FC", "FR", "FO":
+		return l.sandboxFile(ctx, f[0], f[1:])
 	case "K":
 		act, path := l.classify(arg(1), false)
 		switch act {
@@ -717,6 +721,79 @@ func (l *layerServer) modify(ctx context.Context, op string, a []string) string 
 	return "OK"
 }
 
+// writeOps are the file operations that change the target.
+var writeOps = map[protocol.FileOp]bool{
+	protocol.FileUnlink: true, protocol.FileMkdir: true, protocol.FileRename: true, protocol.FileTruncate: true,
+	protocol.FileSetattr: true, protocol.FileLink: true, protocol.FileSymlink: true,
+}
+
+// sandboxFile serves the file calls of a Go or static child in the
+// sandbox (layer-exec), whose own supervisor has already classified the
+// paths with the same rules (FC gives it feature.fs): FR runs one file
+// operation given as JSON and answers "FJ" and the reply's JSON; FO
+// (flags, mode, path) opens a file and passes its fd: a FUSE-view file
+// when there is a view, else a read-only copy.
+func (l *layerServer) sandboxFile(ctx context.Context, op string, a []string) (string, *os.File) {
+	erofs := "E\t" + strconv.Itoa(int(syscall.EROFS))
+	einval := "E\t" + strconv.Itoa(int(syscall.EINVAL))
+	switch op {
+	case "FC":
+		b, err := json.Marshal(l.p.cfg.Feature.FS)
+		if err != nil || l.opts.FS == nil {
+			return "FC\t{\"mode\":\"local\"}", nil
+		}
+		return "FC\t" + string(b), nil
+	case "FR":
+		var req protocol.FileRequest
+		if len(a) < 1 || json.Unmarshal([]byte(a[0]), &req) != nil || req.Op == protocol.FileOpen {
+			return einval, nil
+		}
+		if writeOps[req.Op] && !l.opts.RemoteWrites {
+			return erofs, nil
+		}
+		r, err := l.p.fileRequest(ctx, &req)
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		return "FJ\t" + string(b), nil
+	}
+	// FO
+	if len(a) < 3 {
+		return einval, nil
+	}
+	flags, err1 := strconv.Atoi(a[0])
+	mode, err2 := strconv.ParseUint(a[1], 8, 32)
+	if err1 != nil || err2 != nil {
+		return einval, nil
+	}
+	path := a[2]
+	write := flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND) != 0
+	switch {
+	case write && !l.opts.RemoteWrites:
+		return erofs, nil
+	case l.opts.View != nil:
+		f, err := l.opts.View.Open(path, flags&^unix.O_CLOEXEC, uint32(mode))
+		if err != nil {
+			return errnoReply(err), nil
+		}
+		return "F", f
+	case write:
+		// Writing a remote file needs the view (root), here as for the
+		// preloaded parent.
+		return "E\t" + strconv.Itoa(int(syscall.EOPNOTSUPP)), nil
+	}
+	rf, err := l.p.OpenFile(ctx, path, unix.O_RDONLY, 0)
+	if err != nil {
+		return errnoReply(err), nil
+	}
+	defer rf.Close()
+	return l.memfd(path, io.NewSectionReader(rf, 0, 1<<62))
+}
+
 func (l *layerServer) dirSnapshot(ctx context.Context, path string) (*os.File, error) {
 	entries, err := l.p.ReadDir(ctx, path)
 	if err != nil {
@@ -788,6 +865,84 @@ func (c LayerClient) call(ctx context.Context, req string) ([]string, error) {
 		return nil, errors.New(f[1])
 	}
 	return f, nil
+}
+
+// FSConfig is the session's feature.fs (mode "local" when it serves no
+// files), for a sandbox that classifies paths itself.
+func (c LayerClient) FSConfig(ctx context.Context) (config.FSConfig, error) {
+	var fs config.FSConfig
+	f, err := c.call(ctx, "FC")
+	if err != nil {
+		return fs, err
+	}
+	if len(f) < 2 || f[0] != "FC" {
+		return fs, fmt.Errorf("unexpected answer %q", strings.Join(f, " "))
+	}
+	return fs, json.Unmarshal([]byte(f[1]), &fs)
+}
+
+// File runs one file operation (not open) on the target through the
+// session, with the target's errno as the error.
+func (c LayerClient) File(ctx context.Context, req *protocol.FileRequest) (*protocol.FileReply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.call(ctx, "FR\t"+string(b))
+	if err != nil {
+		return nil, err
+	}
+	if len(f) < 2 || f[0] != "FJ" {
+		return nil, fmt.Errorf("unexpected answer %q", strings.Join(f, " "))
+	}
+	var r protocol.FileReply
+	return &r, json.Unmarshal([]byte(f[1]), &r)
+}
+
+// OpenFile opens a file of the target through the session: the file it
+// passes is a FUSE-view file of the session's (reads and writes reach the
+// target), or a read-only copy.
+func (c LayerClient) OpenFile(ctx context.Context, path string, flags int, perm uint32) (*os.File, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Sock)
+	if err != nil {
+		return nil, fmt.Errorf("mirrord session socket: %w", err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if _, err := fmt.Fprintf(conn, "FO\t%d\t%o\t%s\n", flags, perm, path); err != nil {
+		return nil, err
+	}
+	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := conn.(*net.UnixConn).ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, err
+	}
+	var fd = -1
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) > 0 {
+		if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) > 0 {
+			fd = fds[0]
+			for _, extra := range fds[1:] {
+				unix.Close(extra)
+			}
+		}
+	}
+	reply := strings.Split(strings.TrimSuffix(string(buf[:n]), "\n"), "\t")
+	if reply[0] == "F" && fd >= 0 {
+		unix.CloseOnExec(fd)
+		return os.NewFile(uintptr(fd), path), nil
+	}
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+	if reply[0] == "E" && len(reply) > 1 {
+		if e, err := strconv.Atoi(reply[1]); err == nil {
+			return nil, syscall.Errno(e)
+		}
+	}
+	return nil, fmt.Errorf("unexpected answer %q", strings.Join(reply, " "))
 }
 
 // Listening tells the session that the program serves on addr, as the

@@ -78,8 +78,11 @@ var buildTools = []string{
 
 // skipper reports whether an executable is one skipList names (by base
 // name); nil when the list is empty.
-func skipper(cfg *config.Config) func(exe string) bool {
-	list := skipList(cfg)
+func skipper(cfg *config.Config) func(exe string) bool { return skipNames(skipList(cfg)) }
+
+// skipNames matches executables whose base name is in the ';'-separated
+// list (nil for an empty list).
+func skipNames(list string) func(exe string) bool {
 	if list == "" {
 		return nil
 	}

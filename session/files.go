@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/fsfilter"
@@ -34,7 +35,7 @@ func remoteWrites(fs config.FSConfig) bool { return fs.Mode == config.FsWrite ||
 
 // sandboxFiles returns the goshim file layer for feature.fs, or nil when
 // every file is local (mode local): then nothing is intercepted at all.
-func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, skip func(string) bool, log *slog.Logger) (*goshim.Files, error) {
+func sandboxFiles(fs config.FSConfig, target targetFiles, cwd string, skip func(string) bool, log *slog.Logger) (*goshim.Files, error) {
 	if fs.Mode == config.FsLocal {
 		return nil, nil
 	}
@@ -43,7 +44,7 @@ func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, skip fu
 		return nil, err
 	}
 	return &goshim.Files{
-		FS:           proxyFiles{proxy},
+		FS:           target,
 		Filter:       filter,
 		RemoteWrites: remoteWrites(fs),
 		Skip:         skip,
@@ -51,9 +52,32 @@ func sandboxFiles(fs config.FSConfig, proxy *intproxy.Proxy, cwd string, skip fu
 	}, nil
 }
 
-// proxyFiles serves goshim the target's files through the agent, with the
-// target's errno in every error.
-type proxyFiles struct{ p *intproxy.Proxy }
+// targetFiles serves goshim the target's files, with the target's errno
+// in every error: through the internal proxy (proxyFiles), or through the
+// session's layer socket for a sandboxed child of a preloaded program
+// (layerFiles).
+type targetFiles struct {
+	do   func(context.Context, *protocol.FileRequest) (*protocol.FileReply, error)
+	open func(ctx context.Context, path string, flags int, perm uint32) (goshim.RemoteFile, error)
+}
+
+func proxyFiles(p *intproxy.Proxy) targetFiles {
+	return targetFiles{do: p.File, open: func(ctx context.Context, path string, flags int, perm uint32) (goshim.RemoteFile, error) {
+		rf, err := p.OpenFile(ctx, path, flags, perm)
+		if err != nil {
+			return nil, err
+		}
+		return remoteFile{rf}, nil
+	}}
+}
+
+// layerFiles opens files as fds the session passes: pread and pwrite on
+// them are the RemoteFile (with O_APPEND, Linux's pwrite appends).
+func layerFiles(c intproxy.LayerClient) targetFiles {
+	return targetFiles{do: c.File, open: func(ctx context.Context, path string, flags int, perm uint32) (goshim.RemoteFile, error) {
+		return c.OpenFile(ctx, path, flags, perm)
+	}}
+}
 
 // remoteErr keeps err's text and makes errors.As find the target's errno.
 func remoteErr(err error) error {
@@ -63,70 +87,100 @@ func remoteErr(err error) error {
 	return fmt.Errorf("%v: %w", err, intproxy.Errno(err))
 }
 
-func (f proxyFiles) Stat(ctx context.Context, path string, follow bool) (*protocol.FileInfo, error) {
-	info, err := f.p.Stat(ctx, path, follow)
-	return info, remoteErr(err)
+func (f targetFiles) run(ctx context.Context, req protocol.FileRequest) (*protocol.FileReply, error) {
+	r, err := f.do(ctx, &req)
+	return r, remoteErr(err)
 }
 
-func (f proxyFiles) ReadDir(ctx context.Context, path string) ([]protocol.DirEntry, error) {
-	entries, err := f.p.ReadDir(ctx, path)
-	return entries, remoteErr(err)
-}
-
-func (f proxyFiles) Readlink(ctx context.Context, path string) (string, error) {
-	target, err := f.p.Readlink(ctx, path)
-	return target, remoteErr(err)
-}
-
-func (f proxyFiles) Open(ctx context.Context, path string, flags int, perm uint32) (goshim.RemoteFile, error) {
-	rf, err := f.p.OpenFile(ctx, path, flags, perm)
+func (f targetFiles) Stat(ctx context.Context, path string, follow bool) (*protocol.FileInfo, error) {
+	r, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileStat, Path: path, Follow: follow})
 	if err != nil {
-		return nil, remoteErr(err)
+		return nil, err
 	}
-	return remoteFile{rf}, nil
+	return r.Info, nil
 }
 
-func (f proxyFiles) Unlink(ctx context.Context, path string, dir bool) error {
-	return remoteErr(f.p.Unlink(ctx, path, dir))
+func (f targetFiles) ReadDir(ctx context.Context, path string) ([]protocol.DirEntry, error) {
+	r, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileReadDir, Path: path})
+	if err != nil {
+		return nil, err
+	}
+	return r.Entries, nil
 }
 
-func (f proxyFiles) Mkdir(ctx context.Context, path string, perm uint32) error {
-	return remoteErr(f.p.Mkdir(ctx, path, perm))
+func (f targetFiles) Readlink(ctx context.Context, path string) (string, error) {
+	r, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileReadlink, Path: path})
+	if err != nil {
+		return "", err
+	}
+	return r.Target, nil
 }
 
-func (f proxyFiles) Rename(ctx context.Context, from, to string) error {
-	return remoteErr(f.p.Rename(ctx, from, to))
+func (f targetFiles) Open(ctx context.Context, path string, flags int, perm uint32) (goshim.RemoteFile, error) {
+	rf, err := f.open(ctx, path, flags, perm)
+	return rf, remoteErr(err)
 }
 
-func (f proxyFiles) Truncate(ctx context.Context, path string, size int64) error {
-	return remoteErr(f.p.Truncate(ctx, path, size))
+func (f targetFiles) Unlink(ctx context.Context, path string, dir bool) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileUnlink, Path: path, Dir: dir})
+	return err
 }
 
-func (f proxyFiles) Getxattr(ctx context.Context, path, name string, follow bool) ([]byte, error) {
-	v, err := f.p.Getxattr(ctx, path, name, follow)
-	return v, remoteErr(err)
+func (f targetFiles) Mkdir(ctx context.Context, path string, perm uint32) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileMkdir, Path: path, Perm: perm})
+	return err
 }
 
-func (f proxyFiles) Listxattr(ctx context.Context, path string, follow bool) ([]string, error) {
-	names, err := f.p.Listxattr(ctx, path, follow)
-	return names, remoteErr(err)
+func (f targetFiles) Rename(ctx context.Context, from, to string) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileRename, Path: from, NewPath: to})
+	return err
 }
 
-func (f proxyFiles) Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error) {
-	s, err := f.p.Statfs(ctx, path)
-	return s, remoteErr(err)
+func (f targetFiles) Truncate(ctx context.Context, path string, size int64) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileTruncate, Path: path, Size: size})
+	return err
 }
 
-func (f proxyFiles) Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error {
-	return remoteErr(f.p.Setattr(ctx, path, follow, a))
+func (f targetFiles) Getxattr(ctx context.Context, path, name string, follow bool) ([]byte, error) {
+	r, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileGetxattr, Path: path, Name: name, Follow: follow})
+	if err != nil {
+		return nil, err
+	}
+	return r.Value, nil
 }
 
-func (f proxyFiles) Link(ctx context.Context, from, to string) error {
-	return remoteErr(f.p.Link(ctx, from, to))
+func (f targetFiles) Listxattr(ctx context.Context, path string, follow bool) ([]string, error) {
+	r, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileListxattr, Path: path, Follow: follow})
+	if err != nil {
+		return nil, err
+	}
+	return r.Names, nil
 }
 
-func (f proxyFiles) Symlink(ctx context.Context, target, link string) error {
-	return remoteErr(f.p.Symlink(ctx, target, link))
+func (f targetFiles) Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error) {
+	r, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileStatfs, Path: path})
+	if err != nil {
+		return nil, err
+	}
+	if r.Statfs == nil {
+		return nil, remoteErr(syscall.EIO)
+	}
+	return r.Statfs, nil
+}
+
+func (f targetFiles) Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileSetattr, Path: path, Follow: follow, Attr: &a})
+	return err
+}
+
+func (f targetFiles) Link(ctx context.Context, from, to string) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileLink, Path: from, NewPath: to})
+	return err
+}
+
+func (f targetFiles) Symlink(ctx context.Context, target, link string) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileSymlink, NewPath: link, LinkTarget: target})
+	return err
 }
 
 // remoteFile gives reads and writes the target's errno too; io.EOF stays.

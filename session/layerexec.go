@@ -70,7 +70,23 @@ func LayerExec(ctx context.Context, path string, args []string) error {
 			client.Listening(lctx, l.Addr)
 		}()
 	})
-	return RunSandbox(ctx, spec, []goshim.Option{listening}, client, nil, func(ctx context.Context, pid int) {
+	opts := []goshim.Option{listening}
+	// Its file calls go to the target as the parent's do: the same
+	// feature.fs rules, applied here by the sandbox's supervisor, and the
+	// session's agent connection (and FUSE view) for the remote ones.
+	fsCfg, err := client.FSConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("layer-exec: %w", err)
+	}
+	cwd, _ := os.Getwd()
+	files, err := sandboxFiles(fsCfg, layerFiles(client), cwd, skipNames(os.Getenv("MIRRORD_LAYER_SKIP")), nil)
+	if err != nil {
+		return fmt.Errorf("layer-exec: %w", err)
+	}
+	if files != nil {
+		opts = append(opts, goshim.WithFiles(*files))
+	}
+	return RunSandbox(ctx, spec, opts, client, nil, func(ctx context.Context, pid int) {
 		go endWithSession(ctx, sock, pid)
 	})
 }

@@ -86,7 +86,7 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 	if fsf != nil {
 		// Remote files as real kernel files when this process may mount
 		// FUSE (root); otherwise copies, read-only.
-		if view, err := goshim.NewView(proxyFiles{proxy}, log); err != nil {
+		if view, err := goshim.NewView(proxyFiles(proxy), log); err != nil {
 			log.Info("preload: no FUSE view of the target's files; remote files are read-only copies", "err", err)
 		} else {
 			l.view = view

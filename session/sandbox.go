@@ -35,7 +35,7 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 		}
 	})}
 	cwd, _ := os.Getwd()
-	files, err := sandboxFiles(cfg.Feature.FS, proxy, cwd, skipper(cfg), log)
+	files, err := sandboxFiles(cfg.Feature.FS, proxyFiles(proxy), cwd, skipper(cfg), log)
 	if err != nil {
 		return err
 	}
