@@ -19,7 +19,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 
-	"github.com/mirrord-go/mirrord/httpfilter"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
@@ -130,10 +129,7 @@ func (rt *h2Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer rt.leave()
-	fr := &httpfilter.Request{Method: req.Method, Path: req.URL.RequestURI(), Header: req.Header.Clone()}
-	if req.Host != "" {
-		fr.Header.Set("Host", req.Host)
-	}
+	fr := filterRequest(req)
 	rt.upstream(rt.in.route(rt.orig.port, fr)).proxy.ServeHTTP(w, req)
 }
 

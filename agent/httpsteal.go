@@ -152,10 +152,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 				return
 			}
 		}
-		fr := &httpfilter.Request{Method: req.Method, Path: req.URL.RequestURI(), Header: req.Header.Clone()}
-		if req.Host != "" {
-			fr.Header.Set("Host", req.Host)
-		}
+		fr := filterRequest(req)
 		var dst *upstream
 		owner := in.route(orig.port, fr)
 		if owner != nil {

@@ -63,7 +63,7 @@ func newSubscription(sess *yamux.Session, req *protocol.Subscribe) (*subscriptio
 	mirror := req.Mode == "mirror"
 	sub := &subscription{port: req.Port, mirror: mirror, sess: sess}
 	switch {
-	case mirror:
+	case mirror && req.Filter == nil:
 	case req.Filter != nil:
 		f, err := httpfilter.Build(*req.Filter)
 		if err != nil {
@@ -77,9 +77,9 @@ func newSubscription(sess *yamux.Session, req *protocol.Subscribe) (*subscriptio
 }
 
 // shares says whether s and other can both have the port: only
-// HTTP-filtered steals share one.
+// HTTP-filtered steals share one (a filtered mirror takes the port whole).
 func (s *subscription) shares(other *subscription) bool {
-	return s.filter != nil && !s.whole && other.filter != nil && !other.whole
+	return s.filter != nil && !s.whole && !s.mirror && other.filter != nil && !other.whole && !other.mirror
 }
 
 // cleanStaleTables removes tables left by agents that are no longer
@@ -360,11 +360,15 @@ func (in *incoming) handle(c *net.TCPConn) {
 	if len(subs) == 0 {
 		return
 	}
-	if subs[0].filter != nil {
+	sub := subs[0]
+	if sub.filter != nil && sub.mirror {
+		in.mirrorFiltered(c, orig, sub)
+		return
+	}
+	if sub.filter != nil {
 		in.serveFiltered(c, orig)
 		return
 	}
-	sub := subs[0]
 	st, err := sub.sess.OpenStream()
 	if err != nil {
 		return

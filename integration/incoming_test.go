@@ -170,6 +170,53 @@ func TestIncomingMirror(t *testing.T) {
 	})
 }
 
+// TestIncomingFilteredMirror: mirror mode with an http_filter copies only
+// the matching requests to the local app, on kept-alive connections that
+// carry both kinds, while the target's app answers every request; a
+// POST body comes through whole.
+func TestIncomingFilteredMirror(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8894", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	cfg := writeConfig(t, `{"feature": {"network": {"incoming": {"mode": "mirror",
+		"http_filter": {"header_filter": "^x-user: me$", "ports": [8894]}}}}}`)
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		_, outFile := f.startLocalApp(t, "8894", "local answer (dropped)", append(engine, "-f", cfg)...)
+		waitFor(t, "the mirror subscription", func() bool { return f.nftRules(t) == 1 })
+		client := f.podClient(t)
+		for i := range 6 {
+			method, path, body := "GET", fmt.Sprintf("/other-%d", i), ""
+			if i%2 == 0 {
+				method, path, body = "POST", fmt.Sprintf("/mine-%d", i), strings.Repeat("b", 100_000)
+			}
+			req, _ := http.NewRequest(method, "http://"+podIP+":8894"+path, strings.NewReader(body))
+			if i%2 == 0 {
+				req.Header.Set("X-User", "me")
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != "hello from original app" {
+				t.Fatalf("request %d: %q; the original app must answer every request", i, got)
+			}
+		}
+		waitFor(t, "the local app to see the matching requests", func() bool {
+			b, _ := os.ReadFile(outFile)
+			return strings.Count(string(b), "GOT /mine-") == 3
+		})
+		time.Sleep(300 * time.Millisecond)
+		b, _ := os.ReadFile(outFile)
+		if strings.Contains(string(b), "/other-") {
+			t.Errorf("a request the filter does not match was mirrored:\n%s", b)
+		}
+		mustContain(t, string(b), "GOT /mine-0 body 100000", "GOT /mine-4 body 100000")
+	})
+}
+
 // svcDialer dials from the svc namespace (the "other pod" of the
 // fixture), for HTTP clients that talk to the target.
 func (f *fixture) svcDialer(t *testing.T) func(ctx context.Context, network, addr string) (net.Conn, error) {

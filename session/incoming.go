@@ -23,8 +23,9 @@ import (
 // remotePort maps a local listening port to the target port it takes
 // traffic from (feature.network.incoming.port_mapping), and says whether
 // the port is to be subscribed at all and with which HTTP filter:
-// ignore_ports stay local; with a steal filter, ports in http_filter.ports
-// are filtered, other ports are stolen whole only if "ports" names them
+// ignore_ports stay local; with an http_filter (steal, or mirror of only
+// the matching requests), ports in http_filter.ports
+// are filtered, other ports are taken whole only if "ports" names them
 // (the spec's rules); otherwise "ports", when set, limits the ports.
 func remotePort(in config.IncomingConfig, local uint16) (remote uint16, filter *httpfilter.Spec, ok bool) {
 	if slices.Contains(in.IgnorePorts, local) {
@@ -36,7 +37,7 @@ func remotePort(in config.IncomingConfig, local uint16) (remote uint16, filter *
 			remote = pm[1]
 		}
 	}
-	if in.Mode == config.IncomingSteal && in.HTTPFilter.IsSet() {
+	if in.Mode != config.IncomingOff && in.HTTPFilter.IsSet() {
 		if slices.Contains(in.HTTPFilter.Ports, remote) {
 			return remote, filterSpec(in.HTTPFilter), true
 		}

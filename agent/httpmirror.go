@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/mirrord-go/mirrord/httpfilter"
+	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
+)
+
+// mirrorBodyLimit bounds the body of one request copied to a filtered
+// mirror: a larger request still reaches the target's app, but is not
+// copied (the copy would have to be held whole to be sent in one piece).
+const mirrorBodyLimit = 8 << 20
+
+// filterRequest is what an HTTP filter sees of req: Go moves the Host
+// header out of the header map, the filters match it as a header.
+func filterRequest(req *http.Request) *httpfilter.Request {
+	fr := &httpfilter.Request{Method: req.Method, Path: req.URL.RequestURI(), Header: req.Header.Clone()}
+	if req.Host != "" {
+		fr.Header.Set("Host", req.Host)
+	}
+	return fr
+}
+
+// mirrorFiltered serves a mirrored connection of a port whose mirror
+// has an HTTP filter: the target's app gets every byte, untouched, and
+// the subscriber gets a copy of only the HTTP/1.x requests that match,
+// each on a stream of its own. The local app's answers are dropped. A connection that does not speak
+// HTTP/1.x (HTTP/2 included) is not copied at all.
+func (in *incoming) mirrorFiltered(c *net.TCPConn, orig netAddrPort, sub *subscription) {
+	var app net.Conn
+	err := in.a.target.inNetns(func() error {
+		var err error
+		app, err = net.DialTimeout("tcp", orig.String(), 10*time.Second)
+		return err
+	})
+	if err != nil {
+		in.a.log.Warn("incoming: mirror: original app unreachable", "addr", orig.String(), "err", err)
+		return
+	}
+	defer app.Close()
+	pr, pw := io.Pipe()
+	parsed := make(chan struct{})
+	go func() {
+		defer close(parsed)
+		defer io.Copy(io.Discard, pr) // whatever the parser gave up on
+		in.copyMatching(pr, c, orig, sub)
+	}()
+	done := make(chan struct{})
+	go func() {
+		relay.Copy(c, app)
+		close(done)
+	}()
+	io.Copy(io.MultiWriter(app, writerIgnoringErrors{pw}), c)
+	relay.CloseWrite(app)
+	pw.Close()
+	<-parsed
+	<-done
+}
+
+// copyMatching reads the client's requests from r and writes the ones
+// sub's filter matches to a stream of sub's session.
+func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub *subscription) {
+	br := bufio.NewReader(r)
+	head, _ := br.Peek(8)
+	if !looksLikeHTTP1(head) {
+		return
+	}
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(req.Body, mirrorBodyLimit+1))
+		req.Body.Close()
+		if err != nil {
+			return
+		}
+		if len(body) > mirrorBodyLimit || !sub.filter.Match(filterRequest(req)) {
+			continue
+		}
+		// The request as read, with its body whole: Content-Length
+		// rather than the client's chunking, which the copy need not keep.
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		req.TransferEncoding = nil
+		if err := in.mirrorRequest(sub, c.RemoteAddr().String(), orig.String(), req); err != nil {
+			return
+		}
+	}
+}
+
+// mirrorRequest sends one request to sub on a stream of its own: the
+// local app sees each copy on a new connection, so a server that closes
+// after one answer (HTTP/1.0, Connection: close) still gets every copy.
+func (in *incoming) mirrorRequest(sub *subscription, source, dest string, req *http.Request) error {
+	st, err := sub.sess.OpenStream()
+	if err != nil {
+		return err
+	}
+	if err := protocol.Write(st, &protocol.Incoming{Port: sub.port, Source: source, Dest: dest, Mirror: true}); err != nil {
+		st.Close()
+		return err
+	}
+	if err := req.Write(st); err != nil {
+		st.Close()
+		return err
+	}
+	// Closing our side ends the copy; the local app's answer is read and
+	// dropped until it closes (or the session ends).
+	go io.Copy(io.Discard, st)
+	st.Close()
+	return nil
+}
