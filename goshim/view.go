@@ -1,6 +1,7 @@
 package goshim
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -41,3 +42,32 @@ func (v *View) Open(path string, flags int, mode uint32) (*os.File, error) {
 
 // Close unmounts the view once no file of it is open any more.
 func (v *View) Close() { v.v.close() }
+
+// Copies serves the target's files without FUSE, as the sandbox does
+// where /dev/fuse cannot be opened: a read gets a snapshot, a write-only
+// open a pipe whose content mirrord writes to the target, and a
+// read-write open fails with EOPNOTSUPP (with a warning in the log),
+// since changes to a copy could not reach the target.
+type Copies struct{ m *memfdFS }
+
+// NewCopies serves copies of files.
+func NewCopies(files FileSystem, log *slog.Logger) *Copies {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Copies{m: newMemfdFS(files, 0, log)}
+}
+
+// Open opens the target's path with open(2) flags and mode.
+func (c *Copies) Open(path string, flags int, mode uint32) (*os.File, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	fd, err := c.m.open(ctx, path, flags, mode)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// Close waits a moment for the writes in flight to reach the target.
+func (c *Copies) Close() { c.m.close() }

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,4 +126,59 @@ os.utime(d + "/soft", ns=(5_000_000_000, 6_000_000_000), follow_symlinks=False)`
 			t.Errorf("read mode changed the target's file: %o, %v", st.Mode&0o7777, err)
 		}
 	})
+}
+
+// TestFilesWriteWithoutFUSE: mirrord run by a user who may not mount FUSE
+// serves remote files as copies. A write-only open (shell redirection)
+// still reaches the target, through a pipe mirrord drains; no write ever
+// lands in a local file of the same name (before, the preload wrote the
+// local file and only said so in its log). The preload now uses the
+// sandbox's own fallback (goshim.Copies, the code goshim's NoFUSE tests
+// cover for the sandbox engine); an unprivileged sandbox also needs
+// /dev/net/tun opened to users, which this test does not change.
+func TestFilesWriteWithoutFUSE(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	d, inPod := podOnlyDir(t, f)
+	if err := os.Chmod(inPod, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, `{"feature": {"fs": {"mode": "read", "read_write": ["^`+d+`"]}}}`)
+	if err := os.Chmod(cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Dir(cfg), filepath.Dir(filepath.Dir(cfg))} {
+		os.Chmod(p, 0o755) // the config's directories, for the unprivileged user
+	}
+	home := t.TempDir()
+	os.Chmod(home, 0o777)
+	// The binary, where the unprivileged user (and its sandbox helper)
+	// may run it.
+	bin := filepath.Join(home, "bin", "mirrord")
+	os.Mkdir(filepath.Dir(bin), 0o755)
+	if b, err := os.ReadFile(mirrordBin); err != nil || os.WriteFile(bin, b, 0o755) != nil {
+		t.Fatalf("copying the binary: %v", err)
+	}
+	engine := []string{"--engine", "preload"}
+	os.Remove(inPod + "/out.txt")
+	script := "echo written without FUSE > " + d + "/out.txt && echo wrote"
+	// mirrord itself runs as nobody (after the fixture's root-only
+	// resolv.conf mount).
+	args := append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"`,
+		f.resolvConf, bin, "exec", "--agent-addr", f.agentAddr}, engine...)
+	args = append(args, "-f", cfg, "--", "sh", "-c", script)
+	cmd := exec.CommandContext(ctx(t), "unshare", args...)
+	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CACHE_HOME="+home, "XDG_RUNTIME_DIR="+home)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mustContain(t, string(out), "wrote")
+	waitFor(t, "the write to reach the target", func() bool {
+		b, _ := os.ReadFile(inPod + "/out.txt")
+		return string(b) == "written without FUSE\n"
+	})
+	if _, err := os.Stat(d + "/out.txt"); err == nil {
+		t.Error("the write landed in a local file")
+	}
 }

@@ -73,6 +73,12 @@ type LayerOptions struct {
 	View interface {
 		Open(path string, flags int, mode uint32) (*os.File, error)
 	}
+	// Copies, used without a View, opens remote files for writing
+	// (goshim.Copies: write-only through a pipe; read-write fails with
+	// EOPNOTSUPP), so that a write never lands in a local file.
+	Copies interface {
+		Open(path string, flags int, mode uint32) (*os.File, error)
+	}
 	// RemoteWrites allows writes to the target's files (fs mode write, or
 	// read_write patterns); others classified remote are read-only.
 	RemoteWrites bool
@@ -526,8 +532,7 @@ func (l *layerServer) statfs(ctx context.Context, path string) string {
 // open hands the program a file descriptor with the remote file's
 // content: a memfd snapshot for a file, a directory of empty entries with
 // the remote names for a directory (readdir needs a real directory).
-// Opening a remote file for writing is not supported by the preload yet:
-// it stays local (and is logged).
+// Without the view, a remote file opened for writing goes through Copies.
 func (l *layerServer) open(ctx context.Context, path string, flags int, mode uint32) (string, *os.File) {
 	write := flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND) != 0
 	act, rpath := l.classify(path, write)
@@ -555,8 +560,7 @@ func (l *layerServer) open(ctx context.Context, path string, flags int, mode uin
 		return "F", f
 	}
 	if write {
-		l.p.log.Warn("preload: writing a remote file needs the FUSE view (root); using the local file", "path", path)
-		return "L", nil
+		return l.openCopy(rpath, flags, mode)
 	}
 	fi, err := l.p.Stat(ctx, rpath, true)
 	if err != nil {
@@ -578,6 +582,19 @@ func (l *layerServer) open(ctx context.Context, path string, flags int, mode uin
 	}
 	defer rf.Close()
 	return l.memfd(rpath, io.NewSectionReader(rf, 0, 1<<62))
+}
+
+// openCopy opens a remote file for writing without the view: through
+// Copies, never a local file of the same name.
+func (l *layerServer) openCopy(path string, flags int, mode uint32) (string, *os.File) {
+	if l.opts.Copies == nil {
+		return "E\t" + strconv.Itoa(int(syscall.EOPNOTSUPP)), nil
+	}
+	f, err := l.opts.Copies.Open(path, flags&^unix.O_CLOEXEC, mode)
+	if err != nil {
+		return errnoReply(err), nil
+	}
+	return "F", f
 }
 
 // memfd returns a memory file holding r's content, positioned at 0.
@@ -782,9 +799,7 @@ func (l *layerServer) sandboxFile(ctx context.Context, op string, a []string) (s
 		}
 		return "F", f
 	case write:
-		// Writing a remote file needs the view (root), here as for the
-		// preloaded parent.
-		return "E\t" + strconv.Itoa(int(syscall.EOPNOTSUPP)), nil
+		return l.openCopy(path, flags, uint32(mode))
 	}
 	rf, err := l.p.OpenFile(ctx, path, unix.O_RDONLY, 0)
 	if err != nil {

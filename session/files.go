@@ -75,8 +75,31 @@ func proxyFiles(p *intproxy.Proxy) targetFiles {
 // them are the RemoteFile (with O_APPEND, Linux's pwrite appends).
 func layerFiles(c intproxy.LayerClient) targetFiles {
 	return targetFiles{do: c.File, open: func(ctx context.Context, path string, flags int, perm uint32) (goshim.RemoteFile, error) {
-		return c.OpenFile(ctx, path, flags, perm)
+		f, err := c.OpenFile(ctx, path, flags, perm)
+		if err != nil {
+			return nil, err
+		}
+		return passedFile{f, flags&os.O_APPEND != 0}, nil
 	}}
+}
+
+// passedFile is a file the session passed. Appending writes go to its
+// end (os.File refuses WriteAt with O_APPEND); without a view a write-only
+// one is the write end of a pipe, which takes writes in order only.
+type passedFile struct {
+	*os.File
+	append bool
+}
+
+func (f passedFile) WriteAt(b []byte, off int64) (int, error) {
+	if f.append {
+		return f.File.Write(b)
+	}
+	n, err := f.File.WriteAt(b, off)
+	if errors.Is(err, syscall.ESPIPE) {
+		return f.File.Write(b)
+	}
+	return n, err
 }
 
 // remoteErr keeps err's text and makes errors.As find the target's errno.

@@ -33,9 +33,10 @@ type Layer struct {
 	// Vars are the MIRRORD_LAYER_* variables.
 	Vars map[string]string
 
-	ln    net.Listener
-	ports *portSet
-	view  *goshim.View
+	ln     net.Listener
+	ports  *portSet
+	view   *goshim.View
+	copies *goshim.Copies
 }
 
 // LayerOptions configure ServeLayer.
@@ -85,9 +86,12 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 		OnJoin: o.OnJoin, OnLeave: o.OnLeave}
 	if fsf != nil {
 		// Remote files as real kernel files when this process may mount
-		// FUSE (root); otherwise copies, read-only.
+		// FUSE (root); otherwise copies, as the sandbox's fallback.
 		if view, err := goshim.NewView(proxyFiles(proxy), log); err != nil {
-			log.Info("preload: no FUSE view of the target's files; remote files are read-only copies", "err", err)
+			log.Info("preload: no FUSE view of the target's files; remote files are copies (writes: write-only opens only)", "err", err)
+			copies := goshim.NewCopies(proxyFiles(proxy), log)
+			l.copies = copies
+			opts.Copies = copies
 		} else {
 			l.view = view
 			opts.View = view
@@ -129,6 +133,9 @@ func (l *Layer) Close() {
 	l.ln.Close()
 	if l.view != nil {
 		l.view.Close()
+	}
+	if l.copies != nil {
+		l.copies.Close()
 	}
 }
 
