@@ -2,6 +2,7 @@ package intproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -93,8 +94,67 @@ func (p *Proxy) ServeLayer(ln net.Listener, opts LayerOptions) {
 		if err != nil {
 			return
 		}
-		go l.serve(c.(*net.UnixConn))
+		uc := c.(*net.UnixConn)
+		if !allowedPeer(uc) {
+			// The socket is abstract: any local user could reach it and
+			// use the session's agent (its network, files, incoming).
+			p.log.Warn("layer: refused a connection from another user's process")
+			uc.Close()
+			continue
+		}
+		go l.serve(uc)
 	}
+}
+
+// allowedPeer says whether the process at the other end of c may use the
+// session: one of this user's (or root's), or a descendant of this
+// mirrord process, which covers a program that was started as root and
+// dropped its privileges.
+func allowedPeer(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return false
+	}
+	if cred.Uid == uint32(os.Geteuid()) || cred.Uid == 0 {
+		return true
+	}
+	return descendsFrom(int(cred.Pid), os.Getpid())
+}
+
+// descendsFrom walks pid's parents (at most 64) looking for ancestor.
+func descendsFrom(pid, ancestor int) bool {
+	for range 64 {
+		if pid == ancestor {
+			return true
+		}
+		if pid <= 1 {
+			return false
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return false
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and parens.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			return false
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 type layerServer struct {

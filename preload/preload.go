@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 //go:embed lib
@@ -21,7 +22,7 @@ const libName = "lib/libmirrord_layer.so"
 var ErrNotBuilt = errors.New("this mirrord binary was built without the preload library (build it with `make build`)")
 
 // Library returns the path of the preload library on this machine,
-// extracting it into the user cache directory the first time. The file name
+// extracting it into the cache directory (libraryDir) the first time. The file name
 // carries a hash of the content, so binaries of different versions never
 // share (or overwrite) one another's library.
 func Library() (string, error) {
@@ -33,11 +34,7 @@ func Library() (string, error) {
 		return "", err
 	}
 	sum := sha256.Sum256(data)
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		dir = os.TempDir()
-	}
-	dir = filepath.Join(dir, "mirrord")
+	dir := libraryDir()
 	path := filepath.Join(dir, "libmirrord_layer-"+hex.EncodeToString(sum[:8])+".so")
 	if old, err := os.ReadFile(path); err == nil && sha256.Sum256(old) == sum {
 		return path, nil
@@ -63,4 +60,29 @@ func Library() (string, error) {
 		return "", fmt.Errorf("preload library: %w", err)
 	}
 	return path, nil
+}
+
+// systemDir is where root keeps the library: a program started as root
+// may drop its privileges (a web server's workers, a database), and its
+// new user must still be able to load the library, which root's own cache
+// (/root/.cache, mode 0700) would not let it.
+const systemDir = "/var/cache/mirrord"
+
+// libraryDir is the directory for the library: systemDir for root (if it
+// is root's and nobody else may write to it, since every preloaded
+// program loads what is there), the user's cache directory otherwise.
+func libraryDir() string {
+	if os.Geteuid() == 0 {
+		if err := os.MkdirAll(systemDir, 0o755); err == nil {
+			var st syscall.Stat_t
+			if syscall.Lstat(systemDir, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFDIR && st.Uid == 0 && st.Mode&0o022 == 0 {
+				return systemDir
+			}
+		}
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "mirrord")
 }
