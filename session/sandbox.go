@@ -43,7 +43,7 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 		opts = append(opts, goshim.WithFiles(*files))
 	}
 	return RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, _ int) {
-		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, dialLocal, log)
+		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, log)
 		go func() {
 			select {
 			case <-proxy.Done():
