@@ -72,7 +72,10 @@ type PeerFunc func(from netip.AddrPort, port uint16) (netip.AddrPort, bool)
 
 // WithIncomingPeers makes accept, accept4 and getpeername show the
 // target's client of the connections mirrord delivers to the program,
-// which fn knows (intproxy.Proxy.OriginalPeer).
+// which fn knows (intproxy.Proxy.OriginalPeer). fn is asked only about
+// connections from loopback to the program's wildcard servers, mostly on
+// the supervisor's receiving loop: it must answer quickly (a round trip
+// to the session at most).
 func WithIncomingPeers(fn PeerFunc) Option {
 	return func(o *options) { o.peers = fn }
 }

@@ -617,7 +617,9 @@ EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len) {
 // loopback address and the listening socket is bound to a wildcard
 // address (mirrord delivers only to those: a server on loopback gets no
 // remote traffic, and one on another address is not reached through
-// loopback). Everything else costs one getsockname at most.
+// loopback). Other accepts cost nothing, or one getpeername when the
+// caller asked for no address (libuv), and one getsockname of the
+// listener when the peer is on loopback.
 
 static void forget(int fd);
 
