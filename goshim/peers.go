@@ -51,6 +51,9 @@ import (
 // leads it (the kernel offers a process's signal to its leader first).
 // A process's signal pending across two checks while another thread waits
 // here ends that thread's wait with EINTR: the kernel may have chosen it.
+// A stop signal another thread took (Ctrl-Z) stops the whole process: a
+// waiting thread whose process leader is stopped answers ERESTARTSYS too,
+// so that it stops with the others and restarts on SIGCONT.
 //
 // Accepts of one listening socket by the supervisor are serialised, so
 // that a blocking one that found a connection ready does not block in
@@ -413,6 +416,11 @@ func signalFor(tid int, sharedSeen *bool) sigAction {
 	switch {
 	case own&^blocked != 0, shared&^blocked != 0 && tgid == tid:
 		return sigRestart
+	case tgid != tid && groupStopped(tgid):
+		// A stop signal (Ctrl-Z, SIGSTOP) was taken by another thread,
+		// which stopped: every thread of the process has to stop too, and
+		// the kernel has marked this one (TIF_SIGPENDING) for it.
+		return sigRestart
 	case shared&^blocked != 0:
 		if *sharedSeen {
 			return sigInterrupt
@@ -422,6 +430,17 @@ func signalFor(tid int, sharedSeen *bool) sigAction {
 		*sharedSeen = false
 	}
 	return sigNone
+}
+
+// groupStopped reports whether process pid is stopped by a stop signal
+// ("T" in /proc/<pid>/stat; a ptrace stop is "t", per thread).
+func groupStopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')') // the command name may hold anything
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
 }
 
 // getpeername answers for a connection of one of the program's servers

@@ -322,3 +322,55 @@ func TestIncomingPeersTimeout(t *testing.T) {
 	}
 	s.Wait()
 }
+
+// TestIncomingPeersStop: a process whose thread waits in an accept the
+// supervisor runs stops whole on SIGSTOP (as Ctrl-Z stops it), and the
+// accept goes on after SIGCONT.
+func TestIncomingPeersStop(t *testing.T) {
+	t.Parallel()
+	d := &deliveries{m: map[netip.AddrPort]netip.AddrPort{}}
+	s, lines, port := peersSandbox(t, d, "sigthread", "1")
+	if l := nextLine(t, lines); l != "waiting" {
+		t.Fatalf("program said %q", l)
+	}
+	time.Sleep(200 * time.Millisecond) // in accept, in the supervisor
+	pid := s.Pid()
+	s.Signal(syscall.SIGSTOP)
+	allStopped := func() (bool, string) {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		var states []string
+		stopped := len(tasks) > 0
+		for _, task := range tasks {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			i := strings.LastIndexByte(string(b), ')')
+			if i < 0 || i+2 >= len(b) {
+				continue
+			}
+			states = append(states, string(b[i+2]))
+			stopped = stopped && b[i+2] == 'T'
+		}
+		return stopped, strings.Join(states, "")
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		ok, states := allStopped()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the program's threads did not all stop: %s", states)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Signal(syscall.SIGCONT)
+	client := netip.MustParseAddrPort("198.51.100.9:5152")
+	if got := d.deliver(t, port, client); got != "ok" {
+		t.Fatalf("answer %q", got)
+	}
+	if l := nextLine(t, lines); l != "conn 198.51.100.9:5152 198.51.100.9:5152" {
+		t.Errorf("program said %q", l)
+	}
+	if code, _ := s.Wait(); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
