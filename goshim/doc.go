@@ -28,6 +28,11 @@
 // TUN device. The socket tables under /proc read as this machine's. See
 // hostnet.go for the rules and their limits.
 //
+// With WithIncomingPeers the filter also sends accept, accept4 and
+// getpeername, so that a connection mirrord delivered to one of the
+// program's servers shows the target's client as its peer rather than
+// mirrord's end on loopback (peers.go).
+//
 // # Files
 //
 // With WithFiles the program also sees the target's files, per the fs

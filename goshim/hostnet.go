@@ -175,7 +175,8 @@ type hostNet struct {
 	listener int                             // the seccomp listener
 	cookie   uint64                          // SO_NETNS_COOKIE of mirrord's network namespace
 	onListen func(Listener)
-	off      bool // the kernel cannot tell the namespaces apart: every call runs as the program made it
+	peers    *peerState // WithIncomingPeers; nil without it (peers.go)
+	off      bool       // the kernel cannot tell the namespaces apart: every call runs as the program made it
 	s        *supervisor
 }
 
@@ -599,12 +600,17 @@ func carryEpoll(p *progSocket, host int) {
 	}
 }
 
-// report tells the listen hook about a listening socket of this machine.
+// report tells the listen hook about a listening socket of this machine,
+// and notes a wildcard one's port for getpeername (peers.go).
 func (h *hostNet) report(fd int) {
-	if h.onListen == nil {
+	sa, ok := sockName(fd)
+	if !ok || !sa.inet() {
 		return
 	}
-	if sa, ok := sockName(fd); ok && sa.inet() {
+	if h.peers != nil && sa.ap.Addr().IsUnspecified() {
+		h.peers.addServer(sa.ap.Port())
+	}
+	if h.onListen != nil {
 		h.onListen(Listener{Addr: netip.AddrPortFrom(sa.ap.Addr().Unmap(), sa.ap.Port())})
 	}
 }

@@ -50,6 +50,7 @@ type options struct {
 	setupTimeout time.Duration
 	files        *Files
 	onListen     func(Listener)
+	peers        PeerFunc
 	log          *slog.Logger
 }
 
@@ -83,6 +84,7 @@ type Sandbox struct {
 	// The file layer (WithFiles); nil without it.
 	files    *Files
 	onListen func(Listener)
+	peers    PeerFunc
 	log      *slog.Logger
 	pinned   map[string]bool // paths that stay local whatever the rules
 	remote   remoteFS        // set by the handshake
@@ -119,7 +121,7 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 		return nil, fmt.Errorf("goshim: finding the mirrord executable to re-run as helper: %w", err)
 	}
 
-	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, log: o.log}
+	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, peers: o.peers, log: o.log}
 	msg, err := s.prepare(spec)
 	if err != nil {
 		s.release()
@@ -135,7 +137,7 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 	// loopback, hostnet.go); where the architecture has no table for it,
 	// the program runs with the sandbox's own loopback.
 	if auditArch != 0 {
-		for nr := range interceptedSyscalls(s.files != nil, s.files != nil && s.files.RemoteWrites) {
+		for nr := range interceptedSyscalls(s.files != nil, s.files != nil && s.files.RemoteWrites, s.peers != nil) {
 			msg.Syscalls = append(msg.Syscalls, nr)
 		}
 		slices.Sort(msg.Syscalls)
@@ -484,7 +486,7 @@ func (s *Sandbox) startSupervisor(fds []int) error {
 		closeFDs(fds)
 		return errors.New("goshim: unexpected seccomp listener from the helper")
 	}
-	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen, log: s.log})
+	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen, peers: s.peers, log: s.log})
 	if err != nil {
 		unix.Close(fds[0])
 		return fmt.Errorf("goshim: starting the seccomp supervisor: %w", err)

@@ -123,6 +123,7 @@ type supervisorConfig struct {
 	remote   remoteFS
 	pinned   map[string]bool
 	onListen func(Listener)
+	peers    PeerFunc
 	log      *slog.Logger
 }
 
@@ -147,11 +148,14 @@ func newSupervisor(listener int, cfg supervisorConfig) (*supervisor, error) {
 		cancel:   cancel,
 	}
 	hn.s = s
+	if cfg.peers != nil {
+		hn.peers = &peerState{fn: cfg.peers}
+	}
 	if f := cfg.files; f != nil {
-		s.calls = interceptedSyscalls(true, f.RemoteWrites)
+		s.calls = interceptedSyscalls(true, f.RemoteWrites, cfg.peers != nil)
 		s.filter, s.remote, s.fs, s.pinned, s.skip = f.Filter, cfg.remote, f.FS, cfg.pinned, f.Skip
 	} else {
-		s.calls = interceptedSyscalls(false, false)
+		s.calls = interceptedSyscalls(false, false, cfg.peers != nil)
 	}
 	log := cfg.log
 	// Linux 6.6: the program's thread and ours hand over on one CPU rather
@@ -380,8 +384,8 @@ func (s *supervisor) handle(n seccompNotif) {
 	}
 	a := n.Data.Args
 	switch c.kind {
-	case sysBind, sysConnect, sysSendto, sysListen:
-		if s.net.off {
+	case sysBind, sysConnect, sysSendto, sysListen, sysAccept, sysPeername:
+		if s.net.off || (c.kind == sysAccept || c.kind == sysPeername) && s.net.peers == nil {
 			s.cont(n.ID)
 			return
 		}
@@ -398,6 +402,15 @@ func (s *supervisor) handle(n seccompNotif) {
 		return
 	case sysListen:
 		s.net.listen(&n, a)
+		return
+	case sysAccept:
+		if c.args != nil {
+			a = c.args(a)
+		}
+		s.net.accept(&n, int(int32(a[0])), a[1], a[2], int(int32(a[3])))
+		return
+	case sysPeername:
+		s.net.getpeername(&n, int(int32(a[0])), a[1], a[2])
 		return
 	}
 	if c.args != nil {

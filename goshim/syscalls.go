@@ -33,6 +33,8 @@ const (
 	sysConnect                  // fd, addr, addrlen
 	sysListen                   // fd, backlog
 	sysSendto                   // fd, buf, len, flags, addr, addrlen
+	sysAccept                   // fd, addr, addrlen, flags
+	sysPeername                 // fd, addr, addrlen
 )
 
 // sysCall describes one intercepted system call.
@@ -90,12 +92,24 @@ var syscallsNet = map[int]sysCall{
 	unix.SYS_SENDTO:  {name: "sendto", kind: sysSendto},
 }
 
+// syscallsPeers are the calls that show a connection's peer, intercepted
+// with WithIncomingPeers (peers.go).
+var syscallsPeers = map[int]sysCall{
+	unix.SYS_ACCEPT:      {name: "accept", kind: sysAccept, args: func(a [6]uint64) [6]uint64 { a[3] = 0; return a }},
+	unix.SYS_ACCEPT4:     {name: "accept4", kind: sysAccept},
+	unix.SYS_GETPEERNAME: {name: "getpeername", kind: sysPeername},
+}
+
 // interceptedSyscalls returns the system call table of this architecture:
 // the socket calls and the opens always (the socket tables under /proc
 // are this machine's, see hostnet.go), the other file calls when files
-// is set, the write calls among them only when writes may go remote.
-func interceptedSyscalls(files, remoteWrites bool) map[int]sysCall {
+// is set, the write calls among them only when writes may go remote, and
+// the peer calls with peers.
+func interceptedSyscalls(files, remoteWrites, peers bool) map[int]sysCall {
 	out := maps.Clone(syscallsNet)
+	if peers {
+		maps.Copy(out, syscallsPeers)
+	}
 	for _, t := range []map[int]sysCall{syscallsAt, syscallsPath, syscallsArch} {
 		for nr, c := range t {
 			isOpen := c.kind == sysOpen || c.kind == sysOpenat2

@@ -34,6 +34,9 @@ type Proxy struct {
 	token    string
 	// probePorts are the target's ports with HTTP probes.
 	probePorts []uint16
+	// peers are the target's clients of the connections delivered to the
+	// program (peers.go).
+	peers peerTable
 }
 
 // Option configures Connect.

@@ -48,11 +48,15 @@ import (
 //	H                         hostname and resolver (layer-exec)
 //	W                         a process of the program started: the
 //	                          connection stays open while it lives
+//	I <ip> <port> <port>      the target's client of the connection from
+//	                          ip:port (mirrord's end on loopback) to the
+//	                          program's port (peers.go)
 //
 // Replies: "L" (do it locally), "E <errno>", "R 127.0.0.1 <port>" (connect
 // or send there instead), "A <ip>..." / "A <base64>", "F" with a file
 // descriptor, "I <stat fields>", "T <target>", "H <hostname> <ndots>
-// <search...>", "OK".
+// <search...>", "OK". An I request is answered "A <ip> <port>", or "L"
+// when the connection is not one of mirrord's.
 
 // LayerOptions configures ServeLayer.
 type LayerOptions struct {
@@ -267,6 +271,17 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 			l.opts.OnListen(uint16(port), peerPid(ctx))
 		}
 		return "OK", nil
+	case "I":
+		from, err1 := netip.ParseAddrPort(net.JoinHostPort(arg(1), arg(2)))
+		port, err2 := strconv.ParseUint(arg(3), 10, 16)
+		if err1 != nil || err2 != nil {
+			return "L", nil
+		}
+		client, ok := l.p.OriginalPeer(from, uint16(port))
+		if !ok {
+			return "L", nil
+		}
+		return fmt.Sprintf("A\t%s\t%d", client.Addr(), client.Port()), nil
 	case "H":
 		r := l.p.hello.Resolver
 		return strings.Join(append([]string{"H", l.opts.Hostname, strconv.Itoa(r.Ndots)}, r.Search...), "\t"), nil
@@ -1026,6 +1041,18 @@ func (c LayerClient) OpenFile(ctx context.Context, path string, flags int, perm 
 func (c LayerClient) Listening(ctx context.Context, addr netip.AddrPort) error {
 	_, err := c.call(ctx, fmt.Sprintf("P\t%s\t%d", addr.Addr(), addr.Port()))
 	return err
+}
+
+// OriginalPeer asks the session for the target's client of the connection
+// from from (mirrord's end on loopback) to the program's port, as the
+// preload's accept does.
+func (c LayerClient) OriginalPeer(ctx context.Context, from netip.AddrPort, port uint16) (netip.AddrPort, bool) {
+	f, err := c.call(ctx, fmt.Sprintf("I\t%s\t%d\t%d", from.Addr().Unmap(), from.Port(), port))
+	if err != nil || len(f) != 3 || f[0] != "A" {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(net.JoinHostPort(f[1], f[2]))
+	return ap, err == nil
 }
 
 // Hold tells the session that this process is part of the program until

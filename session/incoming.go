@@ -100,37 +100,45 @@ func deref(p *string) string {
 	return *p
 }
 
+// dialFunc connects a delivered connection from the target's client to
+// the local port; release is called once the delivery ended.
+type dialFunc func(ctx context.Context, local uint16, client netip.AddrPort) (c net.Conn, release func(), err error)
+
 // dialLocal connects to the program's server on this machine's loopback:
-// 127.0.0.1, or ::1 for a server that listens on IPv6 only.
-func dialLocal(ctx context.Context, port uint16) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port).String())
-	if err == nil {
-		return c, nil
+// 127.0.0.1, or ::1 for a server that listens on IPv6 only. The proxy
+// remembers the client, so that the program's accept and getpeername show
+// it rather than mirrord's end of the connection (intproxy/peers.go).
+func dialLocal(proxy *intproxy.Proxy) dialFunc {
+	return func(ctx context.Context, port uint16, client netip.AddrPort) (net.Conn, func(), error) {
+		c, release, err := proxy.DialProgram(ctx, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port), client)
+		if err == nil {
+			return c, release, nil
+		}
+		if c6, release6, err6 := proxy.DialProgram(ctx, netip.AddrPortFrom(netip.IPv6Loopback(), port), client); err6 == nil {
+			return c6, release6, nil
+		}
+		return nil, nil, err
 	}
-	if c6, err6 := d.DialContext(ctx, "tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), port).String()); err6 == nil {
-		return c6, nil
-	}
-	return nil, err
 }
 
 // ServeIncoming takes the target's traffic for the ports listening()
 // reports and delivers it to them on this machine's loopback, until ctx
 // ends.
 func (s *Session) ServeIncoming(ctx context.Context, listening func() map[uint16]bool) {
-	serveIncomingPorts(ctx, s.Config, s.Proxy, listening, dialLocal, s.log)
+	serveIncomingPorts(ctx, s.Config, s.Proxy, listening, s.log)
 }
 
 // serveIncomingPorts subscribes every port listening() reports (polled)
-// and delivers the connections with dial, until ctx ends.
-func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, listening func() map[uint16]bool, dial func(ctx context.Context, local uint16) (net.Conn, error), log *slog.Logger) {
+// and delivers the connections to the program's servers on this machine's
+// loopback, until ctx ends.
+func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy.Proxy, listening func() map[uint16]bool, log *slog.Logger) {
 	in := cfg.Feature.Network.Incoming
 	if in.Mode == config.IncomingOff {
 		return
 	}
 	steal := in.Mode == config.IncomingSteal
 	ports := &portMap{m: map[uint16]uint16{}}
-	go deliverIncoming(ctx, proxy, ports, log, dial)
+	go deliverIncoming(ctx, proxy, ports, log, dialLocal(proxy))
 	subs := map[uint16]func(){}
 	defer func() {
 		for _, cancel := range subs {
@@ -219,7 +227,7 @@ func (pm *portMap) get(remote uint16) (uint16, bool) {
 // deliverIncoming serves the connections the agent delivers until the
 // session ends: each goes to the local port its target port maps to,
 // connected with dial.
-func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap, log *slog.Logger, dial func(ctx context.Context, local uint16) (net.Conn, error)) {
+func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap, log *slog.Logger, dial dialFunc) {
 	proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
 		local, ok := ports.get(inc.Port)
 		if !ok {
@@ -227,13 +235,14 @@ func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap,
 			return
 		}
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		app, err := dial(dctx, local)
+		app, release, err := dial(dctx, local, intproxy.ParseSource(inc.Source))
 		cancel()
 		if err != nil {
 			log.Warn("incoming: nothing accepts on the local port", "port", local, "err", err)
 			conn.Close()
 			return
 		}
+		defer release()
 		intproxy.DeliverTo(inc, conn, app)
 	})
 }
@@ -262,9 +271,11 @@ func (s *Session) Reverse(ctx context.Context, revs [][2]uint16) ([]func(), erro
 		cancels = append(cancels, cancel)
 		ports.set(r[0], r[1])
 	}
-	go deliverIncoming(ctx, proxy, ports, log, func(ctx context.Context, local uint16) (net.Conn, error) {
+	// The local service is not under mirrord: nobody asks for the client.
+	go deliverIncoming(ctx, proxy, ports, log, func(ctx context.Context, local uint16, _ netip.AddrPort) (net.Conn, func(), error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))))
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))))
+		return c, func() {}, err
 	})
 	return cancels, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -85,6 +86,15 @@ func LayerExec(ctx context.Context, path string, args []string) error {
 	}
 	if files != nil {
 		opts = append(opts, goshim.WithFiles(*files))
+	}
+	if os.Getenv("MIRRORD_LAYER_INCOMING") != "0" {
+		// Its servers' connections from the target show the target's
+		// client, which the session remembers (goshim/peers.go).
+		opts = append(opts, goshim.WithIncomingPeers(func(from netip.AddrPort, port uint16) (netip.AddrPort, bool) {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return client.OriginalPeer(lctx, from, port)
+		}))
 	}
 	return RunSandbox(ctx, spec, opts, client, nil, func(ctx context.Context, pid int) {
 		go endWithSession(ctx, sock, pid)

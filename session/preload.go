@@ -109,6 +109,12 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 	if o.OnJoin != nil {
 		hold = "1"
 	}
+	// Without incoming traffic, accept never asks the session for a
+	// delivered connection's client (intproxy/peers.go).
+	incoming := "1"
+	if cfg.Feature.Network.Incoming.Mode == config.IncomingOff {
+		incoming = "0"
+	}
 	l.Vars = map[string]string{
 		"MIRRORD_LAYER_SOCK":     sock,
 		"MIRRORD_LAYER_HOSTNAME": hostname,
@@ -116,6 +122,7 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 		"MIRRORD_LAYER_SKIP":     skipList(cfg),
 		"MIRRORD_LAYER_FS":       fsOn,
 		"MIRRORD_LAYER_HOLD":     hold,
+		"MIRRORD_LAYER_INCOMING": incoming,
 	}
 	return l, nil
 }
@@ -178,7 +185,7 @@ func (s *Session) runPreload(ctx context.Context, path string, argv, progEnv []s
 	}
 	incCtx, stopIncoming := context.WithCancel(ctx)
 	defer stopIncoming()
-	go serveIncomingPorts(incCtx, cfg, proxy, layer.Ports, dialLocal, log)
+	go serveIncomingPorts(incCtx, cfg, proxy, layer.Ports, log)
 	go func() {
 		select {
 		case <-proxy.Done():

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/goshim"
 	"github.com/mirrord-go/mirrord/netstack"
 )
@@ -34,6 +35,11 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 			ports.add(l.Addr.Port())
 		}
 	})}
+	if cfg.Feature.Network.Incoming.Mode != config.IncomingOff {
+		// accept and getpeername show the target's client of a delivered
+		// connection, as under the preload (goshim/peers.go).
+		opts = append(opts, goshim.WithIncomingPeers(proxy.OriginalPeer))
+	}
 	cwd, _ := os.Getwd()
 	files, err := sandboxFiles(cfg.Feature.FS, proxyFiles(proxy), cwd, skipper(cfg), log)
 	if err != nil {
@@ -43,7 +49,7 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 		opts = append(opts, goshim.WithFiles(*files))
 	}
 	return RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, _ int) {
-		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, dialLocal, log)
+		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, log)
 		go func() {
 			select {
 			case <-proxy.Done():

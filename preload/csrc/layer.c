@@ -65,6 +65,7 @@ extern char **environ;
 static int active;                    // constructor ran and we are not skipped
 static int files_active;              // file hooks on (fs mode is not local)
 static int exec_active;               // reroute Go/static children (also when skipped)
+static int incoming_active;           // the session delivers incoming connections (MIRRORD_LAYER_INCOMING)
 static const char *skip_list;         // MIRRORD_LAYER_SKIP
 static const char *skip_env;          // MIRRORD_SKIP_PROCESSES (set by IDE plugins)
 static struct sockaddr_un proxy_addr; // the internal proxy's socket
@@ -142,6 +143,8 @@ DECLARE_REAL(ssize_t, recvfrom, int, void *, size_t, int, struct sockaddr *, soc
 DECLARE_REAL(ssize_t, recvmsg, int, struct msghdr *, int)
 DECLARE_REAL(int, getpeername, int, struct sockaddr *, socklen_t *)
 DECLARE_REAL(int, listen, int, int)
+DECLARE_REAL(int, accept, int, struct sockaddr *, socklen_t *)
+DECLARE_REAL(int, accept4, int, struct sockaddr *, socklen_t *, int)
 DECLARE_REAL(int, close, int)
 DECLARE_REAL(int, dup, int)
 DECLARE_REAL(int, dup2, int, int)
@@ -356,6 +359,8 @@ static void layer_setup(void) {
 	skip_env = getenv("MIRRORD_SKIP_PROCESSES");
 	const char *fs = getenv("MIRRORD_LAYER_FS");
 	files_active = !fs || strcmp(fs, "0") != 0;
+	const char *inc = getenv("MIRRORD_LAYER_INCOMING");
+	incoming_active = !inc || strcmp(inc, "0") != 0;
 	exec_active = 1;
 	active = !is_skipped(program_invocation_short_name);
 	__atomic_store_n(&layer_ready, 1, __ATOMIC_RELEASE);
@@ -598,6 +603,121 @@ EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len) {
 	memcpy(sa, &e->peer, l);
 	*len = e->peerlen;
 	return 0;
+}
+
+// ---- the client of a delivered connection -----------------------------
+//
+// mirrord delivers the target's incoming connections by connecting to the
+// program's server on this machine's loopback, so the kernel's peer of an
+// accepted connection is mirrord's end of it. accept, accept4 and
+// getpeername show the target's client instead, which the proxy
+// remembers for each of its deliveries (intproxy/peers.go; the netstack
+// engine does the same in goshim/peers.go).
+//
+// Ordinary accepts stay cheap: the proxy is asked only when the peer is a
+// loopback address and the listening socket is bound to a wildcard
+// address (mirrord delivers only to those: a server on loopback gets no
+// remote traffic, and one on another address is not reached through
+// loopback). Other accepts cost nothing, or one getpeername when the
+// caller asked for no address (libuv), and one getsockname of the
+// listener when the peer is on loopback.
+
+static void forget(int fd);
+
+static int is_unspecified(const struct sockaddr *sa) {
+	if (sa->sa_family == AF_INET) return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+	if (sa->sa_family == AF_INET6) return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return 0;
+}
+
+// client_sockaddr builds the client ip:port in family: an IPv4 client of
+// an IPv6 socket as v4-mapped, as the kernel shows it. 0 when family
+// cannot hold it (an IPv6 client of an IPv4 socket: the kernel would never
+// show one, so mirrord's address stays).
+static socklen_t client_sockaddr(int family, const char *ip, uint16_t port, struct sockaddr_storage *out) {
+	memset(out, 0, sizeof *out);
+	struct in_addr a4;
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (void *)out;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(port);
+		if (inet_pton(AF_INET, ip, &a4) == 1) {
+			in6->sin6_addr.s6_addr[10] = in6->sin6_addr.s6_addr[11] = 0xff;
+			memcpy(&in6->sin6_addr.s6_addr[12], &a4, 4);
+		} else if (inet_pton(AF_INET6, ip, &in6->sin6_addr) != 1) {
+			return 0;
+		}
+		return sizeof *in6;
+	}
+	if (family == AF_INET && inet_pton(AF_INET, ip, &a4) == 1) {
+		struct sockaddr_in *in = (void *)out;
+		in->sin_family = AF_INET;
+		in->sin_port = htons(port);
+		in->sin_addr = a4;
+		return sizeof *in;
+	}
+	return 0;
+}
+
+// original_peer runs after the real accept of listener lfd returned fd,
+// whose peer the kernel wrote to sa (*len; cap is the caller's buffer
+// size). When fd is a connection mirrord delivered, it remembers the
+// target's client in fd's entry (for getpeername) and writes it to sa as
+// accept would have.
+static void original_peer(int lfd, int fd, struct sockaddr *sa, socklen_t *len, socklen_t cap) {
+	forget(fd); // a number reused behind our back (a raw close) must not keep an old peer
+	struct sockaddr_storage peer, ln;
+	socklen_t pl = sizeof peer, ll = sizeof ln;
+	if (sa && len && *len <= cap && *len >= sizeof(struct sockaddr_in)) {
+		pl = *len < sizeof peer ? *len : sizeof peer;
+		memcpy(&peer, sa, pl);
+	} else if (CALL(getpeername)(fd, (struct sockaddr *)&peer, &pl) < 0) {
+		return;
+	}
+	if ((peer.ss_family != AF_INET && peer.ss_family != AF_INET6) || !is_loopback((struct sockaddr *)&peer)) return;
+	if (getsockname(lfd, (struct sockaddr *)&ln, &ll) < 0 || !is_unspecified((struct sockaddr *)&ln)) return;
+	uint16_t port = ntohs(ln.ss_family == AF_INET ? ((struct sockaddr_in *)&ln)->sin_port
+	                                              : ((struct sockaddr_in6 *)&ln)->sin6_port);
+	char a[80], req[128], resp[128], ip[INET6_ADDRSTRLEN + 1];
+	if (!addr_text((struct sockaddr *)&peer, pl, a, sizeof a)) return;
+	int n = snprintf(req, sizeof req, "I\t%s\t%u\n", a, port);
+	if (request(req, n, resp, sizeof resp, NULL) < 0 || resp[0] != 'A' || resp[1] != '\t') return;
+	if (!field(resp, 1, ip, sizeof ip)) return;
+	long cport = field_long(resp, 2);
+	if (cport <= 0 || cport > 65535) return;
+	struct fdent *e = ent_get(fd, 1);
+	if (!e) return;
+	socklen_t cl = client_sockaddr(peer.ss_family, ip, (uint16_t)cport, &e->peer);
+	if (!cl) return;
+	e->peerlen = cl;
+	e->kind = FD_TCP;
+	if (sa && len) {
+		// accept's contract: at most the caller's buffer, the full length in *len.
+		memcpy(sa, &e->peer, cap < cl ? cap : cl);
+		*len = cl;
+	}
+}
+
+EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags) {
+	socklen_t cap = sa && len ? *len : 0;
+	int r = CALL(accept4)(fd, sa, len, flags);
+	if (r >= 0 && layer_on() && incoming_active) {
+		int saved = errno;
+		original_peer(fd, r, sa, len, cap);
+		errno = saved;
+	}
+	return r;
+}
+
+EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len) {
+	socklen_t cap = sa && len ? *len : 0;
+	int r = CALL(accept)(fd, sa, len);
+	if (r >= 0 && layer_on() && incoming_active) {
+		int saved = errno;
+		original_peer(fd, r, sa, len, cap);
+		errno = saved;
+	}
+	return r;
 }
 
 // listen tells the proxy which port the program serves, so that the
