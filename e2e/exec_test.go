@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,4 +369,34 @@ func ourTables(t *testing.T, podName string) []string {
 	}
 	t.Fatalf("no process of pod %s on this machine", podName)
 	return nil
+}
+
+// TestAgentNotReachableFromCluster: the agent, privileged and next to the
+// target, listens on its pod's loopback only: the session reaches it
+// through the port-forward, while a connection to the agent pod's IP (as
+// any other pod, or the node, would make) is refused.
+func TestAgentNotReachableFromCluster(t *testing.T) {
+	c := newCluster(t)
+	cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
+		"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "--", "sh", "-c", "echo ready; exec sleep 600")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	buf := make([]byte, 6)
+	if _, err := stdout.Read(buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("the session did not start: %q, %v", buf, err)
+	}
+	var ip string
+	waitUntil(t, 20*time.Second, "the agent pod's IP", func() bool {
+		ip = strings.TrimSpace(c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "jsonpath={.items[0].status.podIP}"))
+		return ip != ""
+	})
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "44128"), 3*time.Second)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("the agent answers on its pod IP %s: any pod of the cluster can reach it", ip)
+	}
+	t.Logf("agent pod %s: %v (the session runs through the port-forward)", ip, err)
 }

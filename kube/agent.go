@@ -56,7 +56,10 @@ var defaultCapabilities = []string{"NET_ADMIN", "NET_RAW", "SYS_PTRACE", "SYS_AD
 // AgentJob builds the Job that runs the agent for target (nil: targetless).
 func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batchv1.Job {
 	a := cfg.Agent
-	args := []string{"agent", "--listen", fmt.Sprintf("0.0.0.0:%d", AgentPort), "--ttl", fmt.Sprintf("%ds", max(a.TTL, 1)),
+	// Loopback only: the port-forward reaches the pod's loopback, and no
+	// other pod of the cluster can reach a privileged agent next to the
+	// target.
+	args := []string{"agent", "--listen", fmt.Sprintf("127.0.0.1:%d", AgentPort), "--ttl", fmt.Sprintf("%ds", max(a.TTL, 1)),
 		// A session that never connects (its CLI was killed) does not
 		// leave the agent running.
 		"--first-client-timeout", "60s"}
