@@ -28,18 +28,26 @@ func filterRequest(req *http.Request) *httpfilter.Request {
 	return fr
 }
 
-// mirrorFiltered serves a mirrored connection of a port whose mirror
-// has an HTTP filter: the target's app gets every byte, untouched, and
-// the subscriber gets a copy of only the HTTP/1.x requests that match,
-// each on a stream of its own. The local app's answers are dropped. A connection that does not speak
-// HTTP/1.x (HTTP/2 included) is not copied at all.
-func (in *incoming) mirrorFiltered(c *net.TCPConn, orig netAddrPort, sub *subscription) {
+// dialApp connects to the target's app at orig, from the target's
+// network namespace (past the redirect, which spares the agent's own
+// connections).
+func (in *incoming) dialApp(orig netAddrPort) (net.Conn, error) {
 	var app net.Conn
 	err := in.a.target.inNetns(func() error {
 		var err error
 		app, err = net.DialTimeout("tcp", orig.String(), 10*time.Second)
 		return err
 	})
+	return app, err
+}
+
+// mirrorFiltered serves a mirrored connection of a port whose mirror
+// has an HTTP filter: the target's app gets every byte, untouched, and
+// the subscriber gets a copy of only the HTTP/1.x requests that match,
+// each on a stream of its own. The local app's answers are dropped. A connection that does not speak
+// HTTP/1.x (HTTP/2 included) is not copied at all.
+func (in *incoming) mirrorFiltered(c *net.TCPConn, orig netAddrPort, sub *subscription) {
+	app, err := in.dialApp(orig)
 	if err != nil {
 		in.a.log.Warn("incoming: mirror: original app unreachable", "addr", orig.String(), "err", err)
 		return

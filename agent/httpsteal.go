@@ -97,12 +97,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			return app, nil
 		}
 		app.close()
-		var conn net.Conn
-		err := in.a.target.inNetns(func() error {
-			var err error
-			conn, err = net.DialTimeout("tcp", orig.String(), 10*time.Second)
-			return err
-		})
+		conn, err := in.dialApp(orig)
 		if err != nil {
 			return nil, err
 		}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/google/nftables"
@@ -383,12 +382,7 @@ func (in *incoming) handle(c *net.TCPConn) {
 	}
 	// Mirror: the original app answers; the client gets a copy of what
 	// the peer sends.
-	var app net.Conn
-	err = in.a.target.inNetns(func() error {
-		var err error
-		app, err = net.DialTimeout("tcp", orig.String(), 10*time.Second)
-		return err
-	})
+	app, err := in.dialApp(orig)
 	if err != nil {
 		in.a.log.Warn("incoming: mirror: original app unreachable", "addr", orig.String(), "err", err)
 		return

@@ -595,13 +595,28 @@ func (s *supervisor) open(n *seccompNotif, dirfd uint64, p string, flags int, mo
 	})
 }
 
-// rename: both paths remote goes to the target, both local stays in the
-// kernel, one of each is EXDEV (mv then copies).
+// rename and link: both paths remote goes to the target, both local
+// stays in the kernel, one of each is EXDEV (mv then copies, as across
+// file systems).
 func (s *supervisor) rename(n *seccompNotif, a [6]uint64) {
+	flags := uint(a[4])
+	s.pathPair(n, a, false, func(ctx context.Context, from, to string) error {
+		return s.remote.rename(ctx, from, to, flags)
+	})
+}
+
+func (s *supervisor) link(n *seccompNotif, a [6]uint64) {
+	// linkat(fd, "", ..., AT_EMPTY_PATH) links an open file: the kernel's.
+	s.pathPair(n, a, int(a[4])&unix.AT_EMPTY_PATH != 0, s.fs.Link)
+}
+
+// pathPair runs op for a call whose arguments are (olddirfd, oldpath,
+// newdirfd, newpath, ...), unless local says the kernel does it.
+func (s *supervisor) pathPair(n *seccompNotif, a [6]uint64, local bool, op func(ctx context.Context, from, to string) error) {
 	tid := int(n.Pid)
 	from, err1 := readPath(tid, a[1])
 	to, err2 := readPath(tid, a[3])
-	if err1 != nil || err2 != nil {
+	if err1 != nil || err2 != nil || from == "" || local {
 		s.cont(n.ID)
 		return
 	}
@@ -616,9 +631,8 @@ func (s *supervisor) rename(n *seccompNotif, a [6]uint64) {
 		s.reply(n.ID, 0, unix.EXDEV)
 	case !notifValid(s.listener, n.ID):
 	default:
-		flags := uint(a[4])
 		s.async(func(ctx context.Context) {
-			s.reply(n.ID, 0, errnoOrZero(s.remote.rename(ctx, fp, tp, flags)))
+			s.reply(n.ID, 0, errnoOrZero(op(ctx, fp, tp)))
 		})
 	}
 }
@@ -753,33 +767,6 @@ func timeArg(ts unix.Timespec) *int64 {
 		v = ts.Nano()
 	}
 	return &v
-}
-
-// link: as rename, both paths remote goes to the target, both local
-// stays in the kernel, one of each is EXDEV.
-func (s *supervisor) link(n *seccompNotif, a [6]uint64) {
-	tid := int(n.Pid)
-	from, err1 := readPath(tid, a[1])
-	to, err2 := readPath(tid, a[3])
-	if err1 != nil || err2 != nil || from == "" || int(a[4])&unix.AT_EMPTY_PATH != 0 {
-		s.cont(n.ID)
-		return
-	}
-	fa, fp := s.classify(tid, a[0], from, true)
-	ta, tp := s.classify(tid, a[2], to, true)
-	switch {
-	case fa == fsfilter.NotFound || ta == fsfilter.NotFound:
-		s.reply(n.ID, 0, unix.ENOENT)
-	case fa == fsfilter.Local && ta == fsfilter.Local:
-		s.cont(n.ID)
-	case fa != ta:
-		s.reply(n.ID, 0, unix.EXDEV)
-	case !notifValid(s.listener, n.ID):
-	default:
-		s.async(func(ctx context.Context) {
-			s.reply(n.ID, 0, errnoOrZero(s.fs.Link(ctx, fp, tp)))
-		})
-	}
 }
 
 // replyStruct writes a stat result into the program and answers 0.

@@ -697,14 +697,9 @@ func (l *layerServer) change(ctx context.Context, op, a, b string) string {
 	if op != "N" {
 		path = b
 	}
-	act, rpath := l.classify(path, true)
-	switch {
-	case act == fsfilter.Local:
-		return "L"
-	case act == fsfilter.NotFound:
-		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
-	case !l.opts.RemoteWrites:
-		return "L"
+	rpath, reply := l.writeTarget(path)
+	if reply != "" {
+		return reply
 	}
 	var err error
 	switch op {
@@ -730,6 +725,22 @@ func (l *layerServer) change(ctx context.Context, op, a, b string) string {
 	return "OK"
 }
 
+// writeTarget classifies a path the program changes: its remote path, or
+// the reply when the change is not the target's ("L" to do it locally,
+// ENOENT for a not_found path).
+func (l *layerServer) writeTarget(path string) (rpath, reply string) {
+	act, rpath := l.classify(path, true)
+	switch {
+	case act == fsfilter.Local:
+		return "", "L"
+	case act == fsfilter.NotFound:
+		return "", "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	case !l.opts.RemoteWrites:
+		return "", "L"
+	}
+	return rpath, ""
+}
+
 // modify runs setattr (J: follow, mode, uid, gid, atime, mtime, path;
 // "-" leaves a field as it is, "now" is the target's clock), truncate (T:
 // size, path), link (B: from, to) or symlink (A: target, path) on the
@@ -739,17 +750,13 @@ func (l *layerServer) modify(ctx context.Context, op string, a []string) string 
 	if len(a) < map[string]int{"J": 7, "T": 2, "B": 2, "A": 2}[op] {
 		return einval
 	}
-	act, rpath := l.classify(a[len(a)-1], true)
+	path := a[len(a)-1]
 	if op == "B" {
-		act, rpath = l.classify(a[0], true)
+		path = a[0]
 	}
-	switch {
-	case act == fsfilter.Local:
-		return "L"
-	case act == fsfilter.NotFound:
-		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
-	case !l.opts.RemoteWrites:
-		return "L"
+	rpath, reply := l.writeTarget(path)
+	if reply != "" {
+		return reply
 	}
 	var err error
 	switch op {
