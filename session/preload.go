@@ -105,6 +105,12 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 	if o.OnJoin != nil {
 		hold = "1"
 	}
+	// Without unix_streams patterns, the library leaves connects to unix
+	// sockets alone: no request per connect (nscd, D-Bus, ...).
+	unixStreams := "0"
+	if proxy.HasUnixStreams() {
+		unixStreams = "1"
+	}
 	l.Vars = map[string]string{
 		"MIRRORD_LAYER_SOCK":     sock,
 		"MIRRORD_LAYER_HOSTNAME": hostname,
@@ -112,6 +118,7 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 		"MIRRORD_LAYER_SKIP":     skipList(cfg),
 		"MIRRORD_LAYER_FS":       fsOn,
 		"MIRRORD_LAYER_HOLD":     hold,
+		"MIRRORD_LAYER_UNIX":     unixStreams,
 	}
 	return l, nil
 }
