@@ -28,6 +28,14 @@
 // TUN device. The socket tables under /proc read as this machine's. See
 // hostnet.go for the rules and their limits.
 //
+// # Unix sockets elsewhere
+//
+// With WithUnixStreams, a stream connect to a unix socket path is offered
+// to a UnixRelay, which may name a listener of mirrord's that stands for
+// the target's socket at that path; the supervisor connects the program's
+// own socket to it, and answers getpeername for it with the path the
+// program asked for. See unixstreams.go.
+//
 // # Files
 //
 // With WithFiles the program also sees the target's files, per the fs

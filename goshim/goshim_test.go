@@ -58,6 +58,8 @@ func TestMain(m *testing.M) {
 			os.Exit(netProgram(os.Args[2:]))
 		case modeFiles:
 			os.Exit(filesProgram(os.Args[2:]))
+		case modeUnix:
+			os.Exit(unixProgram(os.Args[2:]))
 		}
 	}
 	os.Exit(m.Run())

@@ -49,6 +49,7 @@ type options struct {
 	setupTimeout time.Duration
 	files        *Files
 	onListen     func(Listener)
+	unixRelay    UnixRelay
 	log          *slog.Logger
 }
 
@@ -80,12 +81,13 @@ type Sandbox struct {
 	term   *terminal // non-nil when the program got the terminal's foreground
 
 	// The file layer (WithFiles); nil without it.
-	files    *Files
-	onListen func(Listener)
-	log      *slog.Logger
-	pinned   map[string]bool // paths that stay local whatever the rules
-	remote   remoteFS        // set by the handshake
-	super    *supervisor     // set by Go
+	files     *Files
+	onListen  func(Listener)
+	unixRelay UnixRelay
+	log       *slog.Logger
+	pinned    map[string]bool // paths that stay local whatever the rules
+	remote    remoteFS        // set by the handshake
+	super     *supervisor     // set by Go
 
 	done     chan struct{} // closed once the program has been reaped
 	exitCode int
@@ -118,7 +120,7 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 		return nil, fmt.Errorf("goshim: finding the mirrord executable to re-run as helper: %w", err)
 	}
 
-	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, log: o.log}
+	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, unixRelay: o.unixRelay, log: o.log}
 	msg, err := s.prepare(spec)
 	if err != nil {
 		s.release()
@@ -134,7 +136,7 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 	// loopback, hostnet.go); where the architecture has no table for it,
 	// the program runs with the sandbox's own loopback.
 	if auditArch != 0 {
-		for nr := range interceptedSyscalls(s.files != nil, s.files != nil && s.files.RemoteWrites) {
+		for nr := range interceptedSyscalls(s.files != nil, s.files != nil && s.files.RemoteWrites, s.unixRelay != nil) {
 			msg.Syscalls = append(msg.Syscalls, nr)
 		}
 		slices.Sort(msg.Syscalls)
@@ -474,7 +476,8 @@ func (s *Sandbox) startSupervisor(fds []int) error {
 		closeFDs(fds)
 		return errors.New("goshim: unexpected seccomp listener from the helper")
 	}
-	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen, log: s.log})
+	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen,
+		unixRelay: s.unixRelay, log: s.log})
 	if err != nil {
 		unix.Close(fds[0])
 		return fmt.Errorf("goshim: starting the seccomp supervisor: %w", err)

@@ -11,22 +11,23 @@ import (
 type sysKind int
 
 const (
-	sysOpen      sysKind = iota // dirfd, path, flags, mode
-	sysOpenat2                  // dirfd, path, *open_how, size
-	sysStat                     // dirfd, path, *struct stat, flags
-	sysStatx                    // dirfd, path, flags, mask, *struct statx
-	sysAccess                   // dirfd, path, mode, flags
-	sysReadlink                 // dirfd, path, buf, bufsiz
-	sysUnlink                   // dirfd, path, flags
-	sysMkdir                    // dirfd, path, mode
-	sysRename                   // olddirfd, oldpath, newdirfd, newpath, flags
-	sysGetxattr                 // dirfd, path, name, value, size, AT_SYMLINK_NOFOLLOW or 0
-	sysListxattr                // dirfd, path, list, size, AT_SYMLINK_NOFOLLOW or 0
-	sysStatfs                   // dirfd, path, *struct statfs
-	sysBind                     // fd, addr, addrlen
-	sysConnect                  // fd, addr, addrlen
-	sysListen                   // fd, backlog
-	sysSendto                   // fd, buf, len, flags, addr, addrlen
+	sysOpen        sysKind = iota // dirfd, path, flags, mode
+	sysOpenat2                    // dirfd, path, *open_how, size
+	sysStat                       // dirfd, path, *struct stat, flags
+	sysStatx                      // dirfd, path, flags, mask, *struct statx
+	sysAccess                     // dirfd, path, mode, flags
+	sysReadlink                   // dirfd, path, buf, bufsiz
+	sysUnlink                     // dirfd, path, flags
+	sysMkdir                      // dirfd, path, mode
+	sysRename                     // olddirfd, oldpath, newdirfd, newpath, flags
+	sysGetxattr                   // dirfd, path, name, value, size, AT_SYMLINK_NOFOLLOW or 0
+	sysListxattr                  // dirfd, path, list, size, AT_SYMLINK_NOFOLLOW or 0
+	sysStatfs                     // dirfd, path, *struct statfs
+	sysBind                       // fd, addr, addrlen
+	sysConnect                    // fd, addr, addrlen
+	sysListen                     // fd, backlog
+	sysSendto                     // fd, buf, len, flags, addr, addrlen
+	sysGetpeername                // fd, addr, addrlen
 )
 
 // sysCall describes one intercepted system call.
@@ -77,12 +78,22 @@ var syscallsNet = map[int]sysCall{
 	unix.SYS_SENDTO:  {name: "sendto", kind: sysSendto},
 }
 
+// syscallsPeer are intercepted with WithUnixStreams: getpeername names
+// the path a relayed socket was connected to (see unixstreams.go).
+var syscallsPeer = map[int]sysCall{
+	unix.SYS_GETPEERNAME: {name: "getpeername", kind: sysGetpeername},
+}
+
 // interceptedSyscalls returns the system call table of this architecture:
 // the socket calls and the opens always (the socket tables under /proc
 // are this machine's, see hostnet.go), the other file calls when files
-// is set, the write calls among them only when writes may go remote.
-func interceptedSyscalls(files, remoteWrites bool) map[int]sysCall {
+// is set, the write calls among them only when writes may go remote,
+// getpeername when unix sockets may be relayed.
+func interceptedSyscalls(files, remoteWrites, unixStreams bool) map[int]sysCall {
 	out := maps.Clone(syscallsNet)
+	if unixStreams {
+		maps.Copy(out, syscallsPeer)
+	}
 	for _, t := range []map[int]sysCall{syscallsAt, syscallsPath, syscallsArch} {
 		for nr, c := range t {
 			isOpen := c.kind == sysOpen || c.kind == sysOpenat2

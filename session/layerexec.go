@@ -70,7 +70,13 @@ func LayerExec(ctx context.Context, path string, args []string) error {
 			client.Listening(lctx, l.Addr)
 		}()
 	})
-	return RunSandbox(ctx, spec, []goshim.Option{listening}, client, nil, func(ctx context.Context, pid int) {
+	opts := []goshim.Option{listening}
+	if os.Getenv("MIRRORD_LAYER_UNIX") == "1" {
+		// The session's proxy decides about each path, as it does for
+		// the preloaded parent.
+		opts = append(opts, goshim.WithUnixStreams(client.RelayUnix))
+	}
+	return RunSandbox(ctx, spec, opts, client, nil, func(ctx context.Context, pid int) {
 		go endWithSession(ctx, sock, pid)
 	})
 }
