@@ -258,21 +258,38 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream) {
 	}
 }
 
-// dial connects from the target's network namespace and then copies bytes
-// between the stream and the connection until both sides are done.
+// dial connects from the target (TCP from its network namespace, a unix
+// socket in its file system) and then copies bytes between the stream and
+// the connection until both sides are done.
 func (a *Agent) dial(st *yamux.Stream, req *protocol.DialRequest) {
 	var conn net.Conn
-	err := a.target.inNetns(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", req.Addr, 20*time.Second)
-		return err
-	})
+	var err error
+	reply := &protocol.DialReply{}
+	switch req.Network {
+	case "", protocol.NetworkTCP:
+		err = a.target.inNetns(func() error {
+			var err error
+			conn, err = net.DialTimeout("tcp", req.Addr, 20*time.Second)
+			return err
+		})
+		if err == nil {
+			reply.LocalAddr, reply.RemoteAddr = conn.LocalAddr().String(), conn.RemoteAddr().String()
+		}
+	case protocol.NetworkUnix:
+		// The agent's end is unnamed; the peer is the path asked for (the
+		// connection went through a /proc link, see dialUnix).
+		conn, err = a.target.dialUnix(req.Addr)
+		reply.RemoteAddr = req.Addr
+	default:
+		protocol.Write(st, &protocol.ErrorReply{Message: fmt.Sprintf("dial: unknown network %q", req.Network), Code: "EAFNOSUPPORT"})
+		return
+	}
 	if err != nil {
 		protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
 		return
 	}
 	defer conn.Close()
-	if err := protocol.Write(st, &protocol.DialReply{LocalAddr: conn.LocalAddr().String(), RemoteAddr: conn.RemoteAddr().String()}); err != nil {
+	if err := protocol.Write(st, reply); err != nil {
 		return
 	}
 	relay.Splice(st, conn)

@@ -33,6 +33,14 @@
 // program's servers shows the target's client as its peer rather than
 // mirrord's end on loopback (peers.go).
 //
+// # Unix sockets elsewhere
+//
+// With WithUnixStreams, a stream connect to a unix socket path is offered
+// to a UnixRelay, which may name a listener of mirrord's that stands for
+// the target's socket at that path; the supervisor connects the program's
+// own socket to it, and answers getpeername for it with the path the
+// program asked for. See unixstreams.go.
+//
 // # Files
 //
 // With WithFiles the program also sees the target's files, per the fs

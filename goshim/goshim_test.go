@@ -60,6 +60,8 @@ func TestMain(m *testing.M) {
 			os.Exit(filesProgram(os.Args[2:]))
 		case modePeers:
 			os.Exit(peersProgram(os.Args[2:]))
+		case modeUnix:
+			os.Exit(unixProgram(os.Args[2:]))
 		}
 	}
 	os.Exit(m.Run())

@@ -51,6 +51,7 @@ type options struct {
 	files        *Files
 	onListen     func(Listener)
 	peers        PeerFunc
+	unixRelay    UnixRelay
 	log          *slog.Logger
 }
 
@@ -82,13 +83,14 @@ type Sandbox struct {
 	term   *terminal // non-nil when the program got the terminal's foreground
 
 	// The file layer (WithFiles); nil without it.
-	files    *Files
-	onListen func(Listener)
-	peers    PeerFunc
-	log      *slog.Logger
-	pinned   map[string]bool // paths that stay local whatever the rules
-	remote   remoteFS        // set by the handshake
-	super    *supervisor     // set by Go
+	files     *Files
+	onListen  func(Listener)
+	peers     PeerFunc
+	unixRelay UnixRelay
+	log       *slog.Logger
+	pinned    map[string]bool // paths that stay local whatever the rules
+	remote    remoteFS        // set by the handshake
+	super     *supervisor     // set by Go
 
 	done     chan struct{} // closed once the program has been reaped
 	exitCode int
@@ -121,7 +123,7 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 		return nil, fmt.Errorf("goshim: finding the mirrord executable to re-run as helper: %w", err)
 	}
 
-	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, peers: o.peers, log: o.log}
+	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, peers: o.peers, unixRelay: o.unixRelay, log: o.log}
 	msg, err := s.prepare(spec)
 	if err != nil {
 		s.release()
@@ -137,7 +139,7 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 	// loopback, hostnet.go); where the architecture has no table for it,
 	// the program runs with the sandbox's own loopback.
 	if auditArch != 0 {
-		for nr := range interceptedSyscalls(s.files != nil, s.files != nil && s.files.RemoteWrites, s.peers != nil) {
+		for nr := range interceptedSyscalls(s.files != nil, s.files != nil && s.files.RemoteWrites, s.peers != nil, s.unixRelay != nil) {
 			msg.Syscalls = append(msg.Syscalls, nr)
 		}
 		slices.Sort(msg.Syscalls)
@@ -486,7 +488,8 @@ func (s *Sandbox) startSupervisor(fds []int) error {
 		closeFDs(fds)
 		return errors.New("goshim: unexpected seccomp listener from the helper")
 	}
-	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen, peers: s.peers, log: s.log})
+	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen,
+		peers: s.peers, unixRelay: s.unixRelay, log: s.log})
 	if err != nil {
 		unix.Close(fds[0])
 		return fmt.Errorf("goshim: starting the seccomp supervisor: %w", err)

@@ -55,6 +55,9 @@ type supervisor struct {
 	skip     func(exe string) bool
 	log      *slog.Logger
 
+	unixRelay UnixRelay // nil without WithUnixStreams
+	peers     peerNames // the sockets unixRelay connected, for getpeername
+
 	// cache holds classifications of absolute paths (the rules are pure
 	// functions of the path): a hit costs 0.1 µs, a regex pass 4-14 µs.
 	// Only the receiving loop uses it.
@@ -119,12 +122,13 @@ func pinnedPaths(spec Spec, binds []bindMount) map[string]bool {
 // supervisorConfig is what the supervisor serves: files is nil without
 // WithFiles (remote and pinned then too).
 type supervisorConfig struct {
-	files    *Files
-	remote   remoteFS
-	pinned   map[string]bool
-	onListen func(Listener)
-	peers    PeerFunc
-	log      *slog.Logger
+	files     *Files
+	remote    remoteFS
+	pinned    map[string]bool
+	onListen  func(Listener)
+	peers     PeerFunc
+	unixRelay UnixRelay
+	log       *slog.Logger
 }
 
 func newSupervisor(listener int, cfg supervisorConfig) (*supervisor, error) {
@@ -139,23 +143,24 @@ func newSupervisor(listener int, cfg supervisorConfig) (*supervisor, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &supervisor{
-		listener: listener,
-		net:      hn,
-		log:      cfg.log,
-		stopFD:   stopFD,
-		cache:    map[cacheKey]classified{},
-		ctx:      ctx,
-		cancel:   cancel,
+		listener:  listener,
+		net:       hn,
+		log:       cfg.log,
+		unixRelay: cfg.unixRelay,
+		stopFD:    stopFD,
+		cache:     map[cacheKey]classified{},
+		ctx:       ctx,
+		cancel:    cancel,
 	}
 	hn.s = s
 	if cfg.peers != nil {
 		hn.peers = &peerState{fn: cfg.peers}
 	}
 	if f := cfg.files; f != nil {
-		s.calls = interceptedSyscalls(true, f.RemoteWrites, cfg.peers != nil)
+		s.calls = interceptedSyscalls(true, f.RemoteWrites, cfg.peers != nil, s.unixRelay != nil)
 		s.filter, s.remote, s.fs, s.pinned, s.skip = f.Filter, cfg.remote, f.FS, cfg.pinned, f.Skip
 	} else {
-		s.calls = interceptedSyscalls(false, false, cfg.peers != nil)
+		s.calls = interceptedSyscalls(false, false, cfg.peers != nil, s.unixRelay != nil)
 	}
 	log := cfg.log
 	// Linux 6.6: the program's thread and ours hand over on one CPU rather
@@ -383,6 +388,14 @@ func (s *supervisor) handle(n seccompNotif) {
 		return
 	}
 	a := n.Data.Args
+	// The target's unix sockets are a matter of paths, not of network
+	// namespaces: they do not need hostNet.
+	switch {
+	case c.kind == sysConnect && s.unixRelay != nil && s.unixConnect(&n, a):
+		return
+	case c.kind == sysPeername && s.unixRelay != nil && s.unixPeername(&n, a):
+		return
+	}
 	switch c.kind {
 	case sysBind, sysConnect, sysSendto, sysListen, sysAccept, sysPeername:
 		if s.net.off || (c.kind == sysAccept || c.kind == sysPeername) && s.net.peers == nil {

@@ -103,12 +103,16 @@ var syscallsPeers = map[int]sysCall{
 // interceptedSyscalls returns the system call table of this architecture:
 // the socket calls and the opens always (the socket tables under /proc
 // are this machine's, see hostnet.go), the other file calls when files
-// is set, the write calls among them only when writes may go remote, and
-// the peer calls with peers.
-func interceptedSyscalls(files, remoteWrites, peers bool) map[int]sysCall {
+// is set, the write calls among them only when writes may go remote,
+// accept and getpeername with peers (peers.go), and getpeername also when
+// unix sockets may be relayed (unixstreams.go).
+func interceptedSyscalls(files, remoteWrites, peers, unixStreams bool) map[int]sysCall {
 	out := maps.Clone(syscallsNet)
 	if peers {
 		maps.Copy(out, syscallsPeers)
+	}
+	if unixStreams {
+		out[unix.SYS_GETPEERNAME] = syscallsPeers[unix.SYS_GETPEERNAME]
 	}
 	for _, t := range []map[int]sysCall{syscallsAt, syscallsPath, syscallsArch} {
 		for nr, c := range t {

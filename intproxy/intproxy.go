@@ -28,6 +28,8 @@ type Proxy struct {
 
 	outgoing addrfilter.Set
 	dns      addrfilter.Set
+	unix     unixMatcher // feature.network.outgoing.unix_streams
+	relays   relayDir    // listeners standing for the target's unix sockets
 
 	names    *nameCache
 	localDNS *localResolver
@@ -80,6 +82,10 @@ func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Log
 		return nil, err
 	}
 	if p.dns, err = parseSet(cfg.Feature.Network.DNS.Filter, false); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	if p.unix, err = newUnixMatcher(cfg.Feature.Network.Outgoing.UnixStreams); err != nil {
 		sess.Close()
 		return nil, err
 	}
@@ -149,7 +155,10 @@ func (p *Proxy) Hello() protocol.HelloReply { return p.hello }
 func (p *Proxy) Done() <-chan struct{} { return p.sess.CloseChan() }
 
 // Close ends the session.
-func (p *Proxy) Close() error { return p.sess.Close() }
+func (p *Proxy) Close() error {
+	p.relays.close()
+	return p.sess.Close()
+}
 
 // RemoteEnv fetches the target's whole environment.
 func (p *Proxy) RemoteEnv(ctx context.Context) (map[string]string, error) {
@@ -206,18 +215,25 @@ var ErrDisabled = errors.New("disabled by the configuration")
 // from this machine, as feature.network.outgoing says.
 func (p *Proxy) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	if p.remote(ctx, addrfilter.TCP, dst) {
-		return p.dialRemote(ctx, dst)
+		return p.dialRemoteTCP(ctx, dst)
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", dst.String())
 }
 
-func (p *Proxy) dialRemote(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+// dialRemoteTCP connects to dst from the target.
+func (p *Proxy) dialRemoteTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return p.dialRemote(ctx, &protocol.DialRequest{Network: protocol.NetworkTCP, Addr: dst.String()})
+}
+
+// dialRemote opens a stream connection in the target: the stream then
+// carries its bytes.
+func (p *Proxy) dialRemote(ctx context.Context, req *protocol.DialRequest) (net.Conn, error) {
 	st, err := p.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := protocol.Write(st, &protocol.DialRequest{Addr: dst.String()}); err != nil {
+	if err := protocol.Write(st, req); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -329,7 +345,7 @@ func (p *Proxy) anyMatch(ctx context.Context, fs []addrfilter.Filter, t addrfilt
 // DialRemoteTCP connects to dst from the target, whatever the outgoing
 // filter says (port-forward always means "from the cluster").
 func (p *Proxy) DialRemoteTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	return p.dialRemote(ctx, dst)
+	return p.dialRemoteTCP(ctx, dst)
 }
 
 // DialRemoteUDP opens a UDP flow to dst from the target.

@@ -36,6 +36,9 @@ import (
 // tabs. Requests:
 //
 //	C <tcp|udp> <ip> <port>   route a connection / datagrams to ip:port
+//	C unix <path>             route a stream connection to a unix socket
+//	                          path (reply: L, E, or "R <path>": connect
+//	                          to this path instead)
 //	G <name>                  resolve a name
 //	D <base64 query>          answer a DNS query (layer-exec)
 //	P <ip> <port>             the program listens on this port
@@ -243,6 +246,9 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 	}
 	switch f[0] {
 	case "C":
+		if arg(1) == "unix" {
+			return l.routeUnix(ctx, arg(2)), nil
+		}
 		dst, err := netip.ParseAddrPort(net.JoinHostPort(arg(2), arg(3)))
 		if err != nil {
 			return "L", nil
@@ -348,7 +354,7 @@ func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort) string {
 	if !l.p.remote(ctx, addrfilter.TCP, dst) {
 		return "L"
 	}
-	remote, err := l.p.dialRemote(ctx, dst)
+	remote, err := l.p.dialRemoteTCP(ctx, dst)
 	if err != nil {
 		return errnoReply(err)
 	}
@@ -369,6 +375,20 @@ func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort) string {
 		relay.Splice(c, remote)
 	}()
 	return fmt.Sprintf("R\t127.0.0.1\t%d", ln.Addr().(*net.TCPAddr).Port)
+}
+
+// routeUnix answers a connect of a stream socket to a unix socket path:
+// "L", or the errno of the target's connect, or the path of a listener
+// relaying to the target's socket (see RelayUnix).
+func (l *layerServer) routeUnix(ctx context.Context, path string) string {
+	relayPath, err := l.p.RelayUnix(ctx, path)
+	switch {
+	case err != nil:
+		return errnoReply(err)
+	case relayPath == "":
+		return "L"
+	}
+	return "R\t" + relayPath
 }
 
 // udpIdle ends a UDP association nobody used for this long (UDP has no
@@ -1111,6 +1131,22 @@ func (c LayerClient) dial(ctx context.Context, network string, dst netip.AddrPor
 		return d.DialContext(ctx, network, net.JoinHostPort(f[1], f[2]))
 	}
 	return d.DialContext(ctx, network, dst.String())
+}
+
+// RelayUnix is Proxy.RelayUnix through the session socket, for a
+// sandboxed program's connect to a unix socket path.
+func (c LayerClient) RelayUnix(ctx context.Context, path string) (string, error) {
+	if strings.ContainsAny(path, "\t\n") {
+		return "", nil // the layer protocol cannot carry it; the preload keeps such paths local too
+	}
+	f, err := c.call(ctx, "C\tunix\t"+path)
+	if err != nil {
+		return "", err
+	}
+	if f[0] == "R" && len(f) == 2 {
+		return f[1], nil
+	}
+	return "", nil
 }
 
 // DialTCP, DialUDP and DNS make LayerClient a netstack handler.

@@ -111,13 +111,27 @@ type DNSReply struct {
 	Answer []byte `json:"answer"`
 }
 
-// DialRequest opens a TCP connection from the target. After a DialReply
-// the stream carries the connection's bytes.
+// DialRequest opens a stream connection from the target. After a
+// DialReply the stream carries the connection's bytes.
 type DialRequest struct {
-	Addr string `json:"addr"` // ip:port
+	// Network is "tcp" (or empty: what an older client sends) for Addr
+	// ip:port dialed from the target's network namespace, or "unix" for
+	// Addr an absolute path of a unix stream socket in the target's file
+	// system (feature.network.outgoing.unix_streams). An agent before
+	// "unix" fails such a dial: it takes the path for a TCP address.
+	Network string `json:"network,omitempty"`
+	Addr    string `json:"addr"`
 }
 
-// DialReply reports the connection's addresses as the target sees them.
+// Networks of a DialRequest.
+const (
+	NetworkTCP  = "tcp"
+	NetworkUnix = "unix"
+)
+
+// DialReply reports the connection's addresses as the target sees them
+// (for a unix socket, RemoteAddr is the path and LocalAddr is empty: the
+// agent's end has no name).
 type DialReply struct {
 	LocalAddr  string `json:"local_addr"`
 	RemoteAddr string `json:"remote_addr"`

@@ -96,6 +96,11 @@ func LayerExec(ctx context.Context, path string, args []string) error {
 			return client.OriginalPeer(lctx, from, port)
 		}))
 	}
+	if os.Getenv("MIRRORD_LAYER_UNIX") == "1" {
+		// The session's proxy decides about each path, as it does for
+		// the preloaded parent.
+		opts = append(opts, goshim.WithUnixStreams(client.RelayUnix))
+	}
 	return RunSandbox(ctx, spec, opts, client, nil, func(ctx context.Context, pid int) {
 		go endWithSession(ctx, sock, pid)
 	})

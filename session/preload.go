@@ -115,6 +115,12 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 	if cfg.Feature.Network.Incoming.Mode == config.IncomingOff {
 		incoming = "0"
 	}
+	// Without unix_streams patterns, the library leaves connects to unix
+	// sockets alone: no request per connect (nscd, D-Bus, ...).
+	unixStreams := "0"
+	if proxy.HasUnixStreams() {
+		unixStreams = "1"
+	}
 	l.Vars = map[string]string{
 		"MIRRORD_LAYER_SOCK":     sock,
 		"MIRRORD_LAYER_HOSTNAME": hostname,
@@ -123,6 +129,7 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 		"MIRRORD_LAYER_FS":       fsOn,
 		"MIRRORD_LAYER_HOLD":     hold,
 		"MIRRORD_LAYER_INCOMING": incoming,
+		"MIRRORD_LAYER_UNIX":     unixStreams,
 	}
 	return l, nil
 }

@@ -48,6 +48,9 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 	if files != nil {
 		opts = append(opts, goshim.WithFiles(*files))
 	}
+	if proxy.HasUnixStreams() {
+		opts = append(opts, goshim.WithUnixStreams(proxy.RelayUnix))
+	}
 	return RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, _ int) {
 		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, log)
 		go func() {

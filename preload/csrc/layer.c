@@ -66,6 +66,7 @@ static int active;                    // constructor ran and we are not skipped
 static int files_active;              // file hooks on (fs mode is not local)
 static int exec_active;               // reroute Go/static children (also when skipped)
 static int incoming_active;           // the session delivers incoming connections (MIRRORD_LAYER_INCOMING)
+static int unix_active;               // unix_streams patterns are set: ask about unix socket paths
 static const char *skip_list;         // MIRRORD_LAYER_SKIP
 static const char *skip_env;          // MIRRORD_SKIP_PROCESSES (set by IDE plugins)
 static struct sockaddr_un proxy_addr; // the internal proxy's socket
@@ -74,7 +75,7 @@ static char fake_hostname[HOST_NAME_MAX + 1];
 static const char *mirrord_exe; // for Go/static children (MIRRORD_LAYER_EXE)
 
 // fd table: what we know about sockets and files we redirected.
-enum { FD_NONE = 0, FD_TCP = 1, FD_UDP = 2 };
+enum { FD_NONE = 0, FD_TCP = 1, FD_UDP = 2, FD_UNIX = 3 };
 struct fdent {
 	unsigned char kind;
 	socklen_t peerlen; // original destination (getpeername), 0 if none
@@ -361,6 +362,8 @@ static void layer_setup(void) {
 	files_active = !fs || strcmp(fs, "0") != 0;
 	const char *inc = getenv("MIRRORD_LAYER_INCOMING");
 	incoming_active = !inc || strcmp(inc, "0") != 0;
+	const char *un = getenv("MIRRORD_LAYER_UNIX");
+	unix_active = un && strcmp(un, "1") == 0;
 	exec_active = 1;
 	active = !is_skipped(program_invocation_short_name);
 	__atomic_store_n(&layer_ready, 1, __ATOMIC_RELEASE);
@@ -505,7 +508,72 @@ static void rewrite_source(struct sockaddr *sa, socklen_t *len) {
 
 // ---- sockets -----------------------------------------------------------
 
+// unix_route asks the proxy where a stream connection to the unix socket
+// path in sa goes (feature.network.outgoing.unix_streams). Returns 0 to
+// connect locally (also for abstract and unnamed addresses, which are
+// this machine's, and for paths the line protocol cannot carry), -errno
+// when the target's socket cannot be reached, or 1 with *out set to the
+// proxy's listener that relays to the target's socket. *peer gets the
+// address getpeername shows, as the kernel would give it: the family, the
+// path and its NUL.
+static int unix_route(const struct sockaddr *sa, socklen_t len, struct sockaddr_un *out, socklen_t *outlen,
+                      struct sockaddr_un *peer, socklen_t *peerlen) {
+	const struct sockaddr_un *un = (const void *)sa;
+	const size_t off = offsetof(struct sockaddr_un, sun_path);
+	if (len <= off || un->sun_path[0] == 0) return 0;
+	size_t max = len - off < sizeof un->sun_path ? len - off : sizeof un->sun_path;
+	size_t n = strnlen(un->sun_path, max);
+	char path[sizeof un->sun_path + 1];
+	memcpy(path, un->sun_path, n);
+	path[n] = 0;
+	if (strpbrk(path, "\t\n")) return 0;
+	char req[sizeof path + 16], resp[sizeof out->sun_path + 16];
+	int rl = snprintf(req, sizeof req, "C\tunix\t%s\n", path);
+	if (request(req, rl, resp, sizeof resp, NULL) < 0) return 0;
+	int e = reply_errno(resp);
+	if (e) return -e;
+	char rp[sizeof out->sun_path];
+	if (resp[0] != 'R' || !field(resp, 1, rp, sizeof rp) || !rp[0]) return 0;
+	memset(out, 0, sizeof *out);
+	out->sun_family = AF_UNIX;
+	size_t rn = strlen(rp);
+	memcpy(out->sun_path, rp, rn);
+	*outlen = off + rn + 1;
+	memset(peer, 0, sizeof *peer);
+	peer->sun_family = AF_UNIX;
+	memcpy(peer->sun_path, path, n);
+	*peerlen = off + n + (n < sizeof peer->sun_path ? 1 : 0);
+	return 1;
+}
+
+// unix_connect connects a stream socket to a unix socket path of the
+// target through the proxy's relay; anything else goes to libc. The
+// program's socket stays its own, connected to a unix socket, so every
+// other call on it is the kernel's.
+static int unix_connect(int fd, const struct sockaddr *sa, socklen_t len) {
+	if (!layer_on() || !unix_active || sock_type(fd) != SOCK_STREAM) return CALL(connect)(fd, sa, len);
+	struct sockaddr_un relay, peer;
+	socklen_t rl, pl;
+	int r = unix_route(sa, len, &relay, &rl, &peer, &pl);
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	if (r == 0) return CALL(connect)(fd, sa, len);
+	r = CALL(connect)(fd, (struct sockaddr *)&relay, rl);
+	int saved = errno;
+	struct fdent *e = ent_get(fd, 1);
+	if (e && r == 0) {
+		e->kind = FD_UNIX;
+		e->peerlen = pl;
+		memcpy(&e->peer, &peer, pl);
+	}
+	errno = saved;
+	return r;
+}
+
 EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len) {
+	if (sa && sa->sa_family == AF_UNIX) return unix_connect(fd, sa, len);
 	if (!layer_on() || !sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
 		return CALL(connect)(fd, sa, len);
 	int type = sock_type(fd);
