@@ -958,15 +958,11 @@ func (l *layerServer) dirSnapshot(ctx context.Context, path string) (*os.File, e
 type LayerClient struct{ Sock string }
 
 func (c LayerClient) call(ctx context.Context, req string) ([]string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Sock)
+	conn, err := c.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("mirrord session socket: %w", err)
+		return nil, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
 	if _, err := io.WriteString(conn, req+"\n"); err != nil {
 		return nil, err
 	}
@@ -974,6 +970,26 @@ func (c LayerClient) call(ctx context.Context, req string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return replyFields(line)
+}
+
+// connect opens a connection to the session for one request, bounded by
+// ctx's deadline.
+func (c LayerClient) connect(ctx context.Context) (*net.UnixConn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Sock)
+	if err != nil {
+		return nil, fmt.Errorf("mirrord session socket: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	return conn.(*net.UnixConn), nil
+}
+
+// replyFields splits a reply line into its fields; "E" and an errno (or
+// a message) is the error it stands for.
+func replyFields(line string) ([]string, error) {
 	f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
 	if f[0] == "E" && len(f) > 1 {
 		if n, err := strconv.Atoi(f[1]); err == nil {
@@ -1020,20 +1036,16 @@ func (c LayerClient) File(ctx context.Context, req *protocol.FileRequest) (*prot
 // passes is a FUSE-view file of the session's (reads and writes reach the
 // target), or a read-only copy.
 func (c LayerClient) OpenFile(ctx context.Context, path string, flags int, perm uint32) (*os.File, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Sock)
+	conn, err := c.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("mirrord session socket: %w", err)
+		return nil, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
 	if _, err := fmt.Fprintf(conn, "FO\t%d\t%o\t%s\n", flags, perm, path); err != nil {
 		return nil, err
 	}
 	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := conn.(*net.UnixConn).ReadMsgUnix(buf, oob)
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return nil, err
 	}
@@ -1046,18 +1058,16 @@ func (c LayerClient) OpenFile(ctx context.Context, path string, flags int, perm 
 			}
 		}
 	}
-	reply := strings.Split(strings.TrimSuffix(string(buf[:n]), "\n"), "\t")
-	if reply[0] == "F" && fd >= 0 {
+	reply, err := replyFields(string(buf[:n]))
+	if err == nil && reply[0] == "F" && fd >= 0 {
 		unix.CloseOnExec(fd)
 		return os.NewFile(uintptr(fd), path), nil
 	}
 	if fd >= 0 {
 		unix.Close(fd)
 	}
-	if reply[0] == "E" && len(reply) > 1 {
-		if e, err := strconv.Atoi(reply[1]); err == nil {
-			return nil, syscall.Errno(e)
-		}
+	if err != nil {
+		return nil, err
 	}
 	return nil, fmt.Errorf("unexpected answer %q", strings.Join(reply, " "))
 }
