@@ -189,12 +189,16 @@ func (d *dumper) closed(id uint64) {
 	d.printf("## Connection ID %d closed\n", id)
 }
 
-// serve prints one mirrored connection until its peer closes it. Nothing
-// is written back: a mirrored connection's answers come from the target's
-// app.
+// serve numbers one mirrored connection (it is called in the order the
+// agent delivered them) and prints it in a goroutine of its own.
 func (d *dumper) serve(inc *protocol.Incoming, conn net.Conn) {
+	go d.print(d.opened(inc), conn)
+}
+
+// print prints connection id until its peer closes it. Nothing is written
+// back: a mirrored connection's answers come from the target's app.
+func (d *dumper) print(id uint64, conn net.Conn) {
 	defer conn.Close()
-	id := d.opened(inc)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := conn.Read(buf)

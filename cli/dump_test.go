@@ -43,7 +43,7 @@ func TestDumpServe(t *testing.T) {
 	} {
 		local, remote := net.Pipe()
 		done := make(chan struct{})
-		go func() { d.serve(&tc.inc, local); close(done) }()
+		go func() { d.print(d.opened(&tc.inc), local); close(done) }()
 		remote.Write([]byte(tc.data))
 		remote.Close()
 		<-done
@@ -64,7 +64,7 @@ func TestDumpServe(t *testing.T) {
 	out.Reset()
 	local, remote := net.Pipe()
 	remote.Close()
-	d.serve(&protocol.Incoming{Port: 80, Source: "10.0.0.9:51002", Mirror: true}, local)
+	d.print(d.opened(&protocol.Incoming{Port: 80, Source: "10.0.0.9:51002", Mirror: true}), local)
 	if out.Len() != 0 {
 		t.Errorf("output after stop: %q", out.String())
 	}

@@ -35,8 +35,13 @@ func (p *Proxy) Subscribe(ctx context.Context, req protocol.Subscribe) (cancel f
 
 // IncomingHandler takes one incoming connection. conn carries the peer's
 // bytes; for a stolen connection, what is written to conn goes back to the
-// peer. The handler owns conn.
+// peer. The handler owns conn. Handlers are called one at a time, in the
+// order the agent delivered the connections, so a handler must return
+// promptly and serve conn in a goroutine of its own.
 type IncomingHandler func(inc *protocol.Incoming, conn net.Conn)
+
+// incomingHeaderTimeout bounds the wait for an incoming stream's header.
+const incomingHeaderTimeout = 5 * time.Second
 
 // ServeIncoming accepts the connections the agent delivers until the
 // session ends.
@@ -46,14 +51,18 @@ func (p *Proxy) ServeIncoming(h IncomingHandler) {
 		if err != nil {
 			return
 		}
-		go func() {
-			inc, err := protocol.ReadReply[*protocol.Incoming](st)
-			if err != nil {
-				st.Close()
-				return
-			}
-			h(inc, st)
-		}()
+		// The header is read here, in order, so that handlers see the
+		// connections in the order the agent accepted them (`mirrord dump`
+		// numbers them so). The agent writes it right after opening the
+		// stream; a stream without one is dropped.
+		st.SetReadDeadline(time.Now().Add(incomingHeaderTimeout))
+		inc, err := protocol.ReadReply[*protocol.Incoming](st)
+		if err != nil {
+			st.Close()
+			continue
+		}
+		st.SetReadDeadline(time.Time{})
+		h(inc, st)
 	}
 }
 

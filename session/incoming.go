@@ -234,17 +234,22 @@ func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap,
 			conn.Close()
 			return
 		}
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		app, release, err := dial(dctx, local, intproxy.ParseSource(inc.Source))
-		cancel()
-		if err != nil {
-			log.Warn("incoming: nothing accepts on the local port", "port", local, "err", err)
-			conn.Close()
-			return
-		}
-		defer release()
-		intproxy.DeliverTo(inc, conn, app)
+		go deliverOne(ctx, inc, conn, local, log, dial)
 	})
+}
+
+// deliverOne connects one incoming connection to the local port.
+func deliverOne(ctx context.Context, inc *protocol.Incoming, conn net.Conn, local uint16, log *slog.Logger, dial dialFunc) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	app, release, err := dial(dctx, local, intproxy.ParseSource(inc.Source))
+	cancel()
+	if err != nil {
+		log.Warn("incoming: nothing accepts on the local port", "port", local, "err", err)
+		conn.Close()
+		return
+	}
+	defer release()
+	intproxy.DeliverTo(inc, conn, app)
 }
 
 // Reverse subscribes the target's ports (revs: {remote, local} pairs) and delivers their
