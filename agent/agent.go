@@ -56,8 +56,14 @@ type Agent struct {
 	mu      sync.Mutex
 	clients int
 	idle    *time.Timer
-	done    chan struct{}
-	once    sync.Once
+	// pending are the clients whose connection dropped and that may come
+	// back, by session, until when the agent waits for them.
+	pending map[string]time.Time
+	// live counts the connections of each session (a client may be back
+	// before its dropped connection is noticed).
+	live map[string]int
+	done chan struct{}
+	once sync.Once
 }
 
 // Run runs an agent until its TTL expires or ctx ends.
@@ -77,7 +83,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer t.Close()
-	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{})}
+	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{}), pending: map[string]time.Time{}, live: map[string]int{}}
 	if a.resolver, err = t.resolver(); err != nil {
 		// DNS requests will fail with this error; the rest still works.
 		a.log.Warn("no resolver", "err", err)
@@ -123,6 +129,17 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		ln.Close()
 	}()
+	// An agent whose target has ended can do nothing right: its clients
+	// learn it from the connection closing, and a session then looks
+	// for the target's new pod.
+	go func() {
+		select {
+		case <-t.exited():
+			a.log.Warn("the target process has ended; the agent stops", "target_pid", opts.TargetPID)
+			a.stop()
+		case <-a.done:
+		}
+	}()
 	var wg sync.WaitGroup
 	for {
 		conn, err := ln.Accept()
@@ -156,13 +173,83 @@ func (a *Agent) clientJoined() {
 	a.idle.Stop()
 }
 
-func (a *Agent) clientLeft() {
+// clientLeft arms the idle timer when the last client is gone: agent.ttl
+// after a client that said goodbye, but at least the client's reconnect
+// time after one whose connection dropped, which is trying to come back
+// (its laptop slept, the API server restarted). A shared agent waits for
+// the longest such wait still running.
+func (a *Agent) clientLeft(c *client) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.clients--
-	if a.clients == 0 && a.opts.TTL > 0 {
-		a.idle.Reset(a.opts.TTL)
+	key := c.key()
+	if c.hasSession() {
+		// The client may be back already, on a connection that came
+		// before this one was noticed gone.
+		if a.live[key]--; a.live[key] > 0 {
+			key = ""
+		} else {
+			delete(a.live, key)
+		}
 	}
+	if wait := c.reconnectWait(); wait > 0 && key != "" {
+		a.pending[key] = time.Now().Add(wait)
+	}
+	if a.clients == 0 && a.opts.TTL > 0 {
+		wait := a.opts.TTL
+		for key, until := range a.pending {
+			left := time.Until(until)
+			if left <= 0 {
+				delete(a.pending, key)
+			}
+			wait = max(wait, left)
+		}
+		a.idle.Reset(wait)
+	}
+}
+
+// clientHello notes a client's session: one that dropped and is back is
+// no longer waited for.
+func (a *Agent) clientHello(c *client) {
+	key := c.key()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.pending, key)
+	a.live[key]++
+}
+
+// client is what the agent knows of one client's session.
+type client struct {
+	mu        sync.Mutex
+	session   string        // from its Hello; the same after a reconnection
+	reconnect time.Duration // from its Hello
+	bye       bool          // it said goodbye
+}
+
+// key names the client's session among those the agent waits for.
+func (c *client) key() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.session == "" {
+		return fmt.Sprintf("%p", c)
+	}
+	return c.session
+}
+
+func (c *client) hasSession() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session != ""
+}
+
+// reconnectWait is how long to wait for the client to come back.
+func (c *client) reconnectWait() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bye {
+		return 0
+	}
+	return c.reconnect
 }
 
 // serveClient runs one client's session: every stream is one request.
@@ -178,7 +265,8 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 	}
 	defer sess.Close()
 	a.clientJoined()
-	defer a.clientLeft()
+	c := &client{}
+	defer a.clientLeft(c)
 	a.log.Info("client connected", "remote", conn.RemoteAddr().String())
 	go func() {
 		select {
@@ -194,11 +282,11 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 			a.log.Info("client gone", "remote", conn.RemoteAddr().String(), "err", err)
 			return
 		}
-		go a.serveStream(sess, st)
+		go a.serveStream(sess, st, c)
 	}
 }
 
-func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream) {
+func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream, c *client) {
 	defer st.Close()
 	req, err := protocol.Read(st)
 	if err != nil {
@@ -219,7 +307,19 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream) {
 			st.Close()
 			return
 		}
+		c.mu.Lock()
+		c.reconnect = time.Duration(req.ReconnectSeconds) * time.Second
+		c.session = req.Session
+		c.mu.Unlock()
+		if req.Session != "" {
+			a.clientHello(c)
+		}
 		protocol.Write(st, &a.hello)
+	case *protocol.Bye:
+		c.mu.Lock()
+		c.bye = true
+		c.mu.Unlock()
+		protocol.Write(st, &protocol.ByeReply{})
 	case *protocol.EnvRequest:
 		env, err := a.target.env()
 		if err != nil {

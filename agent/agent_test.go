@@ -5,6 +5,10 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/mirrord-go/mirrord/protocol"
 )
 
 // TestNoTimeoutsServesUntilStopped: with both timeouts zero (an agent
@@ -42,5 +46,91 @@ func TestNoTimeoutsServesUntilStopped(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("run %d: %v", i, err)
 		}
+	}
+}
+
+// TestWaitsForDroppedClient: after its last client's connection drops
+// without a Bye, the agent keeps running for the reconnect time the client
+// asked for, not just its TTL; once that client is back and leaves with a
+// Bye, only the TTL remains. A client that leaves with a Bye at once gets
+// the TTL alone.
+func TestWaitsForDroppedClient(t *testing.T) {
+	const ttl = 200 * time.Millisecond
+	start := func() (addr string, done chan error) {
+		ready := make(chan net.Addr, 1)
+		done = make(chan error, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		go func() {
+			done <- Run(ctx, Options{Listen: "127.0.0.1:0", TTL: ttl, Ready: func(a net.Addr) { ready <- a }})
+		}()
+		return (<-ready).String(), done
+	}
+	// connect opens a session and says hello as session id.
+	connect := func(addr, id string) *yamux.Session {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := yamux.Client(c, protocol.MuxConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		call(t, s, &protocol.Hello{Version: protocol.Version, ReconnectSeconds: 1, Session: id})
+		return s
+	}
+	bye := func(s *yamux.Session) {
+		call(t, s, &protocol.Bye{})
+		s.Close()
+	}
+	ended := func(done chan error, within time.Duration) bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(within):
+			return false
+		}
+	}
+
+	addr, done := start()
+	s := connect(addr, "a")
+	s.Close() // dropped: no Bye
+	if ended(done, 600*time.Millisecond) {
+		t.Fatal("the agent ended within 0.6 s of a dropped client that asked for 1 s")
+	}
+	s = connect(addr, "a") // back
+	bye(s)
+	if !ended(done, 2*ttl) {
+		t.Fatal("the agent still runs 2 TTLs after the client came back and said bye")
+	}
+
+	addr, done = start()
+	bye(connect(addr, "b"))
+	if !ended(done, 2*ttl) {
+		t.Fatal("the agent still runs 2 TTLs after its client said bye")
+	}
+
+	addr, done = start()
+	connect(addr, "c").Close()
+	if !ended(done, 1500*time.Millisecond) {
+		t.Fatal("the agent still runs 1.5 s after a dropped client that asked for 1 s")
+	}
+}
+
+// call sends req on a stream of its own and reads the reply.
+func call(t *testing.T, s *yamux.Session, req protocol.Message) {
+	t.Helper()
+	st, err := s.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := protocol.Write(st, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.Read(st); err != nil {
+		t.Fatalf("%T: %v", req, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
@@ -180,4 +181,31 @@ func errorCode(err error) string {
 		return "ETIMEDOUT"
 	}
 	return ""
+}
+
+// exited returns a channel closed when the target process has ended; nil
+// (never closed) when targetless.
+func (t *target) exited() <-chan struct{} {
+	if t.pid == 0 {
+		return nil
+	}
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		// A pidfd becomes readable when the process ends; kernels
+		// before 5.3 have none, and are polled instead.
+		if fd, err := unix.PidfdOpen(t.pid, 0); err == nil {
+			defer unix.Close(fd)
+			for {
+				_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+				if err != unix.EINTR {
+					return
+				}
+			}
+		}
+		for unix.Kill(t.pid, 0) != unix.ESRCH {
+			time.Sleep(time.Second)
+		}
+	}()
+	return ch
 }

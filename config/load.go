@@ -27,6 +27,7 @@ func Default() *Config {
 			ImagePullPolicy:  "IfNotPresent",
 			TTL:              1,
 			StartupTimeout:   60,
+			ReconnectTimeout: 60,
 			FlushConnections: true,
 			Tolerations:      []map[string]any{{"operator": "Exists"}},
 			// Upstream limits the agent to 100m CPU. This agent relays

@@ -38,16 +38,21 @@ type Config struct {
 
 // AgentConfig configures the agent pod.
 type AgentConfig struct {
-	LogLevel             string            `json:"log_level" env:"MIRRORD_AGENT_RUST_LOG"`
-	JSONLog              bool              `json:"json_log" env:"MIRRORD_AGENT_JSON_LOG"`
-	Namespace            *string           `json:"namespace" env:"MIRRORD_AGENT_NAMESPACE"`
-	Image                AgentImage        `json:"image" env:"MIRRORD_AGENT_IMAGE"`
-	ImagePullPolicy      string            `json:"image_pull_policy" env:"MIRRORD_AGENT_IMAGE_PULL_POLICY"`
-	ImagePullSecrets     []map[string]any  `json:"image_pull_secrets"`
-	TTL                  uint16            `json:"ttl" env:"MIRRORD_AGENT_TTL"`
-	Ephemeral            bool              `json:"ephemeral" env:"MIRRORD_EPHEMERAL_CONTAINER"`
-	CommunicationTimeout *uint16           `json:"communication_timeout" env:"MIRRORD_AGENT_COMMUNICATION_TIMEOUT"`
-	StartupTimeout       uint64            `json:"startup_timeout" env:"MIRRORD_AGENT_STARTUP_TIMEOUT"`
+	LogLevel             string           `json:"log_level" env:"MIRRORD_AGENT_RUST_LOG"`
+	JSONLog              bool             `json:"json_log" env:"MIRRORD_AGENT_JSON_LOG"`
+	Namespace            *string          `json:"namespace" env:"MIRRORD_AGENT_NAMESPACE"`
+	Image                AgentImage       `json:"image" env:"MIRRORD_AGENT_IMAGE"`
+	ImagePullPolicy      string           `json:"image_pull_policy" env:"MIRRORD_AGENT_IMAGE_PULL_POLICY"`
+	ImagePullSecrets     []map[string]any `json:"image_pull_secrets"`
+	TTL                  uint16           `json:"ttl" env:"MIRRORD_AGENT_TTL"`
+	Ephemeral            bool             `json:"ephemeral" env:"MIRRORD_EPHEMERAL_CONTAINER"`
+	CommunicationTimeout *uint16          `json:"communication_timeout" env:"MIRRORD_AGENT_COMMUNICATION_TIMEOUT"`
+	StartupTimeout       uint64           `json:"startup_timeout" env:"MIRRORD_AGENT_STARTUP_TIMEOUT"`
+	// ReconnectTimeout (seconds; not in upstream, whose sessions end with
+	// their connection) is how long a session tries to get back to its
+	// agent after the connection dropped, and how long the agent keeps
+	// running for it meanwhile. 0 ends the session with its connection.
+	ReconnectTimeout     uint64            `json:"reconnect_timeout" env:"MIRRORD_AGENT_RECONNECT_TIMEOUT"`
 	NetworkInterface     *string           `json:"network_interface" env:"MIRRORD_AGENT_NETWORK_INTERFACE"`
 	FlushConnections     bool              `json:"flush_connections" env:"MIRRORD_AGENT_STEALER_FLUSH_CONNECTIONS"`
 	DisabledCapabilities []Capability      `json:"disabled_capabilities"`

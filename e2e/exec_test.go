@@ -126,11 +126,14 @@ func TestExecErrors(t *testing.T) {
 }
 
 // TestKilledCLILeavesNoAgent: after kill -9 of the CLI, the agent pod goes
-// away within seconds.
+// away within seconds of its wait for the session to come back
+// (agent.reconnect_timeout, here 3 s: it cannot tell a killed CLI from a
+// dropped connection).
 func TestKilledCLILeavesNoAgent(t *testing.T) {
 	c := newCluster(t)
 	cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
 		"-t", "deploy/"+pyServ, "-n", fixtureNamespace, "--", "sh", "-c", "echo ready; exec sleep 600")
+	cmd.Env = append(os.Environ(), "MIRRORD_AGENT_RECONNECT_TIMEOUT=3")
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -145,7 +148,7 @@ func TestKilledCLILeavesNoAgent(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	start := time.Now()
-	waitUntil(t, 20*time.Second, "the agent pod to be gone", func() bool {
+	waitUntil(t, 3*time.Second+20*time.Second, "the agent pod to be gone", func() bool {
 		out := c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
 		return strings.TrimSpace(out) == ""
 	})

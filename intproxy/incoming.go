@@ -8,19 +8,54 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/mirrord-go/mirrord/protocol"
 	"github.com/mirrord-go/mirrord/relay"
 )
 
 // Subscribe asks the agent for the target's incoming connections to
 // req.Port, mirrored or stolen. They arrive through ServeIncoming. The
-// subscription ends when cancel is called or the session ends.
+// subscription ends when cancel is called or the proxy ends; after a
+// reconnection it is made again.
 func (p *Proxy) Subscribe(ctx context.Context, req protocol.Subscribe) (cancel func(), err error) {
-	st, err := p.open(ctx)
+	req.HTTPProbes = slices.Contains(p.probePorts, req.Port)
+	sess, _ := p.current()
+	st, err := p.subscribe(ctx, sess, req)
 	if err != nil {
 		return nil, err
 	}
-	req.HTTPProbes = slices.Contains(p.probePorts, req.Port)
+	sub := &subscription{req: req, st: st}
+	p.mu.Lock()
+	p.subs[sub] = true
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		delete(p.subs, sub)
+		st := sub.st
+		sub.st = nil
+		p.mu.Unlock()
+		if st != nil {
+			st.Close()
+		}
+	}, nil
+}
+
+// subscription is one port's subscription, kept to be made again on a
+// new agent connection. The agent holds it while st is open.
+type subscription struct {
+	req protocol.Subscribe
+	st  *yamux.Stream // guarded by Proxy.mu
+}
+
+func (p *Proxy) subscribe(ctx context.Context, sess *yamux.Session, req protocol.Subscribe) (*yamux.Stream, error) {
+	st, err := sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("the agent connection is closed: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
 	if err := protocol.Write(st, &req); err != nil {
 		st.Close()
 		return nil, err
@@ -30,7 +65,36 @@ func (p *Proxy) Subscribe(ctx context.Context, req protocol.Subscribe) (cancel f
 		return nil, fmt.Errorf("subscribe to port %d: %w", req.Port, err)
 	}
 	st.SetDeadline(time.Time{})
-	return func() { st.Close() }, nil
+	return st, nil
+}
+
+// resubscribe makes the subscriptions again on a new agent connection.
+func (p *Proxy) resubscribe() {
+	p.mu.Lock()
+	sess := p.sess
+	subs := make([]*subscription, 0, len(p.subs))
+	for s := range p.subs {
+		subs = append(subs, s)
+	}
+	p.mu.Unlock()
+	for _, sub := range subs {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := p.subscribe(ctx, sess, sub.req)
+		cancel()
+		if err != nil {
+			p.event(ResubscribeFailed, "port %d: its incoming traffic stays with the target after the reconnection: %v", sub.req.Port, err)
+			continue
+		}
+		p.mu.Lock()
+		if !p.subs[sub] {
+			// Cancelled meanwhile.
+			p.mu.Unlock()
+			st.Close()
+			continue
+		}
+		sub.st = st
+		p.mu.Unlock()
+	}
 }
 
 // IncomingHandler takes one incoming connection. conn carries the peer's
@@ -47,9 +111,15 @@ const incomingHeaderTimeout = 5 * time.Second
 // session ends.
 func (p *Proxy) ServeIncoming(h IncomingHandler) {
 	for {
-		st, err := p.sess.AcceptStream()
+		sess, changed := p.current()
+		st, err := sess.AcceptStream()
 		if err != nil {
-			return
+			select {
+			case <-changed: // reconnected
+				continue
+			case <-p.done:
+				return
+			}
 		}
 		// The header is read here, in order, so that handlers see the
 		// connections in the order the agent accepted them (`mirrord dump`

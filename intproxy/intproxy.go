@@ -2,6 +2,7 @@ package intproxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,11 +20,13 @@ import (
 	"github.com/mirrord-go/mirrord/version"
 )
 
-// Proxy is a connected internal proxy.
+// Proxy is a connected internal proxy. When its connection to the agent
+// drops, it reconnects (WithReconnect): streams that were open fail, new
+// ones wait for the new connection, and incoming subscriptions are made
+// again.
 type Proxy struct {
 	cfg   *config.Config
 	log   *slog.Logger
-	sess  *yamux.Session
 	hello protocol.HelloReply
 
 	outgoing addrfilter.Set
@@ -33,19 +36,39 @@ type Proxy struct {
 
 	names    *nameCache
 	localDNS *localResolver
-	token    string
 	// probePorts are the target's ports with HTTP probes.
 	probePorts []uint16
 	// peers are the target's clients of the connections delivered to the
 	// program (peers.go).
 	peers peerTable
+
+	// Reconnection (reconnect.go).
+	id        string // this session's, for the agent to know it again
+	agent     AgentAddr
+	reconnect time.Duration
+	redial    Redialer
+	events    func(Event)
+
+	mu      sync.Mutex
+	sess    *yamux.Session
+	changed chan struct{} // closed when sess is replaced
+	done    chan struct{} // closed when the proxy ends
+	closing bool
+	err     error // why the proxy ended, when not closed
+	subs    map[*subscription]bool
+}
+
+// AgentAddr says where an agent listens and what it asks of its clients.
+type AgentAddr struct {
+	Addr  string
+	Token string // the session secret the agent was started with
 }
 
 // Option configures Connect.
 type Option func(*Proxy)
 
 // WithToken presents the session secret the agent was started with.
-func WithToken(token string) Option { return func(p *Proxy) { p.token = token } }
+func WithToken(token string) Option { return func(p *Proxy) { p.agent.Token = token } }
 
 // WithHTTPProbePorts names the target's ports that kubelet probes with
 // HTTP GETs: subscriptions to them say so, and the agent lets the probes
@@ -59,24 +82,16 @@ func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the agent at %s: %w", addr, err)
-	}
-	sess, err := yamux.Client(conn, protocol.MuxConfig())
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("agent session: %w", err)
-	}
-	p := &Proxy{cfg: cfg, log: log, sess: sess, names: newNameCache(), localDNS: newLocalResolver()}
+	p := &Proxy{cfg: cfg, log: log, names: newNameCache(), localDNS: newLocalResolver(),
+		id: rand.Text(), agent: AgentAddr{Addr: addr}, changed: make(chan struct{}), done: make(chan struct{}), subs: map[*subscription]bool{}}
 	for _, o := range opts {
 		o(p)
 	}
-	if err := p.handshake(ctx); err != nil {
-		sess.Close()
+	sess, hello, err := p.dialAgent(ctx, p.agent)
+	if err != nil {
 		return nil, err
 	}
+	p.sess, p.hello = sess, hello
 	if p.outgoing, err = parseSet(cfg.Feature.Network.Outgoing.Filter, true); err != nil {
 		sess.Close()
 		return nil, err
@@ -89,7 +104,28 @@ func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Log
 		sess.Close()
 		return nil, err
 	}
+	go p.supervise()
 	return p, nil
+}
+
+// dialAgent opens a session with the agent at a and shakes hands.
+func (p *Proxy) dialAgent(ctx context.Context, a AgentAddr) (*yamux.Session, protocol.HelloReply, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", a.Addr)
+	if err != nil {
+		return nil, protocol.HelloReply{}, fmt.Errorf("cannot reach the agent at %s: %w", a.Addr, err)
+	}
+	sess, err := yamux.Client(conn, protocol.MuxConfig())
+	if err != nil {
+		conn.Close()
+		return nil, protocol.HelloReply{}, fmt.Errorf("agent session: %w", err)
+	}
+	hello, err := p.handshake(ctx, sess, a.Token)
+	if err != nil {
+		sess.Close()
+		return nil, protocol.HelloReply{}, err
+	}
+	return sess, hello, nil
 }
 
 func parseSet(fc *config.FilterConfig, outgoing bool) (addrfilter.Set, error) {
@@ -116,48 +152,126 @@ func parseSet(fc *config.FilterConfig, outgoing bool) (addrfilter.Set, error) {
 	return s, err
 }
 
-func (p *Proxy) handshake(ctx context.Context) error {
-	st, err := p.open(ctx)
+func (p *Proxy) handshake(ctx context.Context, sess *yamux.Session, token string) (protocol.HelloReply, error) {
+	st, err := sess.OpenStream()
 	if err != nil {
-		return fmt.Errorf("agent handshake: %w", err)
+		return protocol.HelloReply{}, fmt.Errorf("agent handshake: %w", err)
 	}
 	defer st.Close()
-	if err := protocol.Write(st, &protocol.Hello{Version: protocol.Version, Client: "mirrord " + version.Version, Token: p.token}); err != nil {
-		return fmt.Errorf("agent handshake: %w", err)
-	}
-	reply, err := protocol.ReadReply[*protocol.HelloReply](st)
-	if err != nil {
-		return fmt.Errorf("agent handshake: %w", err)
-	}
-	if err := protocol.CheckVersion(reply.Version, "the agent ("+reply.Agent+")"); err != nil {
-		return err
-	}
-	p.hello = *reply
-	return nil
-}
-
-// open opens a stream, bounded by ctx.
-func (p *Proxy) open(ctx context.Context) (*yamux.Stream, error) {
-	st, err := p.sess.OpenStream()
-	if err != nil {
-		return nil, fmt.Errorf("the agent connection is closed: %w", err)
-	}
 	if dl, ok := ctx.Deadline(); ok {
 		st.SetDeadline(dl)
 	}
-	return st, nil
+	hello := &protocol.Hello{Version: protocol.Version, Client: "mirrord " + version.Version, Token: token,
+		ReconnectSeconds: uint32(p.reconnect / time.Second), Session: p.id}
+	if err := protocol.Write(st, hello); err != nil {
+		return protocol.HelloReply{}, fmt.Errorf("agent handshake: %w", err)
+	}
+	reply, err := protocol.ReadReply[*protocol.HelloReply](st)
+	if err != nil {
+		return protocol.HelloReply{}, fmt.Errorf("agent handshake: %w", err)
+	}
+	if err := protocol.CheckVersion(reply.Version, "the agent ("+reply.Agent+")"); err != nil {
+		return protocol.HelloReply{}, err
+	}
+	return *reply, nil
+}
+
+// openWait bounds how long a new stream waits for a reconnection.
+const openWait = 5 * time.Second
+
+// open opens a stream, bounded by ctx. While the proxy reconnects it waits
+// for the new connection (up to openWait).
+func (p *Proxy) open(ctx context.Context) (*yamux.Stream, error) {
+	for {
+		sess, changed := p.current()
+		st, err := sess.OpenStream()
+		if err == nil {
+			if dl, ok := ctx.Deadline(); ok {
+				st.SetDeadline(dl)
+			}
+			return st, nil
+		}
+		t := time.NewTimer(openWait)
+		select {
+		case <-changed:
+			t.Stop()
+			continue
+		case <-p.done:
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		return nil, fmt.Errorf("the agent connection is closed: %w", err)
+	}
+}
+
+// current returns the agent session, and a channel closed when it is
+// replaced.
+func (p *Proxy) current() (*yamux.Session, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sess, p.changed
 }
 
 // Hello is what the agent said about itself and its target.
-func (p *Proxy) Hello() protocol.HelloReply { return p.hello }
+func (p *Proxy) Hello() protocol.HelloReply {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hello
+}
 
-// Done is closed when the agent connection is lost.
-func (p *Proxy) Done() <-chan struct{} { return p.sess.CloseChan() }
+// Done is closed when the proxy ends: it was closed, or it lost the agent
+// and could not get back to one (Err says why).
+func (p *Proxy) Done() <-chan struct{} { return p.done }
 
-// Close ends the session.
+// Err says why the proxy ended on its own; nil while it runs or after
+// Close.
+func (p *Proxy) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// byeWait bounds the goodbye to the agent at Close.
+const byeWait = 500 * time.Millisecond
+
+// Close ends the session. It tells the agent first, so that the agent
+// need not wait for this client to come back.
 func (p *Proxy) Close() error {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closing = true
+	sess := p.sess
+	p.mu.Unlock()
 	p.relays.close()
-	return p.sess.Close()
+	if p.reconnect > 0 && !sess.IsClosed() {
+		if st, err := sess.OpenStream(); err == nil {
+			st.SetDeadline(time.Now().Add(byeWait))
+			if protocol.Write(st, &protocol.Bye{}) == nil {
+				protocol.ReadReply[*protocol.ByeReply](st)
+			}
+			st.Close()
+		}
+	}
+	err := sess.Close()
+	p.end(nil)
+	return err
+}
+
+// end marks the proxy ended, with err as the reason (nil: closed).
+func (p *Proxy) end(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.err = err
+	close(p.done)
 }
 
 // RemoteEnv fetches the target's whole environment.

@@ -429,6 +429,19 @@ func (a *Agent) podLogs(pod string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// Running says whether the agent's pod still runs: false once it is gone,
+// ending or ended. An error means the API server could not say.
+func (a *Agent) Running(ctx context.Context) (bool, error) {
+	pod, err := a.client.Clientset.CoreV1().Pods(a.Namespace).Get(ctx, a.PodName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed, nil
+}
+
 // Delete removes the agent job and its pod now.
 func (a *Agent) Delete(ctx context.Context) error {
 	bg := metav1.DeletePropagationBackground

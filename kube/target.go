@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -44,9 +45,13 @@ func ResolveTarget(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 	return pickContainer(pod, container)
 }
 
+// ErrTargetNotFound marks ResolveTarget's error for a target that does
+// not exist.
+var ErrTargetNotFound = errors.New("target not found")
+
 func notFound(kind, name, namespace string, err error) error {
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("target %s/%s not found in namespace %q (list targets with `mirrord ls -n %s`)", kind, name, namespace, namespace)
+		return fmt.Errorf("target %s/%s not found in namespace %q (list targets with `mirrord ls -n %s`)%w", kind, name, namespace, namespace, errorMark{ErrTargetNotFound})
 	}
 	if apierrors.IsForbidden(err) {
 		return fmt.Errorf("target %s/%s in namespace %q: permission denied: %v", kind, name, namespace, err)
@@ -251,3 +256,9 @@ func (t *Target) HTTPProbePorts() []uint16 {
 	}
 	return ports
 }
+
+// errorMark lets an error wrap a sentinel without changing its text.
+type errorMark struct{ err error }
+
+func (errorMark) Error() string   { return "" }
+func (m errorMark) Unwrap() error { return m.err }

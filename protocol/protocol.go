@@ -44,6 +44,8 @@ const (
 	TypeFileRead
 	TypeFileData
 	TypeFileWrite
+	TypeBye
+	TypeByeReply
 	typeEnd
 )
 
@@ -56,7 +58,21 @@ type Hello struct {
 	Client  string `json:"client"` // e.g. "mirrord 0.1.0"
 	// Token is the session secret the agent was started with, if any.
 	Token string `json:"token,omitempty"`
+	// ReconnectSeconds asks the agent to keep running that long for this
+	// client when its connection drops without a Bye: the client is then
+	// trying to get back (agent.reconnect_timeout).
+	ReconnectSeconds uint32 `json:"reconnect_seconds,omitempty"`
+	// Session identifies the client across its reconnections, so that
+	// the agent stops waiting for it when it is back.
+	Session string `json:"session,omitempty"`
 }
+
+// Bye says that the client ends its session on purpose: the agent need not
+// wait for it to come back. The agent answers with a ByeReply.
+type Bye struct{}
+
+// ByeReply acknowledges a Bye.
+type ByeReply struct{}
 
 // HelloReply describes the agent and its target.
 type HelloReply struct {
@@ -333,6 +349,9 @@ func (*Subscribe) Type() Type      { return TypeSubscribe }
 func (*SubscribeReply) Type() Type { return TypeSubscribeReply }
 func (*Incoming) Type() Type       { return TypeIncoming }
 
+func (*Bye) Type() Type      { return TypeBye }
+func (*ByeReply) Type() Type { return TypeByeReply }
+
 func (*Hello) Type() Type        { return TypeHello }
 func (*HelloReply) Type() Type   { return TypeHelloReply }
 func (*ErrorReply) Type() Type   { return TypeError }
@@ -388,6 +407,10 @@ func newMessage(t Type) Message {
 		return &FileData{}
 	case TypeFileWrite:
 		return &FileWrite{}
+	case TypeBye:
+		return &Bye{}
+	case TypeByeReply:
+		return &ByeReply{}
 	}
 	return nil
 }

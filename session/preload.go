@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -193,14 +195,11 @@ func (s *Session) runPreload(ctx context.Context, path string, argv, progEnv []s
 	incCtx, stopIncoming := context.WithCancel(ctx)
 	defer stopIncoming()
 	go serveIncomingPorts(incCtx, cfg, proxy, layer.Ports, log)
-	go func() {
-		select {
-		case <-proxy.Done():
-			log.Warn("lost the connection to the agent; remote operations now fail")
-		case <-incCtx.Done():
-		}
-	}()
+	lost := stopWhenAgentLost(incCtx, proxy, log, func(sig syscall.Signal) { cmd.Process.Signal(sig) })
 	err = cmd.Wait()
+	if err := lost(); err != nil {
+		return err
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -301,5 +300,44 @@ func forwardSignalsTo(cmd *exec.Cmd) (stop func()) {
 			signal.Stop(ch)
 			close(done)
 		})
+	}
+}
+
+// stopWhenAgentLost ends the program (signal: SIGTERM, then SIGKILL 5 s later)
+// when the proxy ends on its own: the agent is gone and no other could be
+// reached, so the program cannot go on as if it ran in the target. The
+// returned function, called after the program exited, says so as an error
+// (nil when the session did not end). It stops watching when ctx ends.
+func stopWhenAgentLost(ctx context.Context, proxy *intproxy.Proxy, log *slog.Logger, signal func(syscall.Signal)) (lost func() error) {
+	var mu sync.Mutex
+	var why error
+	go func() {
+		select {
+		case <-proxy.Done():
+		case <-ctx.Done():
+			return
+		}
+		err := proxy.Err()
+		if err == nil {
+			return // closed: the session is ending normally
+		}
+		mu.Lock()
+		why = err
+		mu.Unlock()
+		log.Warn("the session ended; stopping the program", "err", err)
+		signal(syscall.SIGTERM)
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+			signal(syscall.SIGKILL)
+		}
+	}()
+	return func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if why == nil {
+			return nil
+		}
+		return &ExitError{Code: 1, Err: fmt.Errorf("the program was stopped: %w", why)}
 	}
 }

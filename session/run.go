@@ -57,9 +57,10 @@ func resolvConf(r protocol.Resolver) string {
 }
 
 // startLocalAgent runs `mirrord agent` for a process on this machine
-// (target pid/PID) and returns its address. The agent stops by itself one
-// TTL after this process disconnects, also when this process is killed.
-func startLocalAgent(ctx context.Context, pid string, ttl uint16) (string, func(), error) {
+// (target pid/PID) and returns its address, and a channel closed when it
+// has exited. The agent stops by itself one TTL after this process
+// disconnects, also when this process is killed, and when its target ends.
+func startLocalAgent(ctx context.Context, pid string, ttl uint16) (addr string, exited <-chan struct{}, err error) {
 	if os.Geteuid() != 0 {
 		return "", nil, fmt.Errorf("target pid/%s: entering another process's namespaces needs root; run mirrord with sudo, or start `mirrord agent --target-pid %s --listen 127.0.0.1:PORT` as root and use --agent-addr", pid, pid)
 	}
@@ -97,7 +98,9 @@ func startLocalAgent(ctx context.Context, pid string, ttl uint16) (string, func(
 			wait()
 			return "", nil, fmt.Errorf("the local agent for pid %s did not start (see its error above)", pid)
 		}
-		return addr, func() { go wait() }, nil
+		exited := make(chan struct{})
+		go func() { wait(); close(exited) }()
+		return addr, exited, nil
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
 		wait()

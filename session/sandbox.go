@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/goshim"
@@ -51,16 +52,17 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 	if proxy.HasUnixStreams() {
 		opts = append(opts, goshim.WithUnixStreams(proxy.RelayUnix))
 	}
-	return RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, _ int) {
+	var lost func() error
+	err = RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, pid int) {
 		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, log)
-		go func() {
-			select {
-			case <-proxy.Done():
-				log.Warn("lost the connection to the agent; remote operations now fail")
-			case <-ctx.Done(): // the program ended: the session closes normally
-			}
-		}()
+		lost = stopWhenAgentLost(ctx, proxy, log, func(sig syscall.Signal) { syscall.Kill(pid, sig) })
 	})
+	if lost != nil {
+		if lerr := lost(); lerr != nil {
+			return lerr
+		}
+	}
+	return err
 }
 
 // RunSandbox runs spec in a goshim sandbox whose network h serves, and

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -49,6 +50,11 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error)
 	if err != nil {
 		return nil, err
 	}
+	a.opts = append(a.opts, intproxy.WithReconnect(time.Duration(cfg.Agent.ReconnectTimeout)*time.Second, a.redial, func(e intproxy.Event) {
+		// All of them, the recovery included, as warnings: shown in
+		// every progress mode, since the loss was.
+		o.Progress.Warning(e.Message)
+	}))
 	proxy, err := connectRetry(ctx, a, cfg, o.Log)
 	if err != nil {
 		a.close()
@@ -76,7 +82,10 @@ type agentConn struct {
 	// named is the flag or key that gave addr, for an agent the user
 	// says is running; empty for one this session starts.
 	named string
-	close func()
+	// redial says where the agent is after the connection dropped (nil:
+	// the same address).
+	redial intproxy.Redialer
+	close  func()
 }
 
 func findAgent(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger, prog *progress.Reporter) (*agentConn, error) {
@@ -88,11 +97,21 @@ func findAgent(ctx context.Context, cfg *config.Config, agentAddr string, log *s
 		return &agentConn{addr: agentAddr, via: agentAddr, named: named, close: func() {}}, nil
 	}
 	if cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
-		addr, done, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
+		addr, exited, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
 		if err != nil {
 			return nil, err
 		}
-		return &agentConn{addr: addr, via: cfg.Target.Path.String(), close: done}, nil
+		// The connection is loopback: it drops only when the agent
+		// exits, which it does when its target process ends.
+		redial := func(context.Context) (intproxy.AgentAddr, error) {
+			select {
+			case <-exited:
+				return intproxy.AgentAddr{}, fmt.Errorf("%w: the local agent for %s has exited (has the process ended?)", intproxy.ErrAgentGone, cfg.Target.Path)
+			default:
+				return intproxy.AgentAddr{Addr: addr}, nil
+			}
+		}
+		return &agentConn{addr: addr, via: cfg.Target.Path.String(), redial: redial, close: func() {}}, nil
 	}
 	return startClusterAgent(ctx, cfg, log, prog)
 }
@@ -115,63 +134,136 @@ func startClusterAgent(ctx context.Context, cfg *config.Config, log *slog.Logger
 	if cfg.Target.Namespace != nil && *cfg.Target.Namespace != "" {
 		ns = *cfg.Target.Namespace
 	}
-	var target *kube.Target
-	via := "targetless"
-	if !cfg.Target.Targetless() {
-		tp := cfg.Target.Path
-		dyn, err := dynamic.NewForConfig(client.Config)
-		if err != nil {
-			return nil, err
-		}
-		if target, err = kube.ResolveTarget(ctx, client.Clientset, dyn, ns, tp.Kind, tp.Name, tp.Container); err != nil {
-			return nil, err
-		}
-		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
-		steps.Done("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName)
-		prog.Step("target", via)
-	}
 	agentNS := ns
 	if cfg.Agent.Namespace != nil && *cfg.Agent.Namespace != "" {
 		agentNS = *cfg.Agent.Namespace
 	}
-	agent, err := client.StartAgent(ctx, cfg, target, agentNS, steps)
-	if err != nil {
+	c := &clusterAgent{cfg: cfg, client: client, ns: ns, agentNS: agentNS, log: log, prog: prog}
+	if err := c.start(ctx, steps); err != nil {
 		return nil, err
+	}
+	log.Info("agent ready", "job", c.agent.JobName, "pod", c.agent.PodName, "local", c.addr, "took", time.Since(start))
+	opts := []intproxy.Option{intproxy.WithToken(c.agent.Token)}
+	if c.target != nil {
+		opts = append(opts, intproxy.WithHTTPProbePorts(c.target.HTTPProbePorts()))
+	}
+	return &agentConn{addr: c.addr, opts: opts, via: c.via, redial: c.redial, close: c.close}, nil
+}
+
+// clusterAgent is the agent pod a session uses, and the port-forward to
+// it. When the agent's pod goes away (deleted, its node drained, its
+// target's pod replaced) it starts another for the same target.
+type clusterAgent struct {
+	cfg     *config.Config
+	client  *kube.Client
+	ns      string // the target's namespace
+	agentNS string
+	log     *slog.Logger
+	prog    *progress.Reporter
+
+	mu      sync.Mutex
+	target  *kube.Target // nil: targetless
+	via     string
+	agent   *kube.Agent
+	addr    string // the port-forward's local address
+	stopFwd func()
+	// replacing is the agent whose pod went away, once that was said.
+	replacing *kube.Agent
+}
+
+// start resolves the target, starts (or joins) its agent and
+// port-forwards to it.
+func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
+	cfg := c.cfg
+	var target *kube.Target
+	via := "targetless"
+	if !cfg.Target.Targetless() {
+		tp := cfg.Target.Path
+		dyn, err := dynamic.NewForConfig(c.client.Config)
+		if err != nil {
+			return err
+		}
+		if target, err = kube.ResolveTarget(ctx, c.client.Clientset, dyn, c.ns, tp.Kind, tp.Name, tp.Container); err != nil {
+			return err
+		}
+		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
+		steps.Done("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName)
+		c.prog.Step("target", via)
+	}
+	agent, err := c.client.StartAgent(ctx, cfg, target, c.agentNS, steps)
+	if err != nil {
+		return err
 	}
 	if agent.Joined {
-		log.Info("joined the target's running agent (sessions on one target share it; its agent settings are the ones it was started with)", "job", agent.JobName)
+		c.log.Info("joined the target's running agent (sessions on one target share it; its agent settings are the ones it was started with)", "job", agent.JobName)
 	}
-	prog.Step("agent", agent.Namespace+"/"+agent.PodName)
+	c.prog.Step("agent", agent.Namespace+"/"+agent.PodName)
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
-	addr, err := agent.PortForward(fwdCtx, log)
+	addr, err := agent.PortForward(fwdCtx, c.log)
 	if err != nil {
 		stopFwd()
-		agent.Delete(context.Background())
-		return nil, err
+		if !agent.Shared {
+			agent.Delete(context.Background())
+		}
+		return err
 	}
 	steps.Done("port-forward ready", "local", addr)
-	log.Info("agent ready", "job", agent.JobName, "pod", agent.PodName, "local", addr, "took", time.Since(start))
-	prog.Step("port-forward", addr)
-	opts := []intproxy.Option{intproxy.WithToken(agent.Token)}
-	if target != nil {
-		opts = append(opts, intproxy.WithHTTPProbePorts(target.HTTPProbePorts()))
+	c.prog.Step("port-forward", addr)
+	c.mu.Lock()
+	c.target, c.via, c.agent, c.addr, c.stopFwd = target, via, agent, addr, stopFwd
+	c.mu.Unlock()
+	return nil
+}
+
+// redial answers where the agent is after the connection to it dropped:
+// the same port-forward while the agent's pod runs (the port-forward dials
+// the pod again for each connection), or a new agent once it is gone.
+func (c *clusterAgent) redial(ctx context.Context) (intproxy.AgentAddr, error) {
+	c.mu.Lock()
+	agent, addr := c.agent, c.addr
+	c.mu.Unlock()
+	same := intproxy.AgentAddr{Addr: addr, Token: agent.Token}
+	running, err := agent.Running(ctx)
+	if err != nil || running {
+		// Running, or the API server cannot say (it may be what went
+		// away): try the port-forward.
+		return same, nil
 	}
-	return &agentConn{
-		addr: addr,
-		opts: opts,
-		via:  via,
-		// A targetless agent is removed at once when the session ends.
-		// A targeted one may serve other sessions on the target too: it
-		// exits one TTL (agent.ttl) after its last session left, and the
-		// Job's TTL removes the rest; the same happens when mirrord is
-		// killed.
-		close: func() {
-			t := time.Now()
-			stopFwd()
-			if !agent.Shared {
-				agent.Delete(context.Background())
-			}
-			log.Debug("session teardown", "job", agent.JobName, "took", time.Since(t))
-		},
-	}, nil
+	c.mu.Lock()
+	if c.replacing != agent {
+		c.replacing = agent
+		c.prog.Warning(fmt.Sprintf("the agent pod %s/%s is gone; starting a new agent", agent.Namespace, agent.PodName))
+		c.stopFwd()
+		if !agent.Shared {
+			agent.Delete(context.Background())
+		}
+	}
+	c.mu.Unlock()
+	if err := c.start(ctx, kube.NewSteps(c.log)); err != nil {
+		if errors.Is(err, kube.ErrTargetNotFound) {
+			return intproxy.AgentAddr{}, fmt.Errorf("%w: %w", intproxy.ErrAgentGone, err)
+		}
+		// Try again: the target's pod may not be ready yet.
+		return intproxy.AgentAddr{}, fmt.Errorf("start a new agent: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.log.Info("new agent", "job", c.agent.JobName, "pod", c.agent.PodName, "via", c.via)
+	return intproxy.AgentAddr{Addr: c.addr, Token: c.agent.Token}, nil
+}
+
+// close ends the port-forward. A targetless agent is removed at once when
+// the session ends. A targeted one may serve other sessions on the target
+// too: it exits one TTL (agent.ttl) after its last session left, and the
+// Job's TTL removes the rest; the same happens when mirrord is killed.
+func (c *clusterAgent) close() {
+	t := time.Now()
+	c.mu.Lock()
+	agent, stopFwd := c.agent, c.stopFwd
+	c.mu.Unlock()
+	stopFwd()
+	if !agent.Shared {
+		agent.Delete(context.Background())
+	}
+	c.log.Debug("session teardown", "job", agent.JobName, "took", time.Since(t))
 }
