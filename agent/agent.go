@@ -252,6 +252,49 @@ func (c *client) reconnectWait() time.Duration {
 	return c.reconnect
 }
 
+// helloWait bounds the wait for a client's Hello.
+const helloWait = 10 * time.Second
+
+// authenticate reads the client's first request, which must be a Hello
+// with this agent's protocol version and session token, before any other
+// is read; it answers it. The client is then known by its session.
+func (a *Agent) authenticate(sess *yamux.Session, c *client) error {
+	timer := time.AfterFunc(helloWait, func() { sess.Close() })
+	defer timer.Stop()
+	st, err := sess.AcceptStream()
+	if err != nil {
+		return fmt.Errorf("no hello: %w", err)
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(helloWait))
+	refuse := func(msg string) error {
+		protocol.Write(st, &protocol.ErrorReply{Message: msg})
+		return errors.New(msg)
+	}
+	req, err := protocol.Read(st)
+	if err != nil {
+		return refuse(fmt.Sprintf("the first request must be a hello: %v", err))
+	}
+	hello, ok := req.(*protocol.Hello)
+	if !ok {
+		return refuse(fmt.Sprintf("the first request must be a hello, not %T", req))
+	}
+	if err := protocol.CheckVersion(hello.Version, "the client ("+hello.Client+")"); err != nil {
+		return refuse(err.Error())
+	}
+	if a.opts.Token != "" && subtle.ConstantTimeCompare([]byte(hello.Token), []byte(a.opts.Token)) != 1 {
+		return refuse("this agent belongs to another mirrord session (wrong session token)")
+	}
+	c.mu.Lock()
+	c.reconnect = time.Duration(hello.ReconnectSeconds) * time.Second
+	c.session = hello.Session
+	c.mu.Unlock()
+	if hello.Session != "" {
+		a.clientHello(c)
+	}
+	return protocol.Write(st, &a.hello)
+}
+
 // serveClient runs one client's session: every stream is one request.
 func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
@@ -264,10 +307,6 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 		return
 	}
 	defer sess.Close()
-	a.clientJoined()
-	c := &client{}
-	defer a.clientLeft(c)
-	a.log.Info("client connected", "remote", conn.RemoteAddr().String())
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -276,6 +315,19 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 		}
 		sess.Close()
 	}()
+	c := &client{}
+	if err := a.authenticate(sess, c); err != nil {
+		a.log.Warn("client refused", "remote", conn.RemoteAddr().String(), "err", err)
+		// Let the refusal reach the client before the connection goes.
+		select {
+		case <-sess.CloseChan():
+		case <-time.After(time.Second):
+		}
+		return
+	}
+	a.clientJoined()
+	defer a.clientLeft(c)
+	a.log.Info("client connected", "remote", conn.RemoteAddr().String())
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
@@ -297,24 +349,6 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream, c *client) {
 		return
 	}
 	switch req := req.(type) {
-	case *protocol.Hello:
-		if err := protocol.CheckVersion(req.Version, "the client ("+req.Client+")"); err != nil {
-			protocol.Write(st, &protocol.ErrorReply{Message: err.Error()})
-			return
-		}
-		if a.opts.Token != "" && subtle.ConstantTimeCompare([]byte(req.Token), []byte(a.opts.Token)) != 1 {
-			protocol.Write(st, &protocol.ErrorReply{Message: "this agent belongs to another mirrord session (wrong session token)"})
-			st.Close()
-			return
-		}
-		c.mu.Lock()
-		c.reconnect = time.Duration(req.ReconnectSeconds) * time.Second
-		c.session = req.Session
-		c.mu.Unlock()
-		if req.Session != "" {
-			a.clientHello(c)
-		}
-		protocol.Write(st, &a.hello)
 	case *protocol.Bye:
 		c.mu.Lock()
 		c.bye = true
