@@ -227,6 +227,7 @@ rules:
 - {apiGroups: [""], resources: [pods, pods/log], verbs: [get, list, watch]}
 - {apiGroups: [apps], resources: [deployments, replicasets], verbs: [get, list, watch]}
 - {apiGroups: [batch], resources: [jobs], verbs: [get, list, watch, create, delete]}
+- {apiGroups: [""], resources: [secrets], verbs: [get, create, update, delete]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -402,4 +403,72 @@ func TestAgentNotReachableFromCluster(t *testing.T) {
 		t.Fatalf("the agent answers on its pod IP %s: any pod of the cluster can reach it", ip)
 	}
 	t.Logf("agent pod %s: %v (the session runs through the port-forward)", ip, err)
+}
+
+// TestJoinNeedsSecretAccess: the agent's session token is in a Secret, not
+// in its Job. A user who may read Jobs and pods, port-forward and create
+// Jobs, but not read Secrets, cannot join a running shared agent (nor
+// start one): one clear error naming secrets, and the agent keeps serving
+// its session. The Secret goes with the agent.
+func TestJoinNeedsSecretAccess(t *testing.T) {
+	c := newCluster(t)
+	const sa = "mirrord-e2e-nosecrets"
+	c.apply(t, `apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: `+sa+`, namespace: `+fixtureNamespace+`}
+rules:
+- {apiGroups: [""], resources: [pods, pods/log], verbs: [get, list, watch]}
+- {apiGroups: [""], resources: [pods/portforward], verbs: [create, get]}
+- {apiGroups: [apps], resources: [deployments, replicasets], verbs: [get, list, watch]}
+- {apiGroups: [batch], resources: [jobs], verbs: [get, list, watch, create, delete]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: `+sa+`, namespace: `+fixtureNamespace+`}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: `+sa+`}
+subjects: [{kind: ServiceAccount, name: `+sa+`, namespace: `+fixtureNamespace+`}]
+`)
+	t.Cleanup(func() {
+		c.run(context.Background(), "delete", "role,rolebinding", "-n", fixtureNamespace, sa, "--ignore-not-found")
+	})
+	waitUntil(t, time.Minute, "agent jobs from before to be gone", func() bool { return len(c.agentJobs(t)) == 0 })
+	p := c.fixturePods(t, pyServ)[0]
+	target := "pod/" + p.Metadata.Name
+	// The owner's session: a steal of port 80.
+	out := c.startLocalApp(t, "preload", target, 18185, "owner's app",
+		`{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18185, 80]]}}}}`)
+	waitUntil(t, 2*time.Minute, "the owner's steal", func() bool {
+		body, _ := podGet(p.Status.PodIP, "/", nil)
+		return body == "owner's app"
+	})
+	jobs := c.agentJobs(t)
+	if len(jobs) != 1 {
+		t.Fatalf("agent jobs %v; want one", jobs)
+	}
+	job := strings.TrimPrefix(jobs[0], "job.batch/")
+	if env := c.kubectl(t, "get", "job", "-n", fixtureNamespace, job, "-o", "jsonpath={.spec.template.spec.containers[0].env}"); !strings.Contains(env, "secretKeyRef") {
+		t.Errorf("the Job's env does not take the token from a Secret: %s", env)
+	}
+	if owner := c.kubectl(t, "get", "secret", "-n", fixtureNamespace, job, "-o", "jsonpath={.metadata.ownerReferences[0].name}"); owner != job {
+		t.Errorf("the token Secret is owned by %q, want the Job %s", owner, job)
+	}
+
+	// The same target and settings: the other user would join that agent.
+	kubeconfig := c.serviceAccountKubeconfig(t, sa)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got, err := exec.CommandContext(ctx, buildMirrord(t), "exec", "--kubeconfig", kubeconfig, "--agent-image", agentImage,
+		"-t", target, "-n", fixtureNamespace, "--", "true").CombinedOutput()
+	if err == nil {
+		t.Fatalf("a user who may not read secrets joined the agent:\n%s", got)
+	}
+	if !strings.Contains(string(got), "secrets") {
+		t.Errorf("the error does not name secrets:\n%s", got)
+	}
+	if body, _ := podGet(p.Status.PodIP, "/", nil); body != "owner's app" {
+		t.Errorf("after the refused join, the owner's steal answered %q\n%s", body, readFile(out))
+	}
+	if now := c.agentJobs(t); len(now) != 1 || now[0] != jobs[0] {
+		t.Errorf("agent jobs after the refused join: %v, want %v", now, jobs)
+	}
 }

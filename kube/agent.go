@@ -41,6 +41,8 @@ type Agent struct {
 	Joined bool
 	client *Client
 	dialer *podDialer // set once the pod is known
+	// secretUnowned: the token Secret could not be given to the Job.
+	secretUnowned bool
 }
 
 func randomHex(n int) string {
@@ -128,7 +130,11 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 		json.NewEncoder(h).Encode([]any{a.Labels, a.Annotations, a.TTL})
 		name = "mirrord-agent-" + hex.EncodeToString(h.Sum(nil))[:10]
 	}
-	spec.Containers[0].Env = append(spec.Containers[0].Env, corev1.EnvVar{Name: "MIRRORD_AGENT_TOKEN", Value: token})
+	// The token is read from a Secret of the same name (AgentSecret), so
+	// that a user who may read Jobs or pods cannot take it.
+	spec.Containers[0].Env = append(spec.Containers[0].Env, corev1.EnvVar{Name: "MIRRORD_AGENT_TOKEN", ValueFrom: &corev1.EnvVarSource{
+		SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: secretTokenKey},
+	}})
 	labels := map[string]string{"app": "mirrord", "mirrord.dev/agent": name}
 	for k, v := range a.Labels {
 		labels[k] = v
@@ -144,6 +150,20 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 				Spec:       spec,
 			},
 		},
+	}
+}
+
+// secretTokenKey holds the session token in the agent's Secret.
+const secretTokenKey = "token"
+
+// AgentSecret is the Secret that holds an agent Job's session token: it
+// has the Job's name and labels, and once the Job exists it is owned by
+// it, so that it goes when the Job goes.
+func AgentSecret(job *batchv1.Job, token string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: job.Name, Namespace: job.Namespace, Labels: job.Labels},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{secretTokenKey: []byte(token)},
 	}
 }
 
@@ -215,21 +235,31 @@ func (c *Client) StartAgent(ctx context.Context, cfg *config.Config, target *Tar
 	timeout := time.Duration(cfg.Agent.StartupTimeout) * time.Second
 	deadline := time.Now().Add(timeout)
 	jobs := c.Clientset.BatchV1().Jobs(namespace)
+	secrets := c.Clientset.CoreV1().Secrets(namespace)
 	for {
 		token := randomHex(16)
 		job := AgentJob(cfg, target, namespace, token)
-		created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+		secret, err := secrets.Create(ctx, AgentSecret(job, token), metav1.CreateOptions{})
 		if err == nil {
-			steps.Done("agent job created", "job", created.Name)
-			a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, Shared: target != nil, client: c}
-			if err := a.waitReady(ctx, time.Until(deadline), steps); err != nil {
-				a.Delete(context.Background())
-				return nil, err
+			created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+			if err == nil {
+				steps.Done("agent job created", "job", created.Name)
+				a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, Shared: target != nil, client: c}
+				a.ownSecret(ctx, secret, created)
+				if err := a.waitReady(ctx, time.Until(deadline), steps); err != nil {
+					a.Delete(context.Background())
+					return nil, err
+				}
+				return a, nil
 			}
-			return a, nil
-		}
-		if target == nil || !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("create the agent job in namespace %q: %w", namespace, err)
+			// Not ours to hold the token of: a Job of that name (from
+			// an older mirrord) has its token elsewhere.
+			secrets.Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
+			if target == nil || !apierrors.IsAlreadyExists(err) {
+				return nil, fmt.Errorf("create the agent job in namespace %q: %w", namespace, err)
+			}
+		} else if target == nil || !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create the agent's token Secret in namespace %q (mirrord needs create, get and delete on secrets there): %w", namespace, err)
 		}
 		a, err := c.joinAgent(ctx, namespace, job.Name, deadline, steps)
 		if a != nil || err != nil {
@@ -255,16 +285,17 @@ func (c *Client) joinAgent(ctx context.Context, namespace, name string, deadline
 	jobs := c.Clientset.BatchV1().Jobs(namespace)
 	job, err := jobs.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		// A token Secret without its Job (mirrord was killed between
+		// the two): remove it, for the caller to start anew.
+		c.Clientset.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{})
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the target's agent job %s/%s: %w", namespace, name, err)
 	}
-	token := ""
-	for _, e := range job.Spec.Template.Spec.Containers[0].Env {
-		if e.Name == "MIRRORD_AGENT_TOKEN" {
-			token = e.Value
-		}
+	token, err := c.agentToken(ctx, job)
+	if err != nil {
+		return nil, err
 	}
 	a := &Agent{Namespace: namespace, JobName: name, Token: token, Shared: true, Joined: true, client: c}
 	if job.DeletionTimestamp == nil && job.Status.Succeeded == 0 && job.Status.Failed == 0 {
@@ -442,8 +473,48 @@ func (a *Agent) Running(ctx context.Context) (bool, error) {
 	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed, nil
 }
 
-// Delete removes the agent job and its pod now.
+// agentToken reads the session token of a running agent's Job: from its
+// Secret, or (a Job of an older mirrord) from its environment.
+func (c *Client) agentToken(ctx context.Context, job *batchv1.Job) (string, error) {
+	for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+		if e.Name != "MIRRORD_AGENT_TOKEN" {
+			continue
+		}
+		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+			return e.Value, nil
+		}
+		ref := e.ValueFrom.SecretKeyRef
+		secret, err := c.Clientset.CoreV1().Secrets(job.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsForbidden(err) {
+			return "", fmt.Errorf("the target's agent (job %s/%s) runs for other sessions; joining it needs `get` on secrets in namespace %q, which this user lacks: %w", job.Namespace, job.Name, job.Namespace, err)
+		}
+		if err != nil {
+			return "", fmt.Errorf("read the token of the target's agent (secret %s/%s): %w", job.Namespace, ref.Name, err)
+		}
+		return string(secret.Data[ref.Key]), nil
+	}
+	return "", nil
+}
+
+// ownSecret makes the agent's token Secret owned by its Job, so that the
+// garbage collector removes it with the Job (also when the Job's TTL
+// removes it, after mirrord was killed).
+func (a *Agent) ownSecret(ctx context.Context, secret *corev1.Secret, job *batchv1.Job) {
+	secret.OwnerReferences = []metav1.OwnerReference{{
+		APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID,
+	}}
+	if _, err := a.client.Clientset.CoreV1().Secrets(a.Namespace).Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+		// Delete still removes it; only a killed mirrord would leave it.
+		a.secretUnowned = true
+	}
+}
+
+// Delete removes the agent job, its pod and its token Secret now.
 func (a *Agent) Delete(ctx context.Context) error {
 	bg := metav1.DeletePropagationBackground
-	return a.client.Clientset.BatchV1().Jobs(a.Namespace).Delete(ctx, a.JobName, metav1.DeleteOptions{PropagationPolicy: &bg, GracePeriodSeconds: ptr(int64(0))})
+	err := a.client.Clientset.BatchV1().Jobs(a.Namespace).Delete(ctx, a.JobName, metav1.DeleteOptions{PropagationPolicy: &bg, GracePeriodSeconds: ptr(int64(0))})
+	if serr := a.client.Clientset.CoreV1().Secrets(a.Namespace).Delete(ctx, a.JobName, metav1.DeleteOptions{}); serr != nil && !apierrors.IsNotFound(serr) && err == nil && a.secretUnowned {
+		err = serr
+	}
+	return err
 }

@@ -49,8 +49,14 @@ func TestAgentJob(t *testing.T) {
 	case len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != corev1.TolerationOpExists:
 		t.Errorf("tolerations %v", spec.Tolerations)
 	}
-	if !slices.Contains(c.Env, corev1.EnvVar{Name: "MIRRORD_AGENT_TOKEN", Value: "tok"}) {
+	// The token is not in the Job: its env names the Secret.
+	tokenEnv := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "MIRRORD_AGENT_TOKEN" })
+	if tokenEnv < 0 || c.Env[tokenEnv].Value != "" || c.Env[tokenEnv].ValueFrom == nil ||
+		c.Env[tokenEnv].ValueFrom.SecretKeyRef.Name != job.Name {
 		t.Errorf("env %v", c.Env)
+	}
+	if sec := AgentSecret(job, "tok"); string(sec.Data[c.Env[tokenEnv].ValueFrom.SecretKeyRef.Key]) != "tok" || sec.Name != job.Name {
+		t.Errorf("secret %+v", sec)
 	}
 	// Sessions on one target with the same agent settings share an agent:
 	// one Job name, whatever the token; another container, namespace or
