@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/mirrord-go/mirrord/config"
@@ -43,6 +44,7 @@ type Agent struct {
 	dialer *podDialer // set once the pod is known
 	// secretUnowned: the token Secret could not be given to the Job.
 	secretUnowned bool
+	jobUID        types.UID // the Job's, when known: its events are this Job's
 }
 
 func randomHex(n int) string {
@@ -244,7 +246,7 @@ func (c *Client) StartAgent(ctx context.Context, cfg *config.Config, target *Tar
 			created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
 			if err == nil {
 				steps.Done("agent job created", "job", created.Name)
-				a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, Shared: target != nil, client: c}
+				a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, Shared: target != nil, client: c, jobUID: created.UID}
 				a.ownSecret(ctx, secret, created)
 				if err := a.waitReady(ctx, time.Until(deadline), steps); err != nil {
 					a.Delete(context.Background())
@@ -297,7 +299,7 @@ func (c *Client) joinAgent(ctx context.Context, namespace, name string, deadline
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{Namespace: namespace, JobName: name, Token: token, Shared: true, Joined: true, client: c}
+	a := &Agent{Namespace: namespace, JobName: name, Token: token, Shared: true, Joined: true, client: c, jobUID: job.UID}
 	if job.DeletionTimestamp == nil && job.Status.Succeeded == 0 && job.Status.Failed == 0 {
 		steps.Done("joining the target's agent", "job", name)
 		err := a.waitReady(ctx, time.Until(deadline), steps)
@@ -350,6 +352,23 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 		return fmt.Errorf("watch the agent pod (job %s/%s): %w", a.Namespace, a.JobName, err)
 	}
 	defer func() { w.Stop() }()
+	// The Job's events say why its pod cannot be created at all (Pod
+	// Security admission, a quota, a webhook): the Job controller only
+	// retries, and no pod ever shows in the watch above. A user who may
+	// not watch events waits for agent.startup_timeout instead.
+	var jobEvents <-chan watch.Event
+	// (A Job of the same name before this one may have left events: only
+	// this one's count.)
+	selector := "involvedObject.kind=Job,involvedObject.name=" + a.JobName
+	if a.jobUID != "" {
+		selector += ",involvedObject.uid=" + string(a.jobUID)
+	}
+	if ew, err := a.client.Clientset.CoreV1().Events(a.Namespace).Watch(ctx, metav1.ListOptions{FieldSelector: selector}); err == nil {
+		defer ew.Stop()
+		jobEvents = ew.ResultChan()
+	} else {
+		log.Debug("cannot watch the agent job's events", "err", err)
+	}
 
 	type probeResult struct {
 		conn io.ReadWriteCloser
@@ -416,6 +435,14 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 					steps.Done("agent container running", "pod", p.Name)
 				}
 			}
+		case ev, ok := <-jobEvents:
+			if !ok {
+				jobEvents = nil
+				continue
+			}
+			if e, isEvent := ev.Object.(*corev1.Event); isEvent && e.Reason == "FailedCreate" {
+				return a.cannotCreate(ctx, e.Message)
+			}
 		case r := <-results:
 			probing = false
 			if r.err == nil {
@@ -435,6 +462,29 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 		}
 	}
 }
+
+// cannotCreate explains why the Job controller cannot create the agent's
+// pod (msg is its FailedCreate event's), with the way out where there is
+// one.
+func (a *Agent) cannotCreate(ctx context.Context, msg string) error {
+	msg = strings.TrimPrefix(msg, "Error creating: ")
+	if !strings.Contains(msg, "violates PodSecurity") {
+		return fmt.Errorf("the agent pod cannot be created (job %s/%s): %s", a.Namespace, a.JobName, msg)
+	}
+	level := "restricted or baseline"
+	if ns, err := a.client.Clientset.CoreV1().Namespaces().Get(ctx, a.Namespace, metav1.GetOptions{}); err == nil {
+		if l := ns.Labels[psaEnforceLabel]; l != "" {
+			level = l
+		}
+	}
+	return fmt.Errorf("namespace %q enforces Pod Security %q (label %s), which forbids the agent's pod (it needs hostPID and capabilities next to the target); "+
+		"run the agent in a namespace that allows privileged pods with agent.namespace (--agent-namespace), for example one labelled %s=privileged. The admission said: %s",
+		a.Namespace, level, psaEnforceLabel, psaEnforceLabel, msg)
+}
+
+// psaEnforceLabel is the namespace label that sets the Pod Security
+// admission level.
+const psaEnforceLabel = "pod-security.kubernetes.io/enforce"
 
 // goneError is waitReady's error when the agent's pod has ended.
 type goneError struct{ msg string }
