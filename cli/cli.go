@@ -32,6 +32,8 @@ type CLI struct {
 	Agent        AgentCmd        `cmd:"" hidden:"" help:"Run the agent (the side next to the target)."`
 	GoshimHelper GoshimHelperCmd `cmd:"" name:"goshim-helper" hidden:"" help:"Internal: set up a sandbox and exec the program in it."`
 	LayerExec    LayerExecCmd    `cmd:"" name:"layer-exec" hidden:"" help:"Internal: run a Go or static program started by a layered process in a sandbox of the same session."`
+	CopySelf     CopySelfCmd     `cmd:"" name:"copy-self" hidden:"" help:"Internal: copy this binary to a path (the init container of a target copy)."`
+	Idle         IdleCmd         `cmd:"" hidden:"" help:"Internal: do nothing until stopped (the containers of a target copy)."`
 }
 
 // Env gives commands the process environment and output streams, so that

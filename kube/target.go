@@ -96,7 +96,9 @@ func candidatePods(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 		if _, err := cs.BatchV1().CronJobs(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
 			return nil, notFound(kind, name, ns, err)
 		}
-		return nil, fmt.Errorf("target cronjob/%s: a cronjob has no running pod to attach to; upstream mirrord runs it with copy_target, an operator feature not available here", name)
+		// Its pods come and go with its schedule: a session runs
+		// against a copy of its pod (StartCopy).
+		return nil, nil
 	case "service":
 		s, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -177,9 +179,9 @@ func pickPod(pods []corev1.Pod, kind, name, ns string) (*corev1.Pod, error) {
 	}
 	if len(ready) == 0 {
 		if len(seen) == 0 {
-			return nil, fmt.Errorf("target %s/%s in namespace %q has no pods", kind, name, ns)
+			return nil, fmt.Errorf("target %s/%s in namespace %q has no pods%w", kind, name, ns, errorMark{ErrNoRunningPod})
 		}
-		return nil, fmt.Errorf("target %s/%s in namespace %q has no running, ready pod (pods: %s)", kind, name, ns, strings.Join(seen, ", "))
+		return nil, fmt.Errorf("target %s/%s in namespace %q has no running, ready pod (pods: %s)%w", kind, name, ns, strings.Join(seen, ", "), errorMark{ErrNoRunningPod})
 	}
 	sort.Slice(ready, func(i, j int) bool {
 		ti, tj := ready[i].CreationTimestamp, ready[j].CreationTimestamp

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/mirrord-go/mirrord/config"
@@ -169,6 +171,9 @@ type clusterAgent struct {
 	stopFwd func()
 	// replacing is the agent whose pod went away, once that was said.
 	replacing *kube.Agent
+	// copy is the pod made for a Job or CronJob target without a
+	// running pod (kube.StartCopy), removed when the session ends.
+	copy *corev1.Pod
 }
 
 // start resolves the target, starts (or joins) its agent and
@@ -178,12 +183,11 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 	var target *kube.Target
 	via := "targetless"
 	if !cfg.Target.Targetless() {
-		tp := cfg.Target.Path
 		dyn, err := dynamic.NewForConfig(c.client.Config)
 		if err != nil {
 			return err
 		}
-		if target, err = kube.ResolveTarget(ctx, c.client.Clientset, dyn, c.ns, tp.Kind, tp.Name, tp.Container); err != nil {
+		if target, err = c.resolve(ctx, dyn, steps); err != nil {
 			return err
 		}
 		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
@@ -192,7 +196,15 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 	}
 	agent, err := c.client.StartAgent(ctx, cfg, target, c.agentNS, steps)
 	if err != nil {
+		c.dropCopy()
 		return err
+	}
+	if c.copy != nil {
+		if err := agent.Adopt(ctx, c.copy); err != nil {
+			// close still removes it; only a killed mirrord would
+			// leave it.
+			c.log.Warn("the target's copy is not tied to the agent's job", "pod", c.copy.Name, "err", err)
+		}
 	}
 	if agent.Joined {
 		c.log.Info("joined the target's running agent (sessions on one target share it; its agent settings are the ones it was started with)", "job", agent.JobName)
@@ -213,6 +225,39 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 	c.target, c.via, c.agent, c.addr, c.stopFwd = target, via, agent, addr, stopFwd
 	c.mu.Unlock()
 	return nil
+}
+
+// resolve finds the target's pod. A Job or CronJob without a running pod
+// gets a copy of its pod (kube.StartCopy), made once per session: a new
+// agent for the session targets the same copy while it runs.
+func (c *clusterAgent) resolve(ctx context.Context, dyn dynamic.Interface, steps *kube.Steps) (*kube.Target, error) {
+	tp := c.cfg.Target.Path
+	if c.copy != nil {
+		if p, err := c.client.Clientset.CoreV1().Pods(c.copy.Namespace).Get(ctx, c.copy.Name, metav1.GetOptions{}); err == nil && p.Status.Phase == corev1.PodRunning {
+			return kube.TargetOf(p, tp.Container)
+		}
+		c.dropCopy()
+	}
+	target, err := kube.ResolveTarget(ctx, c.client.Clientset, dyn, c.ns, tp.Kind, tp.Name, tp.Container)
+	if err == nil || (tp.Kind != "job" && tp.Kind != "cronjob") || !errors.Is(err, kube.ErrNoRunningPod) {
+		return target, err
+	}
+	c.log.Info("the target has no running pod: running a copy of its pod", "target", tp.String())
+	c.prog.Step("target copy", tp.String())
+	copy, err := c.client.StartCopy(ctx, c.cfg, c.ns, tp.Kind, tp.Name, steps)
+	if err != nil {
+		return nil, err
+	}
+	c.copy = copy
+	return kube.TargetOf(copy, tp.Container)
+}
+
+// dropCopy removes the target's copy, if the session made one.
+func (c *clusterAgent) dropCopy() {
+	if c.copy != nil {
+		c.client.DeleteCopy(context.Background(), c.copy)
+		c.copy = nil
+	}
 }
 
 // redial answers where the agent is after the connection to it dropped:
@@ -265,5 +310,8 @@ func (c *clusterAgent) close() {
 	if !agent.Shared {
 		agent.Delete(context.Background())
 	}
+	c.mu.Lock()
+	c.dropCopy()
+	c.mu.Unlock()
 	c.log.Debug("session teardown", "job", agent.JobName, "took", time.Since(t))
 }
