@@ -29,6 +29,7 @@ type CLI struct {
 	Config       ConfigCmd       `cmd:"" help:"Inspect the configuration format."`
 	Container    ContainerCmd    `cmd:"" help:"Run a local container in the context of a remote target (not yet supported)."`
 	Completions  CompletionsCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
+	AgentImage   AgentImageCmd   `cmd:"" name:"agent-image" help:"Build the agent's container image from this binary and push it to a registry (or a tar, or a kind cluster)."`
 	Agent        AgentCmd        `cmd:"" hidden:"" help:"Run the agent (the side next to the target)."`
 	GoshimHelper GoshimHelperCmd `cmd:"" name:"goshim-helper" hidden:"" help:"Internal: set up a sandbox and exec the program in it."`
 	LayerExec    LayerExecCmd    `cmd:"" name:"layer-exec" hidden:"" help:"Internal: run a Go or static program started by a layered process in a sandbox of the same session."`
