@@ -95,11 +95,14 @@ func TestReconnect(t *testing.T) {
 	f := newFixture(t)
 	const port = "8895"
 	f.serveHTTP(f.pod, podIP+":"+port, "hello from original app")
-	f.startAgent("--ttl", "1s")
-	r := newRelay(t, f.agentAddr)
-	f.agentAddr = r.addr
 	eachEngine(t, func(t *testing.T, engine ...string) {
 		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		// An agent per engine: with a TTL of 1 s, one would end between
+		// the two.
+		agent := f.startAgent("--ttl", "1s")
+		defer func() { agent.Process.Kill(); agent.Wait() }()
+		r := newRelay(t, f.agentAddr)
+		f.agentAddr = r.addr
 		cmd, outFile := f.startLocal(t, append(engine, "--steal", "-t", "pid/1"),
 			"python3", "testdata/reconnectapp.py", port, "hello from local app")
 		get := func(path string) string {
