@@ -129,6 +129,7 @@ func (rt *h2Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer rt.leave()
+	keepTarget(req)
 	fr := filterRequest(req)
 	rt.upstream(rt.in.route(rt.orig.port, fr)).proxy.ServeHTTP(w, req)
 }

@@ -137,6 +137,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 		if err != nil {
 			return
 		}
+		keepTarget(req)
 		if settings, ok := h2cUpgrade(req); ok {
 			// The agent accepts the upgrade itself, so that each
 			// HTTP/2 stream is routed on its own.
