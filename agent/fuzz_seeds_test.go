@@ -177,6 +177,14 @@ func h2SeedFrames() map[string][]byte {
 			fr.WriteWindowUpdate(3, 100)
 			fr.WriteGoAway(3, http2.ErrCodeNo, []byte("bye"))
 		}),
+		"connect-with-data": h2Frames(func(fr *http2.Framer, block func(...string) []byte) {
+			// Once smuggled its data into the next request on an
+			// HTTP/1.1 upstream (after an h2c upgrade).
+			settings(fr)
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: block(":method", "CONNECT", ":authority", "app:80"), EndHeaders: true})
+			fr.WriteData(3, true, []byte("X-"))
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: block(getHeaders("/after")...), EndStream: true, EndHeaders: true})
+		}),
 		"headers-stream-0": h2Frames(func(fr *http2.Framer, block func(...string) []byte) {
 			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 0, BlockFragment: block(getHeaders("/")...), EndStream: true, EndHeaders: true})
 		}),
