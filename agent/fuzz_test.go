@@ -8,7 +8,8 @@ package agent
 // agent returns, the peer sees EOF) within fuzzDeadline, with no goroutine of
 // the agent left behind, and the requests it carried must reach the app
 // their filter picks, unchanged. Seeds: testdata/fuzz/FuzzXxx and the f.Add
-// calls; `make fuzz` runs each target briefly, FUZZTIME=5m longer.
+// calls; `make fuzz` runs each target briefly, and for instance
+// `make fuzz FUZZTIME=10m FUZZ=FuzzFilteredStealH2` one for longer.
 
 import (
 	"bufio"
