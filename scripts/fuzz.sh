@@ -30,6 +30,12 @@ targets=(
 )
 
 want=("$@")
+for w in "${want[@]}"; do
+	if [[ " ${targets[*]} " != *" $w "* ]]; then
+		echo "fuzz: no target $w (targets: $(printf '%s\n' "${targets[@]}" | cut -d' ' -f2 | tr '\n' ' '))" >&2
+		exit 2
+	fi
+done
 start=$(date +%s)
 ran=0
 failed=()
@@ -54,9 +60,12 @@ for t in "${targets[@]}"; do
 		# ends, with no failing input (go.dev/issue/75804, fixed in
 		# go1.27): not a finding.
 		status=0
+		note=" (go's fuzz coordinator misreported the end of the run: go.dev/issue/75804)"
+	else
+		note=""
 	fi
 	if [ "$status" -eq 0 ]; then
-		echo "fuzz: $name ($pkg): ok — ${execs:-0} inputs in ${secs}s"
+		echo "fuzz: $name ($pkg): ok — ${execs:-0} inputs in ${secs}s$note"
 	else
 		echo "fuzz: $name ($pkg): FAIL after ${secs}s"
 		sed 's/^/    /' "$log" | grep -v '^    fuzz: elapsed' | tail -40
