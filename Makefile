@@ -10,7 +10,7 @@ BIN := bin/mirrord
 # Static binary: the same file runs locally and as the in-cluster agent.
 export CGO_ENABLED := 0
 
-.PHONY: all build preload-lib deps test unit lint demo e2e e2e-cluster e2e-down bench clean
+.PHONY: all build preload-lib deps test unit lint fuzz demo e2e e2e-cluster e2e-down bench clean
 
 all: build
 
@@ -45,20 +45,34 @@ lint:
 	go vet ./...
 	go tool staticcheck ./...
 
+## fuzz: each fuzz target for FUZZTIME (default 6s), one after the other:
+## what the agent parses on a stolen or mirrored port (HTTP/1, chunked
+## bodies, upgrades, HTTP/2 frames and HPACK), the HTTP filters, the config
+## loader and the protocol. Longer, or only some targets:
+## `make fuzz FUZZTIME=10m FUZZ="FuzzFilteredSteal FuzzConfig"`. A failing
+## input lands in the package's testdata/fuzz/FuzzXxx/ (commit it with the fix).
+FUZZTIME ?= 6s
+FUZZ ?=
+fuzz:
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh $(FUZZ)
+
 ## deps: system tools the tests use (iproute2, curl, python3, ...).
 deps:
 	@scripts/deps.sh
 
 ## test: everything CI checks: lint, unit and hermetic integration tests,
-## then the e2e tests on the local Kubernetes cluster (built the first time,
-## about 20 minutes on 2 cores; reused afterwards; `make e2e-down` removes
-## it). `make unit` is the quick loop.
+## a short run of each fuzz target (`make fuzz`), then the e2e tests on the
+## local Kubernetes cluster (built the first time, about 20 minutes on 2
+## cores; reused afterwards; `make e2e-down` removes it). `make unit` is the
+## quick loop.
 test: deps lint build
 	@echo "== unit and hermetic integration tests"
 	@scripts/gotest.sh ./...
+	@echo "== fuzz targets, $(FUZZTIME) each"
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 	@echo "== e2e tests (local Kubernetes cluster)"
 	@E2E_TEST_FLAGS="-count=1" e2e/run.sh
-	@echo "make test: PASS — lint, unit, hermetic integration and e2e"
+	@echo "make test: PASS — lint, unit, hermetic integration, fuzz and e2e"
 
 ## demo: a local cluster with a sample app, and mirrord exec against it.
 demo: deps

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -8,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/yamux"
 
@@ -202,5 +205,40 @@ func TestProbesPassThrough(t *testing.T) {
 	}
 	if !filtered.shares(other) {
 		t.Error("two filtered steals (one on a probed port) cannot share a port")
+	}
+}
+
+// TestInterimAnswers: an app's interim answer (100 Continue, to a request
+// with "Expect: 100-continue") reaches the peer, followed by the real
+// answer; it was taken for the real one, which then answered the next
+// request on the connection, each answer after it one late.
+func TestInterimAnswers(t *testing.T) {
+	front := filteredSetup(t)
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, user := range []string{"alice", "bob"} {
+		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: app\r\nX-User: %s\r\nX-Req-Id: 1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"+
+			"GET /next HTTP/1.1\r\nHost: app\r\nX-User: %[1]s\r\nX-Req-Id: 2\r\n\r\n", user)
+	}
+	br := bufio.NewReader(c)
+	var got []string
+	for len(got) < 6 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		got = append(got, fmt.Sprintf("%d %s", resp.StatusCode, body))
+		if resp.StatusCode == http.StatusContinue && resp.Header.Get("Content-Length") != "" {
+			t.Errorf("100 Continue with a Content-Length")
+		}
+	}
+	want := []string{"100 ", "200 local 1", "200 local 2", "100 ", "200 orig 1", "200 orig 2"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("answers %q, want %q", got, want)
 	}
 }

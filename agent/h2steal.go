@@ -129,6 +129,15 @@ func (rt *h2Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer rt.leave()
+	if rt.http1 && req.Method == http.MethodConnect {
+		// An HTTP/1.1 CONNECT is a tunnel: the transport would write
+		// the stream's data unframed on the upstream connection that the
+		// next requests share, where the app reads it as the start of
+		// the next request (one stream's bytes smuggled into another's).
+		w.WriteHeader(http.StatusNotImplemented)
+		return
+	}
+	keepTarget(req)
 	fr := filterRequest(req)
 	rt.upstream(rt.in.route(rt.orig.port, fr)).proxy.ServeHTTP(w, req)
 }

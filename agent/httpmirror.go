@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mirrord-go/mirrord/httpfilter"
@@ -26,6 +27,23 @@ func filterRequest(req *http.Request) *httpfilter.Request {
 		fr.Header.Set("Host", req.Host)
 	}
 	return fr
+}
+
+// keepTarget makes req, read from a peer, go on to an app with the
+// request target the peer sent, byte for byte: net/http writes the path it
+// parsed, escaped again ("/a|b" as "/a%7Cb", a UTF-8 path %-encoded),
+// which an app that routes or checks signatures on the raw path tells
+// apart. The filters then see that target too. An absolute URI
+// ("http://host/path"), CONNECT's authority and "*" are left as parsed,
+// and so is a path that starts with "//", which net/http cannot write as
+// it came (it would take it for a scheme-relative URL).
+func keepTarget(req *http.Request) {
+	raw := req.RequestURI
+	if !strings.HasPrefix(raw, "/") || strings.HasPrefix(raw, "//") || raw == req.URL.RequestURI() {
+		return
+	}
+	path, query, hasQuery := strings.Cut(raw, "?")
+	req.URL.Opaque, req.URL.RawQuery, req.URL.ForceQuery = path, query, hasQuery && query == ""
 }
 
 // dialApp connects to the target's app at orig, from the target's
@@ -85,6 +103,7 @@ func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub 
 		if err != nil {
 			return
 		}
+		keepTarget(req)
 		body, err := io.ReadAll(io.LimitReader(req.Body, mirrorBodyLimit+1))
 		req.Body.Close()
 		if err != nil {

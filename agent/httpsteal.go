@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -134,6 +137,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 		if err != nil {
 			return
 		}
+		keepTarget(req)
 		if settings, ok := h2cUpgrade(req); ok {
 			// The agent accepts the upgrade itself, so that each
 			// HTTP/2 stream is routed on its own.
@@ -175,6 +179,14 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			return
 		}
 		resp, err := http.ReadResponse(dst.r, req)
+		for err == nil && resp.StatusCode/100 == 1 && resp.StatusCode != http.StatusSwitchingProtocols {
+			// An interim answer (100 Continue, 103 Early Hints): the
+			// peer gets it, and the final answer follows.
+			if writeInterim(bw, resp) != nil {
+				return
+			}
+			resp, err = http.ReadResponse(dst.r, req)
+		}
 		if err != nil {
 			return
 		}
@@ -237,6 +249,19 @@ func writeResponse(bw *bufio.Writer, resp *http.Response, src *bufio.Reader) err
 	if err := resp.Write(struct{ io.Writer }{bw}); err != nil {
 		return err
 	}
+	return bw.Flush()
+}
+
+// writeInterim writes a 1xx response, which has no body, to the peer
+// (resp.Write would add a Content-Length, which RFC 9110 forbids there).
+func writeInterim(bw *bufio.Writer, resp *http.Response) error {
+	reason := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
+	if reason == "" {
+		reason = http.StatusText(resp.StatusCode)
+	}
+	fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\n", resp.StatusCode, reason)
+	resp.Header.Write(bw)
+	bw.WriteString("\r\n")
 	return bw.Flush()
 }
 

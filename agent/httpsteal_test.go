@@ -2,12 +2,16 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // upstreamResponse reads a response that an upstream writes in parts:
@@ -83,5 +87,58 @@ func TestWriteResponseStreams(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRawTargets: a request target that net/http would escape again on
+// the way ("/a|b", a UTF-8 path, a fragment sign) reaches the app, and the
+// filters, as the peer sent it, over HTTP/1.1 and HTTP/2.
+func TestRawTargets(t *testing.T) {
+	w := newStealWorld(t)
+	for _, target := range []string{"/local/ä|{x}?q=\"y\"#f", "/a|b?", "/a^b`c<d>\\e?x=|"} {
+		side := "app"
+		if strings.HasPrefix(target, "/local") {
+			side = "local"
+		}
+		want := side + " " + requestDigest("GET", target, nil)
+
+		out, _ := w.steal(t, []byte("GET "+target+" HTTP/1.1\r\nHost: app\r\n\r\n"), nil, false)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
+		if err != nil {
+			t.Fatalf("HTTP/1.1 %q: %v in %q", target, err, out)
+		}
+		if got := resp.Header.Get("X-Echo"); got != want {
+			t.Errorf("HTTP/1.1 %q: answered %q, want %q", target, got, want)
+		}
+
+		frames := h2Frames(func(fr *http2.Framer, block func(...string) []byte) {
+			fr.WriteSettings()
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(getHeaders(target)...), EndStream: true, EndHeaders: true})
+		})
+		// The peer waits for its answer: the HTTP/2 server drops the
+		// streams of a peer that half-closes.
+		got := ""
+		w.steal(t, append([]byte(h2Preface), frames...), func(out []byte) bool {
+			fr := http2.NewFramer(io.Discard, bytes.NewReader(out))
+			fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					return false
+				}
+				if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == 1 {
+					got = "status " + h.PseudoValue("status")
+					for _, hf := range h.RegularFields() {
+						if hf.Name == "x-echo" {
+							got = hf.Value
+						}
+					}
+					return true
+				}
+			}
+		}, true)
+		if got != want {
+			t.Errorf("HTTP/2 %q: answered %q, want %q", target, got, want)
+		}
 	}
 }

@@ -66,7 +66,8 @@ func parse(data []byte, f Format) (map[string]any, error) {
 	default:
 		return nil, fmt.Errorf("unknown config format %q", f)
 	}
-	tree, err := normalize(raw)
+	values := 0
+	tree, err := normalize(raw, &values)
 	if err != nil {
 		return nil, err
 	}
@@ -80,8 +81,18 @@ func parse(data []byte, f Format) (map[string]any, error) {
 	return obj, nil
 }
 
-// normalize maps every format's values onto the small set the decoder knows.
-func normalize(v any) (any, error) {
+// maxValues bounds the values of a parsed document (a config has a few
+// hundred). YAML's aliases let a document of a few hundred bytes repeat a
+// value exponentially often ("billion laughs"): the parser shares the
+// repeated value, but the tree built from it would not.
+const maxValues = 1_000_000
+
+// normalize maps every format's values onto the small set the decoder
+// knows, counting them in *values.
+func normalize(v any, values *int) (any, error) {
+	if *values++; *values > maxValues {
+		return nil, fmt.Errorf("the document holds more than %d values (YAML aliases repeating a value too often?)", maxValues)
+	}
 	switch v := v.(type) {
 	case nil, bool, string, json.Number:
 		return v, nil
@@ -100,7 +111,7 @@ func normalize(v any) (any, error) {
 	case []any:
 		out := make([]any, len(v))
 		for i, e := range v {
-			n, err := normalize(e)
+			n, err := normalize(e, values)
 			if err != nil {
 				return nil, err
 			}
@@ -110,7 +121,7 @@ func normalize(v any) (any, error) {
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for k, e := range v {
-			n, err := normalize(e)
+			n, err := normalize(e, values)
 			if err != nil {
 				return nil, err
 			}
@@ -124,7 +135,7 @@ func normalize(v any) (any, error) {
 			if !ok {
 				k = fmt.Sprint(item.Key)
 			}
-			n, err := normalize(item.Value)
+			n, err := normalize(item.Value, values)
 			if err != nil {
 				return nil, err
 			}
@@ -134,7 +145,7 @@ func normalize(v any) (any, error) {
 	case map[any]any:
 		out := make(map[string]any, len(v))
 		for k, e := range v {
-			n, err := normalize(e)
+			n, err := normalize(e, values)
 			if err != nil {
 				return nil, err
 			}

@@ -2,11 +2,13 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envMap(m map[string]string) func(string) (string, bool) {
@@ -220,6 +222,25 @@ func TestTemplate(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("render(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// TestYAMLAliasBomb: a short YAML document whose aliases repeat a list
+// exponentially often (9^9 strings) is refused at once; it took minutes
+// and gigabytes.
+func TestYAMLAliasBomb(t *testing.T) {
+	doc := "a: &a [x, x, x, x, x, x, x, x, x]\n"
+	for c := 'b'; c <= 'i'; c++ {
+		prev := string(c - 1)
+		doc += fmt.Sprintf("%c: &%c [*%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s]\n", c, c, prev, prev, prev, prev, prev, prev, prev, prev, prev)
+	}
+	start := time.Now()
+	_, err := ParseBytes([]byte(doc), YAML, noEnv)
+	if err == nil || !strings.Contains(err.Error(), "more than 1000000 values") {
+		t.Errorf("ParseBytes of an alias bomb: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refusing it took %v", d)
 	}
 }
 

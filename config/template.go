@@ -61,7 +61,7 @@ func render(file, src string, lookup func(string) (string, bool)) (out string, e
 	cfg.KeepTrailingNewline = true
 
 	env := &exec.Environment{
-		Context:           exec.NewContext(map[string]any{"get_env": tr.getEnv, "range": teraRange, "throw": tr.throw}),
+		Context:           exec.NewContext(map[string]any{"get_env": tr.getEnv, "range": tr.teraRange, "throw": tr.throw}),
 		Filters:           exec.NewFilterSet(tr.filters()),
 		Tests:             exec.NewTestSet(tr.tests()),
 		ControlStructures: tr.controlStructures(),
@@ -92,10 +92,10 @@ func render(file, src string, lookup func(string) (string, bool)) (out string, e
 	}
 	teraOutput(tpl.Root().Nodes)
 
-	var buf strings.Builder
+	buf := &limitedOutput{tr: tr}
 	// NewRenderer rather than tpl.Execute so that the renderer's root
 	// context is env.Context, the one {% set_global %} writes to.
-	if err := exec.NewRenderer(env, &buf, cfg, loader, tpl).Execute(); err != nil {
+	if err := exec.NewRenderer(env, buf, cfg, loader, tpl).Execute(); err != nil {
 		return "", tr.renderError(err)
 	}
 	if tr.cause != nil {
@@ -107,6 +107,66 @@ func render(file, src string, lookup func(string) (string, bool)) (out string, e
 }
 
 const templateName = "config"
+
+// A template's work is bounded, so that a mistake such as range(end=1e9)
+// or loops nested too deep fails at once rather than hangs mirrord or
+// takes all memory: maxTemplateSteps loop iterations and numbers made by
+// range in all, and maxTemplateOutput bytes rendered (a config is a few
+// KiB). Tera has no such limits; no config comes near them.
+const (
+	maxTemplateSteps  = 100_000
+	maxTemplateOutput = 16 << 20
+)
+
+// step takes n steps of the template's budget.
+func (tr *templateRun) step(n int) error {
+	tr.steps += n
+	if tr.steps > maxTemplateSteps {
+		return tr.fail(fmt.Errorf("the template runs more than %d loop iterations and range numbers in all", maxTemplateSteps))
+	}
+	return nil
+}
+
+// limitedOutput is the rendered text, up to maxTemplateOutput bytes.
+type limitedOutput struct {
+	strings.Builder
+	tr *templateRun
+}
+
+func (o *limitedOutput) Write(p []byte) (int, error) {
+	if o.Len()+len(p) > maxTemplateOutput {
+		return 0, o.tr.fail(fmt.Errorf("the template renders more than %d MiB", maxTemplateOutput>>20))
+	}
+	return o.Builder.Write(p)
+}
+
+func (o *limitedOutput) WriteString(s string) (int, error) { return o.Write([]byte(s)) }
+
+// loopStep is put first in the body of every for loop: each iteration
+// takes a step of the template's budget.
+type loopStep struct {
+	at *tokens.Token
+	tr *templateRun
+}
+
+func (l *loopStep) Position() *tokens.Token { return l.at }
+func (l *loopStep) String() string          { return "loop step" }
+
+func (l *loopStep) Execute(*exec.Renderer, *nodes.ControlStructureBlock) error { return l.tr.step(1) }
+
+// countedFor parses a for statement whose iterations count against the
+// template's budget.
+func (tr *templateRun) countedFor(parse parser.ControlStructureParser) parser.ControlStructureParser {
+	return func(p *parser.Parser, args *parser.Parser) (nodes.ControlStructure, error) {
+		cs, err := parse(p, args)
+		if f, ok := cs.(*gonjastmt.ForControlStructure); ok && err == nil && f.BodyWrapper != nil {
+			at := f.BodyWrapper.Location
+			step := &nodes.ControlStructureBlock{Location: at, Name: "for", ControlStructure: &loopStep{at: at, tr: tr}}
+			f.BodyWrapper.Nodes = append([]nodes.Node{step}, f.BodyWrapper.Nodes...)
+		}
+		return cs, err
+	}
+}
 
 // templateRun is the state of one render.
 type templateRun struct {
@@ -123,6 +183,8 @@ type templateRun struct {
 	// before gonja flattened it into "invalid call to filter" text (every
 	// expression goes through printFilter).
 	printErr error
+	// steps is how much of maxTemplateSteps the render has taken.
+	steps int
 }
 
 // templateError is a render failure of a config file.
@@ -185,7 +247,7 @@ func (tr *templateRun) fail(err error) error {
 }
 
 // teraRange is Tera's range(end=..., start=0, step_by=1).
-func teraRange(args *exec.VarArgs) (*exec.Value, error) {
+func (tr *templateRun) teraRange(args *exec.VarArgs) (*exec.Value, error) {
 	a, err := bindArgs(args, "end", "start", "step_by")
 	if err != nil {
 		return nil, err
@@ -211,9 +273,18 @@ func teraRange(args *exec.VarArgs) (*exec.Value, error) {
 	if start > end {
 		return nil, errors.New("range was called with a start greater than its end")
 	}
-	list := []any{}
-	for i := start; i < end; i += step {
-		list = append(list, i)
+	// Counted rather than stepped to the end, where i += step could
+	// overflow past it.
+	n := (end - start) / step
+	if (end-start)%step != 0 {
+		n++
+	}
+	if err := tr.step(n); err != nil {
+		return nil, err
+	}
+	list := make([]any, 0, n)
+	for k := range n {
+		list = append(list, start+k*step)
 	}
 	return exec.AsValue(list), nil
 }
@@ -246,6 +317,7 @@ func (tr *templateRun) controlStructures() *exec.ControlStructureSet {
 		}
 		set[name] = p
 	}
+	set["for"] = tr.countedFor(set["for"])
 	for name, p := range set {
 		set[name] = located(name, p)
 	}

@@ -36,6 +36,8 @@ func TestTemplateTera(t *testing.T) {
 		{"for else", `{% for x in [] %}{{ x }}{% else %}empty{% endfor %}`, "empty"},
 		{"for break continue", `{% for x in [1, 2, 3, 4] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}{{ x }}{% endfor %}`, "13"},
 		{"for over range", `{% for i in range(end=3) %}{{ i }}{% endfor %}|{% for i in range(start=2, end=9, step_by=3) %}{{ i }}{% endfor %}`, "012|258"},
+		{"range near the largest int", `{{ range(end=9223372036854775807, step_by=4611686018427387904) | join(sep=",") }}|{{ range(end=5, step_by=9223372036854775807) | length }}`,
+			"0,4611686018427387904|1"},
 		{"for over split", `{% for p in get_env(name="PORTS") | split(pat=",") %}{{ p | trim | int }};{% endfor %}`, "80;443;8080;"},
 		{"for over reversed", `{% for x in [1, 2, 3] | reverse %}{{ x }}{% endfor %}`, "321"},
 
@@ -126,6 +128,15 @@ func TestTemplateErrors(t *testing.T) {
 		{"filter unknown argument", `{{ "x" | join(separator=",") }}`, `has no argument "separator" (it takes sep)`},
 		{"filter wrong input", `{{ 1 | upper }}`, "expects a string, got a number 1"},
 		{"throw", "\n{% if get_env(name=\"SET\") == \"1\" %}{{ throw(message=\"SET must not be 1\") }}{% endif %}", "line 2: SET must not be 1"},
+		// A template's work is bounded: these ran for minutes, or for
+		// ever, taking memory all the while.
+		{"huge range", "\n{% for i in range(end=1000000000) %}{% endfor %}", "line 2: the template runs more than 100000 loop iterations"},
+		{"nested loops", "{% for a in [1,2,3,4,5,6,7,8,9,10] %}{% for b in [1,2,3,4,5,6,7,8,9,10] %}{% for c in [1,2,3,4,5,6,7,8,9,10] %}" +
+			"{% for d in [1,2,3,4,5,6,7,8,9,10] %}{% for e in [1,2,3,4,5,6,7,8,9,10] %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
+			"the template runs more than 100000 loop iterations"},
+		{"loop in a set block", "{% set x %}{% for a in range(end=400) %}{% for b in range(end=400) %}{% endfor %}{% endfor %}{% endset %}",
+			"the template runs more than 100000 loop iterations"},
+		{"huge output", `{{ "x" * 20000000 }}`, "the template renders more than 16 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
