@@ -377,6 +377,17 @@ func (in *incoming) handle(c *net.TCPConn) {
 		return
 	}
 	if !sub.mirror {
+		// When the session ends (its connection dropped), the peer's
+		// connection ends with it, whatever the stream reports.
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-sub.sess.CloseChan():
+				c.Close()
+			case <-done:
+			}
+		}()
 		relay.Splice(st, c)
 		return
 	}
