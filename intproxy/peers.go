@@ -116,9 +116,12 @@ func (p *Proxy) DialProgram(ctx context.Context, dst, client netip.AddrPort) (c 
 		cerr := rc.Control(func(fd uintptr) {
 			// Bind first, so that the port is known (and recorded) before
 			// the program can accept the connection.
-			var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: from.As4()}
+			// (As4 panics on the IPv6 loopback: pick by the family.)
+			var sa unix.Sockaddr
 			if network == "tcp6" {
 				sa = &unix.SockaddrInet6{Addr: from.As16()}
+			} else {
+				sa = &unix.SockaddrInet4{Addr: from.As4()}
 			}
 			if berr = unix.Bind(int(fd), sa); berr != nil {
 				return

@@ -114,3 +114,29 @@ func TestDialProgramPeers(t *testing.T) {
 		t.Errorf("%d entries left behind", n)
 	}
 }
+
+// TestDialProgramIPv6: a delivery to a program listening on the IPv6
+// loopback binds mirrord's end there (it panicked: the IPv4 form of the
+// IPv6 loopback was taken first).
+func TestDialProgramIPv6(t *testing.T) {
+	p := proxyFor(t, `{"feature": {"network": {"incoming": "mirror"}}}`)
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dst := netip.AddrPortFrom(netip.IPv6Loopback(), uint16(ln.Addr().(*net.TCPAddr).Port))
+	c, release, err := p.DialProgram(ctx, dst, netip.MustParseAddrPort("[fd00::9]:4567"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	c.Close()
+}
