@@ -114,11 +114,7 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 		// creates the pod's sandbox, which starts it sooner.
 		spec.AutomountServiceAccountToken = ptr(false)
 	}
-	for _, s := range a.ImagePullSecrets {
-		if n, ok := s["name"].(string); ok {
-			spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: n})
-		}
-	}
+	spec.ImagePullSecrets = append(spec.ImagePullSecrets, pullSecrets(a.ImagePullSecrets)...)
 	// A targeted agent is shared: sessions on the same target container
 	// with the same agent settings use one agent, named after both. Only
 	// one agent can take a port's connections (the first redirect in the
@@ -170,6 +166,24 @@ func AgentSecret(job *batchv1.Job, token string) *corev1.Secret {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// pullSecrets are agent.image_pull_secrets as a pod spec names them
+// (entries without a name are ignored).
+func pullSecrets(list []map[string]any) []corev1.LocalObjectReference {
+	var out []corev1.LocalObjectReference
+	for _, s := range list {
+		if n, ok := s["name"].(string); ok {
+			out = append(out, corev1.LocalObjectReference{Name: n})
+		}
+	}
+	return out
+}
+
+// cannotPull says whether a waiting container's reason means its image
+// will not come.
+func cannotPull(reason string) bool {
+	return reason == "ErrImagePull" || reason == "ImagePullBackOff" || reason == "InvalidImageName"
+}
 
 // agentLogLevel maps RUST_LOG-style levels ("info", "mirrord=debug,warn")
 // to the agent's level.
@@ -427,7 +441,7 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 				return goneError{fmt.Sprintf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))}
 			}
 			for _, cs := range p.Status.ContainerStatuses {
-				if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
+				if w := cs.State.Waiting; w != nil && cannotPull(w.Reason) {
 					return fmt.Errorf("the agent image %s cannot be pulled (%s: %s); set agent.image", cs.Image, w.Reason, w.Message)
 				}
 				if cs.State.Running != nil && !running {

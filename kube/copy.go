@@ -86,11 +86,7 @@ func CopyPod(tmpl corev1.PodTemplateSpec, cfg *config.Config, ns, kind, name str
 		ct.LivenessProbe, ct.ReadinessProbe, ct.StartupProbe = nil, nil, nil
 		ct.VolumeMounts = append(ct.VolumeMounts, corev1.VolumeMount{Name: copyBinVolume, MountPath: copyBinDir, ReadOnly: true})
 	}
-	for _, s := range cfg.Agent.ImagePullSecrets {
-		if n, ok := s["name"].(string); ok {
-			spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: n})
-		}
-	}
+	spec.ImagePullSecrets = append(spec.ImagePullSecrets, pullSecrets(cfg.Agent.ImagePullSecrets)...)
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "mirrord-copy-" + trimName(name, 40) + "-",
@@ -127,7 +123,7 @@ func (c *Client) waitCopy(ctx context.Context, pod *corev1.Pod, timeout time.Dur
 		}
 		running := p.Status.Phase == corev1.PodRunning
 		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-			if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName" || w.Reason == "CreateContainerConfigError") {
+			if w := cs.State.Waiting; w != nil && (cannotPull(w.Reason) || w.Reason == "CreateContainerConfigError") {
 				return nil, fmt.Errorf("the target's copy %s/%s cannot start container %s (%s: %s)", p.Namespace, p.Name, cs.Name, w.Reason, w.Message)
 			}
 		}
