@@ -88,8 +88,33 @@ func (in *incoming) serveH2(c net.Conn, orig netAddrPort, upgrade *http.Request,
 	errLog := slog.NewLogLogger(in.a.log.Handler(), slog.LevelDebug)
 	rt := &h2Router{in: in, orig: orig, source: c.RemoteAddr().String(), http1: upgrade != nil,
 		errLog: errLog, proxies: map[*yamux.Session]*h2Upstream{}}
+	// With no stream open, the connection waits as an idle HTTP/1.x one
+	// does, and may be ended for newer ones (httplimits.go).
+	w := in.waiting.add(c)
+	defer w.stop()
+	// After an upgrade the server says "idle" once as it starts, while
+	// the upgrade request's stream is still open.
+	skipIdle := upgrade != nil
+	// The server bounds the work of one connection: at most
+	// MaxConcurrentStreams handlers run (100, as envoy; x/net's default
+	// is 250, nginx's 128), and a peer that resets streams faster than
+	// they end (rapid reset, CVE-2023-44487) is sent a GOAWAY
+	// (ENHANCE_YOUR_CALM) once 4×MaxConcurrentStreams wait. Frames of at
+	// most 16 KiB (the protocol's initial size): the framer keeps a buffer
+	// of the largest frame read per connection.
+	h2conf := &http.HTTP2Config{MaxConcurrentStreams: 100, MaxReadFrameSize: 16 << 10}
+	base := &http.Server{ErrorLog: errLog, MaxHeaderBytes: maxHeaderBytes, HTTP2: h2conf, ConnState: func(_ net.Conn, state http.ConnState) {
+		switch {
+		case state == http.StateIdle && skipIdle:
+			skipIdle = false
+		case state == http.StateIdle:
+			w.wait(time.Time{})
+		case state == http.StateActive:
+			w.stop()
+		}
+	}}
 	//lint:ignore SA1019 see ServeConn below
-	opts := &http2.ServeConnOpts{Context: ctx, BaseConfig: &http.Server{ErrorLog: errLog}, Handler: rt, Settings: settings}
+	opts := &http2.ServeConnOpts{Context: ctx, BaseConfig: base, Handler: rt, Settings: settings}
 	if upgrade != nil {
 		opts.UpgradeRequest = upgrade.WithContext(ctx)
 	}

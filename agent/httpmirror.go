@@ -91,25 +91,35 @@ func (in *incoming) mirrorFiltered(c *net.TCPConn, orig netAddrPort, sub *subscr
 }
 
 // copyMatching reads the client's requests from r and writes the ones
-// sub's filter matches to a stream of sub's session.
+// sub's filter matches to a stream of sub's session. Request heads are
+// read within the steal's size limits (httplimits.go): a head beyond them
+// ends the copies of the connection, which the target's app still gets.
+// Only a matching request's body is held.
 func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub *subscription) {
-	br := bufio.NewReader(r)
+	lim := &headLimiter{r: r}
+	br := bufio.NewReader(lim)
 	head, _ := br.Peek(8)
 	if !looksLikeHTTP1(head) {
 		return
 	}
 	for {
+		lim.start()
 		req, err := http.ReadRequest(br)
+		lim.end()
 		if err != nil {
 			return
 		}
 		keepTarget(req)
+		if !sub.filter.Match(filterRequest(req)) {
+			req.Body.Close() // reads it to its end
+			continue
+		}
 		body, err := io.ReadAll(io.LimitReader(req.Body, mirrorBodyLimit+1))
 		req.Body.Close()
 		if err != nil {
 			return
 		}
-		if len(body) > mirrorBodyLimit || !sub.filter.Match(filterRequest(req)) {
+		if len(body) > mirrorBodyLimit {
 			continue
 		}
 		// The request as read, with its body whole: Content-Length

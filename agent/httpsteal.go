@@ -84,12 +84,15 @@ func (u *upstream) closed() bool {
 // serveFiltered takes an HTTP/1.x connection apart request by request:
 // each request goes to the first session whose filter matches it, or to
 // the target's own app. An upgrade (WebSocket) that its side accepts with
-// a 101 is spliced whole to that side from then on.
+// a 101 is spliced whole to that side from then on. Request heads are
+// read within the limits of httplimits.go.
 func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
-	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	lim := &headLimiter{r: c}
+	br := bufio.NewReader(lim)
+	w := in.waiting.add(c)
+	defer w.stop()
+	w.wait(time.Now().Add(firstBytesTimeout))
 	head, err := br.Peek(8)
-	c.SetReadDeadline(time.Time{})
 	if err != nil && len(head) == 0 {
 		return
 	}
@@ -109,15 +112,16 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 	}
 	if bytes.HasPrefix([]byte(h2Preface), head) {
 		// HTTP/2 with prior knowledge; its preface comes whole.
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		w.setDeadline(time.Now().Add(10 * time.Second))
 		head, _ = br.Peek(len(h2Preface))
-		c.SetReadDeadline(time.Time{})
 		if string(head) == h2Preface {
+			w.stop()
 			in.serveH2(bufferedConn{c, br}, orig, nil, nil)
 			return
 		}
 	}
 	if !looksLikeHTTP1(head) {
+		w.stop()
 		u, err := dialApp()
 		if err != nil {
 			return
@@ -131,10 +135,25 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			u.close()
 		}
 	}()
-	bw := bufio.NewWriterSize(c, 16<<10)
 	for {
+		// Between requests the connection waits as long as the peer
+		// likes (unless newer waiting ones need its place); once the
+		// next head has begun, it must come whole within headTimeout.
+		w.wait(time.Time{})
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		w.setDeadline(time.Now().Add(headTimeout))
+		lim.start()
 		req, err := http.ReadRequest(br)
+		tooLarge := lim.end()
+		evicted := w.stop()
 		if err != nil {
+			if tooLarge {
+				refuse(c, http.StatusRequestHeaderFieldsTooLarge)
+			} else if evicted || isTimeout(err) {
+				refuse(c, http.StatusRequestTimeout)
+			}
 			return
 		}
 		keepTarget(req)
@@ -182,7 +201,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 		for err == nil && resp.StatusCode/100 == 1 && resp.StatusCode != http.StatusSwitchingProtocols {
 			// An interim answer (100 Continue, 103 Early Hints): the
 			// peer gets it, and the final answer follows.
-			if writeInterim(bw, resp) != nil {
+			if writeInterim(c, resp) != nil {
 				return
 			}
 			resp, err = http.ReadResponse(dst.r, req)
@@ -196,7 +215,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			// accepted it. Splice both ways with what each side
 			// already buffered. (An upgrade that is declined leaves
 			// the connection HTTP, request by request.)
-			if writeResponse(bw, resp, dst.r) != nil {
+			if writePooled(c, resp, dst.r) != nil {
 				return
 			}
 			relay.Splice(bufferedConn{c, br}, bufferedConn{dst.conn, dst.r})
@@ -212,7 +231,7 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			delete(clients, owner)
 			drop = true
 		}
-		err = writeResponse(bw, resp, dst.r)
+		err = writePooled(c, resp, dst.r)
 		resp.Body.Close()
 		if drop {
 			dst.close()
@@ -254,7 +273,13 @@ func writeResponse(bw *bufio.Writer, resp *http.Response, src *bufio.Reader) err
 
 // writeInterim writes a 1xx response, which has no body, to the peer
 // (resp.Write would add a Content-Length, which RFC 9110 forbids there).
-func writeInterim(bw *bufio.Writer, resp *http.Response) error {
+func writeInterim(c net.Conn, resp *http.Response) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(c)
+	defer func() {
+		bw.Reset(nil)
+		writers.Put(bw)
+	}()
 	reason := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
 	if reason == "" {
 		reason = http.StatusText(resp.StatusCode)

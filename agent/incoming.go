@@ -44,6 +44,9 @@ type incoming struct {
 	chain  *nftables.Chain
 	subs   map[uint16][]*subscription
 	rules  map[uint16]*nftables.Rule
+	// waiting: the filtered connections that wait for a request or for
+	// the rest of its head (httplimits.go)
+	waiting waitList
 }
 
 type subscription struct {

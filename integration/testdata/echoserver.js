@@ -1,16 +1,22 @@
 // A local app for the incoming-traffic benchmark and tests: HTTP/1.1 with
 // keep-alive on PORT, answering "NAME <x-req-id>" to every request, so
-// that the client can tell which app answered which request. An idle
-// connection is closed after IDLE_MS (default 60000).
+// that the client can tell which app answered which request, with the
+// length of the request's body in x-request-bytes. An idle connection is
+// closed after IDLE_MS (default 60000).
 const http = require("http");
 
 const port = Number(process.argv[2]);
 const name = process.argv[3];
 const server = http.createServer((req, res) => {
   const body = `${name} ${req.headers["x-req-id"] || ""}`;
-  req.resume();
+  let n = 0;
+  req.on("data", (d) => (n += d.length));
   req.on("end", () => {
-    res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+    res.writeHead(200, {
+      "content-type": "text/plain",
+      "content-length": Buffer.byteLength(body),
+      "x-request-bytes": String(n),
+    });
     res.end(body);
   });
 });
