@@ -185,7 +185,7 @@ func (rt *h2Router) upstream(owner *yamux.Session) *h2Upstream {
 			})
 			return conn, err
 		}
-		st, err := owner.OpenStream()
+		st, err := rt.in.a.openStream(owner)
 		if err != nil {
 			return nil, err
 		}

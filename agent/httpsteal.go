@@ -179,11 +179,18 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 				dst.close()
 				dst = nil
 			}
-			if dst == nil {
-				st, err := owner.OpenStream()
-				if err != nil {
-					return
-				}
+		}
+		if owner != nil && dst == nil {
+			st, err := in.a.openStream(owner)
+			switch {
+			case isSessionFull(err):
+				// Past the session's limit the request is the
+				// target's app's, as if it did not match.
+				in.a.log.Warn("incoming: session at its limit; the target's app serves the request", "port", orig.port, "err", err)
+				owner = nil
+			case err != nil:
+				return
+			default:
 				if protocol.Write(st, &protocol.Incoming{Port: orig.port, Source: c.RemoteAddr().String(), Dest: orig.String()}) != nil {
 					st.Close()
 					return
@@ -191,8 +198,11 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 				dst = &upstream{conn: st, r: bufio.NewReader(st)}
 				clients[owner] = dst
 			}
-		} else if dst, err = dialApp(); err != nil {
-			return
+		}
+		if owner == nil {
+			if dst, err = dialApp(); err != nil {
+				return
+			}
 		}
 		if err := req.Write(dst.conn); err != nil {
 			return

@@ -371,7 +371,18 @@ func (in *incoming) handle(c *net.TCPConn) {
 		in.serveFiltered(c, orig)
 		return
 	}
-	st, err := sub.sess.OpenStream()
+	st, err := in.a.openStream(sub.sess)
+	if isSessionFull(err) {
+		// The session has all the connections it may: this one is
+		// the target's app's, as without mirrord (mirrored: not
+		// copied).
+		in.a.log.Warn("incoming: session at its limit; the target's app serves the connection", "port", sub.port, "err", err)
+		if app, err := in.dialApp(orig); err == nil {
+			relay.Splice(c, app)
+			app.Close()
+		}
+		return
+	}
 	if err != nil {
 		return
 	}

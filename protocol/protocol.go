@@ -81,6 +81,15 @@ type HelloReply struct {
 	Targetless bool     `json:"targetless"`
 	Hostname   string   `json:"hostname"`
 	Resolver   Resolver `json:"resolver"`
+	// MaxConnections is how many streams the session may have open at
+	// once (0: no limit said); past it the agent refuses with ENOBUFS.
+	MaxConnections int `json:"max_connections,omitempty"`
+}
+
+// SessionFull is the message of the agent's refusal (ENOBUFS) of a
+// stream past a session's MaxConnections.
+func SessionFull(limit int) string {
+	return fmt.Sprintf("this mirrord session already has %d connections open through the agent, its limit; close some, or run fewer at once", limit)
 }
 
 // Resolver is the target's DNS configuration (from its /etc/resolv.conf):
