@@ -187,9 +187,7 @@ func (a *Agent) probeTLS(port uint16, leaf *x509.Certificate, client *tls.Certif
 		// client's handshake is over; a refusal comes as an alert on the
 		// first read.
 		tc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		_, rerr := tc.Read(make([]byte, 1))
-		var alert tls.AlertError
-		if errors.As(rerr, &alert) || errors.Is(rerr, io.EOF) {
+		if _, rerr := tc.Read(make([]byte, 1)); rerr != nil && !isTimeout(rerr) {
 			err = rerr
 		}
 	}

@@ -166,12 +166,17 @@ func TestIncomingTLSFilteredSteal(t *testing.T) {
 	for _, tc := range []struct {
 		name, delivery string
 		app            []string
-		local          string // what the local app answers, with the protocol it saw
+		seen           []string // what the local app prints
 	}{
 		{"delivery tls", `{"protocol": "tls", "trust_roots": ["` + localDir + `/localca.pem"], "server_name": "local.test"}`,
-			[]string{"node", "testdata/tlsserver.js", "8443", "local", localDir + "/local.crt", localDir + "/local.key"}, "local"},
+			[]string{"node", "testdata/tlsserver.js", "8443", "local", localDir + "/local.crt", localDir + "/local.key"},
+			// HTTP/2 streams reach it as HTTP/2 (it speaks h2).
+			[]string{"GOT /a1 1.1 local.test", "GOT /a2 1.1 local.test", "GOT /h1 2.0 local.test", "GOT /h3 2.0 local.test"}},
+		// A plain HTTP/1 server: HTTP/2 streams reach it as HTTP/1.1
+		// requests.
 		{"delivery tcp", `{"protocol": "tcp"}`,
-			[]string{"python3", "testdata/pyserver.py", "8443", "local"}, "local"},
+			[]string{"python3", "testdata/pyserver.py", "8443", "local"},
+			[]string{"GOT /a1", "GOT /a2", "GOT /h1", "GOT /h3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
@@ -188,13 +193,6 @@ func TestIncomingTLSFilteredSteal(t *testing.T) {
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("curl --http1.1 printed\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			if tc.delivery == `{"protocol": "tcp"}` {
-				b, _ := os.ReadFile(outFile)
-				if n := strings.Count(string(b), "GOT "); n != 2 || !strings.Contains(string(b), "GOT /a1") || !strings.Contains(string(b), "GOT /a2") {
-					t.Errorf("the local app saw:\n%s\nwant /a1 and /a2", b)
-				}
-				return
-			}
 			// HTTP/2 over TLS: the streams of one connection, each
 			// its own way.
 			got = f.curlTLS(t, caFile, "8443", "--http2", "alice:/h1", "/h2", "alice:/h3", "bob:/h4")
@@ -203,7 +201,7 @@ func TestIncomingTLSFilteredSteal(t *testing.T) {
 				t.Errorf("curl --http2 printed\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 			b, _ := os.ReadFile(outFile)
-			for _, w := range []string{"GOT /a1 1.1 local.test", "GOT /a2 1.1 local.test", "GOT /h1 2.0 local.test", "GOT /h3 2.0 local.test"} {
+			for _, w := range tc.seen {
 				if !strings.Contains(string(b), w) {
 					t.Errorf("the local app's output lacks %q:\n%s", w, b)
 				}
@@ -213,4 +211,99 @@ func TestIncomingTLSFilteredSteal(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIncomingTLSBadInput: a TLS port whose certificate cannot be read,
+// whose key is not the certificate's, that is not TLS at all, or whose
+// app wants a client certificate the agent was not given: one error each,
+// naming the key and the file or port, and the port stays with the
+// target's app (no redirect). Given a client certificate, the agent
+// passes requests on to such an app (mutual TLS) as that client.
+func TestIncomingTLSBadInput(t *testing.T) {
+	f := newFixture(t)
+	ca := newTestCA(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, ca.pem, 0o644)
+	certPEM, keyPEM := ca.issue(t, x509.ExtKeyUsageServerAuth, "app.test", podIP)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath := f.writePodFile(t, "tls.crt", certPEM)
+	keyPath := f.writePodFile(t, "tls.key", keyPEM)
+	_, otherKey := ca.issue(t, x509.ExtKeyUsageServerAuth, "other.test")
+	otherKeyPath := f.writePodFile(t, "other.key", otherKey)
+	f.serveHTTPS(t, podIP+":8443", cert, nil)
+	f.serveHTTP(f.pod, podIP+":8444", "plain orig")
+	// An app that requires client certificates from clientCA.
+	clientCA := newTestCA(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCA.cert)
+	f.serveHTTPS(t, podIP+":8445", cert, pool)
+	cc, ck := clientCA.issue(t, x509.ExtKeyUsageClientAuth, "agent-client")
+	clientCertPath := f.writePodFile(t, "client.crt", cc)
+	clientKeyPath := f.writePodFile(t, "client.key", ck)
+	f.startAgent("--ttl", "30s")
+
+	config := func(port, tlsPort string) string {
+		return writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
+			"http_filter": {"header_filter": "^x-user: alice$", "ports": [`+port+`]},
+			"tls_ports": [`+tlsPort+`], "https_delivery": {"protocol": "tcp"}}}}}`)
+	}
+	for _, tc := range []struct {
+		name, port, tlsPort, want string
+	}{
+		{"missing certificate", "8443", `{"port": 8443, "cert_pem": "/nonexistent/tls.crt", "key_pem": "` + keyPath + `"}`,
+			"feature.network.incoming.tls_ports[0]: TLS on port 8443: certificate chain: cannot read /nonexistent/tls.crt in the target's file system: no such file or directory; port 8443 is left to the target's app"},
+		{"key of another certificate", "8443", `{"port": 8443, "cert_pem": "` + certPath + `", "key_pem": "` + otherKeyPath + `"}`,
+			"feature.network.incoming.tls_ports[0]: TLS on port 8443: the private key in " + otherKeyPath + " does not match the certificate in " + certPath + "; port 8443 is left"},
+		{"certificate file without one", "8443", `{"port": 8443, "cert_pem": "` + keyPath + `", "key_pem": "` + keyPath + `"}`,
+			"TLS on port 8443: certificate chain: " + keyPath + " holds no PEM certificate; port 8443 is left"},
+		{"not TLS", "8444", `{"port": 8444, "cert_pem": "` + certPath + `", "key_pem": "` + keyPath + `"}`,
+			"TLS on port 8444: the target's app on 10.77.0.1:8444 does not speak TLS (it answered \"HTTP/\"); a port that is not TLS must not be listed as one; port 8444 is left"},
+		{"mutual TLS without a client certificate", "8445", `{"port": 8445, "cert_pem": "` + certPath + `", "key_pem": "` + keyPath + `"}`,
+			"TLS on port 8445: the target's app on 10.77.0.1:8445 asks for a client certificate (mutual TLS) and refuses the agent without one"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+			_, outFile := f.startLocal(t, []string{"-f", config(tc.port, tc.tlsPort)}, "python3", "testdata/pyserver.py", tc.port, "local")
+			var out string
+			waitFor(t, "the error", func() bool {
+				b, _ := os.ReadFile(outFile)
+				out = string(b)
+				return strings.Contains(out, "tls_ports[0]")
+			})
+			if !strings.Contains(out, tc.want) || strings.Count(out, "tls_ports[0]") != 1 {
+				t.Errorf("mirrord printed\n%s\nwant one error with %q", out, tc.want)
+			}
+			if n := f.nftRules(t); n != 0 {
+				t.Errorf("%d redirect rules in the pod; want none", n)
+			}
+		})
+	}
+	// The ports were left alone: their apps answer, the filter's
+	// requests included.
+	if got := f.curlTLS(t, caFile, "8443", "--http1.1", "alice:/x"); got[0] != "orig HTTP/1.1 app.test 1.1 1" {
+		t.Errorf("port 8443 after the failed steals answered %q", got)
+	}
+	if got, err := f.podGet(t, "http://"+podIP+":8444/"); got != "plain orig" {
+		t.Errorf("port 8444 after the failed steal answered %q, %v", got, err)
+	}
+
+	t.Run("mutual TLS with a client certificate", func(t *testing.T) {
+		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		cfg := config("8445", `{"port": 8445, "cert_pem": "`+certPath+`", "key_pem": "`+keyPath+`",
+			"client_cert_pem": "`+clientCertPath+`", "client_key_pem": "`+clientKeyPath+`"}`)
+		f.startLocal(t, []string{"-f", cfg}, "python3", "testdata/pyserver.py", "8445", "local")
+		waitFor(t, "the filtered steal", func() bool { return f.nftRules(t) == 1 })
+		for _, proto := range []string{"--http1.1", "--http2"} {
+			got := f.curlTLS(t, caFile, "8445", proto, "alice:/a", "/b")
+			v := map[string]string{"--http1.1": "1.1", "--http2": "2"}[proto]
+			o := map[string]string{"--http1.1": "HTTP/1.1", "--http2": "HTTP/2.0"}[proto]
+			want := []string{"local " + v + " 1", "orig " + o + " app.test client=agent-client " + v + " 0"}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("curl %s printed\n%s\nwant\n%s", proto, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		}
+	})
 }

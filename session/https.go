@@ -8,12 +8,20 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httputil"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/mirrord-go/mirrord/config"
+	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
@@ -144,14 +152,16 @@ func pemCerts(b []byte) []*x509.Certificate {
 }
 
 // wrap puts TLS on local, the connection to the local app, for a
-// connection that was TLS on the target (inc.TLS); other connections,
-// and every one with protocol "tcp", stay as they are. The server name is,
-// as upstream picks it: server_name, else the name in server_cert, else
-// the name the peer asked for (SNI), else "localhost". The client offers
-// the one protocol the stream carries (ALPN h2 or http/1.1).
-func (hd *httpsDelivery) wrap(ctx context.Context, inc *protocol.Incoming, local net.Conn) (net.Conn, error) {
-	if inc.TLS == nil || hd.plain {
-		return local, nil
+// connection that was TLS on the target (inc.TLS); with protocol "tcp" it
+// stays as it is. The server name is, as upstream picks it: server_name,
+// else the name in server_cert, else the name the peer asked for (SNI),
+// else "localhost". It returns the protocol the local app speaks on the
+// connection: for an HTTP/2 stream the client offers h2 and http/1.1
+// (ALPN), and the app's choice decides whether the stream is spliced or
+// translated (deliverTLS); for HTTP/1.1, http/1.1 alone.
+func (hd *httpsDelivery) wrap(ctx context.Context, inc *protocol.Incoming, local net.Conn) (net.Conn, string, error) {
+	if hd.plain {
+		return local, "http/1.1", nil
 	}
 	name := hd.serverName
 	if name == "" {
@@ -160,7 +170,10 @@ func (hd *httpsDelivery) wrap(ctx context.Context, inc *protocol.Incoming, local
 	if name == "" {
 		name = "localhost"
 	}
-	cfg := &tls.Config{ServerName: name, NextProtos: []string{inc.TLS.ALPN}}
+	cfg := &tls.Config{ServerName: name, NextProtos: []string{"http/1.1"}}
+	if inc.TLS.ALPN == "h2" {
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	}
 	switch {
 	case hd.roots != nil:
 		cfg.RootCAs = hd.roots
@@ -183,11 +196,63 @@ func (hd *httpsDelivery) wrap(ctx context.Context, inc *protocol.Incoming, local
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
-		return nil, fmt.Errorf("TLS to the local app (%s): %w", deliveryKey, err)
+		return nil, "", fmt.Errorf("TLS to the local app (%s): %w", deliveryKey, err)
 	}
-	if got := tc.ConnectionState().NegotiatedProtocol; got != "" && got != inc.TLS.ALPN {
-		tc.Close()
-		return nil, fmt.Errorf("the local app answered TLS with protocol %q, while the request is %s", got, inc.TLS.ALPN)
+	proto := tc.ConnectionState().NegotiatedProtocol
+	if proto == "" {
+		proto = "http/1.1" // a server without ALPN
 	}
-	return tc, nil
+	return tc, proto, nil
+}
+
+// deliverTLS delivers a connection that was TLS on the target to the local
+// app (first: connected, and wrapped per https_delivery; dial connects
+// and wraps more). An HTTP/2 stream goes as it is to a local app that
+// speaks h2; to one that speaks only HTTP/1.1 (a plain HTTP server with
+// protocol "tcp", an HTTPS server without h2) mirrord serves the stream's
+// HTTP/2 itself and passes each request on over HTTP/1.1 connections.
+func deliverTLS(inc *protocol.Incoming, conn, first net.Conn, proto string, scheme string, dial func(context.Context) (net.Conn, error)) {
+	if inc.TLS.ALPN != "h2" || proto == "h2" {
+		intproxy.DeliverTo(inc, conn, first)
+		return
+	}
+	defer conn.Close()
+	var mu sync.Mutex
+	tr := &http.Transport{
+		DisableCompression: true, // bodies pass as they are
+		MaxIdleConnsPerHost: 16,
+	}
+	dialOne := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		mu.Lock()
+		c := first
+		first = nil
+		mu.Unlock()
+		if c != nil {
+			return c, nil
+		}
+		return dial(ctx)
+	}
+	tr.DialContext, tr.DialTLSContext = dialOne, dialOne
+	defer tr.CloseIdleConnections()
+	defer func() {
+		if first != nil {
+			first.Close()
+		}
+	}()
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = scheme, "local"
+			// Rewrite drops these; the app is to see what the peer sent.
+			for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[h]; ok {
+					pr.Out.Header[h] = v
+				}
+			}
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+		ErrorLog:      log.New(io.Discard, "", 0),
+	}
+	//lint:ignore SA1019 net/http serves HTTP/2 only from a listener; this is one stream of the agent's
+	(&http2.Server{}).ServeConn(conn, &http2.ServeConnOpts{Handler: proxy})
 }

@@ -280,13 +280,14 @@ func deliverOne(ctx context.Context, inc *protocol.Incoming, conn net.Conn, loca
 		return
 	}
 	defer release()
+	if inc.TLS != nil && hd == nil {
+		log.Warn("incoming: HTTPS delivery", "err", deliveryKey+" could not be read")
+		app.Close()
+		conn.Close()
+		return
+	}
 	if inc.TLS != nil {
-		wrapped := net.Conn(nil)
-		if hd == nil {
-			err = errors.New(deliveryKey + " could not be read")
-		} else {
-			wrapped, err = hd.wrap(dctx, inc, app)
-		}
+		wrapped, proto, err := hd.wrap(dctx, inc, app)
 		if err != nil {
 			// The peer's request gets no answer from here: its stream
 			// ends, and the agent answers it 502 (HTTP/2) or closes.
@@ -295,7 +296,37 @@ func deliverOne(ctx context.Context, inc *protocol.Incoming, conn net.Conn, loca
 			conn.Close()
 			return
 		}
-		app = wrapped
+		scheme := "https"
+		if hd.plain {
+			scheme = "http"
+		}
+		// More connections for the same peer connection, when its
+		// HTTP/2 streams are passed on over HTTP/1.1.
+		var releases []func()
+		defer func() {
+			for _, r := range releases {
+				r()
+			}
+		}()
+		var mu sync.Mutex
+		inc1, tls1 := *inc, *inc.TLS
+		tls1.ALPN, inc1.TLS = "http/1.1", &tls1
+		more := func(ctx context.Context) (net.Conn, error) {
+			c, rel, err := dial(ctx, local, intproxy.ParseSource(inc.Source))
+			if err != nil {
+				return nil, err
+			}
+			mu.Lock()
+			releases = append(releases, rel)
+			mu.Unlock()
+			w, _, err := hd.wrap(ctx, &inc1, c)
+			if err != nil {
+				c.Close()
+			}
+			return w, err
+		}
+		deliverTLS(inc, conn, wrapped, proto, scheme, more)
+		return
 	}
 	intproxy.DeliverTo(inc, conn, app)
 }
