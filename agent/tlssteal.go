@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -345,6 +344,3 @@ func (s *subscription) tlsSpec() protocol.TLSPort {
 	}
 	return s.tls.spec
 }
-
-// offersH2 says whether the agent offers h2 to peers.
-func (tp *tlsPort) offersH2() bool { return slices.Contains(tp.server.NextProtos, "h2") }

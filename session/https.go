@@ -219,7 +219,7 @@ func deliverTLS(inc *protocol.Incoming, conn, first net.Conn, proto string, sche
 	defer conn.Close()
 	var mu sync.Mutex
 	tr := &http.Transport{
-		DisableCompression: true, // bodies pass as they are
+		DisableCompression:  true, // bodies pass as they are
 		MaxIdleConnsPerHost: 16,
 	}
 	dialOne := func(ctx context.Context, _, _ string) (net.Conn, error) {
