@@ -62,8 +62,8 @@ func TestBenchIncomingTLS(t *testing.T) {
 	}
 	type path struct {
 		name, url, user, want string
-		client            *http.Client
-		took              []time.Duration
+		client                *http.Client
+		took                  []time.Duration
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\nWritten by `make bench` (`TestBenchIncomingTLS`) on %s (%s/%s, %d CPUs, %s; load average %s).\n",
