@@ -403,7 +403,7 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream, c *client) {
 			return
 		}
 		defer a.in.unsubscribe(sub)
-		if protocol.Write(st, &protocol.SubscribeReply{}) != nil {
+		if protocol.Write(st, &protocol.SubscribeReply{TLS: sub.tls != nil}) != nil {
 			return
 		}
 		// The subscription lasts until the client closes the stream or
