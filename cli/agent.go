@@ -27,14 +27,12 @@ type AgentCmd struct {
 // "agent listening on ADDR", which a parent process can read to learn
 // the port.
 func (c *AgentCmd) Run(env *Env) error {
-	log, closeLog, err := newLogger(env)
+	srv, err := untilInterrupted(env)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return agent.Run(ctx, agent.Options{
+	defer srv.close()
+	return agent.Run(srv.ctx, agent.Options{
 		TargetPID:          c.TargetPID,
 		ContainerID:        c.ContainerID,
 		Token:              os.Getenv("MIRRORD_AGENT_TOKEN"),
@@ -42,7 +40,7 @@ func (c *AgentCmd) Run(env *Env) error {
 		TTL:                c.TTL,
 		FirstClientTimeout: c.FirstClientTimeout,
 		MaxConnections:     c.MaxConnections,
-		Logger:             log,
+		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
 		},
