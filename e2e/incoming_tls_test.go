@@ -161,9 +161,20 @@ func TestIncomingTLS(t *testing.T) {
 		}
 	}
 
+	// pod404 checks that the pod's app answered a path it has no
+	// handler for (the local apps answer every path).
+	pod404 := func(what, body string) {
+		t.Helper()
+		if body != "404 page not found\n" {
+			t.Errorf("%s: answered %q; want %s's 404", what, body, httpsApp)
+		}
+	}
+
 	// Before any session: the pod's app serves HTTPS with the test's
-	// certificate, HTTP/2 included.
-	got := curl("--http2", "alice:/")
+	// certificate, HTTP/2 included. (It answers "/" with JSON about the
+	// request, whatever the query, and other paths with a 404: requests
+	// meant for it go to "/?r=ID".)
+	got := curl("--http2", "alice:/?r=before")
 	podApp("before the sessions, curl --http2", got[0].body, "HTTP/2.0", host)
 	body, err := inCluster("/")
 	if err != nil {
@@ -182,7 +193,7 @@ func TestIncomingTLS(t *testing.T) {
 		return fmt.Sprintf(`{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[%d, 8443]],
 			"http_filter": {"any_of": [{"header": "^x-user: alice$"}, {"path": "^/api/"}], "ports": [8443]},
 			"tls_ports": [{"port": 8443, "cert_pem": %q, "key_pem": %q}],
-			"https_delivery": %s}}}}`, port, cert, key, delivery)
+			"https_delivery": %s}}, "fs": "local"}}`, port, cert, key, delivery)
 	}
 	for _, tc := range []struct {
 		engine, name, delivery string
@@ -214,12 +225,12 @@ func TestIncomingTLS(t *testing.T) {
 			localBody := tc.app[3]
 			out := c.startLocalIn(t, ns, tc.engine, target, config(tc.port, tc.delivery, "/etc/tls/tls.crt", "/etc/tls/tls.key"), tc.app...)
 			waitUntil(t, 2*time.Minute, "the filtered steal", func() bool {
-				got := curlHTTPSMaybe(caFile, host, svcIP, "--http1.1", "alice:/wait")
+				got := curlHTTPSMaybe(caFile, host, svcIP, "--http1.1", "alice:/?r=wait")
 				return len(got) == 1 && got[0].body == localBody
 			})
 
 			// HTTP/1.1: one connection, requests for both sides in turn.
-			got := curl("--http1.1", "alice:/a1", "/b1", "/api/a2", "bob:/b2")
+			got := curl("--http1.1", "alice:/?r=a1", "/?r=b1", "/api/a2", "bob:/?r=b2")
 			checkLocal := func(tr transfer, version string, connects int) {
 				t.Helper()
 				if tr.body != localBody || tr.version != version || tr.connects != connects {
@@ -237,7 +248,7 @@ func TestIncomingTLS(t *testing.T) {
 			}
 			// HTTP/2 over TLS: the streams of one connection, each its
 			// own way.
-			got = curl("--http2", "alice:/h1", "/h2", "/api/h3", "bob:/h4")
+			got = curl("--http2", "alice:/?r=h1", "/?r=h2", "/api/h3", "bob:/?r=h4")
 			checkLocal(got[0], "2", 1)
 			podApp("stream GET /h2", got[1].body, "HTTP/2.0", host)
 			checkLocal(got[2], "2", 0)
@@ -251,7 +262,7 @@ func TestIncomingTLS(t *testing.T) {
 			if body, err := inCluster("/api/c1"); body != localBody {
 				t.Errorf("the client pod's GET /api/c1: %q, %v; want the local app", body, err)
 			}
-			body, err := inCluster("/c2")
+			body, err := inCluster("/?r=c2")
 			if err != nil {
 				t.Errorf("the client pod's GET /c2: %v", err)
 			}
@@ -259,21 +270,21 @@ func TestIncomingTLS(t *testing.T) {
 
 			seen := readFile(out)
 			for _, w := range []string{
-				tc.seen("/a1", "1.1", host), tc.seen("/api/a2", "1.1", host),
-				tc.seen("/h1", "2.0", host), tc.seen("/api/h3", "2.0", host),
+				tc.seen("/?r=a1", "1.1", host), tc.seen("/api/a2", "1.1", host),
+				tc.seen("/?r=h1", "2.0", host), tc.seen("/api/h3", "2.0", host),
 				tc.seen("/api/c1", "2.0", httpsApp),
 			} {
 				if !strings.Contains(seen, w) {
 					t.Errorf("the local app's output lacks %q:\n%s", w, seen)
 				}
 			}
-			for _, p := range []string{"/b1", "/b2", "/h2", "/h4", "/c2", "/health"} {
+			for _, p := range []string{"/?r=b1", "/?r=b2", "/?r=h2", "/?r=h4", "/?r=c2", "/health"} {
 				if strings.Contains(seen, "GOT "+p+" ") || strings.Contains(seen, "GOT "+p+"\n") {
 					t.Errorf("%s, which the filter does not match, reached the local app:\n%s", p, seen)
 				}
 			}
-			if n := strings.Count(seen, "GOT ") - strings.Count(seen, "GOT /wait"); n != 5 {
-				t.Errorf("the local app saw %d requests besides /wait, want 5:\n%s", n, seen)
+			if n := strings.Count(seen, "GOT ") - strings.Count(seen, "GOT /?r=wait"); n != 5 {
+				t.Errorf("the local app saw %d requests besides the waiting ones, want 5:\n%s", n, seen)
 			}
 			// The kubelet's HTTPS readiness probes go on reaching the
 			// pod's app through the agent.
@@ -300,9 +311,9 @@ func TestIncomingTLS(t *testing.T) {
 			}
 			// The port is the pod app's, for the filter's requests too,
 			// and nothing was changed in the pod's network namespace.
-			got := curl("--http2", "alice:/x", "/api/y")
+			got := curl("--http2", "alice:/?r=x", "/api/y")
 			podApp("alice's request after the error", got[0].body, "HTTP/2.0", host)
-			podApp("GET /api/y after the error", got[1].body, "HTTP/2.0", host)
+			pod404("GET /api/y after the error", got[1].body)
 			if tables := ourTables(t, podName); len(tables) != 0 {
 				t.Errorf("nftables tables %v in the pod after the refused TLS port", tables)
 			}
@@ -318,8 +329,9 @@ func TestIncomingTLS(t *testing.T) {
 		t.Errorf("pod %s still has nftables tables %v", podName, tables)
 	}
 	c.kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "--timeout=10s", target)
-	got = curl("--http1.1", "alice:/api/z")
+	got = curl("--http1.1", "alice:/?r=z", "/api/z")
 	podApp("after the sessions, alice's request", got[0].body, "HTTP/1.1", host)
+	pod404("after the sessions, GET /api/z", got[1].body)
 	if restarts := c.kubectl(t, "get", "-n", ns, target, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"); restarts != "0" {
 		t.Errorf("the pod's app restarted %s times", restarts)
 	}
@@ -361,7 +373,7 @@ func curlHTTPSErr(caFile, host, ip, proto string, reqs ...string) ([]transfer, e
 		}
 		// --noproxy: the machine may send other addresses to a proxy;
 		// this is the cluster's own Service address.
-		args = append(args, "-sS", "--fail-with-body", "--max-time", "10", "--noproxy", "*", proto,
+		args = append(args, "-sS", "--max-time", "10", "--noproxy", "*", proto,
 			"--cacert", caFile, "--resolve", host+":443:"+ip, "-w", "\n@@ %{http_version} %{num_connects}\n")
 		if user, path, ok := strings.Cut(r, ":"); ok {
 			args = append(args, "-H", "X-User: "+user)
