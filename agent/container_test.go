@@ -34,3 +34,30 @@ func TestFindContainerPID(t *testing.T) {
 		t.Error("unknown container found")
 	}
 }
+
+// TestOpenNamespaceOwn: a target in the agent's own namespaces (an
+// ephemeral agent in the target's pod) is worked on without setns, which
+// would need CAP_SYS_ADMIN: the namespace is not held, and inNetns runs
+// on the calling goroutine's namespace.
+func TestOpenNamespaceOwn(t *testing.T) {
+	for _, ns := range []string{"net", "uts"} {
+		f, err := openNamespace(os.Getpid(), ns)
+		if err != nil || f != nil {
+			t.Errorf("%s: own namespace opened as %v, %v; want nil, nil", ns, f, err)
+		}
+	}
+	tg, err := openTarget(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	if tg.netns != nil || tg.utsns != nil {
+		t.Error("own namespaces held")
+	}
+	if _, err := tg.hostname(); err != nil {
+		t.Errorf("hostname: %v", err)
+	}
+	if err := tg.inNetns(func() error { return nil }); err != nil {
+		t.Errorf("inNetns: %v", err)
+	}
+}

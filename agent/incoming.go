@@ -87,10 +87,14 @@ func (s *subscription) shares(other *subscription) bool {
 // cleanStaleTables removes tables left by agents that are no longer
 // running (for example one that was killed).
 func (a *Agent) cleanStaleTables() {
-	if a.target.netns == nil {
+	if a.target.pid == 0 {
 		return
 	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(a.target.netns.Fd())))
+	var opts []nftables.ConnOption
+	if a.target.netns != nil {
+		opts = append(opts, nftables.WithNetNSFd(int(a.target.netns.Fd())))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return
 	}
