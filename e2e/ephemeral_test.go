@@ -185,3 +185,85 @@ subjects: [{kind: ServiceAccount, name: `+sa+`, namespace: `+fixtureNamespace+`}
 		}
 	})
 }
+
+// busyboxTarget is a target with a shell, from which a test can kill the
+// ephemeral agent (it shares the target container's PID namespace).
+const busyboxTarget = `
+apiVersion: v1
+kind: Pod
+metadata: {name: bb, namespace: %s}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: app
+      image: %s
+      imagePullPolicy: Never
+      command: [sleep, "3600"]
+      env: [{name: EPH_E2E, value: busybox-target}]
+`
+
+// TestEphemeralAgentReplaced: when the ephemeral agent dies (kill -9 from
+// inside the target's PID namespace), the session adds a new agent
+// container to the pod — an ephemeral container cannot be restarted —
+// and the program's next connection goes through it.
+func TestEphemeralAgentReplaced(t *testing.T) {
+	c := newCluster(t)
+	ns := c.namespace(t, "mirrord-eph-re")
+	c.apply(t, fmt.Sprintf(busyboxTarget, ns, busyboxImage))
+	c.waitReady(t, ns, "bb")
+	dir := t.TempDir()
+	goFile := filepath.Join(dir, "go")
+	outFile, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outFile.Close()
+	cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage, "-e",
+		"-t", "pod/bb", "-n", ns, "--", "sh", "-c", `echo "env=$EPH_E2E"; while [ ! -e `+goFile+` ]; do sleep 0.2; done;
+		curl -sS --max-time 20 http://backend.default.svc.cluster.local:8080/health >/dev/null && echo after-ok`)
+	cmd.Stdout, cmd.Stderr = outFile, outFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("mirrord output:\n%s", readFile(outFile.Name()))
+		}
+	}()
+	waitUntil(t, 2*time.Minute, "the session to start", func() bool { return strings.Contains(readFile(outFile.Name()), "env=busybox-target") })
+	first := c.ephemeralAgents(t, ns, "bb")
+	if len(first) != 1 {
+		t.Fatalf("ephemeral agents %v; want one", first)
+	}
+	// The agent is the target's PID namespace's only "mirrord" process.
+	c.exec(t, ns, "bb", "app", "sh", "-c", `kill -9 $(pidof mirrord)`)
+	waitUntil(t, time.Minute, "a second agent container", func() bool {
+		agents := c.ephemeralAgents(t, ns, "bb")
+		running := 0
+		for _, s := range agents {
+			if s == "running" {
+				running++
+			}
+		}
+		return len(agents) == 2 && running == 1
+	})
+	os.WriteFile(goFile, nil, 0o644)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("mirrord exec: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the program did not finish")
+	}
+	for _, w := range []string{"after-ok", "starting a new agent"} {
+		if !strings.Contains(readFile(outFile.Name()), w) {
+			t.Errorf("output lacks %q", w)
+		}
+	}
+}
