@@ -61,3 +61,28 @@ func TestOpenNamespaceOwn(t *testing.T) {
 		t.Errorf("inNetns: %v", err)
 	}
 }
+
+// TestStaleTable: a table is stale when its agent's PID is gone from the
+// agent's own PID namespace; one of another PID namespace is left alone.
+func TestStaleTable(t *testing.T) {
+	own := ownPIDNamespace()
+	if own == 0 {
+		t.Skip("no /proc/self/ns/pid")
+	}
+	live := strconv.Itoa(os.Getppid())
+	for _, tt := range []struct {
+		name  string
+		stale bool
+	}{
+		{tablePrefix + live + "_" + strconv.FormatUint(own, 10), false},
+		{tablePrefix + "999999999_" + strconv.FormatUint(own, 10), true},
+		{tablePrefix + "999999999_" + strconv.FormatUint(own+1, 10), false}, // another PID namespace
+		{tablePrefix + live, false},                                         // an older agent's name
+		{tablePrefix + "999999999", true},
+		{tableName(), true}, // this process's own, from an earlier life of the PID
+	} {
+		if got := staleTable(tt.name, own); got != tt.stale {
+			t.Errorf("staleTable(%s) = %v, want %v", tt.name, got, tt.stale)
+		}
+	}
+}
