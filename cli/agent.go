@@ -20,27 +20,27 @@ type AgentCmd struct {
 	Listen             string        `name:"listen" default:"0.0.0.0:0" help:"Address to listen on for clients."`
 	TTL                time.Duration `name:"ttl" default:"0s" help:"How long to keep running after the last client left; 0 (the default for an agent started by hand) serves until stopped. mirrord gives the agents it starts agent.ttl."`
 	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"0s" help:"How long to wait for the first client; 0 waits until stopped."`
+	MaxConnections     int           `name:"max-connections" default:"${agent_max_connections}" help:"How many connections (and open remote files) each session may have through the agent at once; past it the program's connect fails with ENOBUFS and incoming connections go to the target's app."`
 }
 
 // Run serves until the TTL expires. The first line on stdout is
 // "agent listening on ADDR", which a parent process can read to learn
 // the port.
 func (c *AgentCmd) Run(env *Env) error {
-	log, closeLog, err := newLogger(env)
+	srv, err := untilInterrupted(env)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return agent.Run(ctx, agent.Options{
+	defer srv.close()
+	return agent.Run(srv.ctx, agent.Options{
 		TargetPID:          c.TargetPID,
 		ContainerID:        c.ContainerID,
 		Token:              os.Getenv("MIRRORD_AGENT_TOKEN"),
 		Listen:             c.Listen,
 		TTL:                c.TTL,
 		FirstClientTimeout: c.FirstClientTimeout,
-		Logger:             log,
+		MaxConnections:     c.MaxConnections,
+		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
 		},
