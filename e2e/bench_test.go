@@ -55,6 +55,7 @@ func TestBenchKube(t *testing.T) {
 	}{
 		{"port-forward", benchPortForward},
 		{"startup", benchStartup},
+		{"ephemeral agent startup", benchEphemeral},
 	} {
 		var section string
 		ok := t.Run(part.name, func(t *testing.T) { section = part.run(t, c) })

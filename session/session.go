@@ -121,9 +121,6 @@ func findAgent(ctx context.Context, cfg *config.Config, agentAddr string, log *s
 // startClusterAgent resolves the target, starts an agent pod next to
 // it and port-forwards to it through the API server.
 func startClusterAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, prog *progress.Reporter) (*agentConn, error) {
-	if cfg.Agent.Ephemeral {
-		return nil, NotBuilt("agent.ephemeral: running the agent as an ephemeral container is not built yet; the agent runs as a Job")
-	}
 	start := time.Now()
 	steps := kube.NewSteps(log)
 	client, err := Cluster(ctx, cfg)
@@ -144,7 +141,7 @@ func startClusterAgent(ctx context.Context, cfg *config.Config, log *slog.Logger
 	if err := c.start(ctx, steps); err != nil {
 		return nil, err
 	}
-	log.Info("agent ready", "job", c.agent.JobName, "pod", c.agent.PodName, "local", c.addr, "took", time.Since(start))
+	log.Info("agent ready", "job", c.agent.JobName, "pod", c.agent.PodName, "container", c.agent.Container, "local", c.addr, "took", time.Since(start))
 	opts := []intproxy.Option{intproxy.WithToken(c.agent.Token)}
 	if c.target != nil {
 		opts = append(opts, intproxy.WithHTTPProbePorts(c.target.HTTPProbePorts()))
@@ -194,12 +191,24 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 		steps.Done("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName)
 		c.prog.Step("target", via)
 	}
-	agent, err := c.client.StartAgent(ctx, cfg, target, c.agentNS, steps)
+	var agent *kube.Agent
+	var err error
+	if cfg.Agent.Ephemeral {
+		// In the target's pod: agent.namespace does not apply (the
+		// config's validation warns). A new session, or a new agent
+		// after the old one went away, adds a new container: an
+		// ephemeral container cannot be restarted.
+		agent, err = c.client.StartEphemeralAgent(ctx, cfg, target, steps)
+	} else {
+		agent, err = c.client.StartAgent(ctx, cfg, target, c.agentNS, steps)
+	}
 	if err != nil {
 		c.dropCopy()
 		return err
 	}
-	if c.copy != nil {
+	if c.copy != nil && agent.Ephemeral {
+		c.log.Warn("the target's copy is removed when the session ends, but not if mirrord is killed: an ephemeral agent has no Job to own it", "pod", c.copy.Name)
+	} else if c.copy != nil {
 		if err := agent.Adopt(ctx, c.copy); err != nil {
 			// close still removes it; only a killed mirrord would
 			// leave it.
@@ -209,7 +218,11 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 	if agent.Joined {
 		c.log.Info("joined the target's running agent (sessions on one target share it; its agent settings are the ones it was started with)", "job", agent.JobName)
 	}
-	c.prog.Step("agent", agent.Namespace+"/"+agent.PodName)
+	if agent.Ephemeral {
+		c.prog.Step("agent", agent.Namespace+"/"+agent.PodName+"/ephemeral/"+agent.Container)
+	} else {
+		c.prog.Step("agent", agent.Namespace+"/"+agent.PodName)
+	}
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
 	addr, err := agent.PortForward(fwdCtx, c.log)
 	if err != nil {
@@ -277,7 +290,11 @@ func (c *clusterAgent) redial(ctx context.Context) (intproxy.AgentAddr, error) {
 	c.mu.Lock()
 	if c.replacing != agent {
 		c.replacing = agent
-		c.prog.Warning(fmt.Sprintf("the agent pod %s/%s is gone; starting a new agent", agent.Namespace, agent.PodName))
+		if agent.Ephemeral {
+			c.prog.Warning(fmt.Sprintf("the agent (ephemeral container %s of pod %s/%s) is gone; starting a new agent", agent.Container, agent.Namespace, agent.PodName))
+		} else {
+			c.prog.Warning(fmt.Sprintf("the agent pod %s/%s is gone; starting a new agent", agent.Namespace, agent.PodName))
+		}
 		c.stopFwd()
 		if !agent.Shared {
 			agent.Delete(context.Background())
@@ -293,7 +310,7 @@ func (c *clusterAgent) redial(ctx context.Context) (intproxy.AgentAddr, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.log.Info("new agent", "job", c.agent.JobName, "pod", c.agent.PodName, "via", c.via)
+	c.log.Info("new agent", "job", c.agent.JobName, "pod", c.agent.PodName, "container", c.agent.Container, "via", c.via)
 	return intproxy.AgentAddr{Addr: c.addr, Token: c.agent.Token}, nil
 }
 
