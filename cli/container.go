@@ -85,6 +85,19 @@ func (c *ContainerInitCmd) Run(ctx context.Context, env *Env) error {
 	if len(c.Command) == 0 {
 		return errors.New("container-init: no command")
 	}
+	// The program gets the container's environment as it was; mirrord
+	// may change its own below.
+	progEnv := os.Environ()
+	if _, err := os.Stat(os.TempDir()); err != nil {
+		// An image without /tmp (FROM scratch): mirrord's temporary files
+		// (the sandbox's /etc files, directory snapshots) go to the run
+		// directory, which the host's mirrord removes at the end.
+		dir, err := os.MkdirTemp(container.RunDir, "tmp-")
+		if err != nil {
+			return fmt.Errorf("container-init: %s is missing and no other temporary directory could be made: %w", os.TempDir(), err)
+		}
+		os.Setenv("TMPDIR", dir)
+	}
 	// The config was resolved on the host (flags, MIRRORD_* variables,
 	// file); the container's own environment does not change it.
 	cfg, err := config.Load(config.Options{File: container.ConfigFile, Lookup: func(string) (string, bool) { return "", false }})
@@ -131,5 +144,5 @@ func (c *ContainerInitCmd) Run(ctx context.Context, env *Env) error {
 	if c.Via != "" {
 		sess.Via = c.Via
 	}
-	return sess.Run(ctx, c.Command)
+	return sess.RunWithEnv(ctx, c.Command, progEnv)
 }
