@@ -98,6 +98,9 @@ func Run(ctx context.Context, cfg *config.Config, argv []string, o Options) erro
 	if err != nil {
 		return err
 	}
+	if err := checkUser(ra, image); err != nil {
+		return err
+	}
 	prog := programArgv(ra, image)
 	if len(prog) == 0 {
 		return fmt.Errorf("container: image %s has no entrypoint or command, and none was given after it", ra.Image)
@@ -248,6 +251,23 @@ func staticSelf() (string, error) {
 type imageConfig struct {
 	Entrypoint []string
 	Cmd        []string
+	User       string
+}
+
+// checkUser refuses a container whose user (--user, or the image's USER)
+// could not read the session's private directory: root's and this user's
+// can. Another user would fail inside the container, after the agent
+// started.
+func checkUser(ra *RunArgs, img *imageConfig) error {
+	user, from := ra.User, "--user"
+	if user == "" {
+		user, from = img.User, "the image's USER"
+	}
+	name, _, _ := strings.Cut(user, ":")
+	if name == "" || name == "root" || name == "0" || name == strconv.Itoa(os.Geteuid()) {
+		return nil
+	}
+	return fmt.Errorf("container: %s is %q: the container's mirrord reads this session's private directory (mode 0700), so the container must run as root or as uid %d; run it as one of those (the program may drop privileges itself)", from, user, os.Geteuid())
 }
 
 // inspectImage reads the image's entrypoint and command, pulling it first

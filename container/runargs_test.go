@@ -116,3 +116,23 @@ func TestProgramArgv(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckUser(t *testing.T) {
+	for _, tt := range []struct {
+		flag, image string
+		ok          bool
+	}{
+		{"", "", true},
+		{"root", "", true},
+		{"0:0", "nobody", true},
+		{"", "root", true},
+		{"1234:1234", "", os.Geteuid() == 1234},
+		{"", "nobody", false},
+		{"nobody", "", false},
+	} {
+		err := checkUser(&RunArgs{User: tt.flag}, &imageConfig{User: tt.image})
+		if (err == nil) != tt.ok {
+			t.Errorf("--user %q, image USER %q: %v", tt.flag, tt.image, err)
+		}
+	}
+}
