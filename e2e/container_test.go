@@ -215,6 +215,8 @@ func TestContainer(t *testing.T) {
 	t.Run("python", func(t *testing.T) {
 		start := time.Now()
 		out, stop := run(t, "run", "--rm", "mirrord-e2e/python:e2e", "-c", containerPy)
+		waitUntil(t, 2*time.Minute, "the program's first line", func() bool { return strings.Contains(out.String(), "greeting=") })
+		t.Logf("the program's first line %v after start", time.Since(start).Round(time.Millisecond))
 		body := stolen(t, "/py", func(b string) bool { return strings.HasPrefix(b, "python-container") }, out)
 		if body != "python-container hello from py-serv /py" {
 			t.Errorf("stolen request answered %q", body)
