@@ -2,7 +2,7 @@
 # Installs the system tools the tests use, if they are missing. Idempotent:
 # it does nothing when everything is there.
 set -euo pipefail
-declare -A pkg=([ip]=iproute2 [curl]=curl [unshare]=util-linux [getent]=libc-bin [python3]=python3 [pgrep]=procps [gcc]=gcc [node]=nodejs [getfattr]=attr [host]=bind9-host [dig]=bind9-dnsutils [musl-gcc]=musl-tools [socat]=socat [busybox]=busybox-static)
+declare -A pkg=([ip]=iproute2 [curl]=curl [unshare]=util-linux [getent]=libc-bin [python3]=python3 [pgrep]=procps [gcc]=gcc [node]=nodejs [getfattr]=attr [host]=bind9-host [dig]=bind9-dnsutils [musl-gcc]=musl-tools [socat]=socat [busybox]=busybox-static [dockerd]=docker.io)
 missing=()
 for cmd in "${!pkg[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")
