@@ -335,7 +335,11 @@ func (a *Agent) waitEphemeral(ctx context.Context, timeout time.Duration, steps 
 				if cannotPull(wt.Reason) {
 					return fmt.Errorf("the agent image %s cannot be pulled on the target's node (%s: %s); set agent.image", cs.Image, wt.Reason, wt.Message)
 				}
-				if strings.HasSuffix(wt.Reason, "Error") { // CreateContainerConfigError, RunContainerError, ...
+				if wt.Reason == "CreateContainerConfigError" && strings.Contains(wt.Message, "failed to sync secret cache") {
+					// The kubelet has not seen the token's Secret yet (a
+					// busy node): it retries, within agent.startup_timeout.
+					log.Debug("the kubelet waits for the agent's token Secret", "message", wt.Message)
+				} else if strings.HasSuffix(wt.Reason, "Error") { // CreateContainerConfigError, RunContainerError, ...
 					return fmt.Errorf("the agent (ephemeral %s) cannot start: %s: %s", where, wt.Reason, wt.Message)
 				}
 			}
