@@ -69,9 +69,17 @@ func (c *AgentCmd) Run(env *Env) error {
 		duty.Restore(ctx)
 	}
 	err = agent.Run(ctx, opts)
-	// Not ctx: a SIGTERM has ended it.
+	// Not ctx: a SIGTERM may have ended it.
 	finish, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if ctx.Err() != nil {
+		// Stopped from outside (its pod deleted, its node drained): a
+		// session still connected starts a new agent for the same copy,
+		// and scales the workload down again once it is back; one that
+		// is gone must not leave it scaled down.
+		duty.Restore(finish)
+		return err
+	}
 	duty.Finish(finish)
 	return err
 }

@@ -242,7 +242,11 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 		}
 		return err
 	}
-	if c.copy != nil && c.duty == nil {
+	// The copy goes with the agent's Job (also when mirrord is killed
+	// before the agent could do its duty), unless they are in different
+	// namespaces, where an owner counts as absent; the agent's duty then
+	// removes it.
+	if c.copy != nil && (c.duty == nil || c.copy.Namespace == agent.Namespace) {
 		if err := agent.Adopt(ctx, c.copy); err != nil {
 			// close still removes it; only a killed mirrord would
 			// leave it.
