@@ -279,4 +279,3 @@ func writeFile(t *testing.T, s string) string {
 	}
 	return f
 }
-

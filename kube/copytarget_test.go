@@ -188,4 +188,6 @@ func defaultConfig(t *testing.T) *config.Config {
 	return cfg
 }
 
-func typesName(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func typesName(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
