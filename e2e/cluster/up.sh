@@ -106,7 +106,16 @@ start() {
 	mkdir -p "$LOGS" "$E2E_RUN/pids"
 	log "starting $name"
 	echo "=== $(date -Is) $*" >>"$LOGS/$name.log"
-	setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+	# Only stdio: a component that inherited the descriptor of `flock
+	# /run/mirrord-e2e.run.lock e2e/run.sh` would hold that lock for as long
+	# as the cluster runs, and every later run would wait for it forever.
+	(
+		for fd in /proc/$BASHPID/fd/*; do
+			n=${fd##*/}
+			if ((n > 2)); then eval "exec $n>&-" 2>/dev/null || true; fi
+		done
+		exec setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1
+	) &
 	echo $! >"$E2E_RUN/pids/$name.pid"
 }
 
