@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -69,7 +70,8 @@ func (c *cluster) startCopySession(t *testing.T, ns, cfg string, env []string, c
 	}
 	cmd := exec.Command(buildMirrord(t), append([]string{"exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
 		"-t", "deploy/web", "-n", ns, "-f", cfgFile, "--"}, command...)...)
-	cmd.Env = append(os.Environ(), env...)
+	logFile := filepath.Join(dir, "mirrord.log")
+	cmd.Env = append(append(os.Environ(), "MIRRORD_LOG_LEVEL=debug", "MIRRORD_LOG_FILE="+logFile), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -79,7 +81,10 @@ func (c *cluster) startCopySession(t *testing.T, ns, cfg string, env []string, c
 		s.stop(syscall.SIGTERM)
 		out.Close()
 		if t.Failed() {
-			t.Logf("session output:\n%s", readFile(outFile))
+			t.Logf("session output:\n%s\nmirrord's log:\n%s", readFile(outFile), readFile(logFile))
+			pods, _ := c.run(context.Background(), "get", "pods,jobs", "-n", ns, "-o", "wide")
+			copies, _ := c.run(context.Background(), "describe", "pods", "-n", ns, "-l", "mirrord.dev/copy-of")
+			t.Logf("namespace %s:\n%s\n%s", ns, pods, copies)
 		}
 	})
 	waitUntil(t, 2*time.Minute, "the session to start", func() bool {
