@@ -51,8 +51,9 @@ spec:
 
 // copySession is a `mirrord exec` running in the background.
 type copySession struct {
-	cmd *exec.Cmd
-	out string // the file its output goes to
+	cmd  *exec.Cmd
+	out  string        // the file its output goes to
+	done chan struct{} // closed once it has ended
 }
 
 // startCopySession runs command under mirrord with cfg against
@@ -76,7 +77,8 @@ func (c *cluster) startCopySession(t *testing.T, ns, cfg string, env []string, c
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &copySession{cmd: cmd, out: outFile}
+	s := &copySession{cmd: cmd, out: outFile, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
 		s.stop(syscall.SIGTERM)
 		out.Close()
@@ -88,8 +90,10 @@ func (c *cluster) startCopySession(t *testing.T, ns, cfg string, env []string, c
 		}
 	})
 	waitUntil(t, 2*time.Minute, "the session to start", func() bool {
-		if cmd.ProcessState != nil {
-			t.Fatalf("the session ended:\n%s", readFile(outFile))
+		select {
+		case <-s.done:
+			t.Fatalf("the session ended: %v", cmd.ProcessState)
+		default:
 		}
 		return strings.Contains(readFile(outFile), "ready\n") || strings.Contains(readFile(outFile), "listening\n")
 	})
@@ -98,17 +102,17 @@ func (c *cluster) startCopySession(t *testing.T, ns, cfg string, env []string, c
 
 // stop sends sig and waits for the session to end.
 func (s *copySession) stop(sig syscall.Signal) {
-	if s.cmd.ProcessState != nil {
+	select {
+	case <-s.done:
 		return
+	default:
 	}
 	s.cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { s.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-s.done:
 	case <-time.After(30 * time.Second):
 		s.cmd.Process.Kill()
-		<-done
+		<-s.done
 	}
 }
 
