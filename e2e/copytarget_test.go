@@ -262,10 +262,11 @@ func TestCopyTarget(t *testing.T) {
 	})
 
 	t.Run("scale_down kill -9", func(t *testing.T) {
-		// The agent gives up waiting for the killed session after
-		// agent.reconnect_timeout; the replicas come back before that.
+		// The agent waits agent.reconnect_timeout (30 s here) for the
+		// killed session before it exits; the replicas come back long
+		// before that, from the agent, 3 s after the session is gone.
 		s := c.startCopySession(t, ns, `{"feature": {"copy_target": {"scale_down": true}}}`,
-			[]string{"MIRRORD_AGENT_RECONNECT_TIMEOUT=5"}, "sh", "-c", "echo ready; exec sleep 600")
+			[]string{"MIRRORD_AGENT_RECONNECT_TIMEOUT=30"}, "sh", "-c", "echo ready; exec sleep 600")
 		waitUntil(t, time.Minute, "deploy/web to be scaled down", func() bool { return c.copyState(t, ns).replicas == "0" })
 		s.stop(syscall.SIGKILL)
 		killed := time.Now()
@@ -274,7 +275,7 @@ func TestCopyTarget(t *testing.T) {
 			return st.replicas == "2" && st.annotations == ""
 		})
 		t.Logf("replicas restored %v after kill -9", time.Since(killed).Round(100*time.Millisecond))
-		waitClean(t, time.Minute)
+		waitClean(t, 90*time.Second)
 		t.Logf("nothing left %v after kill -9", time.Since(killed).Round(100*time.Millisecond))
 	})
 }
