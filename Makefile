@@ -10,7 +10,7 @@ BIN := bin/mirrord
 # Static binary: the same file runs locally and as the in-cluster agent.
 export CGO_ENABLED := 0
 
-.PHONY: all build preload-lib deps test unit lint fuzz demo e2e e2e-cluster e2e-down bench clean
+.PHONY: all build preload-lib deps test unit lint fuzz demo e2e e2e-cluster e2e-down bench soak clean
 
 all: build
 
@@ -98,6 +98,13 @@ e2e: $(PRELOAD_SO)
 ## bench/results.md. BENCH_E2E=0 skips the cluster part.
 bench: deps
 	@scripts/bench.sh
+
+## soak: one session under mixed traffic for SOAK_DURATION (default 30m;
+## SOAK_SAMPLE between samples, default 1m); adds its section to
+## bench/results.md. Separate from bench for its length.
+soak: deps
+	go test -tags bench -run '^TestSoak$$' -count=1 -v -timeout 3h ./integration
+	go run ./bench/cmd/charts
 
 clean:
 	rm -rf bin

@@ -38,6 +38,9 @@ type Options struct {
 	// waits until ctx ends.
 	FirstClientTimeout time.Duration
 	Logger             *slog.Logger
+	// MaxConnections limits the streams each session may have open at
+	// once (sessionlimits.go); 0 is DefaultMaxConnections.
+	MaxConnections int
 	// Ready is called with the listening address once the agent accepts
 	// connections.
 	Ready func(addr net.Addr)
@@ -59,6 +62,8 @@ type Agent struct {
 	hello    protocol.HelloReply
 
 	in *incoming
+
+	maxStreams int // per session (sessionlimits.go)
 
 	mu      sync.Mutex
 	clients int
@@ -92,7 +97,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer t.Close()
-	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{}), pending: map[string]time.Time{}, live: map[string]int{}}
+	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{}), pending: map[string]time.Time{}, live: map[string]int{}, maxStreams: opts.MaxConnections}
+	if a.maxStreams <= 0 {
+		a.maxStreams = DefaultMaxConnections
+	}
 	if a.resolver, err = t.resolver(); err != nil {
 		// DNS requests will fail with this error; the rest still works.
 		a.log.Warn("no resolver", "err", err)
@@ -107,6 +115,8 @@ func Run(ctx context.Context, opts Options) error {
 		Targetless: opts.TargetPID == 0,
 		Hostname:   host,
 		Resolver:   resolverInfo(a.resolver),
+
+		MaxConnections: a.maxStreams,
 	}
 
 	a.in = &incoming{a: a, subs: map[uint16][]*subscription{}, rules: map[uint16]*nftables.Rule{}}
@@ -327,7 +337,9 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 	// The connection usually goes through the container runtime's
 	// port-forward and the API server: whole frames per write keep
 	// them from relaying each frame header as a message of its own.
-	sess, err := yamux.Server(relay.FrameConn(conn), protocol.MuxConfig())
+	mux := protocol.MuxConfig()
+	mux.MaxStreamWindowSize = agentWindow
+	sess, err := yamux.Server(relay.FrameConn(conn), mux)
 	if err != nil {
 		a.log.Warn("session", "err", err)
 		return
@@ -395,8 +407,18 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream, c *client) {
 		}
 		protocol.Write(st, &protocol.DNSReply{Answer: answer})
 	case *protocol.DialRequest:
+		if err := a.checkStreams(sess); err != nil {
+			a.log.Warn("dial refused", "addr", req.Addr, "err", err)
+			protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
+			return
+		}
 		a.dial(st, req)
 	case *protocol.UDPOpen:
+		if err := a.checkStreams(sess); err != nil {
+			a.log.Warn("udp refused", "err", err)
+			protocol.Write(st, &protocol.ErrorReply{Message: err.Error(), Code: errorCode(err)})
+			return
+		}
 		a.udp(st, req)
 	case *protocol.FileRequest:
 		a.serveFile(st, req)
@@ -407,7 +429,7 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream, c *client) {
 			return
 		}
 		defer a.in.unsubscribe(sub)
-		if protocol.Write(st, &protocol.SubscribeReply{}) != nil {
+		if protocol.Write(st, &protocol.SubscribeReply{TLS: sub.tls != nil}) != nil {
 			return
 		}
 		// The subscription lasts until the client closes the stream or

@@ -71,7 +71,7 @@ func (in *incoming) acceptH2cUpgrade(c net.Conn, br *bufio.Reader, orig netAddrP
 	if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"); err != nil {
 		return true
 	}
-	in.serveH2(bufferedConn{c, br}, orig, req, settings)
+	in.serveH2(bufferedConn{c, br}, orig, req, settings, nil)
 	return true
 }
 
@@ -82,11 +82,13 @@ func (in *incoming) acceptH2cUpgrade(c net.Conn, br *bufio.Reader, orig netAddrP
 // prior knowledge gets HTTP/2 upstreams too (the app speaks h2c); after an
 // h2c upgrade (upgrade is the request that asked for it, settings its
 // HTTP2-Settings) the upstreams get HTTP/1.1, which is what the peer knew
-// the app to speak.
-func (in *incoming) serveH2(c net.Conn, orig netAddrPort, upgrade *http.Request, settings []byte) {
+// the app to speak. Inside a TLS connection the agent ended (e), the
+// target's app gets HTTP/2 over TLS again, and local apps h2 on their
+// streams (the local side adds TLS per https_delivery).
+func (in *incoming) serveH2(c net.Conn, orig netAddrPort, upgrade *http.Request, settings []byte, e *endedTLS) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errLog := slog.NewLogLogger(in.a.log.Handler(), slog.LevelDebug)
-	rt := &h2Router{in: in, orig: orig, source: c.RemoteAddr().String(), http1: upgrade != nil,
+	rt := &h2Router{in: in, orig: orig, source: c.RemoteAddr().String(), http1: upgrade != nil, tls: e,
 		errLog: errLog, proxies: map[*yamux.Session]*h2Upstream{}}
 	// With no stream open, the connection waits as an idle HTTP/1.x one
 	// does, and may be ended for newer ones (httplimits.go).
@@ -132,6 +134,7 @@ type h2Router struct {
 	orig   netAddrPort
 	source string
 	http1  bool // upstreams speak HTTP/1.1 rather than h2c
+	tls    *endedTLS
 	errLog *log.Logger
 
 	mu      sync.Mutex
@@ -176,6 +179,9 @@ func (rt *h2Router) upstream(owner *yamux.Session) *h2Upstream {
 		return u
 	}
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		if owner == nil && rt.tls != nil {
+			return rt.tls.dialApp(ctx, rt.in, rt.orig)
+		}
 		if owner == nil {
 			var conn net.Conn
 			err := rt.in.a.target.inNetns(func() error {
@@ -185,20 +191,31 @@ func (rt *h2Router) upstream(owner *yamux.Session) *h2Upstream {
 			})
 			return conn, err
 		}
-		st, err := owner.OpenStream()
+		st, err := rt.in.a.openStream(owner)
 		if err != nil {
 			return nil, err
 		}
-		if err := protocol.Write(st, &protocol.Incoming{Port: rt.orig.port, Source: rt.source, Dest: rt.orig.String()}); err != nil {
+		inc := &protocol.Incoming{Port: rt.orig.port, Source: rt.source, Dest: rt.orig.String()}
+		if rt.tls != nil {
+			inc.TLS = rt.tls.incoming("h2")
+		}
+		if err := protocol.Write(st, inc); err != nil {
 			st.Close()
 			return nil, err
 		}
 		return st, nil
 	}
 	var protos http.Protocols
-	if rt.http1 {
+	scheme := "http"
+	switch {
+	case rt.http1:
 		protos.SetHTTP1(true)
-	} else {
+	case owner == nil && rt.tls != nil:
+		// HTTP/2 over TLS, which the app negotiated (ALPN) when the
+		// agent's probe connected: serveTLS offers peers h2 only then.
+		protos.SetHTTP2(true)
+		scheme = "https"
+	default:
 		protos.SetUnencryptedHTTP2(true)
 	}
 	tr := &http.Transport{
@@ -207,10 +224,13 @@ func (rt *h2Router) upstream(owner *yamux.Session) *h2Upstream {
 		DisableCompression: true, // bodies pass as they are
 		IdleConnTimeout:    90 * time.Second,
 	}
+	if scheme == "https" {
+		tr.DialTLSContext = dial
+	}
 	orig := rt.orig.String()
 	u := &h2Upstream{tr: tr, proxy: &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", orig
+			pr.Out.URL.Scheme, pr.Out.URL.Host = scheme, orig
 			// Rewrite drops these; the app is to see what the peer sent.
 			for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 				if v, ok := pr.In.Header[h]; ok {

@@ -137,7 +137,7 @@ func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub 
 // local app sees each copy on a new connection, so a server that closes
 // after one answer (HTTP/1.0, Connection: close) still gets every copy.
 func (in *incoming) mirrorRequest(sub *subscription, source, dest string, req *http.Request) error {
-	st, err := sub.sess.OpenStream()
+	st, err := in.a.openStream(sub.sess)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -86,7 +87,14 @@ func (u *upstream) closed() bool {
 // the target's own app. An upgrade (WebSocket) that its side accepts with
 // a 101 is spliced whole to that side from then on. Request heads are
 // read within the limits of httplimits.go.
-func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
+func (in *incoming) serveFiltered(c net.Conn, orig netAddrPort) {
+	in.serveHTTP(c, orig, nil)
+}
+
+// serveHTTP is serveFiltered for c, a cleartext connection (e nil) or the
+// inside of a TLS connection the agent ended (e says how): then the
+// target's app is reached with TLS again, and the local side is told.
+func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 	lim := &headLimiter{r: c}
 	br := bufio.NewReader(lim)
 	w := in.waiting.add(c)
@@ -103,20 +111,21 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			return app, nil
 		}
 		app.close()
-		conn, err := in.dialApp(orig)
+		conn, err := e.dialApp(context.Background(), in, orig)
 		if err != nil {
 			return nil, err
 		}
 		app = &upstream{conn: conn, r: bufio.NewReader(conn)}
 		return app, nil
 	}
-	if bytes.HasPrefix([]byte(h2Preface), head) {
+	if e == nil && bytes.HasPrefix([]byte(h2Preface), head) {
+		// (Inside TLS, HTTP/2 is what ALPN says: serveTLS.)
 		// HTTP/2 with prior knowledge; its preface comes whole.
 		w.setDeadline(time.Now().Add(10 * time.Second))
 		head, _ = br.Peek(len(h2Preface))
 		if string(head) == h2Preface {
 			w.stop()
-			in.serveH2(bufferedConn{c, br}, orig, nil, nil)
+			in.serveH2(bufferedConn{c, br}, orig, nil, nil, nil)
 			return
 		}
 	}
@@ -157,7 +166,9 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 			return
 		}
 		keepTarget(req)
-		if settings, ok := h2cUpgrade(req); ok {
+		if settings, ok := h2cUpgrade(req); ok && e == nil {
+			// (h2c is cleartext only, RFC 9113 section 3.1: inside TLS
+			// the request passes with its headers.)
 			// The agent accepts the upgrade itself, so that each
 			// HTTP/2 stream is routed on its own.
 			for _, u := range clients {
@@ -179,20 +190,30 @@ func (in *incoming) serveFiltered(c *net.TCPConn, orig netAddrPort) {
 				dst.close()
 				dst = nil
 			}
-			if dst == nil {
-				st, err := owner.OpenStream()
-				if err != nil {
-					return
-				}
-				if protocol.Write(st, &protocol.Incoming{Port: orig.port, Source: c.RemoteAddr().String(), Dest: orig.String()}) != nil {
+		}
+		if owner != nil && dst == nil {
+			st, err := in.a.openStream(owner)
+			switch {
+			case isSessionFull(err):
+				// Past the session's limit the request is the
+				// target's app's, as if it did not match.
+				in.a.log.Warn("incoming: session at its limit; the target's app serves the request", "port", orig.port, "err", err)
+				owner = nil
+			case err != nil:
+				return
+			default:
+				if protocol.Write(st, &protocol.Incoming{Port: orig.port, Source: c.RemoteAddr().String(), Dest: orig.String(), TLS: e.incoming("http/1.1")}) != nil {
 					st.Close()
 					return
 				}
 				dst = &upstream{conn: st, r: bufio.NewReader(st)}
 				clients[owner] = dst
 			}
-		} else if dst, err = dialApp(); err != nil {
-			return
+		}
+		if owner == nil {
+			if dst, err = dialApp(); err != nil {
+				return
+			}
 		}
 		if err := req.Write(dst.conn); err != nil {
 			return

@@ -58,6 +58,9 @@ type subscription struct {
 	// but the probes), so no other session may share it.
 	whole bool
 	sess  *yamux.Session
+	// tls: the port serves TLS, which the agent ends (a filtered steal
+	// only: tlssteal.go); nil for a cleartext port.
+	tls *tlsPort
 }
 
 // newSubscription is what sess asks for with req.
@@ -122,6 +125,16 @@ func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*su
 	if err != nil {
 		return nil, err
 	}
+	if req.TLS != nil {
+		if sub.filter == nil || sub.whole || sub.mirror {
+			return nil, fmt.Errorf("TLS on port %d: the agent ends TLS only for a steal with an HTTP filter", req.Port)
+		}
+		// Read and checked before anything changes on the target: a
+		// bad certificate leaves the port as it was.
+		if sub.tls, err = in.a.loadTLSPort(req.Port, req.TLS); err != nil {
+			return nil, err
+		}
+	}
 	port, mirror, override := sub.port, sub.mirror, req.Override
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -138,6 +151,10 @@ func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*su
 			// EADDRINUSE (the reply's code) tells the client it is
 			// the port that is taken: on_concurrent_steal decides.
 			return nil, fmt.Errorf("port %d is already taken by another mirrord session on this target (only HTTP-filtered steals can share a port): %w", port, unix.EADDRINUSE)
+		}
+		if old.tlsSpec() != sub.tlsSpec() {
+			// One port, one way to read its connections.
+			return nil, fmt.Errorf("port %d is already stolen by another mirrord session on this target with other TLS settings (tls_ports: certificate, key, client certificate); the sessions must agree", port)
 		}
 	}
 	if err := in.ensureListener(); err != nil {
@@ -367,11 +384,26 @@ func (in *incoming) handle(c *net.TCPConn) {
 		in.mirrorFiltered(c, orig, sub)
 		return
 	}
+	if sub.filter != nil && sub.tls != nil {
+		in.serveTLS(c, orig, sub.tls)
+		return
+	}
 	if sub.filter != nil {
 		in.serveFiltered(c, orig)
 		return
 	}
-	st, err := sub.sess.OpenStream()
+	st, err := in.a.openStream(sub.sess)
+	if isSessionFull(err) {
+		// The session has all the connections it may: this one is
+		// the target's app's, as without mirrord (mirrored: not
+		// copied).
+		in.a.log.Warn("incoming: session at its limit; the target's app serves the connection", "port", sub.port, "err", err)
+		if app, err := in.dialApp(orig); err == nil {
+			relay.Splice(c, app)
+			app.Close()
+		}
+		return
+	}
 	if err != nil {
 		return
 	}

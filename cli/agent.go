@@ -24,19 +24,19 @@ type AgentCmd struct {
 	CopyPod            string        `name:"copy-pod" help:"NAMESPACE/NAME of the target copy (feature.copy_target) to delete when the agent exits, with the pod's service account."`
 	Restore            string        `name:"restore" help:"NAMESPACE/KIND/NAME of the workload the session scaled down (copy_target.scale_down), to restore once no client is left (needs --copy-pod)."`
 	RestoreAfter       time.Duration `name:"restore-after" default:"3s" help:"How long after the last client left to restore --restore."`
+	MaxConnections     int           `name:"max-connections" default:"${agent_max_connections}" help:"How many connections (and open remote files) each session may have through the agent at once; past it the program's connect fails with ENOBUFS and incoming connections go to the target's app."`
 }
 
 // Run serves until the TTL expires. The first line on stdout is
 // "agent listening on ADDR", which a parent process can read to learn
 // the port.
 func (c *AgentCmd) Run(env *Env) error {
-	log, closeLog, err := newLogger(env)
+	srv, err := untilInterrupted(env)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	defer srv.close()
+	ctx, log := srv.ctx, srv.log
 	opts := agent.Options{
 		TargetPID:          c.TargetPID,
 		ContainerID:        c.ContainerID,
@@ -44,7 +44,8 @@ func (c *AgentCmd) Run(env *Env) error {
 		Listen:             c.Listen,
 		TTL:                c.TTL,
 		FirstClientTimeout: c.FirstClientTimeout,
-		Logger:             log,
+		MaxConnections:     c.MaxConnections,
+		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
 		},

@@ -7,11 +7,14 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/alecthomas/kong"
 	"github.com/willabides/kongplete"
 
+	"github.com/mirrord-go/mirrord/agent"
+	"github.com/mirrord-go/mirrord/diag"
 	"github.com/mirrord-go/mirrord/session"
 	"github.com/mirrord-go/mirrord/version"
 )
@@ -60,7 +63,7 @@ func newParser(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 		kong.Description("mirrord runs a local process in the context of a Kubernetes pod: its environment, files, DNS, outgoing and incoming traffic."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"version": "mirrord " + version.Version},
+		kong.Vars{"version": "mirrord " + version.Version, "agent_max_connections": strconv.Itoa(agent.DefaultMaxConnections)},
 		kong.Writers(env.Stdout, env.Stderr),
 		kong.Exit(exit),
 		kong.Bind(env),
@@ -109,6 +112,14 @@ func run(args []string, env *Env) (code int) {
 	kctx.BindTo(context.Background(), (*context.Context)(nil))
 	if implicit {
 		cli.Exec.implicit = true
+	}
+	if env.Lookup != nil {
+		statsCtx, stopStats := context.WithCancel(context.Background())
+		defer stopStats()
+		if err := diag.Start(statsCtx, env.Lookup, strings.Fields(kctx.Command())[0]); err != nil {
+			fmt.Fprintf(env.Stderr, "mirrord: %v\n", err)
+			return 2
+		}
 	}
 	if err := kctx.Run(); err != nil {
 		var ee *ExitError

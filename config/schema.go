@@ -183,6 +183,7 @@ type IncomingConfig struct {
 	Ports             []uint16          `json:"ports"`
 	OnConcurrentSteal ConcurrentSteal   `json:"on_concurrent_steal" env:"MIRRORD_OPERATOR_ON_CONCURRENT_STEAL"`
 	HTTPSDelivery     TLSDeliveryConfig `json:"https_delivery"`
+	TLSPorts          []TLSPortConfig   `json:"tls_ports"`
 }
 
 func (in *IncomingConfig) decodeConfig(d *decoder, p Path, v any) {
@@ -259,6 +260,23 @@ type TLSDeliveryConfig struct {
 	TrustRoots []string    `json:"trust_roots"`
 	ServerName *string     `json:"server_name"`
 	ServerCert *string     `json:"server_cert"`
+}
+
+// TLSPortConfig is a port of the target that serves TLS (HTTPS): with a
+// steal whose http_filter covers the port, the agent ends TLS there with
+// the target's own certificate and key, filters the requests inside,
+// delivers the matching ones locally per https_delivery, and re-encrypts
+// the others to the target's app. Paths are inside the target's file
+// system (the container's, as its app sees it).
+type TLSPortConfig struct {
+	Port    uint16 `json:"port" doc:"The target's port that serves TLS."`
+	CertPEM string `json:"cert_pem" doc:"PEM file with the certificate chain the target's app serves on the port, end-entity first, as a path in the target's file system. Other PEM entries in the file are skipped."`
+	KeyPEM  string `json:"key_pem" doc:"PEM file with the private key of cert_pem, as a path in the target's file system (may be the same file)."`
+	// ClientCertPEM and ClientKeyPEM: what the agent presents to the
+	// target's app, which asks for client certificates (mutual TLS),
+	// when it re-encrypts the requests that stay with it.
+	ClientCertPEM *string `json:"client_cert_pem" doc:"For a target's app that asks its clients for certificates (mutual TLS): a PEM certificate chain in the target's file system that the agent presents to it when it passes requests on. Without it the agent connects anonymously."`
+	ClientKeyPEM  *string `json:"client_key_pem" doc:"The private key of client_cert_pem, in the target's file system."`
 }
 
 // OutgoingConfig says which outgoing connections go through the target.

@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/dlclark/regexp2"
 
@@ -121,6 +123,7 @@ func (c *Config) validate() error {
 			es.add("feature.network.incoming.https_delivery", "set either \"trust_roots\" or \"server_cert\", not both")
 		}
 	}
+	checkTLSPorts(&es, "feature.network.incoming.tls_ports", in, warn)
 
 	// Outgoing.
 	out := &f.Network.Outgoing
@@ -275,4 +278,38 @@ func checkSocketAddr(s string) error {
 		return fmt.Errorf("%q: invalid port %q", s, port)
 	}
 	return nil
+}
+
+// checkTLSPorts checks the TLS ports of a filtered steal: each names a
+// port and absolute paths in the target's file system (the agent reads
+// them there; their content is checked when the port is stolen).
+func checkTLSPorts(es *Errors, p Path, in *IncomingConfig, warn func(string, ...any)) {
+	seen := map[uint16]bool{}
+	for i, tp := range in.TLSPorts {
+		ip := p.Index(i)
+		if tp.Port == 0 {
+			es.add(ip.Key("port"), "set the target's port that serves TLS (1-65535)")
+		} else if seen[tp.Port] {
+			es.add(ip.Key("port"), "port %d is listed twice", tp.Port)
+		}
+		seen[tp.Port] = true
+		for _, f := range []struct {
+			key  string
+			path *string
+		}{{"cert_pem", &tp.CertPEM}, {"key_pem", &tp.KeyPEM}, {"client_cert_pem", tp.ClientCertPEM}, {"client_key_pem", tp.ClientKeyPEM}} {
+			switch {
+			case f.path == nil:
+			case *f.path == "" && (f.key == "cert_pem" || f.key == "key_pem"):
+				es.add(ip.Key(f.key), "set the path of the PEM file in the target's file system")
+			case !strings.HasPrefix(*f.path, "/"):
+				es.add(ip.Key(f.key), "%q: give an absolute path in the target's file system", *f.path)
+			}
+		}
+		if (tp.ClientCertPEM == nil) != (tp.ClientKeyPEM == nil) {
+			es.add(ip, "set both \"client_cert_pem\" and \"client_key_pem\", or neither")
+		}
+		if tp.Port != 0 && (in.Mode != IncomingSteal || !in.HTTPFilter.IsSet() || !slices.Contains(in.HTTPFilter.Ports, tp.Port)) {
+			warn("%s: port %d is not stolen with an HTTP filter (mode \"steal\", http_filter with the port in http_filter.ports): mirrord does not end its TLS", ip, tp.Port)
+		}
+	}
 }

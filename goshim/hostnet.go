@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -175,8 +176,9 @@ type hostNet struct {
 	listener int                             // the seccomp listener
 	cookie   uint64                          // SO_NETNS_COOKIE of mirrord's network namespace
 	onListen func(Listener)
-	peers    *peerState // WithIncomingPeers; nil without it (peers.go)
-	off      bool       // the kernel cannot tell the namespaces apart: every call runs as the program made it
+	peers    *peerState   // WithIncomingPeers; nil without it (peers.go)
+	connect  ConnectCheck // WithConnectCheck; nil without it
+	off      bool         // the kernel cannot tell the namespaces apart: every call runs as the program made it
 	s        *supervisor
 }
 
@@ -707,9 +709,19 @@ func (h *hostNet) bind(n *seccompNotif, a [6]uint64) {
 // connect and sendto: a destination on this machine moves the socket
 // here; the kernel then runs the call itself, with all its semantics
 // (blocking or not, EINPROGRESS, timeouts).
-func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64) {
+func (h *hostNet) send(n *seccompNotif, fd int, addr, size uint64, connect bool) {
 	sa, ok := h.readAddr(n, addr, size)
-	if !ok || sendPlace(sa) != placeHost {
+	if !ok {
+		h.s.cont(n.ID)
+		return
+	}
+	if sendPlace(sa) != placeHost {
+		if connect {
+			if errno := h.checkConnect(n, fd, sa); errno != 0 {
+				h.s.reply(n.ID, 0, errno)
+				return
+			}
+		}
 		h.s.cont(n.ID)
 		return
 	}
@@ -764,4 +776,37 @@ func (h *hostNet) listen(n *seccompNotif, a [6]uint64) {
 	}
 	h.report(fd)
 	h.s.reply(n.ID, 0, 0)
+}
+
+// ConnectCheck returns the errno a connect of a socket to dst fails with
+// before any packet leaves, or 0 to let it go through the sandbox's
+// network; udp tells a UDP socket from a TCP one (it costs a copy of the
+// socket: ask only when needed). It runs on the supervisor's loop: it
+// must answer quickly.
+type ConnectCheck func(dst netip.AddrPort, udp func() (bool, bool)) syscall.Errno
+
+// WithConnectCheck asks fn about every connect to an address outside this
+// machine: through the sandbox's network a refusal can only be a reset
+// (ECONNREFUSED), so an error that has no packet of its own (the session's
+// ENOBUFS, intproxy.Proxy.ConnectErrno) is given here.
+func WithConnectCheck(fn ConnectCheck) Option {
+	return func(o *options) { o.connectCheck = fn }
+}
+
+// checkConnect asks h.connect about the program's connect of fd to sa.
+func (h *hostNet) checkConnect(n *seccompNotif, fd int, sa sockaddr) syscall.Errno {
+	if h.connect == nil || !sa.inet() || inSandbox(sa.ap.Addr().Unmap()) {
+		return 0
+	}
+	// udp's second result is false for a socket that is neither TCP
+	// nor UDP, or cannot be read: such a connect goes through.
+	udp := func() (bool, bool) {
+		p, ok := h.take(int(n.Pid), fd)
+		if !ok {
+			return false, false
+		}
+		defer p.close()
+		return p.typ == unix.SOCK_DGRAM, p.typ == unix.SOCK_STREAM || p.typ == unix.SOCK_DGRAM
+	}
+	return h.connect(sa.ap, udp)
 }

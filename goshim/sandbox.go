@@ -51,6 +51,7 @@ type options struct {
 	files        *Files
 	onListen     func(Listener)
 	peers        PeerFunc
+	connectCheck ConnectCheck
 	unixRelay    UnixRelay
 	log          *slog.Logger
 }
@@ -86,6 +87,7 @@ type Sandbox struct {
 	files     *Files
 	onListen  func(Listener)
 	peers     PeerFunc
+	connect   ConnectCheck
 	unixRelay UnixRelay
 	log       *slog.Logger
 	pinned    map[string]bool // paths that stay local whatever the rules
@@ -123,7 +125,7 @@ func Start(spec Spec, opts ...Option) (*Sandbox, error) {
 		return nil, fmt.Errorf("goshim: finding the mirrord executable to re-run as helper: %w", err)
 	}
 
-	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, peers: o.peers, unixRelay: o.unixRelay, log: o.log}
+	s := &Sandbox{tunFD: -1, done: make(chan struct{}), files: o.files, onListen: o.onListen, peers: o.peers, connect: o.connectCheck, unixRelay: o.unixRelay, log: o.log}
 	msg, err := s.prepare(spec)
 	if err != nil {
 		s.release()
@@ -489,7 +491,7 @@ func (s *Sandbox) startSupervisor(fds []int) error {
 		return errors.New("goshim: unexpected seccomp listener from the helper")
 	}
 	sv, err := newSupervisor(fds[0], supervisorConfig{files: s.files, remote: s.remote, pinned: s.pinned, onListen: s.onListen,
-		peers: s.peers, unixRelay: s.unixRelay, log: s.log})
+		peers: s.peers, connect: s.connect, unixRelay: s.unixRelay, log: s.log})
 	if err != nil {
 		unix.Close(fds[0])
 		return fmt.Errorf("goshim: starting the seccomp supervisor: %w", err)

@@ -127,6 +127,7 @@ type supervisorConfig struct {
 	pinned    map[string]bool
 	onListen  func(Listener)
 	peers     PeerFunc
+	connect   ConnectCheck
 	unixRelay UnixRelay
 	log       *slog.Logger
 }
@@ -153,6 +154,7 @@ func newSupervisor(listener int, cfg supervisorConfig) (*supervisor, error) {
 		cancel:    cancel,
 	}
 	hn.s = s
+	hn.connect = cfg.connect
 	if cfg.peers != nil {
 		hn.peers = &peerState{fn: cfg.peers}
 	}
@@ -408,10 +410,10 @@ func (s *supervisor) handle(n seccompNotif) {
 		s.net.bind(&n, a)
 		return
 	case sysConnect:
-		s.net.send(&n, int(int32(a[0])), a[1], a[2])
+		s.net.send(&n, int(int32(a[0])), a[1], a[2], true)
 		return
 	case sysSendto:
-		s.net.send(&n, int(int32(a[0])), a[4], a[5])
+		s.net.send(&n, int(int32(a[0])), a[4], a[5], false)
 		return
 	case sysListen:
 		s.net.listen(&n, a)

@@ -152,7 +152,7 @@ func newFixture(t *testing.T) *fixture {
 		mkdir "$1/sub" && ln -s config.yaml "$1/link" && shift && exec "$@"`
 	target := exec.Command("unshare", "-u", "-m", "--", "sh", "-c", setup, podHostname, f.podFiles,
 		"ip", "netns", "exec", f.pod, "env", "-i", "SECRET_TOKEN="+secret, "DB_HOST=db", "DB_PASSWORD=pw",
-		"CONNECT_TIMEOUT=5", "READ_TIMEOUT=6", "PATH=/remote/bin", "/bin/sleep", "600")
+		"CONNECT_TIMEOUT=5", "READ_TIMEOUT=6", "PATH=/remote/bin", "/bin/sleep", "7200")
 	target.Stderr = os.Stderr
 	if err := target.Start(); err != nil {
 		t.Fatal(err)

@@ -60,9 +60,16 @@ func (p *Proxy) subscribe(ctx context.Context, sess *yamux.Session, req protocol
 		st.Close()
 		return nil, err
 	}
-	if _, err := protocol.ReadReply[*protocol.SubscribeReply](st); err != nil {
+	reply, err := protocol.ReadReply[*protocol.SubscribeReply](st)
+	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("subscribe to port %d: %w", req.Port, err)
+	}
+	if req.TLS != nil && !reply.TLS {
+		// An agent from before TLS ending took the port as cleartext:
+		// its filter would see no request, and pass everything on.
+		st.Close()
+		return nil, fmt.Errorf("subscribe to port %d: the agent does not end TLS (it is older than this mirrord; set agent.image to this version's)", req.Port)
 	}
 	st.SetDeadline(time.Time{})
 	return st, nil

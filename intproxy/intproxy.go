@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -56,6 +57,8 @@ type Proxy struct {
 	closing bool
 	err     error // why the proxy ended, when not closed
 	subs    map[*subscription]bool
+
+	lastLimit time.Time // the last LimitReached event (checkLimit)
 }
 
 // AgentAddr says where an agent listens and what it asks of its clients.
@@ -353,6 +356,7 @@ func (p *Proxy) dialRemote(ctx context.Context, req *protocol.DialRequest) (net.
 	}
 	if _, err := protocol.ReadReply[*protocol.DialReply](st); err != nil {
 		st.Close()
+		p.checkLimit(err)
 		return nil, err
 	}
 	st.SetDeadline(time.Time{})
@@ -384,6 +388,7 @@ func (p *Proxy) dialRemoteUDP(ctx context.Context, dst netip.AddrPort) (net.Conn
 	}
 	if _, err := protocol.ReadReply[*protocol.UDPOpenReply](st); err != nil {
 		st.Close()
+		p.checkLimit(err)
 		return nil, err
 	}
 	st.SetDeadline(time.Time{})
@@ -465,4 +470,57 @@ func (p *Proxy) DialRemoteTCP(ctx context.Context, dst netip.AddrPort) (net.Conn
 // DialRemoteUDP opens a UDP flow to dst from the target.
 func (p *Proxy) DialRemoteUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	return p.dialRemoteUDP(ctx, dst)
+}
+
+// ConnectErrno is what a program's connect to dst gets at once, before
+// any packet: ENOBUFS when it would go through the agent and the session
+// already has all the connections the agent allows, 0 otherwise; udp
+// says whether the socket is UDP (ok: TCP or UDP at all). The sandbox
+// asks it (goshim.WithConnectCheck), since through its network a refused
+// dial can only show as a reset; the preload gets the agent's own answer.
+func (p *Proxy) ConnectErrno(dst netip.AddrPort, udp func() (isUDP, ok bool)) syscall.Errno {
+	limit := p.Hello().MaxConnections
+	sess, _ := p.current()
+	if limit <= 0 || sess.NumStreams() < limit {
+		return 0
+	}
+	isUDP, ok := udp()
+	if !ok {
+		return 0
+	}
+	proto := addrfilter.TCP
+	if isUDP {
+		proto = addrfilter.UDP
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if !p.remote(ctx, proto, dst) {
+		return 0
+	}
+	p.checkLimit(&protocol.ErrorReply{Code: "ENOBUFS", Message: protocol.SessionFull(limit)})
+	return syscall.ENOBUFS
+}
+
+// limitEventEvery spaces the LimitReached events of a program that keeps
+// connecting past the session's limit.
+const limitEventEvery = 10 * time.Second
+
+// checkLimit tells the user, through an event, when err is the agent's
+// refusal of a connection past the session's limit: the program only
+// sees ENOBUFS, which does not say whose limit it is.
+func (p *Proxy) checkLimit(err error) {
+	var er *protocol.ErrorReply
+	if !errors.As(err, &er) || er.Code != "ENOBUFS" {
+		return
+	}
+	p.mu.Lock()
+	now := time.Now()
+	quiet := now.Sub(p.lastLimit) < limitEventEvery
+	if !quiet {
+		p.lastLimit = now
+	}
+	p.mu.Unlock()
+	if !quiet {
+		p.event(LimitReached, "the agent refused a connection of the program (ENOBUFS): %s", er.Message)
+	}
 }

@@ -330,6 +330,16 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		return l.modify(ctx, f[0], f[1:]), nil
 	case "FC", "FR", "FO":
 		return l.sandboxFile(ctx, f[0], f[1:])
+	case "LC":
+		// A sandboxed program's connect (LayerClient.ConnectErrno).
+		dst, err := netip.ParseAddrPort(net.JoinHostPort(arg(1), arg(2)))
+		if err != nil {
+			return "L", nil
+		}
+		if e := l.p.ConnectErrno(dst, func() (bool, bool) { return arg(3) == "udp", true }); e != 0 {
+			return "E\t" + strconv.Itoa(int(e)), nil
+		}
+		return "OK", nil
 	case "K":
 		act, path := l.classify(arg(1), false)
 		switch act {
@@ -1078,6 +1088,28 @@ func (c LayerClient) OpenFile(ctx context.Context, path string, flags int, perm 
 func (c LayerClient) Listening(ctx context.Context, addr netip.AddrPort) error {
 	_, err := c.call(ctx, fmt.Sprintf("P\t%s\t%d", addr.Addr(), addr.Port()))
 	return err
+}
+
+// ConnectErrno asks the session about a sandboxed program's connect to dst
+// (Proxy.ConnectErrno), for goshim.WithConnectCheck.
+func (c LayerClient) ConnectErrno(ctx context.Context, dst netip.AddrPort, udp func() (bool, bool)) syscall.Errno {
+	isUDP, ok := udp()
+	if !ok {
+		return 0
+	}
+	proto := "tcp"
+	if isUDP {
+		proto = "udp"
+	}
+	f, err := c.call(ctx, fmt.Sprintf("LC\t%s\t%d\t%s", dst.Addr().Unmap(), dst.Port(), proto))
+	if err != nil || len(f) != 2 || f[0] != "E" {
+		return 0
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0
+	}
+	return syscall.Errno(n)
 }
 
 // OriginalPeer asks the session for the target's client of the connection

@@ -33,6 +33,9 @@ const (
 	ResubscribeFailed
 	// GaveUp: the proxy could not reconnect and ends.
 	GaveUp
+	// LimitReached: the agent refused a connection past the session's
+	// limit (at most one such event every limitEventEvery).
+	LimitReached
 )
 
 // Event tells what happened to the agent connection, for progress output.

@@ -81,6 +81,15 @@ type HelloReply struct {
 	Targetless bool     `json:"targetless"`
 	Hostname   string   `json:"hostname"`
 	Resolver   Resolver `json:"resolver"`
+	// MaxConnections is how many streams the session may have open at
+	// once (0: no limit said); past it the agent refuses with ENOBUFS.
+	MaxConnections int `json:"max_connections,omitempty"`
+}
+
+// SessionFull is the message of the agent's refusal (ENOBUFS) of a
+// stream past a session's MaxConnections.
+func SessionFull(limit int) string {
+	return fmt.Sprintf("this mirrord session already has %d connections open through the agent, its limit; close some, or run fewer at once", limit)
 }
 
 // Resolver is the target's DNS configuration (from its /etc/resolv.conf):
@@ -192,10 +201,36 @@ type Subscribe struct {
 	// whose User-Agent starts with "kube-probe/") to the target's app,
 	// so the pod stays ready and alive; the rest is stolen.
 	HTTPProbes bool `json:"http_probes,omitempty"`
+	// TLS, with a filtered steal, says that Port serves TLS: the agent
+	// ends TLS itself with the target's certificate and key, filters the
+	// requests inside, and re-encrypts the others to the target's app.
+	// An agent from before this field ignores it, and its reply then
+	// lacks TLS: the client must not go on as if TLS were ended.
+	TLS *TLSPort `json:"tls,omitempty"`
+}
+
+// TLSPort is where the agent finds what it needs to end TLS on a port:
+// paths inside the target's file system (resolved in the target's root,
+// as file requests are), of PEM files. A file may hold other entries
+// too (a key next to its certificate chain): they are skipped.
+type TLSPort struct {
+	// CertPEM holds the certificate chain the target's app serves, its
+	// end-entity certificate first; KeyPEM its private key.
+	CertPEM string `json:"cert_pem"`
+	KeyPEM  string `json:"key_pem"`
+	// ClientCertPEM and ClientKeyPEM, when set, are the certificate
+	// chain and key the agent presents to the target's app when it
+	// re-encrypts the requests that stay with it (an app that asks for
+	// client certificates); without them the agent connects anonymously.
+	ClientCertPEM string `json:"client_cert_pem,omitempty"`
+	ClientKeyPEM  string `json:"client_key_pem,omitempty"`
 }
 
 // SubscribeReply confirms a subscription.
-type SubscribeReply struct{}
+type SubscribeReply struct {
+	// TLS confirms that the agent ends TLS on the port (Subscribe.TLS).
+	TLS bool `json:"tls,omitempty"`
+}
 
 // Incoming starts a stream the agent opens to the client for one incoming
 // connection. After it, the stream carries the connection's bytes: both
@@ -208,6 +243,19 @@ type Incoming struct {
 	// before this field leaves it empty.
 	Dest   string `json:"dest,omitempty"`
 	Mirror bool   `json:"mirror"`
+	// TLS is set when the peer's connection was TLS that the agent ended
+	// (Subscribe.TLS): the stream carries the requests in the clear, and
+	// the local side delivers them per https_delivery.
+	TLS *IncomingTLS `json:"tls,omitempty"`
+}
+
+// IncomingTLS describes the TLS connection a stolen request came on.
+type IncomingTLS struct {
+	// ServerName is the name the peer asked for (SNI), if any.
+	ServerName string `json:"server_name,omitempty"`
+	// ALPN is the protocol the stream carries: "h2" (HTTP/2 frames, with
+	// the connection preface) or "http/1.1".
+	ALPN string `json:"alpn"`
 }
 
 // FileOp names a file operation.

@@ -83,14 +83,35 @@ func filterSpec(h config.HTTPFilterConfig) *httpfilter.Spec {
 
 // subscription is the agent request for the target's port remote, with
 // the incoming mode and agent.flush_connections of cfg.
+// A port that tls_ports lists gets its TLS settings when its steal is
+// filtered.
 func subscription(cfg *config.Config, remote uint16, filter *httpfilter.Spec, override bool) protocol.Subscribe {
 	steal := cfg.Feature.Network.Incoming.Mode == config.IncomingSteal
 	mode := "mirror"
 	if steal {
 		mode = "steal"
 	}
+	tlsSpec, _ := tlsPortSpec(cfg.Feature.Network.Incoming, remote, filter != nil)
 	return protocol.Subscribe{Port: remote, Mode: mode, Filter: filter, Override: override,
-		Flush: steal && cfg.Agent.FlushConnections}
+		Flush: steal && cfg.Agent.FlushConnections, TLS: tlsSpec}
+}
+
+// tlsSubscribeFailed tells the user, once per port, that the agent could
+// not end TLS on a port tls_ports lists (its certificate, its key, the
+// port itself): the port stays with the target's app.
+func tlsSubscribeFailed(in config.IncomingConfig, remote uint16, err error, log *slog.Logger) bool {
+	spec, i := tlsPortSpec(in, remote, true)
+	if spec == nil {
+		return false
+	}
+	var e *protocol.ErrorReply
+	msg := err.Error()
+	if errors.As(err, &e) {
+		msg = e.Message
+	}
+	fmt.Fprintf(os.Stderr, "mirrord: error: feature.network.incoming.tls_ports[%d]: %s; port %d is left to the target's app\n", i, msg, remote)
+	log.Error("incoming: TLS port not stolen", "port", remote, "err", err)
+	return true
 }
 
 func deref(p *string) string {
@@ -137,8 +158,13 @@ func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy
 		return
 	}
 	steal := in.Mode == config.IncomingSteal
+	hd, err := newHTTPSDelivery(in.HTTPSDelivery)
+	if err != nil && len(in.TLSPorts) > 0 {
+		fmt.Fprintf(os.Stderr, "mirrord: error: %v; the ports of feature.network.incoming.tls_ports are left to the target's app\n", err)
+		in.TLSPorts = nil
+	}
 	ports := &portMap{m: map[uint16]uint16{}}
-	go deliverIncoming(ctx, proxy, ports, log, dialLocal(proxy))
+	go deliverIncoming(ctx, proxy, ports, log, dialLocal(proxy), hd)
 	subs := map[uint16]func(){}
 	defer func() {
 		for _, cancel := range subs {
@@ -160,6 +186,9 @@ func serveIncomingPorts(ctx context.Context, cfg *config.Config, proxy *intproxy
 			if err != nil {
 				log.Warn("incoming: subscribe", "port", remote, "err", err)
 				subs[remote] = func() {} // don't retry every tick
+				if filter != nil && !portTaken(err) && tlsSubscribeFailed(in, remote, err, log) {
+					continue
+				}
 				if steal && portTaken(err) {
 					concurrentSteal(in.OnConcurrentSteal, remote, log)
 				}
@@ -227,28 +256,78 @@ func (pm *portMap) get(remote uint16) (uint16, bool) {
 // deliverIncoming serves the connections the agent delivers until the
 // session ends: each goes to the local port its target port maps to,
 // connected with dial.
-func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap, log *slog.Logger, dial dialFunc) {
+// connected with dial, and with TLS per hd (nil: https_delivery could not
+// be read; the agent then sends no TLS connection).
+func deliverIncoming(ctx context.Context, proxy *intproxy.Proxy, ports *portMap, log *slog.Logger, dial dialFunc, hd *httpsDelivery) {
 	proxy.ServeIncoming(func(inc *protocol.Incoming, conn net.Conn) {
 		local, ok := ports.get(inc.Port)
 		if !ok {
 			conn.Close()
 			return
 		}
-		go deliverOne(ctx, inc, conn, local, log, dial)
+		go deliverOne(ctx, inc, conn, local, log, dial, hd)
 	})
 }
 
 // deliverOne connects one incoming connection to the local port.
-func deliverOne(ctx context.Context, inc *protocol.Incoming, conn net.Conn, local uint16, log *slog.Logger, dial dialFunc) {
+func deliverOne(ctx context.Context, inc *protocol.Incoming, conn net.Conn, local uint16, log *slog.Logger, dial dialFunc, hd *httpsDelivery) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	app, release, err := dial(dctx, local, intproxy.ParseSource(inc.Source))
-	cancel()
 	if err != nil {
 		log.Warn("incoming: nothing accepts on the local port", "port", local, "err", err)
 		conn.Close()
 		return
 	}
 	defer release()
+	if inc.TLS != nil && hd == nil {
+		log.Warn("incoming: HTTPS delivery", "err", deliveryKey+" could not be read")
+		app.Close()
+		conn.Close()
+		return
+	}
+	if inc.TLS != nil {
+		wrapped, proto, err := hd.wrap(dctx, inc, app)
+		if err != nil {
+			// The peer's request gets no answer from here: its stream
+			// ends, and the agent answers it 502 (HTTP/2) or closes.
+			log.Warn("incoming: HTTPS delivery to the local app", "port", local, "err", err)
+			app.Close()
+			conn.Close()
+			return
+		}
+		scheme := "https"
+		if hd.plain {
+			scheme = "http"
+		}
+		// More connections for the same peer connection, when its
+		// HTTP/2 streams are passed on over HTTP/1.1.
+		var releases []func()
+		defer func() {
+			for _, r := range releases {
+				r()
+			}
+		}()
+		var mu sync.Mutex
+		inc1, tls1 := *inc, *inc.TLS
+		tls1.ALPN, inc1.TLS = "http/1.1", &tls1
+		more := func(ctx context.Context) (net.Conn, error) {
+			c, rel, err := dial(ctx, local, intproxy.ParseSource(inc.Source))
+			if err != nil {
+				return nil, err
+			}
+			mu.Lock()
+			releases = append(releases, rel)
+			mu.Unlock()
+			w, _, err := hd.wrap(ctx, &inc1, c)
+			if err != nil {
+				c.Close()
+			}
+			return w, err
+		}
+		deliverTLS(inc, conn, wrapped, proto, scheme, more)
+		return
+	}
 	intproxy.DeliverTo(inc, conn, app)
 }
 
@@ -259,6 +338,10 @@ func (s *Session) Reverse(ctx context.Context, revs [][2]uint16) ([]func(), erro
 	proxy, cfg, log := s.Proxy, s.Config, s.log
 	in := cfg.Feature.Network.Incoming
 	steal := in.Mode == config.IncomingSteal
+	hd, err := newHTTPSDelivery(in.HTTPSDelivery)
+	if err != nil && len(in.TLSPorts) > 0 {
+		return nil, err
+	}
 	ports := &portMap{m: map[uint16]uint16{}}
 	var cancels []func()
 	for _, r := range revs {
@@ -281,7 +364,7 @@ func (s *Session) Reverse(ctx context.Context, revs [][2]uint16) ([]func(), erro
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(local))))
 		return c, func() {}, err
-	})
+	}, hd)
 	return cancels, nil
 }
 

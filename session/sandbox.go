@@ -52,6 +52,7 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 	if proxy.HasUnixStreams() {
 		opts = append(opts, goshim.WithUnixStreams(proxy.RelayUnix))
 	}
+	opts = append(opts, goshim.WithConnectCheck(proxy.ConnectErrno))
 	var lost func() error
 	err = RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, pid int) {
 		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, log)
