@@ -44,6 +44,13 @@ type Options struct {
 	// Ready is called with the listening address once the agent accepts
 	// connections.
 	Ready func(addr net.Addr)
+	// Unattended, when set, is called (in a goroutine of its own) each
+	// time the agent has had no client for UnattendedAfter after a
+	// client left: a session that does not come back by then is taken
+	// as gone, for what must not wait for the agent's TTL (restoring a
+	// workload scaled down for the session).
+	Unattended      func()
+	UnattendedAfter time.Duration
 }
 
 // Agent serves clients.
@@ -61,6 +68,8 @@ type Agent struct {
 	mu      sync.Mutex
 	clients int
 	idle    *time.Timer
+	// unattended runs Options.Unattended; nil without it.
+	unattended *time.Timer
 	// pending are the clients whose connection dropped and that may come
 	// back, by session, until when the agent waits for them.
 	pending map[string]time.Time
@@ -128,6 +137,17 @@ func Run(ctx context.Context, opts Options) error {
 		firstWait = math.MaxInt64
 	}
 	a.idle = time.AfterFunc(firstWait, a.stop)
+	if opts.Unattended != nil {
+		a.unattended = time.AfterFunc(math.MaxInt64, func() {
+			a.mu.Lock()
+			alone := a.clients == 0
+			a.mu.Unlock()
+			if alone {
+				opts.Unattended()
+			}
+		})
+		defer a.unattended.Stop()
+	}
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr())
 	}
@@ -181,6 +201,9 @@ func (a *Agent) clientJoined() {
 	defer a.mu.Unlock()
 	a.clients++
 	a.idle.Stop()
+	if a.unattended != nil {
+		a.unattended.Stop()
+	}
 }
 
 // clientLeft arms the idle timer when the last client is gone: agent.ttl
@@ -204,6 +227,9 @@ func (a *Agent) clientLeft(c *client) {
 	}
 	if wait := c.reconnectWait(); wait > 0 && key != "" {
 		a.pending[key] = time.Now().Add(wait)
+	}
+	if a.clients == 0 && a.unattended != nil {
+		a.unattended.Reset(a.opts.UnattendedAfter)
 	}
 	if a.clients == 0 && a.opts.TTL > 0 {
 		wait := a.opts.TTL

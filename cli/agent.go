@@ -11,6 +11,7 @@ import (
 
 	"github.com/mirrord-go/mirrord/agent"
 	"github.com/mirrord-go/mirrord/goshim"
+	"github.com/mirrord-go/mirrord/kube"
 )
 
 // AgentCmd is the hidden `mirrord agent`, the side next to the target.
@@ -20,6 +21,9 @@ type AgentCmd struct {
 	Listen             string        `name:"listen" default:"0.0.0.0:0" help:"Address to listen on for clients."`
 	TTL                time.Duration `name:"ttl" default:"0s" help:"How long to keep running after the last client left; 0 (the default for an agent started by hand) serves until stopped. mirrord gives the agents it starts agent.ttl."`
 	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"0s" help:"How long to wait for the first client; 0 waits until stopped."`
+	CopyPod            string        `name:"copy-pod" help:"NAMESPACE/NAME of the target copy (feature.copy_target) to delete when the agent exits, with the pod's service account."`
+	Restore            string        `name:"restore" help:"NAMESPACE/KIND/NAME of the workload the session scaled down (copy_target.scale_down), to restore once no client is left (needs --copy-pod)."`
+	RestoreAfter       time.Duration `name:"restore-after" default:"3s" help:"How long after the last client left to restore --restore."`
 	MaxConnections     int           `name:"max-connections" default:"${agent_max_connections}" help:"How many connections (and open remote files) each session may have through the agent at once; past it the program's connect fails with ENOBUFS and incoming connections go to the target's app."`
 }
 
@@ -32,7 +36,8 @@ func (c *AgentCmd) Run(env *Env) error {
 		return err
 	}
 	defer srv.close()
-	return agent.Run(srv.ctx, agent.Options{
+	ctx, log := srv.ctx, srv.log
+	opts := agent.Options{
 		TargetPID:          c.TargetPID,
 		ContainerID:        c.ContainerID,
 		Token:              os.Getenv("MIRRORD_AGENT_TOKEN"),
@@ -44,7 +49,40 @@ func (c *AgentCmd) Run(env *Env) error {
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
 		},
-	})
+	}
+	if c.Restore != "" && c.CopyPod == "" {
+		return fmt.Errorf("--restore needs --copy-pod")
+	}
+	if c.CopyPod == "" {
+		return agent.Run(ctx, opts)
+	}
+	// The session's target is a copy: once the session is gone, the
+	// workload it scaled down gets its replicas back and the copy goes,
+	// whether or not the session's mirrord is still there to do it.
+	duty, err := kube.NewAgentDuty(c.CopyPod, c.Restore, log)
+	if err != nil {
+		return err
+	}
+	opts.UnattendedAfter = c.RestoreAfter
+	opts.Unattended = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		duty.Restore(ctx)
+	}
+	err = agent.Run(ctx, opts)
+	// Not ctx: a SIGTERM may have ended it.
+	finish, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ctx.Err() != nil {
+		// Stopped from outside (its pod deleted, its node drained): a
+		// session still connected starts a new agent for the same copy,
+		// and scales the workload down again once it is back; one that
+		// is gone must not leave it scaled down.
+		duty.Restore(finish)
+		return err
+	}
+	duty.Finish(finish)
+	return err
 }
 
 // GoshimHelperCmd is the process goshim starts inside new namespaces.

@@ -214,16 +214,16 @@ func idePath(tp *config.TargetPath) any {
 }
 
 // compatibleTargetTypes are the target types the config can run with:
-// a copied target cannot be targetless, a rollout or a service, nor a pod
-// when the original is scaled down.
+// a copied target cannot be targetless, and only a workload with replicas
+// can be scaled down (config.validate says the same).
 func compatibleTargetTypes(cfg *config.Config) []string {
 	var out []string
+	ct := cfg.Feature.CopyTarget
 	for _, k := range []string{"targetless", "pod", "deployment", "rollout", "job", "cronjob", "statefulset", "service", "replicaset"} {
-		ct := cfg.Feature.CopyTarget
-		if ct.Enabled && (k == "targetless" || k == "rollout" || k == "service") {
+		if ct.Enabled && k == "targetless" {
 			continue
 		}
-		if ct.Enabled && ct.ScaleDown && k == "pod" {
+		if ct.Enabled && ct.ScaleDown && k != "deployment" && k != "rollout" && k != "statefulset" && k != "replicaset" {
 			continue
 		}
 		out = append(out, k)

@@ -334,7 +334,8 @@ func (DNSConfig) jsonSchemaAlternatives() []map[string]any {
 }
 
 // CopyTarget runs the session against a copy of the target pod (an
-// operator feature).
+// operator feature upstream, built in here); ScaleDown scales the
+// target's workload to 0 for the session.
 type CopyTarget struct {
 	Enabled   bool `json:"enabled"`
 	ScaleDown bool `json:"scale_down"`

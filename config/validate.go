@@ -20,6 +20,9 @@ const (
 	maxReadonlyFileBuffer = 15 * mib
 )
 
+// scalable are the target kinds copy_target.scale_down can scale to 0.
+var scalable = map[string]bool{"deployment": true, "rollout": true, "statefulset": true, "replicaset": true}
+
 // validate checks the rules that involve more than one key, and values
 // whose syntax is richer than their type (regexes, filters, addresses).
 // Warnings are stored on c.
@@ -46,14 +49,22 @@ func (c *Config) validate() error {
 	if c.Agent.Ephemeral && c.Agent.Namespace != nil {
 		warn("agent.namespace is ignored with agent.ephemeral: the agent runs in the target pod")
 	}
-	if f.CopyTarget.Enabled && c.Operator != nil && !*c.Operator {
-		es.add("feature.copy_target", "copy_target is an operator feature, but \"operator\" is false")
+	// copy_target is built in (upstream needs its operator for it).
+	if ct := f.CopyTarget; ct.ScaleDown {
+		switch {
+		case !ct.Enabled:
+			warn("feature.copy_target.scale_down has no effect while copy_target is disabled")
+		case c.Target.Path != nil && !c.Target.Targetless() && !scalable[c.Target.Path.Kind]:
+			es.add("feature.copy_target.scale_down", "target %s cannot be scaled down; scale_down works with deployment, rollout, statefulset and replicaset targets (remove scale_down, or keep copy_target alone)", c.Target.Path)
+		case c.Agent.Ephemeral:
+			// The replicas are restored by the agent's Job when mirrord
+			// is killed; an ephemeral agent runs with the pod's own
+			// service account and no Job.
+			es.add("feature.copy_target.scale_down", "scale_down needs the Job agent, which restores the replicas if mirrord is killed; set agent.ephemeral to false, or remove scale_down")
+		}
 	}
 	if c.Operator != nil && *c.Operator {
 		warn("operator: the mirrord operator is not available in this implementation; mirrord runs without it")
-	}
-	if f.CopyTarget.Enabled {
-		warn("feature.copy_target: operator features are not available in this implementation")
 	}
 	if len(f.SplitQueues) > 0 {
 		warn("feature.split_queues: operator features are not available in this implementation")

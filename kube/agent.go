@@ -75,6 +75,9 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 		"--first-client-timeout", "60s"}
 	if target != nil {
 		args = append(args, "--container-id", target.ContainerID)
+		if target.Duty != nil {
+			args = append(args, target.Duty.AgentArgs()...)
+		}
 	}
 	caps := []corev1.Capability{}
 	for _, c := range defaultCapabilities {
@@ -114,6 +117,10 @@ func AgentJob(cfg *config.Config, target *Target, namespace, token string) *batc
 	}
 	if a.ServiceAccount != nil {
 		spec.ServiceAccountName = *a.ServiceAccount
+	} else if target != nil && target.Duty != nil {
+		// The agent talks to the API server for its duty.
+		spec.ServiceAccountName = target.Duty.ServiceAccount
+		spec.AutomountServiceAccountToken = ptr(true)
 	} else {
 		// The agent does not talk to the API server. Without the
 		// token volume the kubelet has nothing to mount before it
@@ -268,6 +275,13 @@ func (c *Client) StartAgent(ctx context.Context, cfg *config.Config, target *Tar
 				steps.Done("agent job created", "job", created.Name)
 				a := &Agent{Namespace: namespace, JobName: created.Name, Token: token, Shared: target != nil, client: c, jobUID: created.UID}
 				a.ownSecret(ctx, secret, created)
+				if target != nil && target.Duty != nil {
+					if err := target.Duty.ownAccount(ctx, created.Name, created.UID); err != nil {
+						// Revoke still removes it; only a killed
+						// mirrord would leave it.
+						steps.Logger().Warn("the agent's service account is not tied to its job", "err", err)
+					}
+				}
 				if err := a.waitReady(ctx, time.Until(deadline), steps); err != nil {
 					a.Delete(context.Background())
 					return nil, err

@@ -91,7 +91,7 @@ func CopyPod(tmpl corev1.PodTemplateSpec, cfg *config.Config, ns, kind, name str
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "mirrord-copy-" + trimName(name, 40) + "-",
 			Namespace:    ns,
-			Labels:       map[string]string{"app": "mirrord-copy", "mirrord.dev/copy-of": kind + "." + trimName(name, 50)},
+			Labels:       map[string]string{"app": "mirrord-copy", CopyOfLabel: kind + "." + trimName(name, 50)},
 			Annotations:  tmpl.Annotations,
 		},
 		Spec: *spec,
@@ -146,6 +146,11 @@ func (c *Client) waitCopy(ctx context.Context, pod *corev1.Pod, timeout time.Dur
 func (a *Agent) Adopt(ctx context.Context, pod *corev1.Pod) error {
 	if a.jobUID == "" {
 		return errors.New("the agent's job is not known")
+	}
+	if pod.Namespace != a.Namespace {
+		// An owner in another namespace counts as absent: the garbage
+		// collector would delete the copy at once.
+		return fmt.Errorf("the agent's job is in namespace %q, the copy in %q (agent.namespace), and an owner must be in its dependent's namespace", a.Namespace, pod.Namespace)
 	}
 	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":%q,"uid":%q}]}}`, a.JobName, a.jobUID)
 	_, err := a.client.Clientset.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})

@@ -23,6 +23,9 @@ type Target struct {
 	Container   string
 	ContainerID string // runtime ID without the "containerd://" prefix
 	Runtime     string // "containerd", "docker", "cri-o"
+	// Duty, for a copy made for feature.copy_target, is what the agent
+	// does once the session is gone; nil otherwise.
+	Duty *CopyDuty
 }
 
 // meshSidecars are containers injected by service meshes; they are never

@@ -73,11 +73,27 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error)
 		// All of them, the recovery included, as warnings: shown in
 		// every progress mode, since the loss was.
 		o.Progress.Warning(e.Message)
+		if e.Kind == intproxy.Reconnected && a.connected != nil {
+			// The agent may have restored what the session changed
+			// while it was away (copy_target.scale_down).
+			go func() {
+				if err := a.connected(context.Background()); err != nil {
+					o.Progress.Warning(err.Error())
+				}
+			}()
+		}
 	}))
 	proxy, err := connectRetry(ctx, a, cfg, o.Log)
 	if err != nil {
 		a.close()
 		return nil, err
+	}
+	if a.connected != nil {
+		if err := a.connected(ctx); err != nil {
+			proxy.Close()
+			a.close()
+			return nil, err
+		}
 	}
 	hello := proxy.Hello()
 	o.Log.Info("connected to agent", "addr", a.addr, "agent", hello.Agent, "hostname", hello.Hostname)
@@ -108,7 +124,10 @@ type agentConn struct {
 	// redial says where the agent is after the connection dropped (nil:
 	// the same address).
 	redial intproxy.Redialer
-	close  func()
+	// connected, when set, is run once the proxy is connected, and again
+	// after each reconnection.
+	connected func(context.Context) error
+	close     func()
 }
 
 func findAgent(ctx context.Context, cfg *config.Config, o Options) (*agentConn, error) {
@@ -161,12 +180,18 @@ func startClusterAgent(ctx context.Context, cfg *config.Config, log *slog.Logger
 	}
 	c := &clusterAgent{cfg: cfg, client: client, ns: ns, agentNS: agentNS, log: log, prog: prog}
 	if err := c.start(ctx, steps); err != nil {
+		c.mu.Lock()
+		c.dropCopy()
+		c.mu.Unlock()
 		return nil, err
 	}
 	log.Info("agent ready", "job", c.agent.JobName, "pod", c.agent.PodName, "container", c.agent.Container, "local", c.addr, "took", time.Since(start))
 	a := &agentConn{addr: c.addr, token: c.agent.Token, via: c.via, redial: c.redial, close: c.close}
 	if c.target != nil {
 		a.probePorts = c.target.HTTPProbePorts()
+	}
+	if c.scaled != nil {
+		a.connected = c.scaleDown
 	}
 	return a, nil
 }
@@ -191,8 +216,17 @@ type clusterAgent struct {
 	// replacing is the agent whose pod went away, once that was said.
 	replacing *kube.Agent
 	// copy is the pod made for a Job or CronJob target without a
-	// running pod (kube.StartCopy), removed when the session ends.
+	// running pod (kube.StartCopy), or for feature.copy_target
+	// (kube.StartTargetCopy), removed when the session ends.
 	copy *corev1.Pod
+	// duty is what the agent of a copy_target session does once the
+	// session is gone (kube.CopyDuty); nil: nothing (the copy is owned
+	// by the agent's Job).
+	duty *kube.CopyDuty
+	// scaled is the workload copy_target.scale_down scales to 0 once
+	// the session is connected.
+	scaled *kube.Workload
+	dyn    dynamic.Interface
 }
 
 // start resolves the target, starts (or joins) its agent and
@@ -202,11 +236,15 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 	var target *kube.Target
 	via := "targetless"
 	if !cfg.Target.Targetless() {
-		dyn, err := dynamic.NewForConfig(c.client.Config)
-		if err != nil {
-			return err
+		if c.dyn == nil {
+			dyn, err := dynamic.NewForConfig(c.client.Config)
+			if err != nil {
+				return err
+			}
+			c.dyn = dyn
 		}
-		if target, err = c.resolve(ctx, dyn, steps); err != nil {
+		var err error
+		if target, err = c.resolve(ctx, c.dyn, steps); err != nil {
 			return err
 		}
 		via = fmt.Sprintf("pod/%s/container/%s", target.Pod.Name, target.Container)
@@ -225,12 +263,20 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 		agent, err = c.client.StartAgent(ctx, cfg, target, c.agentNS, steps)
 	}
 	if err != nil {
-		c.dropCopy()
+		if !cfg.Feature.CopyTarget.Enabled {
+			// A new copy on the next try. A copy_target copy stays
+			// for the session: the scaled-down workload names it.
+			c.dropCopy()
+		}
 		return err
 	}
+	// The copy goes with the agent's Job (also when mirrord is killed
+	// before the agent could do its duty), unless they are in different
+	// namespaces, where an owner counts as absent; the agent's duty then
+	// removes it. An ephemeral agent has no Job to own it.
 	if c.copy != nil && agent.Ephemeral {
 		c.log.Warn("the target's copy is removed when the session ends, but not if mirrord is killed: an ephemeral agent has no Job to own it", "pod", c.copy.Name)
-	} else if c.copy != nil {
+	} else if c.copy != nil && (c.duty == nil || c.copy.Namespace == agent.Namespace) {
 		if err := agent.Adopt(ctx, c.copy); err != nil {
 			// close still removes it; only a killed mirrord would
 			// leave it.
@@ -267,17 +313,40 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 // agent for the session targets the same copy while it runs.
 func (c *clusterAgent) resolve(ctx context.Context, dyn dynamic.Interface, steps *kube.Steps) (*kube.Target, error) {
 	tp := c.cfg.Target.Path
+	copyTarget := c.cfg.Feature.CopyTarget.Enabled
+	job := tp.Kind == "job" || tp.Kind == "cronjob"
 	if c.copy != nil {
 		if p, err := c.client.Clientset.CoreV1().Pods(c.copy.Namespace).Get(ctx, c.copy.Name, metav1.GetOptions{}); err == nil && p.Status.Phase == corev1.PodRunning {
-			return kube.TargetOf(p, tp.Container)
+			t, err := kube.TargetOf(p, tp.Container)
+			if t != nil {
+				t.Duty = c.duty
+			}
+			return t, err
+		}
+		if copyTarget && !job {
+			return nil, fmt.Errorf("the target's copy, pod %s/%s, is gone or not running (feature.copy_target): %w", c.copy.Namespace, c.copy.Name, kube.ErrTargetNotFound)
 		}
 		c.dropCopy()
 	}
+	if copyTarget && job {
+		// A Job's pods do the job's work: their copy idles (the copy
+		// made for a Job without a running pod), with or without a
+		// running pod.
+		return c.startCopy(ctx, tp, steps)
+	}
 	target, err := kube.ResolveTarget(ctx, c.client.Clientset, dyn, c.ns, tp.Kind, tp.Name, tp.Container)
-	if err == nil || (tp.Kind != "job" && tp.Kind != "cronjob") || !errors.Is(err, kube.ErrNoRunningPod) {
+	if copyTarget && err == nil {
+		return c.startTargetCopy(ctx, dyn, target, steps)
+	}
+	if err == nil || !job || !errors.Is(err, kube.ErrNoRunningPod) {
 		return target, err
 	}
 	c.log.Info("the target has no running pod: running a copy of its pod", "target", tp.String())
+	return c.startCopy(ctx, tp, steps)
+}
+
+// startCopy runs an idle copy of a Job's or CronJob's pod template.
+func (c *clusterAgent) startCopy(ctx context.Context, tp *config.TargetPath, steps *kube.Steps) (*kube.Target, error) {
 	c.prog.Step("target copy", tp.String())
 	copy, err := c.client.StartCopy(ctx, c.cfg, c.ns, tp.Kind, tp.Name, steps)
 	if err != nil {
@@ -287,11 +356,76 @@ func (c *clusterAgent) resolve(ctx context.Context, dyn dynamic.Interface, steps
 	return kube.TargetOf(copy, tp.Container)
 }
 
-// dropCopy removes the target's copy, if the session made one.
+// startTargetCopy runs the copy of target's pod that feature.copy_target
+// asks for, checks first that copy_target.scale_down can scale the
+// workload, and, when the agent must clean up after the session
+// (scale_down, or an agent in another namespace than the copy, which
+// cannot own it), gives the agent the permissions for it.
+func (c *clusterAgent) startTargetCopy(ctx context.Context, dyn dynamic.Interface, target *kube.Target, steps *kube.Steps) (*kube.Target, error) {
+	tp := c.cfg.Target.Path
+	var scaled *kube.Workload
+	if c.cfg.Feature.CopyTarget.ScaleDown {
+		w, err := kube.ScaledWorkload(ctx, c.client.Clientset, c.ns, tp.Kind, tp.Name)
+		if err != nil {
+			return nil, err
+		}
+		if err := kube.CheckScalable(ctx, dyn, w); err != nil {
+			return nil, err
+		}
+		scaled = &w
+	}
+	copy, err := c.client.StartTargetCopy(ctx, c.cfg, target, tp.Kind, tp.Name, steps)
+	if err != nil {
+		return nil, err
+	}
+	c.prog.Step("target copy", copy.Namespace+"/"+copy.Name)
+	c.copy = copy
+	if scaled != nil || c.agentNS != copy.Namespace {
+		duty, err := c.client.GrantCopyDuty(ctx, c.agentNS, copy, scaled, c.cfg.Agent.ServiceAccount)
+		if err != nil {
+			return nil, err
+		}
+		c.duty, c.scaled = duty, scaled
+	}
+	t, err := kube.TargetOf(copy, tp.Container)
+	if err != nil {
+		return nil, err
+	}
+	t.Duty = c.duty
+	return t, nil
+}
+
+// scaleDown scales the target's workload to 0 for copy_target.scale_down,
+// once the session is connected to the agent that restores it when the
+// session is gone; again after a reconnection, if the agent restored it
+// meanwhile.
+func (c *clusterAgent) scaleDown(ctx context.Context) error {
+	c.mu.Lock()
+	w, copy := c.scaled, c.copy
+	c.mu.Unlock()
+	if w == nil || copy == nil {
+		return nil
+	}
+	if err := kube.ScaleDown(ctx, c.dyn, *w, copy.Name); err != nil {
+		return err
+	}
+	c.log.Info("scaled down to 0 replicas for the session (feature.copy_target.scale_down)", "workload", w.String(), "namespace", w.Namespace)
+	c.prog.Step("scaled down", w.String())
+	return nil
+}
+
+// dropCopy removes the target's copy, if the session made one, and the
+// permissions of its agent's duty.
 func (c *clusterAgent) dropCopy() {
 	if c.copy != nil {
 		c.client.DeleteCopy(context.Background(), c.copy)
 		c.copy = nil
+	}
+	if c.duty != nil {
+		if err := c.duty.Revoke(context.Background()); err != nil {
+			c.log.Warn("the agent's permissions stay until the garbage collector removes them with the copy", "err", err)
+		}
+		c.duty, c.scaled = nil, nil
 	}
 }
 
@@ -340,13 +474,31 @@ func (c *clusterAgent) redial(ctx context.Context) (intproxy.AgentAddr, error) {
 // the session ends. A targeted one may serve other sessions on the target
 // too: it exits one TTL (agent.ttl) after its last session left, and the
 // Job's TTL removes the rest; the same happens when mirrord is killed.
+//
+// A session on a copy restores the workload it scaled down first, then
+// removes its agent (no other session targets its copy) and the copy. If
+// the restore fails, the agent and the copy stay: the agent restores the
+// workload when it exits, and removes the copy.
 func (c *clusterAgent) close() {
 	t := time.Now()
 	c.mu.Lock()
-	agent, stopFwd := c.agent, c.stopFwd
+	agent, stopFwd, scaled, copy := c.agent, c.stopFwd, c.scaled, c.copy
 	c.mu.Unlock()
+	if scaled != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		restored, err := kube.RestoreScale(ctx, c.dyn, *scaled, copy.Name)
+		cancel()
+		if err != nil {
+			c.prog.Warning(fmt.Sprintf("%v; the agent (job %s/%s) restores it when it exits, one agent.ttl from now", err, agent.Namespace, agent.JobName))
+			stopFwd()
+			return
+		}
+		if restored {
+			c.log.Info("restored the scaled-down workload", "workload", scaled.String(), "namespace", scaled.Namespace)
+		}
+	}
 	stopFwd()
-	if !agent.Shared {
+	if !agent.Shared || copy != nil {
 		agent.Delete(context.Background())
 	}
 	c.mu.Lock()
