@@ -82,11 +82,13 @@ lint:
 	@$(MAKE) -s lint-darwin
 
 # The darwin build holds the packages `mirrord` pulls in there (the engine
-# ones are Linux-only, README: Supported platforms): vet them for darwin.
+# ones are Linux-only, README: Supported platforms): vet and staticcheck
+# them for darwin (staticcheck built for this machine, run for darwin).
 lint-darwin:
-	@for a in $(DARWIN_ARCHES); do \
+	@sc=$$(go tool -n staticcheck); for a in $(DARWIN_ARCHES); do \
 		pkgs=$$(GOOS=darwin GOARCH=$$a go list -deps ./cmd/mirrord | grep '^github.com/mirrord-go/mirrord'); \
 		GOOS=darwin GOARCH=$$a go vet $$pkgs; \
+		GOOS=darwin GOARCH=$$a $$sc $$pkgs; \
 	done
 
 ## fuzz: each fuzz target for FUZZTIME (default 6s), one after the other:
