@@ -106,8 +106,10 @@ fuzz:
 deps:
 	@scripts/deps.sh
 
-## test: everything CI checks: lint, unit and hermetic integration tests,
-## a short run of each fuzz target (`make fuzz`), then the e2e tests on the
+## test: everything CI checks: lint (also of the darwin build), the
+## binaries of every platform (`make cross`), unit and hermetic integration
+## tests, the arm64 unit tests under qemu-user (`make unit-arm64`), a short
+## run of each fuzz target (`make fuzz`), then the e2e tests on the
 ## local Kubernetes cluster (built the first time, about 20 minutes on 2
 ## cores; reused afterwards; `make e2e-down` removes it). `make unit` is the
 ## quick loop.
@@ -120,7 +122,7 @@ test: deps lint build cross
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 	@echo "== e2e tests (local Kubernetes cluster)"
 	@E2E_TEST_FLAGS="-count=1" e2e/run.sh
-	@echo "make test: PASS — lint, unit, hermetic integration, fuzz and e2e"
+	@echo "make test: PASS — lint, builds, unit, hermetic integration, arm64 unit, fuzz and e2e"
 
 ## demo: a local cluster with a sample app, and mirrord exec against it.
 demo: deps
