@@ -154,6 +154,7 @@ bench: deps
 ## bench/results.md. Separate from bench for its length.
 soak: deps
 	go test -tags bench -run '^TestSoak$$' -count=1 -v -timeout 3h ./integration
+	go run ./bench/cmd/charts
 
 clean:
 	rm -rf bin preload/lib/*/

@@ -56,35 +56,17 @@ func TestNoTimeoutsServesUntilStopped(t *testing.T) {
 // the TTL alone.
 func TestWaitsForDroppedClient(t *testing.T) {
 	const ttl = 200 * time.Millisecond
-	start := func() (addr string, done chan error) {
-		ready := make(chan net.Addr, 1)
-		done = make(chan error, 1)
-		ctx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		go func() {
-			done <- Run(ctx, Options{Listen: "127.0.0.1:0", TTL: ttl, Ready: func(a net.Addr) { ready <- a }})
-		}()
-		return (<-ready).String(), done
-	}
+	start := func() (string, <-chan error) { return runAgent(t, Options{TTL: ttl}) }
 	// connect opens a session and says hello as session id.
 	connect := func(addr, id string) *yamux.Session {
 		t.Helper()
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := yamux.Client(c, protocol.MuxConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		call(t, s, &protocol.Hello{Version: protocol.Version, ReconnectSeconds: 1, Session: id})
-		return s
+		return dialAgent(t, addr, &protocol.Hello{Version: protocol.Version, ReconnectSeconds: 1, Session: id})
 	}
 	bye := func(s *yamux.Session) {
 		call(t, s, &protocol.Bye{})
 		s.Close()
 	}
-	ended := func(done chan error, within time.Duration) bool {
+	ended := func(done <-chan error, within time.Duration) bool {
 		select {
 		case <-done:
 			return true

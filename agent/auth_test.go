@@ -2,9 +2,7 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -22,25 +20,9 @@ import (
 func TestAuthentication(t *testing.T) {
 	const token = "0123456789abcdef-secret-token"
 	var logBuf syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan net.Addr, 1)
-	go Run(ctx, Options{Listen: "127.0.0.1:0", Token: token, Ready: func(a net.Addr) { ready <- a },
+	addr, _ := runAgent(t, Options{Token: token,
 		Logger: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	addr := (<-ready).String()
-
-	dial := func(t *testing.T) *yamux.Session {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := yamux.Client(c, protocol.MuxConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	dial := func(t *testing.T) *yamux.Session { return dialAgent(t, addr, nil) }
 	// send writes req on a new stream and returns the reply.
 	send := func(s *yamux.Session, req protocol.Message) (protocol.Message, error) {
 		st, err := s.OpenStream()

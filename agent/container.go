@@ -9,7 +9,10 @@ import (
 )
 
 // FindContainerPID finds the main process of a container from its runtime
-// ID, as the agent sees the node's processes (the agent pod has hostPID).
+// ID, as the agent sees its processes: all the node's (a Job agent has
+// hostPID) or the target container's (an ephemeral agent shares its PID
+// namespace; its main process is then not necessarily PID 1, as a pod with
+// shareProcessNamespace has one PID namespace for all its containers).
 // Every process of a container has the ID in its cgroup path (for example
 // ".../cri-containerd-<id>.scope" or "/kubepods/.../<id>"); the container's
 // first process is the one with the lowest PID whose parent is not in the
@@ -43,7 +46,7 @@ func FindContainerPID(procRoot, id string) (int, error) {
 		}
 	}
 	if best == 0 {
-		return 0, fmt.Errorf("no process of container %s found under %s (does the agent run with hostPID on the target's node?)", id, procRoot)
+		return 0, fmt.Errorf("no process of container %s found under %s (the agent must see the target's processes: hostPID on its node, or as an ephemeral container, the target container's PID namespace)", id, procRoot)
 	}
 	return best, nil
 }

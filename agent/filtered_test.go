@@ -23,7 +23,7 @@ import (
 
 // serveNamed serves HTTP/1.1 and h2c on a loopback port, answering
 // "NAME <X-Req-Id>", until the test ends.
-func serveNamed(t *testing.T, name string) *net.TCPAddr {
+func serveNamed(t testing.TB, name string) *net.TCPAddr {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,13 +45,13 @@ func serveNamed(t *testing.T, name string) *net.TCPAddr {
 // listener whose connections serveFiltered takes, for the target's app
 // ("orig") and one session whose local app ("local") gets the requests
 // with "X-User: alice", through a yamux session as in the CLI.
-func filteredSetup(t *testing.T) (front string) {
+func filteredSetup(t testing.TB) (front string) {
 	return subscribedSetup(t, protocol.Subscribe{Mode: "steal", Filter: &httpfilter.Spec{Header: "^x-user: alice$"}})
 }
 
 // subscribedSetup is filteredSetup for the subscription req (its port is
 // set here).
-func subscribedSetup(t *testing.T, req protocol.Subscribe) (front string) {
+func subscribedSetup(t testing.TB, req protocol.Subscribe) (front string) {
 	t.Helper()
 	orig := serveNamed(t, "orig")
 	local := serveNamed(t, "local")

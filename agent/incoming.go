@@ -25,8 +25,43 @@ import (
 )
 
 // tablePrefix marks nftables tables as ours; the suffix is the agent's
-// PID, so a stale table (its agent is gone) can be recognised and removed.
+// PID and its PID namespace (tableName), so a stale table (its agent is
+// gone) can be recognised and removed.
 const tablePrefix = "mirrord_agent_"
+
+// tableName is this agent's table: a PID means something only in its PID
+// namespace, and the agents in one network namespace may live in several
+// (a Job agent sees the node's PIDs, an ephemeral agent in the target's
+// pod those of the target container).
+func tableName() string {
+	return fmt.Sprintf("%s%d_%d", tablePrefix, os.Getpid(), ownPIDNamespace())
+}
+
+// ownPIDNamespace is the inode of the agent's PID namespace (0 if unknown).
+func ownPIDNamespace() uint64 {
+	var st unix.Stat_t
+	if unix.Stat("/proc/self/ns/pid", &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// staleTable says whether the table name (ours) was left by an agent that
+// is gone. A table of an agent in another PID namespace is not judged
+// (its PID cannot be looked up here): an agent of that namespace cleans it.
+func staleTable(name string, ownNS uint64) bool {
+	suffix, _ := strings.CutPrefix(name, tablePrefix)
+	pidStr, nsStr, hasNS := strings.Cut(suffix, "_")
+	if hasNS && nsStr != strconv.FormatUint(ownNS, 10) {
+		return false
+	}
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid == os.Getpid() {
+		return true
+	}
+	_, err = os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err != nil
+}
 
 // incoming redirects subscribed ports of the target to a listener of the
 // agent in the target's network namespace, with an nftables REDIRECT rule
@@ -90,10 +125,14 @@ func (s *subscription) shares(other *subscription) bool {
 // cleanStaleTables removes tables left by agents that are no longer
 // running (for example one that was killed).
 func (a *Agent) cleanStaleTables() {
-	if a.target.netns == nil {
+	if a.target.pid == 0 {
 		return
 	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(a.target.netns.Fd())))
+	var opts []nftables.ConnOption
+	if a.target.netns != nil {
+		opts = append(opts, nftables.WithNetNSFd(int(a.target.netns.Fd())))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return
 	}
@@ -101,15 +140,10 @@ func (a *Agent) cleanStaleTables() {
 	if err != nil {
 		return
 	}
+	ownNS := ownPIDNamespace()
 	for _, t := range tables {
-		pid, ok := strings.CutPrefix(t.Name, tablePrefix)
-		if !ok {
+		if !strings.HasPrefix(t.Name, tablePrefix) || !staleTable(t.Name, ownNS) {
 			continue
-		}
-		if n, err := strconv.Atoi(pid); err == nil && n != os.Getpid() {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", n)); err == nil {
-				continue // another live agent's table
-			}
 		}
 		c.DelTable(t)
 		a.log.Info("removed stale nftables table", "table", t.Name)
@@ -304,7 +338,7 @@ func (in *incoming) ensureTable() error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: tablePrefix + strconv.Itoa(os.Getpid())})
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: tableName()})
 	ch := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
 	if err := c.Flush(); err != nil {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"net"
 	"testing"
@@ -23,33 +22,10 @@ func TestSessionConnectionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); c.Read(make([]byte, 1)) }()
-		}
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan net.Addr, 1)
-	go Run(ctx, Options{Listen: "127.0.0.1:0", MaxConnections: limit, Ready: func(a net.Addr) { ready <- a }})
-	addr := (<-ready).String()
-
+	serveEach(ln, func(c net.Conn) { defer c.Close(); c.Read(make([]byte, 1)) })
+	addr, _ := runAgent(t, Options{MaxConnections: limit})
 	session := func() *yamux.Session {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := yamux.Client(c, protocol.MuxConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		call(t, s, &protocol.Hello{Version: protocol.Version, Client: "test"})
-		return s
+		return dialAgent(t, addr, &protocol.Hello{Version: protocol.Version, Client: "test"})
 	}
 	dial := func(s *yamux.Session) (*yamux.Stream, error) {
 		st, err := s.OpenStream()

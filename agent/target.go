@@ -32,14 +32,35 @@ func openTarget(pid int) (*target, error) {
 		return nil, fmt.Errorf("target pid %d: no such process", pid)
 	}
 	var err error
-	if t.netns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil {
+	if t.netns, err = openNamespace(pid, "net"); err != nil {
 		return nil, fmt.Errorf("target pid %d: cannot open its network namespace (the agent needs root or CAP_SYS_PTRACE): %w", pid, err)
 	}
-	if t.utsns, err = os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid)); err != nil {
-		t.netns.Close()
+	if t.utsns, err = openNamespace(pid, "uts"); err != nil {
+		if t.netns != nil {
+			t.netns.Close()
+		}
 		return nil, fmt.Errorf("target pid %d: cannot open its UTS namespace: %w", pid, err)
 	}
 	return t, nil
+}
+
+// openNamespace opens the namespace of kind name ("net", "uts") of pid,
+// or returns nil when the agent is in it already: an agent in the target's
+// pod (an ephemeral container shares the pod's network and UTS
+// namespaces) then works where it is, without setns, which would need
+// CAP_SYS_ADMIN for nothing.
+func openNamespace(pid int, name string) (*os.File, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
+	if err != nil {
+		return nil, err
+	}
+	var theirs, ours unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &theirs) == nil && unix.Stat("/proc/self/ns/"+name, &ours) == nil &&
+		theirs.Dev == ours.Dev && theirs.Ino == ours.Ino {
+		f.Close()
+		return nil, nil
+	}
+	return f, nil
 }
 
 func (t *target) Close() {

@@ -21,15 +21,7 @@ func TestDialUnix(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	serveEach(ln, func(c net.Conn) { io.Copy(c, c); c.Close() })
 	if err := os.Symlink("app.sock", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,10 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -33,14 +30,12 @@ type AgentCmd struct {
 // "agent listening on ADDR", which a parent process can read to learn
 // the port.
 func (c *AgentCmd) Run(env *Env) error {
-	log, closeLog, err := newLogger(env)
+	srv, err := untilInterrupted(env)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return agent.Run(ctx, agent.Options{
+	defer srv.close()
+	return agent.Run(srv.ctx, agent.Options{
 		TargetPID:          c.TargetPID,
 		ContainerID:        c.ContainerID,
 		Token:              os.Getenv("MIRRORD_AGENT_TOKEN"),
@@ -48,7 +43,7 @@ func (c *AgentCmd) Run(env *Env) error {
 		TTL:                c.TTL,
 		FirstClientTimeout: c.FirstClientTimeout,
 		MaxConnections:     c.MaxConnections,
-		Logger:             log,
+		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
 		},

@@ -85,10 +85,23 @@ func TestConfigSchema(t *testing.T) {
 	}
 }
 
-func TestContainerNotYetSupported(t *testing.T) {
-	r := runCLI(t, nil, "container", "--", "docker", "run", "x")
-	if r.code != 2 || !strings.Contains(r.stderr, "not yet supported") {
-		t.Errorf("container: exit %d, stderr %q", r.code, r.stderr)
+// TestContainerBadCommand: a command that is not a runtime's run, or a run
+// mirrord cannot read, is refused before anything starts (no cluster is
+// configured here: reaching one would fail differently).
+func TestContainerBadCommand(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"container"}, "no command given"},
+		{[]string{"container", "--", "ls", "-l"}, "must be a container runtime's run"},
+		{[]string{"container", "--", "docker", "ps"}, "must be a container runtime's run"},
+		{[]string{"container", "-f", "/no/such/config.json", "--", "docker", "run", "x"}, "config"},
+	} {
+		r := runCLI(t, nil, tt.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%q: exit %d, stderr %q; want %q", tt.args, r.code, r.stderr, tt.want)
+		}
 	}
 }
 

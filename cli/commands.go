@@ -313,17 +313,6 @@ func (c *SchemaCmd) Run(env *Env) error {
 	return f.Close()
 }
 
-// ContainerCmd is `mirrord container`.
-type ContainerCmd struct {
-	ConfigFlags
-	TargetFlags
-	Command []string `arg:"" optional:"" passthrough:"partial" help:"The container command (docker run ...)."`
-}
-
-func (c *ContainerCmd) Run() error {
-	return session.NotBuilt("container: running a local container in a target's context is not yet supported")
-}
-
 // CompletionsCmd prints a completion script. The script calls mirrord back
 // with COMP_LINE set; Main answers those calls through kongplete.
 type CompletionsCmd struct {

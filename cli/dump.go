@@ -1,22 +1,18 @@
 package cli
 
 import (
-	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"unicode/utf8"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/protocol"
-	"github.com/mirrord-go/mirrord/session"
 )
 
 // DumpCmd is `mirrord dump`.
@@ -74,18 +70,12 @@ func (c *DumpCmd) Run(env *Env) error {
 	if cfg.Target.Targetless() && c.AgentAddr == "" && cfg.ConnectTCP == nil {
 		return errors.New("dump: give the target whose incoming traffic to print with -t/--target (e.g. -t deploy/api)")
 	}
-	log, closeLog, err := newLogger(env)
+	srv, err := startServing(env, cfg, prog, c.AgentAddr)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
+	defer srv.close()
+	ctx, sess := srv.ctx, srv.sess
 
 	d := &dumper{w: env.Stdout}
 	cancel, err := sess.Mirror(ctx, ports, d.serve)

@@ -1,13 +1,18 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
+	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/progress"
+	"github.com/mirrord-go/mirrord/session"
 )
 
 // newLogger builds mirrord's own logger. The program's stdout and stderr
@@ -46,4 +51,48 @@ func lookup(env *Env, key string) (string, bool) {
 // newProgress is the progress reporter MIRRORD_PROGRESS_MODE asks for.
 func newProgress(env *Env) *progress.Reporter {
 	return progress.FromEnv(func(k string) (string, bool) { return lookup(env, k) }, env.Stdout, env.Stderr)
+}
+
+// serving is what a command that serves until Ctrl-C holds: a context
+// that ends on SIGINT or SIGTERM, mirrord's log, and, from startServing,
+// a session.
+type serving struct {
+	ctx  context.Context
+	log  *slog.Logger
+	sess *session.Session
+	undo []func() // in the order done
+}
+
+// close ends the session, the signal handling and the log.
+func (s *serving) close() {
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		s.undo[i]()
+	}
+}
+
+// untilInterrupted starts the log and the signal handling of a command
+// that serves until Ctrl-C.
+func untilInterrupted(env *Env) (*serving, error) {
+	log, closeLog, err := newLogger(env)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	return &serving{ctx: ctx, log: log, undo: []func(){closeLog, stop}}, nil
+}
+
+// startServing is untilInterrupted, then the session for cfg (with the
+// agent at agentAddr when one is given).
+func startServing(env *Env, cfg *config.Config, prog *progress.Reporter, agentAddr string) (*serving, error) {
+	s, err := untilInterrupted(env)
+	if err != nil {
+		return nil, err
+	}
+	s.sess, err = session.Start(s.ctx, cfg, session.Options{AgentAddr: agentAddr, Log: s.log, Progress: prog})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.undo = append(s.undo, s.sess.Close)
+	return s, nil
 }

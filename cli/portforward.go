@@ -8,17 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/intproxy"
 	"github.com/mirrord-go/mirrord/relay"
-	"github.com/mirrord-go/mirrord/session"
 )
 
 // forward is one parsed -L mapping.
@@ -115,19 +112,12 @@ func (c *PortForwardCmd) Run(env *Env) error {
 	if len(revs) > 0 && cfg.Target.Targetless() && c.AgentAddr == "" && cfg.ConnectTCP == nil {
 		return errors.New("port-forward -R takes traffic arriving at a target: give one with -t (e.g. -t deploy/api)")
 	}
-	log, closeLog, err := newLogger(env)
+	srv, err := startServing(env, cfg, prog, c.AgentAddr)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	proxy := sess.Proxy
+	defer srv.close()
+	ctx, log, sess, proxy := srv.ctx, srv.log, srv.sess, srv.sess.Proxy
 
 	var wg sync.WaitGroup
 	var closers []io.Closer

@@ -228,6 +228,12 @@ func (c *cluster) startLocalApp(t *testing.T, engine, target string, port int, b
 // the test ends; it returns the file its output goes to.
 func (c *cluster) startLocal(t *testing.T, engine, target, cfg string, command ...string) string {
 	t.Helper()
+	return c.startLocalIn(t, fixtureNamespace, engine, target, cfg, command...)
+}
+
+// startLocalIn is startLocal with a target in namespace ns.
+func (c *cluster) startLocalIn(t *testing.T, ns, engine, target, cfg string, command ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	cfgFile, outFile := filepath.Join(dir, "mirrord.json"), filepath.Join(dir, "app.out")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
@@ -238,7 +244,7 @@ func (c *cluster) startLocal(t *testing.T, engine, target, cfg string, command .
 		t.Fatal(err)
 	}
 	cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
-		"--engine", engine, "-t", target, "-n", fixtureNamespace, "-f", cfgFile, "--")
+		"--engine", engine, "-t", target, "-n", ns, "-f", cfgFile, "--")
 	cmd.Args = append(cmd.Args, command...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -5,7 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +56,7 @@ func TestPodSecurityRestricted(t *testing.T) {
 		t.Fatalf("mirrord exec succeeded in a restricted namespace:\n%s", out)
 	}
 	t.Logf("refused after %v", took.Round(time.Millisecond))
-	for _, want := range []string{"pod-security.kubernetes.io/enforce", `"restricted"`, "agent.namespace"} {
+	for _, want := range []string{"pod-security.kubernetes.io/enforce", `"restricted"`, "agent.namespace", "agent.ephemeral", "agent.disabled_capabilities"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the error lacks %q:\n%s", want, out)
 		}
@@ -73,5 +75,31 @@ func TestPodSecurityRestricted(t *testing.T) {
 	out, _, err = mirrord("--agent-namespace", fixtureNamespace, "--", "sh", "-c", "echo env=$PSA_E2E")
 	if err != nil || !strings.Contains(out, "env=inside-restricted") {
 		t.Errorf("with --agent-namespace %s: %v\n%s", fixtureNamespace, err, out)
+	}
+
+	// An ephemeral agent with its capabilities (NET_ADMIN, SYS_PTRACE,
+	// as root) is refused too: the error says which and the way out.
+	out, took, err = mirrord("-e", "--", "true")
+	if err == nil {
+		t.Fatalf("an ephemeral agent with capabilities was admitted in a restricted namespace:\n%s", out)
+	}
+	t.Logf("ephemeral agent refused after %v", took.Round(time.Millisecond))
+	for _, want := range []string{"pod-security.kubernetes.io/enforce", "NET_ADMIN", "agent.disabled_capabilities"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the ephemeral agent's error lacks %q:\n%s", want, out)
+		}
+	}
+	// The other way out: an ephemeral agent without capabilities runs as
+	// the target container's user, which the namespace admits; env, DNS
+	// and outgoing traffic work (incoming would need NET_ADMIN).
+	cfg := filepath.Join(t.TempDir(), "mirrord.json")
+	os.WriteFile(cfg, []byte(`{"agent": {"ephemeral": true, "disabled_capabilities": ["NET_ADMIN", "SYS_PTRACE"]}}`), 0o644)
+	out, _, err = mirrord("-f", cfg, "--", "sh", "-c",
+		"echo env=$PSA_E2E; curl -sS --max-time 10 http://backend.default.svc.cluster.local:8080/health >/dev/null && echo backend-ok")
+	if err != nil || !strings.Contains(out, "env=inside-restricted") || !strings.Contains(out, "backend-ok") {
+		t.Errorf("with an ephemeral agent without capabilities: %v\n%s", err, out)
+	}
+	if secrets := c.kubectl(t, "get", "secrets", "-n", ns, "-l", "app=mirrord", "-o", "name"); strings.TrimSpace(secrets) != "" {
+		t.Errorf("token Secrets left: %s", secrets)
 	}
 }

@@ -179,6 +179,16 @@ func restartAPIServer(t *testing.T, c *cluster) time.Time {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	// The descriptors this test inherited (such as the lock of `flock
+	// LOCK make e2e`) must not pass to the API server, which outlives
+	// the run: close-on-exec for all but stdin, stdout and stderr.
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range fds {
+			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -114,7 +114,14 @@ func TestSoak(t *testing.T) {
 				inflight.Wait()
 				return
 			case <-renew.C:
-				client.CloseIdleConnections()
+				// Requests still in flight put their connections
+				// back into the old client's pool after this: close
+				// them again once those requests are done, or they
+				// would stay open (the old client has no idle
+				// timeout) and show as the agent's.
+				old := client
+				old.CloseIdleConnections()
+				time.AfterFunc(5*time.Second, old.CloseIdleConnections)
 				client = f.loadClient(t, 4)
 			case <-tick.C:
 				c := client

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -113,8 +114,15 @@ func Connect(ctx context.Context, addr string, cfg *config.Config, log *slog.Log
 
 // dialAgent opens a session with the agent at a and shakes hands.
 func (p *Proxy) dialAgent(ctx context.Context, a AgentAddr) (*yamux.Session, protocol.HelloReply, error) {
+	// "unix:PATH" is an agent reached through a unix socket: `mirrord
+	// container` relays one into the container, whose network may be
+	// anything (none, a user network) but shares the bind-mounted socket.
+	network, address := "tcp", a.Addr
+	if path, ok := strings.CutPrefix(a.Addr, "unix:"); ok {
+		network, address = "unix", path
+	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", a.Addr)
+	conn, err := d.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, protocol.HelloReply{}, fmt.Errorf("cannot reach the agent at %s: %w", a.Addr, err)
 	}

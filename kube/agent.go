@@ -40,8 +40,14 @@ type Agent struct {
 	Shared bool
 	// Joined: this session uses an agent another session started.
 	Joined bool
-	client *Client
-	dialer *podDialer // set once the pod is known
+	// Ephemeral: the agent is the ephemeral container Container of the
+	// target's pod PodName (StartEphemeralAgent), listening on Port;
+	// there is no Job.
+	Ephemeral bool
+	Container string
+	Port      int // 0: AgentPort
+	client    *Client
+	dialer    *podDialer // set once the pod is known
 	// secretUnowned: the token Secret could not be given to the Job.
 	secretUnowned bool
 	jobUID        types.UID // the Job's, when known: its events are this Job's
@@ -492,8 +498,9 @@ func (a *Agent) cannotCreate(ctx context.Context, msg string) error {
 		}
 	}
 	return fmt.Errorf("namespace %q enforces Pod Security %q (label %s), which forbids the agent's pod (it needs hostPID and capabilities next to the target); "+
-		"run the agent in a namespace that allows privileged pods with agent.namespace (--agent-namespace), for example one labelled %s=privileged. The admission said: %s",
-		a.Namespace, level, psaEnforceLabel, psaEnforceLabel, msg)
+		"run the agent in a namespace that allows privileged pods with agent.namespace (--agent-namespace), for example one labelled %s=privileged; "+
+		"or, without incoming traffic, in the target's pod with agent.ephemeral (-e) and agent.disabled_capabilities [%s] (it then runs as the target container's user, which the namespace allows; mirror and steal need NET_ADMIN, which it forbids). The admission said: %s",
+		a.Namespace, level, psaEnforceLabel, psaEnforceLabel, quotedCaps(ephemeralCapabilities), msg)
 }
 
 // psaEnforceLabel is the namespace label that sets the Pod Security
@@ -514,7 +521,7 @@ func refused(err error) bool {
 }
 
 func (a *Agent) podLogs(pod string) string {
-	req := a.client.Clientset.CoreV1().Pods(a.Namespace).GetLogs(pod, &corev1.PodLogOptions{TailLines: ptr(int64(20))})
+	req := a.client.Clientset.CoreV1().Pods(a.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: a.Container, TailLines: ptr(int64(20))})
 	rc, err := req.Stream(context.Background())
 	if err != nil {
 		return "(no logs: " + err.Error() + ")"
@@ -527,6 +534,9 @@ func (a *Agent) podLogs(pod string) string {
 // Running says whether the agent's pod still runs: false once it is gone,
 // ending or ended. An error means the API server could not say.
 func (a *Agent) Running(ctx context.Context) (bool, error) {
+	if a.Ephemeral {
+		return a.ephemeralRunning(ctx)
+	}
 	pod, err := a.client.Clientset.CoreV1().Pods(a.Namespace).Get(ctx, a.PodName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, nil
@@ -573,8 +583,17 @@ func (a *Agent) ownSecret(ctx context.Context, secret *corev1.Secret, job *batch
 	}
 }
 
-// Delete removes the agent job, its pod and its token Secret now.
+// Delete removes the agent job, its pod and its token Secret now. An
+// ephemeral agent cannot be removed (see StartEphemeralAgent): only its
+// token Secret, if still there, is.
 func (a *Agent) Delete(ctx context.Context) error {
+	if a.Ephemeral {
+		err := a.client.Clientset.CoreV1().Secrets(a.Namespace).Delete(ctx, a.Container, metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
 	bg := metav1.DeletePropagationBackground
 	err := a.client.Clientset.BatchV1().Jobs(a.Namespace).Delete(ctx, a.JobName, metav1.DeleteOptions{PropagationPolicy: &bg, GracePeriodSeconds: ptr(int64(0))})
 	if serr := a.client.Clientset.CoreV1().Secrets(a.Namespace).Delete(ctx, a.JobName, metav1.DeleteOptions{}); serr != nil && !apierrors.IsNotFound(serr) && err == nil && a.secretUnowned {

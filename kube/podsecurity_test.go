@@ -18,7 +18,7 @@ func TestCannotCreate(t *testing.T) {
 		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}}})
 	a := &Agent{Namespace: "locked", JobName: "mirrord-agent-x", client: &Client{Clientset: cs}}
 	err := a.cannotCreate(context.Background(), `Error creating: pods "mirrord-agent-x-abcde" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostPID=true)`)
-	for _, want := range []string{`namespace "locked"`, `"baseline"`, "pod-security.kubernetes.io/enforce", "agent.namespace", "hostPID=true"} {
+	for _, want := range []string{`namespace "locked"`, `"baseline"`, "pod-security.kubernetes.io/enforce", "agent.namespace", "agent.ephemeral", `"NET_ADMIN", "SYS_PTRACE"`, "hostPID=true"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}

@@ -81,7 +81,11 @@ func newPodDialer(a *Agent, log *slog.Logger) *podDialer {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u := a.client.Clientset.CoreV1().RESTClient().Post().Resource("pods").Namespace(a.Namespace).Name(a.PodName).SubResource("portforward").URL()
-	return &podDialer{cfg: a.client.Config, url: u, port: AgentPort, log: log}
+	port := AgentPort
+	if a.Port != 0 {
+		port = a.Port
+	}
+	return &podDialer{cfg: a.client.Config, url: u, port: port, log: log}
 }
 
 // podDialer opens connections to one port of one pod.

@@ -70,5 +70,7 @@ if [[ ${BENCH_E2E:-1} == 0 ]]; then
 else
 	kube_benchmarks || status=$?
 fi
+say "Charts of bench/results.md (bench/charts)"
+go run ./bench/cmd/charts || status=1
 say "make bench finished ($([[ $status == 0 ]] && echo PASS || echo FAIL)); results in bench/results.md"
 exit "$status"

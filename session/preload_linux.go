@@ -53,9 +53,12 @@ type LayerOptions struct {
 // ServeLayer serves the preload library on a new socket until Close.
 func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 	cfg, proxy, log := s.Config, s.Proxy, s.log
-	lib, err := preload.Library()
-	if err != nil {
-		return nil, fmt.Errorf("engine preload: %w", err)
+	lib := s.layerLib
+	if lib == "" {
+		var err error
+		if lib, err = preload.Library(); err != nil {
+			return nil, fmt.Errorf("engine preload: %w", err)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {

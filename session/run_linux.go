@@ -25,8 +25,14 @@ func CheckRun() error { return nil }
 // reaches it (see chooseEngine), and returns its exit as an *ExitError
 // (nil for status 0).
 func (s *Session) Run(ctx context.Context, argv []string) error {
+	return s.RunWithEnv(ctx, argv, os.Environ())
+}
+
+// RunWithEnv is Run with env, instead of mirrord's own environment, as the
+// local environment the target's is merged into.
+func (s *Session) RunWithEnv(ctx context.Context, argv, env []string) error {
 	cfg, log := s.Config, s.log
-	progEnv, err := s.Proxy.Environment(ctx, os.Environ())
+	progEnv, err := s.Proxy.Environment(ctx, env)
 	if err != nil {
 		return err
 	}

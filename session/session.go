@@ -23,8 +23,18 @@ type Options struct {
 	// AgentAddr is an agent already running (--agent-addr,
 	// MIRRORD_AGENT_ADDR); connect_tcp in the config says the same.
 	AgentAddr string
-	Log       *slog.Logger
-	Progress  *progress.Reporter
+	// Token and ProbePorts go with an AgentAddr that another mirrord
+	// started (`mirrord container` hands its agent to the mirrord in the
+	// container): the agent's session secret and the target's ports that
+	// kubelet probes over HTTP (intproxy.WithHTTPProbePorts).
+	Token      string
+	ProbePorts []uint16
+	// LayerLib is the preload library to give programs, when not this
+	// binary's own extracted copy: in a container, the host's, mounted
+	// read-only, so that nothing is written into the container.
+	LayerLib string
+	Log      *slog.Logger
+	Progress *progress.Reporter
 }
 
 // Session is an internal proxy connected to the agent of a config.
@@ -36,6 +46,7 @@ type Session struct {
 	Via string
 
 	log      *slog.Logger
+	layerLib string
 	endAgent func()
 	once     sync.Once
 }
@@ -48,9 +59,15 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	a, err := findAgent(ctx, cfg, o.AgentAddr, o.Log, o.Progress)
+	a, err := findAgent(ctx, cfg, o)
 	if err != nil {
 		return nil, err
+	}
+	if a.token != "" {
+		a.opts = append(a.opts, intproxy.WithToken(a.token))
+	}
+	if a.probePorts != nil {
+		a.opts = append(a.opts, intproxy.WithHTTPProbePorts(a.probePorts))
 	}
 	a.opts = append(a.opts, intproxy.WithReconnect(time.Duration(cfg.Agent.ReconnectTimeout)*time.Second, a.redial, func(e intproxy.Event) {
 		// All of them, the recovery included, as warnings: shown in
@@ -64,7 +81,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error)
 	}
 	hello := proxy.Hello()
 	o.Log.Info("connected to agent", "addr", a.addr, "agent", hello.Agent, "hostname", hello.Hostname)
-	return &Session{Config: cfg, Proxy: proxy, Via: a.via, log: o.Log, endAgent: a.close}, nil
+	return &Session{Config: cfg, Proxy: proxy, Via: a.via, log: o.Log, layerLib: o.LayerLib, endAgent: a.close}, nil
 }
 
 // Close ends the session: the proxy's connection, the port-forward, and
@@ -80,7 +97,11 @@ func (s *Session) Close() {
 type agentConn struct {
 	addr string
 	opts []intproxy.Option
-	via  string
+	// token is the agent's session secret; probePorts the target's ports
+	// that kubelet probes over HTTP.
+	token      string
+	probePorts []uint16
+	via        string
 	// named is the flag or key that gave addr, for an agent the user
 	// says is running; empty for one this session starts.
 	named string
@@ -90,13 +111,14 @@ type agentConn struct {
 	close  func()
 }
 
-func findAgent(ctx context.Context, cfg *config.Config, agentAddr string, log *slog.Logger, prog *progress.Reporter) (*agentConn, error) {
+func findAgent(ctx context.Context, cfg *config.Config, o Options) (*agentConn, error) {
+	agentAddr, log, prog := o.AgentAddr, o.Log, o.Progress
 	named := "--agent-addr"
 	if agentAddr == "" && cfg.ConnectTCP != nil {
 		agentAddr, named = *cfg.ConnectTCP, "connect_tcp"
 	}
 	if agentAddr != "" {
-		return &agentConn{addr: agentAddr, via: agentAddr, named: named, close: func() {}}, nil
+		return &agentConn{addr: agentAddr, via: agentAddr, named: named, token: o.Token, probePorts: o.ProbePorts, close: func() {}}, nil
 	}
 	if cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
 		addr, exited, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
@@ -121,9 +143,6 @@ func findAgent(ctx context.Context, cfg *config.Config, agentAddr string, log *s
 // startClusterAgent resolves the target, starts an agent pod next to
 // it and port-forwards to it through the API server.
 func startClusterAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, prog *progress.Reporter) (*agentConn, error) {
-	if cfg.Agent.Ephemeral {
-		return nil, NotBuilt("agent.ephemeral: running the agent as an ephemeral container is not built yet; the agent runs as a Job")
-	}
 	start := time.Now()
 	steps := kube.NewSteps(log)
 	client, err := Cluster(ctx, cfg)
@@ -144,12 +163,12 @@ func startClusterAgent(ctx context.Context, cfg *config.Config, log *slog.Logger
 	if err := c.start(ctx, steps); err != nil {
 		return nil, err
 	}
-	log.Info("agent ready", "job", c.agent.JobName, "pod", c.agent.PodName, "local", c.addr, "took", time.Since(start))
-	opts := []intproxy.Option{intproxy.WithToken(c.agent.Token)}
+	log.Info("agent ready", "job", c.agent.JobName, "pod", c.agent.PodName, "container", c.agent.Container, "local", c.addr, "took", time.Since(start))
+	a := &agentConn{addr: c.addr, token: c.agent.Token, via: c.via, redial: c.redial, close: c.close}
 	if c.target != nil {
-		opts = append(opts, intproxy.WithHTTPProbePorts(c.target.HTTPProbePorts()))
+		a.probePorts = c.target.HTTPProbePorts()
 	}
-	return &agentConn{addr: c.addr, opts: opts, via: c.via, redial: c.redial, close: c.close}, nil
+	return a, nil
 }
 
 // clusterAgent is the agent pod a session uses, and the port-forward to
@@ -194,12 +213,24 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 		steps.Done("target resolved", "pod", target.Pod.Name, "container", target.Container, "node", target.Pod.Spec.NodeName)
 		c.prog.Step("target", via)
 	}
-	agent, err := c.client.StartAgent(ctx, cfg, target, c.agentNS, steps)
+	var agent *kube.Agent
+	var err error
+	if cfg.Agent.Ephemeral {
+		// In the target's pod: agent.namespace does not apply (the
+		// config's validation warns). A new session, or a new agent
+		// after the old one went away, adds a new container: an
+		// ephemeral container cannot be restarted.
+		agent, err = c.client.StartEphemeralAgent(ctx, cfg, target, steps)
+	} else {
+		agent, err = c.client.StartAgent(ctx, cfg, target, c.agentNS, steps)
+	}
 	if err != nil {
 		c.dropCopy()
 		return err
 	}
-	if c.copy != nil {
+	if c.copy != nil && agent.Ephemeral {
+		c.log.Warn("the target's copy is removed when the session ends, but not if mirrord is killed: an ephemeral agent has no Job to own it", "pod", c.copy.Name)
+	} else if c.copy != nil {
 		if err := agent.Adopt(ctx, c.copy); err != nil {
 			// close still removes it; only a killed mirrord would
 			// leave it.
@@ -209,7 +240,11 @@ func (c *clusterAgent) start(ctx context.Context, steps *kube.Steps) error {
 	if agent.Joined {
 		c.log.Info("joined the target's running agent (sessions on one target share it; its agent settings are the ones it was started with)", "job", agent.JobName)
 	}
-	c.prog.Step("agent", agent.Namespace+"/"+agent.PodName)
+	if agent.Ephemeral {
+		c.prog.Step("agent", agent.Namespace+"/"+agent.PodName+"/ephemeral/"+agent.Container)
+	} else {
+		c.prog.Step("agent", agent.Namespace+"/"+agent.PodName)
+	}
 	fwdCtx, stopFwd := context.WithCancel(context.Background())
 	addr, err := agent.PortForward(fwdCtx, c.log)
 	if err != nil {
@@ -277,7 +312,11 @@ func (c *clusterAgent) redial(ctx context.Context) (intproxy.AgentAddr, error) {
 	c.mu.Lock()
 	if c.replacing != agent {
 		c.replacing = agent
-		c.prog.Warning(fmt.Sprintf("the agent pod %s/%s is gone; starting a new agent", agent.Namespace, agent.PodName))
+		if agent.Ephemeral {
+			c.prog.Warning(fmt.Sprintf("the agent (ephemeral container %s of pod %s/%s) is gone; starting a new agent", agent.Container, agent.Namespace, agent.PodName))
+		} else {
+			c.prog.Warning(fmt.Sprintf("the agent pod %s/%s is gone; starting a new agent", agent.Namespace, agent.PodName))
+		}
 		c.stopFwd()
 		if !agent.Shared {
 			agent.Delete(context.Background())
@@ -293,7 +332,7 @@ func (c *clusterAgent) redial(ctx context.Context) (intproxy.AgentAddr, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.log.Info("new agent", "job", c.agent.JobName, "pod", c.agent.PodName, "via", c.via)
+	c.log.Info("new agent", "job", c.agent.JobName, "pod", c.agent.PodName, "container", c.agent.Container, "via", c.via)
 	return intproxy.AgentAddr{Addr: c.addr, Token: c.agent.Token}, nil
 }
 
@@ -315,3 +354,35 @@ func (c *clusterAgent) close() {
 	c.mu.Unlock()
 	c.log.Debug("session teardown", "job", agent.JobName, "took", time.Since(t))
 }
+
+// Agent is an agent ready for a session, not yet connected to: `mirrord
+// container` starts one here and hands it to the mirrord in the container.
+type Agent struct {
+	// Addr is where it listens, reachable from this machine (host:port;
+	// for a cluster agent, the port-forward's local end).
+	Addr string
+	// Token is its session secret; ProbePorts the target's ports that
+	// kubelet probes over HTTP (see Options).
+	Token      string
+	ProbePorts []uint16
+	// Via names it for messages, as Session.Via.
+	Via string
+
+	close func()
+}
+
+// StartAgent finds or starts the agent for cfg as Start does, without
+// connecting to it. Close ends it.
+func StartAgent(ctx context.Context, cfg *config.Config, o Options) (*Agent, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	a, err := findAgent(ctx, cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{Addr: a.addr, Token: a.token, ProbePorts: a.probePorts, Via: a.via, close: a.close}, nil
+}
+
+// Close ends the agent where this mirrord owns it (see clusterAgent.close).
+func (a *Agent) Close() { a.close() }

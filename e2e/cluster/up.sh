@@ -106,7 +106,17 @@ start() {
 	mkdir -p "$LOGS" "$E2E_RUN/pids"
 	log "starting $name"
 	echo "=== $(date -Is) $*" >>"$LOGS/$name.log"
-	setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+	# Only stdin, stdout and stderr go to the component: it must not keep
+	# a descriptor of whoever started the cluster, such as the lock of
+	# `flock LOCK make e2e` (flock without -o), which the component would
+	# then hold for as long as it runs, blocking every later run.
+	(
+		for fd in /proc/$BASHPID/fd/*; do
+			fd=${fd##*/}
+			((fd > 2)) && eval "exec $fd>&-" 2>/dev/null || true
+		done
+		exec setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1
+	) &
 	echo $! >"$E2E_RUN/pids/$name.pid"
 }
 

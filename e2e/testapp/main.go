@@ -3,13 +3,17 @@
 // shows what its pod sees, so tests can tell which pod answered and compare
 // what mirrord gives a local process with what the pod has.
 //
-//	testapp serve            HTTP/1.1 and h2c server on $PORT (default 80)
+//	testapp serve            HTTP/1.1 and h2c server on $PORT (default 80); with
+//	                         $TLS_CERT_FILE and $TLS_KEY_FILE (PEM), HTTPS instead
+//	                         (HTTP/2 and HTTP/1.1 by ALPN)
 //	testapp get URL          GET URL, print the body (exit 1 on errors/non-2xx)
 //	testapp lookup NAME      resolve NAME with the pod's resolv.conf, print addresses
 //
 // Server endpoints (GET unless noted):
 //
-//	/          JSON: service, hostname, pod IP, method, path, headers, peer
+//	/          JSON: service, hostname, pod IP, method, path, headers, peer,
+//	           protocol (HTTP/1.1, HTTP/2.0) and, over TLS, the server name
+//	           the client asked for (SNI)
 //	/env       JSON object of the process environment
 //	/file      content of $CONFIG_FILE, or of ?path=FILE
 //	/hostname  the hostname
@@ -94,7 +98,7 @@ func serve() error {
 		for k, v := range r.Header {
 			headers[k] = strings.Join(v, ", ")
 		}
-		writeJSON(w, map[string]any{
+		answer := map[string]any{
 			"service":  service,
 			"hostname": host,
 			"pod_ip":   os.Getenv("POD_IP"),
@@ -102,7 +106,14 @@ func serve() error {
 			"path":     r.URL.Path,
 			"headers":  headers,
 			"peer":     r.RemoteAddr,
-		})
+			"proto":    r.Proto,
+		}
+		if r.TLS != nil {
+			// What the HTTPS tests check that a TLS-ending proxy in
+			// front of the app kept.
+			answer["tls_server_name"] = r.TLS.ServerName
+		}
+		writeJSON(w, answer)
 	})
 	mux.HandleFunc("GET /env", func(w http.ResponseWriter, r *http.Request) {
 		vars := map[string]string{}
@@ -183,9 +194,19 @@ func serve() error {
 	// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), like a gRPC or
 	// h2c service: the e2e tests steal h2c streams by filter and pass the
 	// others through to this app.
+	// With a certificate (TLS_CERT_FILE, TLS_KEY_FILE), HTTPS with HTTP/2
+	// and HTTP/1.1 by ALPN, as most services that end TLS themselves.
+	certFile, keyFile := os.Getenv("TLS_CERT_FILE"), os.Getenv("TLS_KEY_FILE")
+	if (certFile == "") != (keyFile == "") {
+		return errors.New("TLS_CERT_FILE and TLS_KEY_FILE: set both (HTTPS) or neither (HTTP)")
+	}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
+	if certFile != "" {
+		protos.SetHTTP2(true)
+	} else {
+		protos.SetUnencryptedHTTP2(true)
+	}
 	srv := &http.Server{Addr: addr, Handler: logRequests(service, mux), ReadHeaderTimeout: 10 * time.Second, Protocols: &protos}
 	// Exit promptly on SIGTERM: as PID 1 of its container nothing else would
 	// stop it, and a slow exit makes every pod deletion wait for the grace
@@ -198,8 +219,15 @@ func serve() error {
 		defer cancel()
 		srv.Shutdown(shutdown)
 	}()
-	log.Printf("%s: listening on %s (hostname %s)", service, addr, host)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if certFile != "" {
+		log.Printf("%s: listening on %s with HTTPS (hostname %s)", service, addr, host)
+		err = srv.ListenAndServeTLS(certFile, keyFile)
+	} else {
+		log.Printf("%s: listening on %s (hostname %s)", service, addr, host)
+		err = srv.ListenAndServe()
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	log.Printf("%s: stopped", service)
@@ -208,7 +236,7 @@ func serve() error {
 
 func logRequests(service string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		log.Printf("%s: %s %s from %s", service, r.Method, r.URL.RequestURI(), r.RemoteAddr)
+		log.Printf("%s: %s %s %s from %s", service, r.Method, r.URL.RequestURI(), r.Proto, r.RemoteAddr)
 		next.ServeHTTP(w, r)
 	})
 }
