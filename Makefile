@@ -157,4 +157,4 @@ soak: deps
 	go run ./bench/cmd/charts
 
 clean:
-	rm -rf bin preload/lib/*/
+	rm -rf bin preload/lib/*/*.so
