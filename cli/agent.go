@@ -3,97 +3,10 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/mirrord-go/mirrord/agent"
-	"github.com/mirrord-go/mirrord/goshim"
-	"github.com/mirrord-go/mirrord/kube"
 )
-
-// AgentCmd is the hidden `mirrord agent`, the side next to the target.
-type AgentCmd struct {
-	TargetPID          int           `name:"target-pid" help:"Process whose namespaces to work in. Absent: targetless (the agent's own)."`
-	ContainerID        string        `name:"container-id" help:"Container (runtime ID) whose namespaces to work in; the agent finds its process under /proc."`
-	Listen             string        `name:"listen" default:"0.0.0.0:0" help:"Address to listen on for clients."`
-	TTL                time.Duration `name:"ttl" default:"0s" help:"How long to keep running after the last client left; 0 (the default for an agent started by hand) serves until stopped. mirrord gives the agents it starts agent.ttl."`
-	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"0s" help:"How long to wait for the first client; 0 waits until stopped."`
-	CopyPod            string        `name:"copy-pod" help:"NAMESPACE/NAME of the target copy (feature.copy_target) to delete when the agent exits, with the pod's service account."`
-	Restore            string        `name:"restore" help:"NAMESPACE/KIND/NAME of the workload the session scaled down (copy_target.scale_down), to restore once no client is left (needs --copy-pod)."`
-	RestoreAfter       time.Duration `name:"restore-after" default:"3s" help:"How long after the last client left to restore --restore."`
-	MaxConnections     int           `name:"max-connections" default:"${agent_max_connections}" help:"How many connections (and open remote files) each session may have through the agent at once; past it the program's connect fails with ENOBUFS and incoming connections go to the target's app."`
-}
-
-// Run serves until the TTL expires. The first line on stdout is
-// "agent listening on ADDR", which a parent process can read to learn
-// the port.
-func (c *AgentCmd) Run(env *Env) error {
-	srv, err := untilInterrupted(env)
-	if err != nil {
-		return err
-	}
-	defer srv.close()
-	ctx, log := srv.ctx, srv.log
-	opts := agent.Options{
-		TargetPID:          c.TargetPID,
-		ContainerID:        c.ContainerID,
-		Token:              os.Getenv("MIRRORD_AGENT_TOKEN"),
-		Listen:             c.Listen,
-		TTL:                c.TTL,
-		FirstClientTimeout: c.FirstClientTimeout,
-		MaxConnections:     c.MaxConnections,
-		Logger:             srv.log,
-		Ready: func(addr net.Addr) {
-			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
-		},
-	}
-	if c.Restore != "" && c.CopyPod == "" {
-		return fmt.Errorf("--restore needs --copy-pod")
-	}
-	if c.CopyPod == "" {
-		return agent.Run(ctx, opts)
-	}
-	// The session's target is a copy: once the session is gone, the
-	// workload it scaled down gets its replicas back and the copy goes,
-	// whether or not the session's mirrord is still there to do it.
-	duty, err := kube.NewAgentDuty(c.CopyPod, c.Restore, log)
-	if err != nil {
-		return err
-	}
-	opts.UnattendedAfter = c.RestoreAfter
-	opts.Unattended = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		duty.Restore(ctx)
-	}
-	err = agent.Run(ctx, opts)
-	// Not ctx: a SIGTERM may have ended it.
-	finish, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if ctx.Err() != nil {
-		// Stopped from outside (its pod deleted, its node drained): a
-		// session still connected starts a new agent for the same copy,
-		// and scales the workload down again once it is back; one that
-		// is gone must not leave it scaled down.
-		duty.Restore(finish)
-		return err
-	}
-	duty.Finish(finish)
-	return err
-}
-
-// GoshimHelperCmd is the process goshim starts inside new namespaces.
-type GoshimHelperCmd struct{}
-
-func (GoshimHelperCmd) Run() error {
-	if code := goshim.HelperMain(); code != 0 {
-		return &ExitError{Code: code}
-	}
-	return nil
-}
 
 // CopySelfCmd copies the running binary to Dest: the init container of a
 // target copy puts mirrord where the copy's containers can run it.

@@ -24,7 +24,7 @@ type AgentImageCmd struct {
 // AgentImagePushCmd is `mirrord agent-image push`.
 type AgentImagePushCmd struct {
 	Reference string   `arg:"" name:"reference" placeholder:"REGISTRY/REPO[:TAG]" help:"Where to push the image, e.g. registry.example.com/mirrord; the tag defaults to this build's version."`
-	Binary    []string `name:"binary" sep:"none" type:"path" placeholder:"PATH" help:"A static Linux mirrord build for another architecture to add (repeatable; e.g. an arm64 build): the push is then a multi-platform image index."`
+	Binary    []string `name:"binary" sep:"none" type:"path" placeholder:"PATH" help:"A static Linux mirrord build to add (repeatable; e.g. bin/mirrord-linux-arm64 of make): several make a multi-platform image index. The running mirrord is in the image when it is a Linux build; on macOS, give the Linux builds here."`
 	Insecure  bool     `name:"insecure" help:"The registry speaks plain HTTP."`
 	Tar       string   `name:"tar" type:"path" placeholder:"FILE" help:"Write the image as a docker-archive tar instead of pushing (for docker load, ctr -n k8s.io images import, kind load image-archive). One platform only."`
 	Kind      string   `name:"kind" placeholder:"CLUSTER" help:"Load the image into this kind cluster (kind load image-archive) instead of pushing. One platform only."`
@@ -42,13 +42,6 @@ func (c *AgentImagePushCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("agent-image push: reference %q: %w", c.Reference, err)
 	}
 	local := c.Tar != "" || c.Kind != ""
-	if local && len(c.Binary) > 0 {
-		flag := "--tar"
-		if c.Tar == "" {
-			flag = "--kind"
-		}
-		return fmt.Errorf("agent-image push: %s writes a docker-archive, which holds one platform: drop --binary, or push the multi-platform image to a registry", flag)
-	}
 	if c.Kind != "" {
 		if _, err := agentimage.KindPath(); err != nil {
 			return fmt.Errorf("agent-image push: --kind %s: %w", c.Kind, err)
@@ -58,11 +51,22 @@ func (c *AgentImagePushCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("agent-image push: finding the running mirrord binary: %w", err)
 	}
-	selfBin, err := agentimage.ReadBinary(self)
-	if err != nil {
-		return fmt.Errorf("agent-image push: the running mirrord (%s) cannot be the agent: %w", self, err)
+	// The running mirrord is the image's first binary when it is a Linux
+	// build; a macOS one (or any other) builds the image of the --binary
+	// builds alone.
+	var bins []agentimage.Binary
+	if selfBin, err := agentimage.ReadBinary(self); err == nil {
+		bins = append(bins, selfBin)
+	} else if len(c.Binary) == 0 {
+		return fmt.Errorf("agent-image push: the running mirrord (%s) cannot be the agent: %w; give Linux builds of mirrord with --binary PATH", self, err)
 	}
-	bins := []agentimage.Binary{selfBin}
+	if local && len(bins)+len(c.Binary) > 1 {
+		flag := "--tar"
+		if c.Tar == "" {
+			flag = "--kind"
+		}
+		return fmt.Errorf("agent-image push: %s writes a docker-archive, which holds one platform: drop --binary, or push the multi-platform image to a registry", flag)
+	}
 	for _, p := range c.Binary {
 		b, err := agentimage.ReadBinary(p)
 		if err != nil {
@@ -83,7 +87,7 @@ func (c *AgentImagePushCmd) Run(ctx context.Context, env *Env) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if local {
-		return c.writeLocal(ctx, env, ref, selfBin)
+		return c.writeLocal(ctx, env, ref, bins[0])
 	}
 	fmt.Fprintf(env.Stderr, "mirrord: pushing the agent image (%s) to %s\n", strings.Join(platforms, ", "), ref.Name())
 	digest, err := agentimage.Push(ctx, ref, bins)

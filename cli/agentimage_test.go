@@ -198,10 +198,54 @@ func TestAgentImageErrors(t *testing.T) {
 	t.Run("running binary not ELF", func(t *testing.T) {
 		executable = func() (string, error) { return script, nil }
 		r := runCLI(t, nil, "agent-image", "push", host+"/m")
-		if r.code != 1 || !strings.Contains(r.stderr, "the running mirrord ("+script+")") {
+		if r.code != 1 || !strings.Contains(r.stderr, "the running mirrord ("+script+")") || !strings.Contains(r.stderr, "--binary") {
 			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 		}
+		r = runCLI(t, nil, "agent-image", "push", "--tar", filepath.Join(t.TempDir(), "x.tar"), "--binary", arm, "--binary", amd, host+"/m")
+		if r.code != 1 || !strings.Contains(r.stderr, "one platform") {
+			t.Errorf("--tar with two --binary: exit %d, stderr %q", r.code, r.stderr)
+		}
 	})
+}
+
+// TestAgentImagePushNotLinux: a mirrord that is no Linux build (macOS)
+// pushes the image of the --binary builds alone.
+func TestAgentImagePushNotLinux(t *testing.T) {
+	host, _ := agentImageSetup(t)
+	macho := filepath.Join(t.TempDir(), "mirrord-darwin")
+	os.WriteFile(macho, []byte("\xcf\xfa\xed\xfe not really a Mach-O file"), 0o755)
+	executable = func() (string, error) { return macho, nil }
+	arm := fakeBinary(t, elf.EM_AARCH64)
+	amd := fakeBinary(t, elf.EM_X86_64)
+	r := runCLI(t, nil, "agent-image", "push", "--binary", amd, "--binary", arm, host+"/m:multi")
+	if r.code != 0 || !strings.Contains(r.stderr, "(linux/amd64, linux/arm64)") {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	pushed, err := name.NewDigest(strings.TrimSpace(r.stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := remote.Index(pushed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) != 2 {
+		t.Fatalf("index %+v, %v", im, err)
+	}
+
+	out := filepath.Join(t.TempDir(), "agent.tar")
+	r = runCLI(t, nil, "agent-image", "push", "--tar", out, "--binary", arm, host+"/m:arm")
+	if r.code != 0 || !strings.Contains(r.stderr, "linux/arm64") {
+		t.Fatalf("--tar: exit %d: %s", r.code, r.stderr)
+	}
+	img, err := tarball.ImageFromPath(out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != "arm64" {
+		t.Errorf("tar image config %+v, %v", cf, err)
+	}
 }
 
 func TestAgentImageKind(t *testing.T) {

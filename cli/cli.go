@@ -7,13 +7,11 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/alecthomas/kong"
 	"github.com/willabides/kongplete"
 
-	"github.com/mirrord-go/mirrord/agent"
 	"github.com/mirrord-go/mirrord/diag"
 	"github.com/mirrord-go/mirrord/session"
 	"github.com/mirrord-go/mirrord/version"
@@ -64,7 +62,8 @@ func newParser(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 		kong.Description("mirrord runs a local process in the context of a Kubernetes pod: its environment, files, DNS, outgoing and incoming traffic."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"version": "mirrord " + version.Version, "agent_max_connections": strconv.Itoa(agent.DefaultMaxConnections)},
+		kong.Vars{"version": "mirrord " + version.Version},
+		agentVars,
 		kong.Writers(env.Stdout, env.Stderr),
 		kong.Exit(exit),
 		kong.Bind(env),

@@ -62,6 +62,10 @@ func (c *ExecCmd) settings() []config.Setting {
 // command starts for a local process (-t pid/PID), or, for Kubernetes
 // targets, one in the cluster (not built yet).
 func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
+	// Before the config and the agent: nothing to undo.
+	if err := session.CheckRun(); err != nil {
+		return err
+	}
 	if c.implicit && c.ConfigFile == "" {
 		if _, ok := lookup(env, "MIRRORD_CONFIG_FILE"); !ok {
 			c.ConfigFile = findProjectConfig()

@@ -1,21 +1,18 @@
 package preload
 
 import (
+	"bytes"
 	"crypto/sha256"
-	"embed"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 )
-
-//go:embed lib
-var lib embed.FS
-
-const libName = "lib/libmirrord_layer.so"
 
 // ErrNotBuilt means this binary was built without the library (plain `go
 // build` instead of `make build`).
@@ -31,6 +28,9 @@ func Library() (string, error) {
 		return "", ErrNotBuilt
 	}
 	if err != nil {
+		return "", err
+	}
+	if err := checkArch(data, runtime.GOARCH); err != nil {
 		return "", err
 	}
 	sum := sha256.Sum256(data)
@@ -60,6 +60,26 @@ func Library() (string, error) {
 		return "", fmt.Errorf("preload library: %w", err)
 	}
 	return path, nil
+}
+
+// machines are the ELF machine of each architecture mirrord builds the
+// library for.
+var machines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// checkArch says whether data is a shared library for goarch: a build
+// that embedded another architecture's library (a cross build without
+// its own preload) would have every program fail to start with a loader
+// error naming none of this.
+func checkArch(data []byte, goarch string) error {
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("the embedded preload library is damaged (%w); rebuild mirrord with `make build`", err)
+	}
+	if want, ok := machines[goarch]; !ok || f.Machine != want || f.Type != elf.ET_DYN {
+		return fmt.Errorf("the embedded preload library is a %v %v file, not a shared library for this mirrord's %s; rebuild mirrord with `GOARCH=%s make build`",
+			f.Machine, f.Type, goarch, goarch)
+	}
+	return nil
 }
 
 // systemDir is where root keeps the library: a program started as root

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // Modes of MIRRORD_PROGRESS_MODE.
@@ -46,7 +46,7 @@ func FromEnv(lookup func(string) (string, bool), stdout, stderr io.Writer) *Repo
 	if mode == "" {
 		mode = Off
 		if f, isFile := stderr.(*os.File); isFile {
-			if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			if term.IsTerminal(int(f.Fd())) {
 				mode = Std
 			}
 		}

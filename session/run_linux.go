@@ -16,6 +16,10 @@ import (
 	"github.com/mirrord-go/mirrord/protocol"
 )
 
+// CheckRun says whether this build can run a program in a session: it
+// can on Linux (run_other.go says why not elsewhere).
+func CheckRun() error { return nil }
+
 // Run runs the program argv (argv[0] found in the pod's PATH as the
 // program would see it) in the session's context, with the engine that
 // reaches it (see chooseEngine), and returns its exit as an *ExitError
