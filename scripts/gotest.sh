@@ -5,7 +5,7 @@ set -uo pipefail
 start=$(date +%s)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-go test -count=1 "$@" 2>&1 | tee "$log"
+go test -count=1 -timeout 30m "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 ok=$(grep -c '^ok ' "$log" || true)
 failed=$(grep -c '^FAIL[[:space:]]' "$log" || true)
