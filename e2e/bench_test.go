@@ -295,7 +295,7 @@ func startupRows(fresh bool) []startupRow {
 		startupRow{"connect + handshake with the agent", "log: `agent handshake` took", took("agent handshake")},
 		startupRow{"environment from the agent", "log: `engine: …` − `connected to agent`", between(logAt("connected to agent"), logAt("engine"))},
 		startupRow{"engine start, `true`, program exit", "log: teardown start − `engine: …`", between(logAt("engine"), teardownStart)},
-		startupRow{"teardown (stop the port-forward; a fresh agent: delete the Job)", "log: `session teardown` took", took("session teardown")},
+		startupRow{"teardown (stop the port-forward; the shared agent ends by itself agent.ttl after its last session)", "log: `session teardown` took", took("session teardown")},
 		startupRow{"after teardown → process exit", "exit − log: `session teardown`", between(logAt("session teardown"), end)},
 	)
 }
