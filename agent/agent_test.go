@@ -95,8 +95,9 @@ func TestWaitsForDroppedClient(t *testing.T) {
 
 	addr, done = start()
 	connect(addr, "c").Close()
-	if !ended(done, 1500*time.Millisecond) {
-		t.Fatal("the agent still runs 1.5 s after a dropped client that asked for 1 s")
+	// 1 s and the TTL, with room for a busy machine.
+	if !ended(done, 3*time.Second) {
+		t.Fatal("the agent still runs 3 s after a dropped client that asked for 1 s")
 	}
 }
 

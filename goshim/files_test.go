@@ -477,3 +477,29 @@ func parseOpLines(out string, ops []string) []string {
 	}
 	return res
 }
+
+// TestFileNoPoll: the wrapped fd keeps its O_NONBLOCK (the program's
+// flag), also after Fd, and the file works as a blocking one.
+func TestFileNoPoll(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[1])
+	f := fileNoPoll(p[0], "pipe")
+	defer f.Close()
+	for _, when := range []string{"wrapped", "after Fd"} {
+		if when == "after Fd" {
+			f.Fd()
+		}
+		fl, err := unix.FcntlInt(uintptr(p[0]), unix.F_GETFL, 0)
+		if err != nil || fl&unix.O_NONBLOCK == 0 {
+			t.Errorf("%s: flags %#x, %v: O_NONBLOCK lost", when, fl, err)
+		}
+	}
+	unix.Write(p[1], []byte("x"))
+	b := make([]byte, 1)
+	if n, err := f.Read(b); n != 1 || err != nil {
+		t.Errorf("read: %d, %v", n, err)
+	}
+}

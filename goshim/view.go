@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // View is the target's file system as a detached FUSE mount made in
@@ -37,7 +39,7 @@ func (v *View) Open(path string, flags int, mode uint32) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	return fileNoPoll(fd, path), nil
 }
 
 // Close unmounts the view once no file of it is open any more.
@@ -71,3 +73,23 @@ func (c *Copies) Open(path string, flags int, mode uint32) (*os.File, error) {
 
 // Close waits a moment for the writes in flight to reach the target.
 func (c *Copies) Close() { c.m.close() }
+
+// fileNoPoll wraps fd, a file of mirrord's own FUSE view, in an *os.File
+// that Go's poller leaves alone. os.NewFile registers a non-blocking fd
+// (a program's O_NONBLOCK open) with epoll, and epoll asks the file system:
+// a FUSE_POLL request to the view, which this very process serves. If the
+// process exits while that request is read but not answered, the asking
+// thread waits uninterruptibly for an answer that cannot come, and the
+// process never ends (seen: a zombie mirrord holding its test for 20
+// minutes). The fd is made blocking only while it is wrapped; the open
+// file description keeps the program's flags.
+func fileNoPoll(fd int, name string) *os.File {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_NONBLOCK == 0 {
+		return os.NewFile(uintptr(fd), name)
+	}
+	unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+	f := os.NewFile(uintptr(fd), name)
+	unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	return f
+}
