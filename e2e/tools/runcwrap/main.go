@@ -9,6 +9,14 @@
 // (create, run) or from the --process file (exec). When root has the
 // capability it changes nothing.
 //
+// It also removes CAP_SYS_RESOURCE itself from the process's capability sets:
+// a runtime that grants "all" capabilities from a fixed list rather than from
+// its own bounding set (dockerd for `docker run --privileged`, which is what
+// kind's node containers are) asks for it, and runc then fails with "unable
+// to apply caps: operation not permitted". The kind cluster runs this wrapper
+// twice: as dockerd's runtime for the node containers, and inside each node
+// as the node's containerd runtime for the pods.
+//
 // The real runc's path is set at build time: -ldflags "-X main.realRunc=PATH".
 package main
 
@@ -121,7 +129,8 @@ func dropPrivilegedSettings(file string) error {
 	}
 	_, hadOOM := proc["oomScoreAdj"]
 	_, hadRlimits := proc["rlimits"]
-	if !hadOOM && !hadRlimits {
+	hadCap := dropCapability(proc, "CAP_SYS_RESOURCE")
+	if !hadOOM && !hadRlimits && !hadCap {
 		return nil
 	}
 	delete(proc, "oomScoreAdj")
@@ -135,4 +144,31 @@ func dropPrivilegedSettings(file string) error {
 		return err
 	}
 	return os.WriteFile(file, out, st.Mode().Perm())
+}
+
+// dropCapability removes name from every capability set (bounding,
+// effective, inheritable, permitted, ambient) of a process spec and reports
+// whether any set had it.
+func dropCapability(proc map[string]any, name string) bool {
+	sets, ok := proc["capabilities"].(map[string]any)
+	if !ok {
+		return false
+	}
+	found := false
+	for set, v := range sets {
+		list, ok := v.([]any)
+		if !ok {
+			continue
+		}
+		kept := list[:0:0]
+		for _, c := range list {
+			if c == name {
+				found = true
+				continue
+			}
+			kept = append(kept, c)
+		}
+		sets[set] = kept
+	}
+	return found
 }
