@@ -88,7 +88,7 @@ func benchPortForward(t *testing.T, c *cluster) string {
 	}
 	target := pods[0]
 	podIP := target.Status.PodIP
-	nodeIP := c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+	nodeIP := c.nodeIP(t, target.Spec.NodeName)
 
 	kubectlPort := c.kubectlPortForward(t, "pod/"+target.Metadata.Name, 80)
 	samePod, svc := freePort(t), freePort(t)

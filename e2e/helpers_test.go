@@ -22,7 +22,6 @@ const (
 	fixtureNamespace = "default"
 	pyServ           = "py-serv"
 	backend          = "backend"
-	nodeName         = "mirrord-e2e"
 	k8sVersion       = "v1.33.13"
 	busyboxImage     = "ghcr.io/mirrord-go/e2e-busybox:e2e"
 	testappImage     = "ghcr.io/mirrord-go/e2e-testapp:e2e"
@@ -34,6 +33,42 @@ const (
 // dependencies and exercises what users run.
 type cluster struct {
 	kubectlBin, kubeconfig string
+	layout
+}
+
+// layout is what differs between the harness's two kinds of cluster
+// (E2E_CLUSTER, set by e2e/run.sh; see e2e/cluster/kind.sh for kind's).
+type layout struct {
+	kind  string   // "processes" or "kind"
+	nodes []string // the control plane first
+	// podCIDR and dnsIP are the pod range and the cluster DNS Service's address.
+	podCIDR, dnsIP string
+	// nodeCIDR is the network of the kind node containers on this machine;
+	// "" for the processes cluster, whose node IP is the machine's own.
+	nodeCIDR string
+}
+
+var layouts = map[string]layout{
+	"processes": {kind: "processes", nodes: []string{"mirrord-e2e"}, podCIDR: "10.244.0.0/16", dnsIP: "10.96.0.10"},
+	"kind": {kind: "kind", nodes: []string{"mirrord-e2e-control-plane", "mirrord-e2e-worker"},
+		podCIDR: "10.245.0.0/16", dnsIP: "10.97.0.10", nodeCIDR: "10.246.0.0/24"},
+}
+
+// requireNodes skips a test that needs n nodes on a cluster with fewer.
+func (c *cluster) requireNodes(t *testing.T, n int) {
+	t.Helper()
+	if len(c.nodes) < n {
+		t.Skipf("needs a cluster with %d nodes; the %s cluster has %d (run it on kind: E2E_CLUSTER=kind make e2e)", n, c.kind, len(c.nodes))
+	}
+}
+
+// requireProcessesCluster skips a test that drives the processes cluster's
+// own processes (its API server, its containerd).
+func (c *cluster) requireProcessesCluster(t *testing.T) {
+	t.Helper()
+	if c.kind != "processes" {
+		t.Skipf("drives the processes cluster's own components; this is the %s cluster", c.kind)
+	}
 }
 
 func cacheDir() string {
@@ -48,8 +83,21 @@ func cacheDir() string {
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{kubectlBin: os.Getenv("E2E_KUBECTL"), kubeconfig: os.Getenv("E2E_KUBECONFIG")}
+	kind := os.Getenv("E2E_CLUSTER")
+	if kind == "" {
+		kind = "processes"
+	}
+	l, ok := layouts[kind]
+	if !ok {
+		t.Fatalf("E2E_CLUSTER=%s: want processes or kind", kind)
+	}
+	c.layout = l
 	if c.kubeconfig == "" {
-		c.kubeconfig = filepath.Join(cacheDir(), "kubeconfig")
+		name := "kubeconfig"
+		if kind == "kind" {
+			name = "kind-kubeconfig"
+		}
+		c.kubeconfig = filepath.Join(cacheDir(), name)
 	}
 	if c.kubectlBin == "" {
 		c.kubectlBin = filepath.Join(cacheDir(), "k8s-"+k8sVersion, "bin", "kubectl")

@@ -147,6 +147,9 @@ func TestReconnect(t *testing.T) {
 // same command line and returns when it is ready.
 func restartAPIServer(t *testing.T, c *cluster) time.Time {
 	t.Helper()
+	// The pid file below is the processes cluster's: on kind it would name
+	// another cluster's API server.
+	c.requireProcessesCluster(t)
 	run := os.Getenv("E2E_RUN")
 	if run == "" {
 		run = "/run/mirrord-e2e"

@@ -28,25 +28,27 @@ func TestSmoke(t *testing.T) {
 	ns := c.namespace(t, "e2e-smoke")
 	c.apply(t, fmt.Sprintf(clientPod, ns, busyboxImage))
 
-	t.Run("node", func(t *testing.T) {
-		var node struct {
-			Status struct {
-				NodeInfo struct {
-					KubeletVersion          string `json:"kubeletVersion"`
-					ContainerRuntimeVersion string `json:"containerRuntimeVersion"`
-				} `json:"nodeInfo"`
-				Conditions []struct{ Type, Status string } `json:"conditions"`
-			} `json:"status"`
+	t.Run("nodes", func(t *testing.T) {
+		for _, nodeName := range c.nodes {
+			var node struct {
+				Status struct {
+					NodeInfo struct {
+						KubeletVersion          string `json:"kubeletVersion"`
+						ContainerRuntimeVersion string `json:"containerRuntimeVersion"`
+					} `json:"nodeInfo"`
+					Conditions []struct{ Type, Status string } `json:"conditions"`
+				} `json:"status"`
+			}
+			c.getJSON(t, &node, "node", nodeName)
+			ready := false
+			for _, cond := range node.Status.Conditions {
+				ready = ready || cond.Type == "Ready" && cond.Status == "True"
+			}
+			if !ready || node.Status.NodeInfo.KubeletVersion != k8sVersion {
+				t.Fatalf("node %s: ready=%v kubelet %q, want Ready and %s", nodeName, ready, node.Status.NodeInfo.KubeletVersion, k8sVersion)
+			}
+			t.Logf("node %s Ready, kubelet %s, runtime %s", nodeName, node.Status.NodeInfo.KubeletVersion, node.Status.NodeInfo.ContainerRuntimeVersion)
 		}
-		c.getJSON(t, &node, "node", nodeName)
-		ready := false
-		for _, cond := range node.Status.Conditions {
-			ready = ready || cond.Type == "Ready" && cond.Status == "True"
-		}
-		if !ready || node.Status.NodeInfo.KubeletVersion != k8sVersion {
-			t.Fatalf("node %s: ready=%v kubelet %q, want Ready and %s", nodeName, ready, node.Status.NodeInfo.KubeletVersion, k8sVersion)
-		}
-		t.Logf("node %s Ready, kubelet %s, runtime %s", nodeName, node.Status.NodeInfo.KubeletVersion, node.Status.NodeInfo.ContainerRuntimeVersion)
 	})
 
 	// An earlier test may have stolen port 80, readiness probes included:
@@ -57,7 +59,7 @@ func TestSmoke(t *testing.T) {
 		if len(pods) != 2 {
 			t.Fatalf("want 2 Ready %s pods, got %d", pyServ, len(pods))
 		}
-		_, podNet, _ := net.ParseCIDR("10.244.0.0/16")
+		_, podNet, _ := net.ParseCIDR(c.podCIDR)
 		seen := map[string]bool{}
 		for _, p := range pods {
 			ip := net.ParseIP(p.Status.PodIP)
@@ -111,7 +113,7 @@ func TestSmoke(t *testing.T) {
 
 	t.Run("cluster DNS", func(t *testing.T) {
 		resolv := c.exec(t, ns, "client", "", "cat", "/etc/resolv.conf")
-		if !strings.Contains(resolv, "nameserver 10.96.0.10") || !strings.Contains(resolv, ns+".svc.cluster.local") {
+		if !strings.Contains(resolv, "nameserver "+c.dnsIP) || !strings.Contains(resolv, ns+".svc.cluster.local") {
 			t.Errorf("pod resolv.conf does not point at cluster DNS:\n%s", resolv)
 		}
 		ip := c.serviceIP(t, fixtureNamespace, pyServ)
@@ -177,20 +179,19 @@ func TestSmoke(t *testing.T) {
 	})
 
 	t.Run("NodePort", func(t *testing.T) {
-		// The node IP is one of this machine's own addresses.
-		nodeIP := c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
-		if !isLocalAddress(nodeIP) {
-			t.Fatalf("node IP %q is not an address of this machine", nodeIP)
-		}
-		if got := getBody(t, "http://"+net.JoinHostPort(nodeIP, "30080")+"/health"); strings.TrimSpace(got) != "ok" {
-			t.Errorf("NodePort 30080: %q", got)
+		for _, nodeName := range c.nodes {
+			nodeIP := c.nodeIP(t, nodeName)
+			if got := getBody(t, "http://"+net.JoinHostPort(nodeIP, "30080")+"/health"); strings.TrimSpace(got) != "ok" {
+				t.Errorf("NodePort 30080 on %s (%s): %q", nodeName, nodeIP, got)
+			}
 		}
 	})
 
 	t.Run("hostPID privileged pod enters the app's namespaces", func(t *testing.T) {
-		c.apply(t, fmt.Sprintf(hostPIDPod, ns, busyboxImage))
-		c.waitReady(t, ns, "hostpid")
 		target := pods[0]
+		// On the target's node: hostPID shows that node's processes only.
+		c.apply(t, fmt.Sprintf(hostPIDPod, ns, target.Spec.NodeName, busyboxImage))
+		c.waitReady(t, ns, "hostpid")
 		// Find the app's process among all of the node's processes by the
 		// POD_NAME its container was started with (and its command: a local
 		// process that mirrord gave the pod's environment has it too).
@@ -281,6 +282,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: hostpid, namespace: %s}
 spec:
+  nodeName: %s
   hostPID: true
   terminationGracePeriodSeconds: 0
   containers:
@@ -380,6 +382,26 @@ func getJSON(t *testing.T, url string, v any) {
 	if err := json.Unmarshal([]byte(body), v); err != nil {
 		t.Fatalf("GET %s: %v: %s", url, err, body)
 	}
+}
+
+// nodeIP returns a node's InternalIP after checking that traffic to it stays
+// on this machine (the e2e traffic rule): the processes cluster's node IP is
+// one of the machine's own addresses, a kind node's is in the harness's node
+// network, a bridge on this machine.
+func (c *cluster) nodeIP(t *testing.T, nodeName string) string {
+	t.Helper()
+	ip := c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+	if c.nodeCIDR == "" {
+		if !isLocalAddress(ip) {
+			t.Fatalf("node %s: IP %q is not an address of this machine", nodeName, ip)
+		}
+		return ip
+	}
+	_, n, _ := net.ParseCIDR(c.nodeCIDR)
+	if p := net.ParseIP(ip); p == nil || !n.Contains(p) {
+		t.Fatalf("node %s: IP %q is not in the kind node network %s", nodeName, ip, c.nodeCIDR)
+	}
+	return ip
 }
 
 // isLocalAddress reports whether ip is assigned to this machine, so that

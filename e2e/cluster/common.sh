@@ -39,7 +39,14 @@ REPO_ROOT=$(cd "$E2E_ROOT/.." && pwd)
 E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mirrord-e2e}
 E2E_STATE=${E2E_STATE:-/var/lib/mirrord-e2e}
 E2E_RUN=${E2E_RUN:-/run/mirrord-e2e}
-KUBECONFIG_OUT=${E2E_KUBECONFIG:-$E2E_CACHE/kubeconfig}
+# Which cluster: processes (default) or kind (see kind.sh).
+E2E_CLUSTER=${E2E_CLUSTER:-processes}
+case $E2E_CLUSTER in
+processes) KUBECONFIG_OUT=${E2E_KUBECONFIG:-$E2E_CACHE/kubeconfig} ;;
+kind) KUBECONFIG_OUT=${E2E_KUBECONFIG:-$E2E_CACHE/kind-kubeconfig} ;;
+*) printf '\033[31merror:\033[0m E2E_CLUSTER=%s: want processes or kind\n' "$E2E_CLUSTER" >&2 && exit 1 ;;
+esac
+export E2E_CLUSTER
 
 K8S_BIN=$E2E_CACHE/k8s-$K8S_VERSION/bin
 ETCD_BIN=$E2E_CACHE/etcd-$ETCD_VERSION/bin

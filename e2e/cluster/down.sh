@@ -6,6 +6,9 @@
 # runs it. It also cleans up after a crashed or half-started cluster, and ends
 # by checking that nothing is left (exit status 1 if something is).
 #
+# E2E_CLUSTER=kind: deletes the kind cluster, its containers, volumes and
+# Docker network, stops the harness's dockerd and checks likewise (kind.sh).
+#
 # Kept on purpose: the build cache ($E2E_CACHE, with the image tars) and the
 # component logs ($E2E_STATE/logs, for CI artifacts); E2E_PURGE=1 removes
 # the logs too. containerd's root goes: the next start re-imports the images
@@ -14,11 +17,23 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/common.sh"
+source "$HERE/kind.sh"
 
 main() {
 	require_root
 	local start
 	start=$(now_s)
+	if [[ $E2E_CLUSTER == kind ]]; then
+		section "Tearing down the kind cluster $KIND_CLUSTER"
+		kind_teardown
+		section "Checking that nothing is left"
+		if kind_leftovers; then
+			log "clean (teardown took $(elapsed "$start"))"
+		else
+			die "teardown left the things above behind"
+		fi
+		return
+	fi
 	section "Tearing down the e2e cluster"
 	# Nothing must recreate pods while they are being removed.
 	stop kube-controller-manager kube-scheduler kubelet kube-proxy

@@ -3,12 +3,17 @@
 # up.sh — bring up the e2e Kubernetes cluster on this machine, or check the
 # one that is running. `make e2e-cluster` runs it.
 #
-# E2E_CLUSTER=processes (the default and, for now, the only kind): etcd,
+# E2E_CLUSTER=processes (the default): etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
 # kube-proxy run as plain processes next to a private containerd; pods get a
 # Linux bridge (mirrord-e2e0) with host-local IPAM; CoreDNS runs as a
 # Deployment. It is idempotent: run it again and it only checks the cluster,
 # re-imports images whose content changed and re-applies the fixtures.
+#
+# E2E_CLUSTER=kind: a kind cluster "mirrord-e2e" with one control-plane and
+# one worker node, from a node image built here offline (see kind.sh), the
+# same fixture (py-serv with one replica on each node), CoreDNS, and a small
+# CNI of our own. Idempotent in the same way.
 #
 # Ctrl-C (or SIGTERM) while it runs tears the cluster down.
 set -euo pipefail
@@ -17,18 +22,18 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/common.sh"
 source "$HERE/build.sh"
 source "$HERE/config.sh"
+source "$HERE/kind.sh"
 
 main() {
 	local start
 	start=$(now_s)
-	case ${E2E_CLUSTER:-processes} in
-	processes) ;;
-	kind) die "E2E_CLUSTER=kind is not implemented yet; use E2E_CLUSTER=processes (the default)" ;;
-	*) die "E2E_CLUSTER=${E2E_CLUSTER}: want processes" ;;
-	esac
 	require_root
 	# Ctrl-C anywhere in here leaves no half-made cluster behind.
 	trap on_interrupt INT TERM
+	if [[ $E2E_CLUSTER == kind ]]; then
+		main_kind "$start"
+		return
+	fi
 	preflight
 	build_all
 
@@ -56,6 +61,36 @@ main() {
     tear down:  make e2e-down
 MSG
 	echo "$KUBECONFIG_OUT"
+}
+
+main_kind() {
+	local start=$1
+	build_all
+	kind_up
+	DNS_SVC_IP=$KIND_DNS_SVC_IP
+	deploy_addons
+	check_spread
+	trap - INT TERM
+
+	section "kind cluster ready in $(elapsed "$start")"
+	cat >&2 <<MSG
+    kubeconfig: $KUBECONFIG_OUT
+    kubectl:    $KUBECTL
+    nodes:      ${KIND_NODES[*]}
+    use it:     export KUBECONFIG=$KUBECONFIG_OUT PATH=$K8S_BIN:\$PATH
+    docker:     DOCKER_HOST=unix://$KIND_DOCKER_SOCK docker ps
+    logs:       $KIND_STATE/logs/
+    tear down:  E2E_CLUSTER=kind make e2e-down
+MSG
+	echo "$KUBECONFIG_OUT"
+}
+
+# check_spread makes sure py-serv has a replica on each kind node: the
+# two-node tests target the one on the worker.
+check_spread() {
+	local nodes
+	nodes=$(kctl get pods -l app=py-serv -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u | tr '\n' ' ')
+	[[ $nodes == "${KIND_NODES[*]} " ]] || die "py-serv's replicas are on [$nodes], want one on each of ${KIND_NODES[*]}"
 }
 
 # shellcheck disable=SC2317 # (called by the trap)
