@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -34,12 +35,12 @@ func TestTwoNodes(t *testing.T) {
 		worker, onWorker.Metadata.Name, onWorker.Status.PodIP)
 
 	t.Run("ls lists the pods of both nodes", func(t *testing.T) {
-		out, err := c.mirrord(t, time.Minute, "ls", "-n", fixtureNamespace, "-o", "json")
+		out, err := exec.Command(buildMirrord(t), "ls", "--kubeconfig", c.kubeconfig, "-n", fixtureNamespace, "-o", "json").Output()
 		if err != nil {
 			t.Fatalf("mirrord ls: %v\n%s", err, out)
 		}
 		var paths []string
-		if err := json.Unmarshal([]byte(out), &paths); err != nil {
+		if err := json.Unmarshal(out, &paths); err != nil {
 			t.Fatalf("mirrord ls -o json: %v\n%s", err, out)
 		}
 		for _, p := range []pod{onControl, onWorker} {
