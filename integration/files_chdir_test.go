@@ -57,6 +57,17 @@ func TestFilesChdir(t *testing.T) {
 			"sub: "+d+"/sub inner of the pod\n", "up: "+d+"\n", "py "+d+" pod: config\n",
 			"child: "+d+" inner of the pod\n", "back: "+local+" local file\n")
 
+		// Under a debugger (strace): the preload's chdir is the process's
+		// own fchdir; the sandbox cannot make a traced thread run it (one
+		// tracer per thread), so the chdir fails, and says so.
+		out, err = f.mirrord(ctx(t), []string{"MIRRORD_LOG_LEVEL=warn"}, append(engine, "-f", cfg, "--", "strace", "-f", "-o", "/dev/null",
+			"bash", "-c", "cd "+d+" && cat config.yaml")...)
+		if engine[1] == "netstack" {
+			mustContain(t, out, "cd: "+d+": Operation not permitted", "a debugger")
+		} else {
+			mustContain(t, out, "pod: config\n")
+		}
+
 		if engine[1] != "netstack" {
 			return // a Go child of a layered process sees local files (README)
 		}
