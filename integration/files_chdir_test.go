@@ -64,6 +64,8 @@ func TestFilesChdir(t *testing.T) {
 			"bash", "-c", "cd "+d+" && cat config.yaml")...)
 		if engine[1] == "netstack" {
 			mustContain(t, out, "cd: "+d+": Operation not permitted", "a debugger")
+		} else if err != nil {
+			t.Errorf("under strace: %v\n%s", err, out)
 		} else {
 			mustContain(t, out, "pod: config\n")
 		}
