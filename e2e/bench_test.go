@@ -88,7 +88,8 @@ func benchPortForward(t *testing.T, c *cluster) string {
 	}
 	target := pods[0]
 	podIP := target.Status.PodIP
-	nodeIP := c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+	// The first InternalIP: IPv4 (a dual-stack node lists its IPv6 next).
+	nodeIP, _, _ := strings.Cut(c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`), " ")
 
 	kubectlPort := c.kubectlPortForward(t, "pod/"+target.Metadata.Name, 80)
 	samePod, svc := freePort(t), freePort(t)

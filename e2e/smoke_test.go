@@ -177,13 +177,19 @@ func TestSmoke(t *testing.T) {
 	})
 
 	t.Run("NodePort", func(t *testing.T) {
-		// The node IP is one of this machine's own addresses.
-		nodeIP := c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
-		if !isLocalAddress(nodeIP) {
-			t.Fatalf("node IP %q is not an address of this machine", nodeIP)
+		// The node IPs (one per family on a dual-stack node) are this
+		// machine's own addresses, and the NodePort answers on each.
+		nodeIPs := strings.Fields(c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`))
+		if len(nodeIPs) == 0 {
+			t.Fatal("the node has no InternalIP")
 		}
-		if got := getBody(t, "http://"+net.JoinHostPort(nodeIP, "30080")+"/health"); strings.TrimSpace(got) != "ok" {
-			t.Errorf("NodePort 30080: %q", got)
+		for _, nodeIP := range nodeIPs {
+			if !isLocalAddress(nodeIP) {
+				t.Fatalf("node IP %q is not an address of this machine", nodeIP)
+			}
+			if got := getBody(t, "http://"+net.JoinHostPort(nodeIP, "30080")+"/health"); strings.TrimSpace(got) != "ok" {
+				t.Errorf("NodePort 30080 on %s: %q", nodeIP, got)
+			}
 		}
 	})
 
