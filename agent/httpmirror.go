@@ -111,7 +111,13 @@ func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub 
 		}
 		keepTarget(req)
 		if !sub.filter.Match(filterRequest(req)) {
-			req.Body.Close() // reads it to its end
+			// Close reads the body to its end. A body that does not parse
+			// (a bad chunk or trailer) ends the copies: what follows is
+			// not a request the target's app reads as one, and copying it
+			// would mirror a smuggled request.
+			if err := req.Body.Close(); err != nil {
+				return
+			}
 			continue
 		}
 		body, err := io.ReadAll(io.LimitReader(req.Body, mirrorBodyLimit+1))

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -20,8 +19,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/preload"
@@ -364,7 +361,9 @@ func runRuntime(ctx context.Context, runtime string, args []string, o Options) (
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("container: %w", err)
 	}
-	stop := relaySignals(cmd)
+	// The runtime's client proxies them to the container (docker's
+	// --sig-proxy).
+	stop := session.ForwardSignals(cmd, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer stop()
 	err := cmd.Wait()
 	var ee *exec.ExitError
@@ -384,44 +383,6 @@ func runRuntime(ctx context.Context, runtime string, args []string, o Options) (
 // until the child is waited for.
 func lockThread()   { runtime.LockOSThread() }
 func unlockThread() { runtime.UnlockOSThread() }
-
-// relaySignals passes SIGINT, SIGTERM, SIGHUP, SIGQUIT to the runtime's
-// client, which proxies them to the container (docker's --sig-proxy). A
-// terminal's Ctrl-C reaches the client directly, as mirrord's child in
-// its foreground group; relaying it too is harmless (the client sends
-// one signal per signal it gets).
-func relaySignals(cmd *exec.Cmd) (stop func()) {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case sig := <-ch:
-				if sig == syscall.SIGINT && isForeground() {
-					continue
-				}
-				cmd.Process.Signal(sig)
-			case <-done:
-				return
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			signal.Stop(ch)
-			close(done)
-		})
-	}
-}
-
-// isForeground says whether mirrord's process group holds the terminal:
-// then a Ctrl-C already reached the runtime's client.
-func isForeground() bool {
-	pgrp, err := unix.IoctlGetInt(int(os.Stdin.Fd()), unix.TIOCGPGRP)
-	return err == nil && pgrp == unix.Getpgrp()
-}
 
 // relay passes connections from the container's mirrord (a unix socket in
 // the mounted run directory) to the agent's address on this machine.

@@ -209,8 +209,11 @@ type pod struct {
 		NodeName string `json:"nodeName"`
 	} `json:"spec"`
 	Status struct {
-		Phase      string `json:"phase"`
-		PodIP      string `json:"podIP"`
+		Phase  string `json:"phase"`
+		PodIP  string `json:"podIP"`
+		PodIPs []struct {
+			IP string `json:"ip"`
+		} `json:"podIPs"`
 		Conditions []struct {
 			Type   string `json:"type"`
 			Status string `json:"status"`
@@ -228,6 +231,16 @@ type containerStatus struct {
 	} `json:"state"`
 }
 
+// ipv6 is the pod's IPv6 address on a dual-stack cluster, or "".
+func (p pod) ipv6() string {
+	for _, a := range p.Status.PodIPs {
+		if strings.Contains(a.IP, ":") {
+			return a.IP
+		}
+	}
+	return ""
+}
+
 func (p pod) ready() bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == "Ready" {
@@ -240,8 +253,14 @@ func (p pod) ready() bool {
 // fixturePods returns the Ready pods of a fixture Deployment.
 func (c *cluster) fixturePods(t *testing.T, app string) []pod {
 	t.Helper()
+	return c.fixturePodsIn(t, fixtureNamespace, "app="+app)
+}
+
+// fixturePodsIn returns the Ready pods in ns that match a label selector.
+func (c *cluster) fixturePodsIn(t *testing.T, ns, selector string) []pod {
+	t.Helper()
 	var list podList
-	c.getJSON(t, &list, "pods", "-n", fixtureNamespace, "-l", "app="+app, "--field-selector=status.phase=Running")
+	c.getJSON(t, &list, "pods", "-n", ns, "-l", selector, "--field-selector=status.phase=Running")
 	var ready []pod
 	for _, p := range list.Items {
 		if p.ready() {

@@ -179,10 +179,13 @@ func TestSmoke(t *testing.T) {
 	})
 
 	t.Run("NodePort", func(t *testing.T) {
+		// Each node IP (one per family on a dual-stack node) stays on this
+		// machine (nodeIPs checks), and the NodePort answers on each.
 		for _, nodeName := range c.nodes {
-			nodeIP := c.nodeIP(t, nodeName)
-			if got := getBody(t, "http://"+net.JoinHostPort(nodeIP, "30080")+"/health"); strings.TrimSpace(got) != "ok" {
-				t.Errorf("NodePort 30080 on %s (%s): %q", nodeName, nodeIP, got)
+			for _, nodeIP := range c.nodeIPs(t, nodeName) {
+				if got := getBody(t, "http://"+net.JoinHostPort(nodeIP, "30080")+"/health"); strings.TrimSpace(got) != "ok" {
+					t.Errorf("NodePort 30080 on %s (%s): %q", nodeName, nodeIP, got)
+				}
 			}
 		}
 	})
@@ -384,24 +387,33 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 }
 
-// nodeIP returns a node's InternalIP after checking that traffic to it stays
-// on this machine (the e2e traffic rule): the processes cluster's node IP is
-// one of the machine's own addresses, a kind node's is in the harness's node
-// network, a bridge on this machine.
-func (c *cluster) nodeIP(t *testing.T, nodeName string) string {
+// nodeIPs returns a node's InternalIPs (one per family on a dual-stack
+// node) after checking that traffic to them stays on this machine (the e2e
+// traffic rule): the processes cluster's node IPs are the machine's own
+// addresses, a kind node's is in the harness's node network, a bridge on
+// this machine.
+func (c *cluster) nodeIPs(t *testing.T, nodeName string) []string {
 	t.Helper()
-	ip := c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
-	if c.nodeCIDR == "" {
-		if !isLocalAddress(ip) {
+	ips := strings.Fields(c.kubectl(t, "get", "node", nodeName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`))
+	if len(ips) == 0 {
+		t.Fatalf("node %s has no InternalIP", nodeName)
+	}
+	_, nodeNet, _ := net.ParseCIDR(c.nodeCIDR)
+	for _, ip := range ips {
+		if c.nodeCIDR == "" && !isLocalAddress(ip) {
 			t.Fatalf("node %s: IP %q is not an address of this machine", nodeName, ip)
 		}
-		return ip
+		if p := net.ParseIP(ip); c.nodeCIDR != "" && (p == nil || !nodeNet.Contains(p)) {
+			t.Fatalf("node %s: IP %q is not in the kind node network %s", nodeName, ip, c.nodeCIDR)
+		}
 	}
-	_, n, _ := net.ParseCIDR(c.nodeCIDR)
-	if p := net.ParseIP(ip); p == nil || !n.Contains(p) {
-		t.Fatalf("node %s: IP %q is not in the kind node network %s", nodeName, ip, c.nodeCIDR)
-	}
-	return ip
+	return ips
+}
+
+// nodeIP returns a node's first InternalIP, its IPv4 one (see nodeIPs).
+func (c *cluster) nodeIP(t *testing.T, nodeName string) string {
+	t.Helper()
+	return c.nodeIPs(t, nodeName)[0]
 }
 
 // isLocalAddress reports whether ip is assigned to this machine, so that

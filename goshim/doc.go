@@ -47,10 +47,12 @@
 // rules (a Classifier: local, remote, not found). The program's file
 // system calls stop in the kernel and mirrord answers them: just before
 // exec the helper sets no_new_privs and installs a seccomp filter that
-// sends openat, openat2, newfstatat, statx, faccessat(2), readlinkat (and
-// on amd64 open, stat, lstat, access, readlink), plus unlinkat, mkdirat,
-// renameat(2) (and unlink, rmdir, mkdir, rename) when writes may go remote,
-// to a user-notification listener, which it passes to mirrord over the
+// sends openat, openat2, newfstatat, statx, faccessat(2), readlinkat, the
+// xattr reads, statfs, chdir and getcwd (and on amd64 open, stat, lstat,
+// access, readlink), plus unlinkat, mkdirat, renameat(2), the metadata
+// changes and links (and unlink, rmdir, mkdir, rename, chmod, chown, link,
+// symlink, utime, utimes, futimesat) when writes may go remote, to a
+// user-notification listener, which it passes to mirrord over the
 // socketpair. Every other system call runs untouched.
 //
 // The supervisor (supervisor.go) receives each notification, reads the
@@ -72,7 +74,9 @@
 //     calls write the struct into the thread's memory and return 0;
 //     readlink writes the link; unlink, mkdir and rename return the
 //     target's result (a rename between a local and a remote path is
-//     EXDEV, so mv copies).
+//     EXDEV, so mv copies); chdir makes the thread itself fchdir to the
+//     directory's fd in the view, through a tracer process (tracer.go),
+//     and getcwd in a directory of the view answers the target's path.
 //
 // Remote opens get real kernel files from the FUSE view (fusefs.go): the
 // helper opens /dev/fuse and creates a FUSE mount with the new mount API
@@ -102,8 +106,10 @@
 // ADDFD for it fails with ENOENT, which is ignored. Once the listener is
 // closed every filtered call fails with ENOSYS, so the supervisor stops
 // only in Close, after the program and its process group are gone.
-// no_new_privs means setuid binaries run without their privilege. Not
-// intercepted: chdir (the program cannot enter a remote-only directory
-// by path), execve of remote files, and paths the rules map (mapping)
-// to another local path: a local operation runs on the path as given.
+// no_new_privs means setuid binaries run without their privilege. A
+// remote chdir needs the view (EOPNOTSUPP without it: a snapshot
+// directory would show empty local files) and a thread no debugger
+// traces (EPERM: a thread has one tracer). Not intercepted: execve of
+// remote files, and paths the rules map (mapping) to another local path:
+// a local operation runs on the path as given.
 package goshim

@@ -105,6 +105,10 @@ func fileOp(f []string) (string, error) {
 		return "ok", os.Remove(arg(1))
 	case "access":
 		return "ok", unix.Access(arg(1), unix.R_OK)
+	case "cd":
+		return "ok", os.Chdir(arg(1))
+	case "getcwd": // the system call ($PWD aside, as os.Getwd would use it)
+		return syscall.Getwd()
 	case "readat": // DIR NAME: open DIR, then NAME relative to it
 		d, err := os.Open(arg(1))
 		if err != nil {
@@ -362,6 +366,12 @@ func testFiles(t *testing.T, noFUSE bool) {
 		"ls " + r,
 		"stat " + r + "/sub",
 		"access " + r + "/config.yaml",
+		"cd " + r,
+		"getcwd",
+		"read config.yaml",
+		"cd sub",
+		"getcwd",
+		"cd /",
 		"readat " + r + " config.yaml",
 		"read /mirrord-test-missing/x",
 		"read " + local,
@@ -383,6 +393,16 @@ func testFiles(t *testing.T, noFUSE bool) {
 		"big,config.yaml,link,old.txt,sub",
 		"size=" + fmt.Sprint(statSize(t, filepath.Join(remote, "sub"))) + " dir=true link=false",
 		"ok",
+	}
+	// chdir into a remote directory needs the view: without it, a clear
+	// error rather than a local directory.
+	if noFUSE {
+		cwd, _ := os.Getwd()
+		want = append(want, "error ENOTSUP", cwd, "error ENOENT", "error ENOENT", cwd, "ok")
+	} else {
+		want = append(want, "ok", r, "remote: yes\n", "ok", r+"/sub", "ok")
+	}
+	want = append(want,
 		"remote: yes\n",
 		"error ENOENT",
 		"local file",
@@ -394,7 +414,7 @@ func testFiles(t *testing.T, noFUSE bool) {
 		"ok",
 		"ok",
 		"error EXDEV",
-	}
+	)
 	goroutines := runtime.NumGoroutine()
 	spec := Spec{Path: exe, Args: append([]string{exe, modeFiles}, ops...)}
 	var out, errOut bytes.Buffer

@@ -22,6 +22,9 @@ const helperFD = 3
 // the go byte and then execs the program in place, so it returns only on
 // failure. Failures are reported to the parent, which prints them.
 func HelperMain() int {
+	if os.Getenv(tracerEnv) != "" {
+		return TracerMain()
+	}
 	// Capabilities and the parent-death signal are per thread: they are
 	// set on the thread that then calls execve, so pin everything to one.
 	runtime.LockOSThread()

@@ -65,6 +65,8 @@ type supervisor struct {
 
 	noSend atomic.Bool // the kernel lacks SECCOMP_ADDFD_FLAG_SEND (before 5.14)
 
+	tracer tracer // runs fchdir in a thread that chdirs into the view (tracer.go)
+
 	stopFD int // eventfd: stop the loop
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -186,6 +188,7 @@ func (s *supervisor) stop() {
 	s.wg.Wait()
 	unix.Close(s.stopFD)
 	unix.Close(s.listener)
+	s.tracer.stop()
 	if s.remote != nil {
 		s.remote.close()
 	}
@@ -562,8 +565,12 @@ func (s *supervisor) handle(n seccompNotif) {
 		s.rename(&n, a)
 	case sysGetxattr, sysListxattr:
 		s.xattr(&n, c.kind == sysListxattr, a)
-	case sysChmod, sysChown, sysUtimens, sysTruncate, sysSymlink:
+	case sysChmod, sysChown, sysUtimens, sysUtimes, sysUtime, sysTruncate, sysSymlink:
 		s.change(&n, c.kind, a)
+	case sysChdir:
+		s.chdir(&n, a)
+	case sysGetcwd:
+		s.getcwd(&n, a)
 	case sysLink:
 		s.link(&n, a)
 	case sysStatfs:
@@ -750,6 +757,27 @@ func (s *supervisor) change(n *seccompNotif, kind sysKind, a [6]uint64) {
 			attr.Atime, attr.Mtime = timeArg(ts[0]), timeArg(ts[1])
 		}
 		follow = int(a[3])&unix.AT_SYMLINK_NOFOLLOW == 0
+	case sysUtimes, sysUtime:
+		// Whole seconds (utime's struct utimbuf) or microseconds (utimes,
+		// futimesat: struct timeval).
+		now := int64(protocol.TimeNow)
+		attr.Atime, attr.Mtime = &now, &now
+		if a[2] != 0 {
+			var t [2]unix.Timeval
+			b := bytesOf(&t)
+			if kind == sysUtime {
+				b = b[:16] // struct utimbuf: two longs, in t[0]
+			}
+			if _, err := readMem(tid, a[2], b); err != nil {
+				s.reply(n.ID, 0, unix.EFAULT)
+				return
+			}
+			at, mt := t[0].Nano(), t[1].Nano()
+			if kind == sysUtime {
+				at, mt = t[0].Sec*1e9, t[0].Usec*1e9 // actime, modtime
+			}
+			attr.Atime, attr.Mtime = &at, &mt
+		}
 	}
 	rpath, ok := s.whereAt(n, dirfd, p, true)
 	if !ok {
@@ -768,6 +796,61 @@ func (s *supervisor) change(n *seccompNotif, kind sysKind, a [6]uint64) {
 		}
 		s.reply(n.ID, 0, errnoOrZero(err))
 	})
+}
+
+// chdir into a remote directory: the thread fchdirs to its fd in the
+// view (tracer.go). A directory of the view itself (a relative chdir
+// from there, `cd ..`) is the kernel's.
+func (s *supervisor) chdir(n *seccompNotif, a [6]uint64) {
+	rpath, ok := s.where(n, a[0], a[1], false)
+	if !ok {
+		return
+	}
+	if _, isView := s.remote.(*fuseView); !isView {
+		// A snapshot directory would let relative opens read empty local
+		// files: fail rather than pretend.
+		s.log.Warn("chdir into the target's directory needs the FUSE view (/dev/fuse); the program gets EOPNOTSUPP", "path", rpath)
+		s.reply(n.ID, 0, unix.EOPNOTSUPP)
+		return
+	}
+	s.async(func(ctx context.Context) {
+		fd, err := s.remote.open(ctx, rpath, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			s.reply(n.ID, 0, errnoOf(err))
+			return
+		}
+		defer unix.Close(fd)
+		if err := s.chdirTo(n, fd); err != nil {
+			s.log.Warn("chdir into the target's directory failed", "path", rpath, "err", err)
+		}
+	})
+}
+
+// getcwd answers for a working directory in the view, whose path there is
+// the target's path (the kernel would say "(unreachable)/app", which libc
+// and Go take for an error); any other is the kernel's.
+func (s *supervisor) getcwd(n *seccompNotif, a [6]uint64) {
+	tid := int(n.Pid)
+	link := "/proc/" + strconv.Itoa(tid) + "/cwd"
+	target, err := os.Readlink(link)
+	if err != nil || !strings.HasPrefix(target, "/") {
+		s.cont(n.ID)
+		return
+	}
+	if inView, _ := s.remote.dir(link, target); !inView {
+		s.cont(n.ID)
+		return
+	}
+	b := append([]byte(target), 0)
+	switch {
+	case uint64(len(b)) > a[1]:
+		s.reply(n.ID, 0, unix.ERANGE)
+	case !notifValid(s.listener, n.ID):
+	case writeMem(tid, a[0], b) != nil:
+		s.reply(n.ID, 0, unix.EFAULT)
+	default:
+		s.reply(n.ID, int64(len(b)), 0)
+	}
 }
 
 // timeArg is one utimensat time as SetAttr wants it: nil for UTIME_OMIT.

@@ -29,6 +29,10 @@ const (
 	sysTruncate                 // dirfd, path, length
 	sysLink                     // olddirfd, oldpath, newdirfd, newpath, flags
 	sysSymlink                  // target, newdirfd, newpath
+	sysUtimes                   // dirfd, path, *struct timeval[2] (NULL: now)
+	sysUtime                    // dirfd, path, *struct utimbuf (NULL: now)
+	sysChdir                    // dirfd, path
+	sysGetcwd                   // buf, size
 	sysBind                     // fd, addr, addrlen
 	sysConnect                  // fd, addr, addrlen
 	sysListen                   // fd, backlog
@@ -79,6 +83,11 @@ var syscallsPath = map[int]sysCall{
 	unix.SYS_LLISTXATTR: {name: "llistxattr", kind: sysListxattr, args: prepend(3, unix.AT_SYMLINK_NOFOLLOW)},
 	unix.SYS_STATFS:     {name: "statfs", kind: sysStatfs, args: prepend(2)},
 	unix.SYS_TRUNCATE:   {name: "truncate", kind: sysTruncate, write: true, args: prepend(2)},
+	// chdir into a remote directory (tracer.go) and getcwd there: the
+	// kernel's answer for a directory of the view is "(unreachable)/...".
+	// fchdir needs nothing: a remote directory's fd is the view's.
+	unix.SYS_CHDIR:  {name: "chdir", kind: sysChdir, args: prepend(1)},
+	unix.SYS_GETCWD: {name: "getcwd", kind: sysGetcwd},
 }
 
 // syscallsNet are the socket calls through which the program says it

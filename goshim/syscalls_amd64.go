@@ -28,4 +28,9 @@ var syscallsArch = map[int]sysCall{
 	unix.SYS_SYMLINK: {name: "symlink", kind: sysSymlink, write: true, args: func(a [6]uint64) [6]uint64 {
 		return [6]uint64{a[0], atFDCWD, a[1]}
 	}},
+	// The obsolete time calls, which Go's syscall package and old static
+	// programs make; glibc uses utimensat for all of them.
+	unix.SYS_UTIME:     {name: "utime", kind: sysUtime, write: true, args: prepend(2)},
+	unix.SYS_UTIMES:    {name: "utimes", kind: sysUtimes, write: true, args: prepend(2)},
+	unix.SYS_FUTIMESAT: {name: "futimesat", kind: sysUtimes, write: true},
 }

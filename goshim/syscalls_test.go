@@ -189,6 +189,15 @@ func (e *probeEnv) owned(name string) func(uintptr, error) error {
 	}
 }
 
+// times checks that f's atime is 1e9 and its mtime 2e9.
+func (e *probeEnv) times(_ uintptr, err error) error {
+	if err != nil {
+		return err
+	}
+	st, err := e.lstat("f")
+	return want(err == nil && st.Atim.Sec == 1e9 && st.Mtim.Sec == 2e9, "f's times %d %d, want 1e9 2e9 (%v)", st.Atim.Sec, st.Mtim.Sec, err)
+}
+
 func (e *probeEnv) linked(_ uintptr, err error) error {
 	if err != nil {
 		return err
@@ -333,6 +342,36 @@ var probes = map[string]func(e *probeEnv, nr int) error{
 		}
 		st, err := e.lstat("f")
 		return want(err == nil && st.Mtim.Sec == 1e9, "f's mtime %d, want 1e9", st.Mtim.Sec)
+	},
+	"utime": func(e *probeEnv, nr int) error {
+		buf := [2]int64{1e9, 2e9} // struct utimbuf: actime, modtime
+		return e.times(call(nr, e.str("f"), uintptr(unsafe.Pointer(&buf))))
+	},
+	"utimes": func(e *probeEnv, nr int) error {
+		tv := [2]unix.Timeval{{Sec: 1e9}, {Sec: 2e9}}
+		return e.times(call(nr, e.str("f"), uintptr(unsafe.Pointer(&tv))))
+	},
+	"futimesat": func(e *probeEnv, nr int) error {
+		tv := [2]unix.Timeval{{Sec: 1e9}, {Sec: 2e9}}
+		return e.times(call(nr, uintptr(atFDCWD), e.str("f"), uintptr(unsafe.Pointer(&tv))))
+	},
+	"chdir": func(e *probeEnv, nr int) error {
+		old, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		defer os.Chdir(old)
+		if _, err := call(nr, e.str("d")); err != nil {
+			return err
+		}
+		cwd, err := os.Readlink("/proc/self/cwd") // the process's: one thread's chdir is all threads'
+		return want(err == nil && cwd == e.path("d"), "cwd after chdir: %q %v", cwd, err)
+	},
+	"getcwd": func(e *probeEnv, nr int) error {
+		b, p := e.buf(4096)
+		n, err := call(nr, p, 4096)
+		cwd, _ := os.Readlink("/proc/self/cwd")
+		return want(err == nil && string(b[:n]) == cwd+"\x00", "getcwd: %q, want %q (%v)", b[:n], cwd, err)
 	},
 	"link": func(e *probeEnv, nr int) error { return e.linked(call(nr, e.str("f"), e.str("h"))) },
 	"linkat": func(e *probeEnv, nr int) error {

@@ -161,7 +161,9 @@ func TestFilesWriteWithoutFUSE(t *testing.T) {
 	}
 	engine := []string{"--engine", "preload"}
 	os.Remove(inPod + "/out.txt")
-	script := "echo written without FUSE > " + d + "/out.txt && echo wrote"
+	// cd into the target's directory has no view to go to: refused
+	// (EOPNOTSUPP), not the empty local directory of the same name.
+	script := "echo written without FUSE > " + d + "/out.txt && echo wrote; cd " + d + " && echo entered: $(ls) || echo cd refused"
 	// mirrord itself runs as nobody (after the fixture's root-only
 	// resolv.conf mount).
 	args := append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"`,
@@ -173,7 +175,7 @@ func TestFilesWriteWithoutFUSE(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	mustContain(t, string(out), "wrote")
+	mustContain(t, string(out), "wrote", "cd refused")
 	waitFor(t, "the write to reach the target", func() bool {
 		b, _ := os.ReadFile(inPod + "/out.txt")
 		return string(b) == "written without FUSE\n"

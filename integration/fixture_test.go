@@ -67,6 +67,7 @@ const (
 	localIP = "10.79.0.2" // a server only this machine can reach
 
 	svcName     = "svc.cluster.test"
+	svc6Name    = "svc6.cluster.test" // AAAA only: svcIP6 (see addIPv6)
 	svcBody     = "hello from svc"
 	localBody   = "hello from local"
 	secret      = "s3cr3t-token"
@@ -129,7 +130,7 @@ func newFixture(t *testing.T) *fixture {
 	run(t, "ip", "-n", f.local, "link", "set", "ml"+id, "up")
 
 	// Servers, each listening inside its namespace.
-	f.serveDNS(f.pod, podIP, map[string]string{svcName: svcIP, "db." + podSearch: svcIP})
+	f.serveDNS(f.pod, podIP, map[string]string{svcName: svcIP, "db." + podSearch: svcIP, svc6Name: svcIP6})
 	f.serveHTTP(f.svc, svcIP+":8080", svcBody)
 	f.serveUDPEcho(f.svc, svcIP+":9000", "echo:")
 	f.serveDNS(f.local, localIP, map[string]string{svcName: localIP, "localonly.test": localIP})
@@ -303,7 +304,8 @@ func (f *fixture) serveUDPEcho(ns, addr, prefix string) {
 	f.t.Cleanup(func() { pc.Close() })
 }
 
-// serveDNS answers A queries for names (and for any of them TXT "hello",
+// serveDNS answers A queries for names with an IPv4 address and AAAA
+// queries for names with an IPv6 one (and for any of them TXT "hello",
 // SRV "0 5 8080 <name>" and MX "10 mail.<name>"), on UDP and TCP.
 // Anything else is NXDOMAIN.
 func (f *fixture) serveDNS(ns, ip string, names map[string]string) {
@@ -316,8 +318,11 @@ func (f *fixture) serveDNS(ns, ip string, names map[string]string) {
 		switch {
 		case !ok:
 			m.Rcode = dns.RcodeNameError
-		case q.Qtype == dns.TypeA:
+		case q.Qtype == dns.TypeA && !strings.Contains(a, ":"):
 			rr, _ := dns.NewRR(fmt.Sprintf("%s 5 IN A %s", q.Name, a))
+			m.Answer = append(m.Answer, rr)
+		case q.Qtype == dns.TypeAAAA && strings.Contains(a, ":"):
+			rr, _ := dns.NewRR(fmt.Sprintf("%s 5 IN AAAA %s", q.Name, a))
 			m.Answer = append(m.Answer, rr)
 		case q.Qtype == dns.TypeTXT:
 			rr, _ := dns.NewRR(fmt.Sprintf("%s 5 IN TXT \"hello\"", q.Name))

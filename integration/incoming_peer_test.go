@@ -24,13 +24,19 @@ const (
 )
 
 // addIPv6 gives the pod and the svc namespaces IPv6 addresses on their
-// link.
+// link, and the svc namespace the same servers on its IPv6 address as on
+// its IPv4 one (HTTP on 8080, UDP echo on 9000), answering svcBody6 and
+// "echo6:".
 func (f *fixture) addIPv6(t *testing.T) {
 	t.Helper()
 	id := strings.TrimPrefix(f.pod, "mrdpod")
 	run(t, "ip", "-n", f.pod, "addr", "add", podIP6+"/64", "dev", "mp"+id, "nodad")
 	run(t, "ip", "-n", f.svc, "addr", "add", svcIP6+"/64", "dev", "ms"+id, "nodad")
+	f.serveHTTP(f.svc, net.JoinHostPort(svcIP6, "8080"), svcBody6)
+	f.serveUDPEcho(f.svc, net.JoinHostPort(svcIP6, "9000"), "echo6:")
 }
+
+const svcBody6 = "hello from svc over IPv6"
 
 // podRequest sends an HTTP/1.0 request to dst from the svc namespace, as
 // a client in the cluster would, and returns the client's address (its

@@ -298,6 +298,8 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 			return "L", nil
 		}
 		return l.open(ctx, arg(3), flags, uint32(mode))
+	case "CD":
+		return l.chdir(arg(1))
 	case "S":
 		return l.stat(ctx, arg(2), arg(1) == "1"), nil
 	case "X", "Y":
@@ -687,6 +689,32 @@ func (l *layerServer) open(ctx context.Context, path string, flags int, mode uin
 	}
 	defer rf.Close()
 	return l.memfd(rpath, io.NewSectionReader(rf, 0, 1<<62))
+}
+
+// chdir answers the library's chdir of path: "L" when it is local, an
+// errno, or an fd of the remote directory in the view, which the library
+// fchdirs to (the kernel then resolves relative paths in the view, and
+// the library's getcwd shows the view's path). Without the view there is
+// no directory the process could be in: a snapshot would let relative
+// opens silently read empty local files, so the chdir fails with
+// EOPNOTSUPP, and the log says why.
+func (l *layerServer) chdir(path string) (string, *os.File) {
+	act, rpath := l.classify(path, false)
+	switch act {
+	case fsfilter.Local:
+		return "L", nil
+	case fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT)), nil
+	}
+	if l.opts.View == nil {
+		l.p.log.Warn("chdir into the target's directory needs the FUSE view (root); the program gets EOPNOTSUPP", "path", rpath)
+		return "E\t" + strconv.Itoa(int(syscall.EOPNOTSUPP)), nil
+	}
+	f, err := l.opts.View.Open(rpath, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return errnoReply(err), nil
+	}
+	return "F", f
 }
 
 // openCopy opens a remote file for writing without the view: through

@@ -354,10 +354,6 @@ func (c *Client) joinAgent(ctx context.Context, namespace, name string, deadline
 	return nil, nil
 }
 
-// probeInterval is how often waitReady tries to reach the agent once its
-// pod is on a node.
-const probeInterval = 100 * time.Millisecond
-
 // waitReady watches the agent's pod, to learn its name and to fail fast
 // when it cannot run, and meanwhile tries to reach the agent through a
 // port-forward. It does not wait for the kubelet to report the container
@@ -369,132 +365,73 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	log := steps.Logger()
-	timedOut := func() error {
-		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("the agent pod (job %s/%s) did not start within %s (agent.startup_timeout)", a.Namespace, a.JobName, timeout)
-		}
-		return ctx.Err()
+	job := fmt.Sprintf("job %s/%s", a.Namespace, a.JobName)
+	w := agentWait{
+		pods: a.client.Clientset.CoreV1().Pods(a.Namespace),
+		// Without a resource version the watch starts with the pod as it is.
+		opts:     metav1.ListOptions{LabelSelector: "job-name=" + a.JobName},
+		watching: "the agent pod (" + job + ")",
+		timedOut: func() error {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("the agent pod (%s) did not start within %s (agent.startup_timeout)", job, timeout)
+			}
+			return ctx.Err()
+		},
+		log: log,
 	}
-	pods := a.client.Clientset.CoreV1().Pods(a.Namespace)
-	opts := metav1.ListOptions{LabelSelector: "job-name=" + a.JobName}
-	// Without a resource version the watch starts with the pod as it is.
-	w, err := pods.Watch(ctx, opts)
-	if err != nil {
-		if ctx.Err() != nil {
-			return timedOut()
+	running := false
+	w.pod = func(ev watch.EventType, p *corev1.Pod) (bool, bool, error) {
+		if ev == watch.Deleted {
+			return false, false, goneError{fmt.Sprintf("the agent pod %s/%s was deleted before the agent started", a.Namespace, p.Name)}
 		}
-		return fmt.Errorf("watch the agent pod (job %s/%s): %w", a.Namespace, a.JobName, err)
+		if a.dialer == nil && p.Spec.NodeName != "" {
+			a.PodName = p.Name
+			w.reaching = fmt.Sprintf("the agent pod %s/%s", a.Namespace, p.Name)
+			a.dialer = newPodDialer(a, log)
+			steps.Done("agent pod scheduled", "pod", p.Name, "node", p.Spec.NodeName)
+		}
+		switch p.Status.Phase {
+		case corev1.PodFailed, corev1.PodSucceeded:
+			return false, false, goneError{fmt.Sprintf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))}
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if wt := cs.State.Waiting; wt != nil && cannotPull(wt.Reason) {
+				return false, false, fmt.Errorf("the agent image %s cannot be pulled (%s: %s); set agent.image", cs.Image, wt.Reason, wt.Message)
+			}
+			if cs.State.Running != nil && !running {
+				running = true
+				steps.Done("agent container running", "pod", p.Name)
+			}
+		}
+		return a.dialer != nil, running, nil
 	}
-	defer func() { w.Stop() }()
 	// The Job's events say why its pod cannot be created at all (Pod
 	// Security admission, a quota, a webhook): the Job controller only
-	// retries, and no pod ever shows in the watch above. A user who may
-	// not watch events waits for agent.startup_timeout instead.
-	var jobEvents <-chan watch.Event
-	// (A Job of the same name before this one may have left events: only
-	// this one's count.)
+	// retries, and no pod ever shows in the pod watch. A user who may not
+	// watch events waits for agent.startup_timeout instead. (A Job of the
+	// same name before this one may have left events: only this one's
+	// count.)
 	selector := "involvedObject.kind=Job,involvedObject.name=" + a.JobName
 	if a.jobUID != "" {
 		selector += ",involvedObject.uid=" + string(a.jobUID)
 	}
 	if ew, err := a.client.Clientset.CoreV1().Events(a.Namespace).Watch(ctx, metav1.ListOptions{FieldSelector: selector}); err == nil {
 		defer ew.Stop()
-		jobEvents = ew.ResultChan()
-	} else {
-		log.Debug("cannot watch the agent job's events", "err", err)
-	}
-
-	type probeResult struct {
-		conn io.ReadWriteCloser
-		err  error
-	}
-	results := make(chan probeResult, 1)
-	probing, running := false, false
-	next := time.NewTimer(0)
-	next.Stop()
-	defer next.Stop()
-	probe := func() {
-		probing = true
-		allowWS := running
-		go func() {
-			conn, err := a.dialer.probe(ctx, allowWS)
-			results <- probeResult{conn, err}
-		}()
-	}
-	defer func() {
-		// A probe still under way is not needed any more.
-		cancel()
-		if probing {
-			if r := <-results; r.conn != nil {
-				r.conn.Close()
-			}
-		}
-	}()
-	for {
-		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				if ctx.Err() != nil {
-					return timedOut()
-				}
-				// The API server ends watches now and then.
-				if w, err = pods.Watch(ctx, opts); err != nil {
-					return fmt.Errorf("watch the agent pod (job %s/%s): %w", a.Namespace, a.JobName, err)
-				}
-				continue
-			}
-			p, isPod := ev.Object.(*corev1.Pod)
-			if !isPod {
-				continue
-			}
-			if ev.Type == watch.Deleted {
-				return goneError{fmt.Sprintf("the agent pod %s/%s was deleted before the agent started", a.Namespace, p.Name)}
-			}
-			if a.dialer == nil && p.Spec.NodeName != "" {
-				a.PodName = p.Name
-				a.dialer = newPodDialer(a, log)
-				steps.Done("agent pod scheduled", "pod", p.Name, "node", p.Spec.NodeName)
-				probe()
-			}
-			switch p.Status.Phase {
-			case corev1.PodFailed, corev1.PodSucceeded:
-				return goneError{fmt.Sprintf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))}
-			}
-			for _, cs := range p.Status.ContainerStatuses {
-				if w := cs.State.Waiting; w != nil && cannotPull(w.Reason) {
-					return fmt.Errorf("the agent image %s cannot be pulled (%s: %s); set agent.image", cs.Image, w.Reason, w.Message)
-				}
-				if cs.State.Running != nil && !running {
-					running = true
-					steps.Done("agent container running", "pod", p.Name)
-				}
-			}
-		case ev, ok := <-jobEvents:
-			if !ok {
-				jobEvents = nil
-				continue
-			}
+		w.events = ew.ResultChan()
+		w.event = func(ev watch.Event) error {
 			if e, isEvent := ev.Object.(*corev1.Event); isEvent && e.Reason == "FailedCreate" {
 				return a.cannotCreate(ctx, e.Message)
 			}
-		case r := <-results:
-			probing = false
-			if r.err == nil {
-				a.dialer.keep(r.conn)
-				steps.Done("agent listening", "pod", a.PodName)
-				return nil
-			}
-			if refused(r.err) {
-				return fmt.Errorf("port-forward to the agent pod %s/%s: %w", a.Namespace, a.PodName, r.err)
-			}
-			log.Debug("agent not reachable yet", "err", r.err)
-			next.Reset(probeInterval)
-		case <-next.C:
-			probe()
-		case <-ctx.Done():
-			return timedOut()
+			return nil
 		}
+	} else {
+		log.Debug("cannot watch the agent job's events", "err", err)
 	}
+	if err := a.await(ctx, &w); err != nil {
+		return err
+	}
+	steps.Done("agent listening", "pod", a.PodName)
+	return nil
 }
 
 // cannotCreate explains why the Job controller cannot create the agent's

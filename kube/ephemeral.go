@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -271,108 +270,59 @@ func (a *Agent) waitEphemeral(ctx context.Context, timeout time.Duration, steps 
 	defer cancel()
 	log := steps.Logger()
 	where := fmt.Sprintf("container %s of pod %s/%s", a.Container, a.Namespace, a.PodName)
-	timedOut := func() error {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("the agent (ephemeral %s) did not start within %s (agent.startup_timeout)", where, timeout)
-		}
-		return ctx.Err()
-	}
-	pods := a.client.Clientset.CoreV1().Pods(a.Namespace)
-	opts := metav1.ListOptions{FieldSelector: "metadata.name=" + a.PodName}
-	w, err := pods.Watch(ctx, opts)
-	if err != nil {
-		if ctx.Err() != nil {
-			return timedOut()
-		}
-		return fmt.Errorf("watch the target pod %s/%s: %w", a.Namespace, a.PodName, err)
-	}
-	defer func() { w.Stop() }()
+	pod := fmt.Sprintf("the target pod %s/%s", a.Namespace, a.PodName)
 	a.dialer = newPodDialer(a, log)
-
-	type probeResult struct {
-		conn io.ReadWriteCloser
-		err  error
-	}
-	results := make(chan probeResult, 1)
-	probing, running := false, false
-	next := time.NewTimer(0)
-	defer next.Stop()
-	defer func() {
-		cancel()
-		if probing {
-			if r := <-results; r.conn != nil {
-				r.conn.Close()
+	running := false
+	err := a.await(ctx, &agentWait{
+		pods:     a.client.Clientset.CoreV1().Pods(a.Namespace),
+		opts:     metav1.ListOptions{FieldSelector: "metadata.name=" + a.PodName},
+		watching: pod,
+		reaching: fmt.Sprintf("the agent in pod %s/%s", a.Namespace, a.PodName),
+		timedOut: func() error {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("the agent (ephemeral %s) did not start within %s (agent.startup_timeout)", where, timeout)
 			}
-		}
-	}()
-	for {
-		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				if ctx.Err() != nil {
-					return timedOut()
-				}
-				if w, err = pods.Watch(ctx, opts); err != nil {
-					return fmt.Errorf("watch the target pod %s/%s: %w", a.Namespace, a.PodName, err)
-				}
-				continue
-			}
-			p, isPod := ev.Object.(*corev1.Pod)
-			if !isPod {
-				continue
-			}
-			if ev.Type == watch.Deleted || p.DeletionTimestamp != nil {
-				return goneError{fmt.Sprintf("the target pod %s/%s went away before the agent started", a.Namespace, a.PodName)}
+			return ctx.Err()
+		},
+		log: log,
+		pod: func(ev watch.EventType, p *corev1.Pod) (bool, bool, error) {
+			if ev == watch.Deleted || p.DeletionTimestamp != nil {
+				return false, false, goneError{pod + " went away before the agent started"}
 			}
 			if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
-				return goneError{fmt.Sprintf("the target pod %s/%s has ended (%s): its ephemeral agent cannot run", a.Namespace, a.PodName, p.Status.Phase)}
+				return false, false, goneError{fmt.Sprintf("%s has ended (%s): its ephemeral agent cannot run", pod, p.Status.Phase)}
 			}
 			cs := a.ephemeralStatus(p)
 			if cs == nil {
-				continue
+				return true, running, nil
 			}
 			if wt := cs.State.Waiting; wt != nil {
 				if cannotPull(wt.Reason) {
-					return fmt.Errorf("the agent image %s cannot be pulled on the target's node (%s: %s); set agent.image", cs.Image, wt.Reason, wt.Message)
+					return false, false, fmt.Errorf("the agent image %s cannot be pulled on the target's node (%s: %s); set agent.image", cs.Image, wt.Reason, wt.Message)
 				}
 				if wt.Reason == "CreateContainerConfigError" && strings.Contains(wt.Message, "failed to sync secret cache") {
 					// The kubelet has not seen the token's Secret yet (a
 					// busy node): it retries, within agent.startup_timeout.
 					log.Debug("the kubelet waits for the agent's token Secret", "message", wt.Message)
 				} else if strings.HasSuffix(wt.Reason, "Error") { // CreateContainerConfigError, RunContainerError, ...
-					return fmt.Errorf("the agent (ephemeral %s) cannot start: %s: %s", where, wt.Reason, wt.Message)
+					return false, false, fmt.Errorf("the agent (ephemeral %s) cannot start: %s: %s", where, wt.Reason, wt.Message)
 				}
 			}
 			if tm := cs.State.Terminated; tm != nil {
-				return goneError{fmt.Sprintf("the agent (ephemeral %s) exited (%s, code %d): %s", where, tm.Reason, tm.ExitCode, a.podLogs(a.PodName))}
+				return false, false, goneError{fmt.Sprintf("the agent (ephemeral %s) exited (%s, code %d): %s", where, tm.Reason, tm.ExitCode, a.podLogs(a.PodName))}
 			}
 			if cs.State.Running != nil && !running {
 				running = true
 				steps.Done("agent container running", "pod", a.PodName, "container", a.Container)
 			}
-		case r := <-results:
-			probing = false
-			if r.err == nil {
-				a.dialer.keep(r.conn)
-				steps.Done("agent listening", "pod", a.PodName, "container", a.Container)
-				return nil
-			}
-			if refused(r.err) {
-				return fmt.Errorf("port-forward to the agent in pod %s/%s: %w", a.Namespace, a.PodName, r.err)
-			}
-			log.Debug("agent not reachable yet", "err", r.err)
-			next.Reset(probeInterval)
-		case <-next.C:
-			probing = true
-			allowWS := running
-			go func() {
-				conn, err := a.dialer.probe(ctx, allowWS)
-				results <- probeResult{conn, err}
-			}()
-		case <-ctx.Done():
-			return timedOut()
-		}
+			return true, running, nil
+		},
+	})
+	if err != nil {
+		return err
 	}
+	steps.Done("agent listening", "pod", a.PodName, "container", a.Container)
+	return nil
 }
 
 // ephemeralRunning is Running for an ephemeral agent: its container runs

@@ -10,15 +10,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/fsfilter"
@@ -190,7 +187,7 @@ func (s *Session) runPreload(ctx context.Context, path string, argv, progEnv []s
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	stop := forwardSignalsTo(cmd)
+	stop := ForwardSignals(cmd, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer stop()
 	if err := cmd.Start(); err != nil {
 		return &ExitError{Code: 127, Err: err}
@@ -267,43 +264,6 @@ func (s *portSet) snapshot() map[uint16]bool {
 		out[p] = true
 	}
 	return out
-}
-
-// forwardSignalsTo relays signals sent to mirrord to the program, which
-// runs in mirrord's process group. A terminal's Ctrl-C (and Ctrl-\)
-// already reaches the whole foreground group, so SIGINT and SIGQUIT are
-// relayed only when mirrord is not in the terminal's foreground (scripts,
-// test runners, `kill -INT`); mirrord itself lives until the program exits.
-func forwardSignalsTo(cmd *exec.Cmd) (stop func()) {
-	ch := make(chan os.Signal, 16)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
-	interactive := false
-	if pgrp, err := unix.IoctlGetInt(int(os.Stdin.Fd()), unix.TIOCGPGRP); err == nil && pgrp == unix.Getpgrp() {
-		interactive = true
-	}
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case sig := <-ch:
-				if interactive && (sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
-					continue
-				}
-				if cmd.Process != nil {
-					cmd.Process.Signal(sig)
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			signal.Stop(ch)
-			close(done)
-		})
-	}
 }
 
 // stopWhenAgentLost ends the program (signal: SIGTERM, then SIGKILL 5 s later)

@@ -23,10 +23,17 @@ TESTAPP_IMAGE=ghcr.io/mirrord-go/e2e-testapp:e2e
 BUSYBOX_IMAGE=ghcr.io/mirrord-go/e2e-busybox:e2e
 
 # Network plan. 10.244/16 pods (this node uses the first /24), 10.96/16
-# services. Both are only routed on this machine.
+# services. Both are only routed on this machine. Where this machine has
+# IPv6 the cluster is dual-stack (IPv4 first, so every Service is IPv4
+# unless it asks for IPv6): pods also get an address in fd00:10:244::/64,
+# and a Service may have one in fd00:10:96::/112 — unique local addresses,
+# again only routed here. E2E_IPV6=0 makes it IPv4-only.
 POD_CIDR=10.244.0.0/16
 NODE_POD_SUBNET=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/16
+POD_CIDR6=fd00:10:244::/56
+NODE_POD_SUBNET6=fd00:10:244::/64
+SERVICE_CIDR6=fd00:10:96::/112
 KUBERNETES_SVC_IP=10.96.0.1
 DNS_SVC_IP=10.96.0.10
 BRIDGE=mirrord-e2e0
@@ -84,6 +91,21 @@ node_ip() {
 	# pipefail would turn that into a failure.)
 	dev=$(ip -4 route show default | awk '!d { for (i = 1; i < NF; i++) if ($i == "dev") d = $(i + 1) } END { print d }')
 	ip -4 -o addr show ${dev:+dev "$dev"} scope global | awk '!a { a = $4; sub("/.*", "", a) } END { print a }'
+}
+
+# dual_stack: true when the cluster gets IPv6 too (E2E_IPV6 is not 0 and
+# the kernel has IPv6 on).
+dual_stack() {
+	[[ ${E2E_IPV6:-1} != 0 && $(cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null) == 0 ]]
+}
+
+# node_ip6 prints this machine's global IPv6 address on its default route's
+# device, if it has one (the node then registers it too).
+node_ip6() {
+	local dev
+	dev=$(ip -6 route show default | awk '!d { for (i = 1; i < NF; i++) if ($i == "dev") d = $(i + 1) } END { print d }')
+	[[ -n $dev ]] || return 0
+	ip -6 -o addr show dev "$dev" scope global | awk '!a { a = $4; sub("/.*", "", a) } END { print a }'
 }
 
 kctl() { "$KUBECTL" --kubeconfig "$KUBECONFIG_OUT" "$@"; }

@@ -80,6 +80,11 @@ KUBECONFIG
 
 # --- component configuration ----------------------------------------------
 
+# cluster_cidrs and service_cidrs print the pod and Service ranges as the
+# components take them: comma-separated, IPv4 first.
+cluster_cidrs() { if dual_stack; then echo "$POD_CIDR,$POD_CIDR6"; else echo "$POD_CIDR"; fi; }
+service_cidrs() { if dual_stack; then echo "$SERVICE_CIDR,$SERVICE_CIDR6"; else echo "$SERVICE_CIDR"; fi; }
+
 write_configs() {
 	local ip=$1 cfg=$E2E_STATE/config
 	mkdir -p "$cfg" "$E2E_STATE/cni/net.d" "$LOGS"
@@ -131,7 +136,13 @@ TOML
 
 	# CNI: one Linux bridge with host-local IPAM. No ipMasq: pods have no
 	# business reaching beyond this machine (the traffic rule), and without it
-	# the bridge plugin installs no iptables rules to clean up.
+	# the bridge plugin installs no iptables rules to clean up. Dual-stack:
+	# a second range, and a default route of each family via the bridge.
+	local ranges="[{ \"subnet\": \"$NODE_POD_SUBNET\" }]" routes='{ "dst": "0.0.0.0/0" }'
+	if dual_stack; then
+		ranges+=", [{ \"subnet\": \"$NODE_POD_SUBNET6\" }]"
+		routes+=', { "dst": "::/0" }'
+	fi
 	cat >"$E2E_STATE/cni/net.d/10-mirrord-e2e.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
@@ -145,8 +156,8 @@ TOML
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{ "subnet": "$NODE_POD_SUBNET" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }],
+        "ranges": [$ranges],
+        "routes": [$routes],
         "dataDir": "$E2E_STATE/cni/ipam"
       }
     }
@@ -195,7 +206,7 @@ apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $cfg/kube-proxy.kubeconfig}
 hostnameOverride: $NODE_NAME
-clusterCIDR: $POD_CIDR
+clusterCIDR: $(cluster_cidrs)
 mode: iptables
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
@@ -207,7 +218,7 @@ YAML
 
 # Sysctls the kubelet and the bridge plugin change; saved before the first
 # start and restored by teardown.
-SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+SYSCTLS=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 	kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
 save_sysctls() {

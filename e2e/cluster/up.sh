@@ -37,6 +37,12 @@ main() {
 	preflight
 	build_all
 
+	if cluster_running && [[ $(cat "$E2E_STATE/netplan" 2>/dev/null) != "$(netplan)" ]]; then
+		# Started by an older harness or with another E2E_IPV6: the pods'
+		# addresses and the Service ranges are fixed at start.
+		warn "the running cluster has another network plan ($(cat "$E2E_STATE/netplan" 2>/dev/null || echo unknown)); restarting it"
+		"$HERE/down.sh"
+	fi
 	if cluster_running; then
 		section "Cluster already running"
 		import_images
@@ -122,6 +128,9 @@ any_component_running() {
 	return 1
 }
 
+# netplan is what the cluster's addresses are fixed by at start.
+netplan() { echo "pods $(cluster_cidrs) services $(service_cidrs)"; }
+
 cluster_running() {
 	local c
 	for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
@@ -156,16 +165,28 @@ start() {
 }
 
 start_cluster() {
-	local ip t cfg=$E2E_STATE/config
+	local ip ip6 node_ips t cfg=$E2E_STATE/config
 	ip=$(node_ip)
-	section "Starting the processes cluster (node $NODE_NAME, $ip)"
+	node_ips=$ip
+	if dual_stack; then
+		ip6=$(node_ip6)
+		node_ips+=${ip6:+,$ip6}
+	fi
+	section "Starting the processes cluster (node $NODE_NAME, $node_ips$(dual_stack && echo ', dual-stack'))"
 	t=$(now_s)
 	mkdir -p "$E2E_STATE" "$E2E_RUN"
 	save_sysctls
 	# Pod-to-service-to-pod traffic on one bridge must pass through iptables.
 	[[ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || sysctl -qw net.bridge.bridge-nf-call-iptables=1
+	if dual_stack; then
+		# The same for IPv6, which is also forwarded from a pod to the
+		# Service's endpoint (the kubelet sets the IPv4 switch itself).
+		[[ ! -e /proc/sys/net/bridge/bridge-nf-call-ip6tables ]] || sysctl -qw net.bridge.bridge-nf-call-ip6tables=1
+		sysctl -qw net.ipv6.conf.all.forwarding=1
+	fi
 	generate_pki "$ip"
 	write_configs "$ip"
+	netplan >"$E2E_STATE/netplan"
 	log "configuration written in $(elapsed "$t")"
 
 	start etcd "$ETCD_BIN/etcd" --name "$NODE_NAME" --data-dir "$E2E_STATE/etcd" \
@@ -189,7 +210,7 @@ start_cluster() {
 	start kube-apiserver "$K8S_BIN/kube-apiserver" \
 		--etcd-servers=http://127.0.0.1:2379 \
 		--bind-address=0.0.0.0 --secure-port="$APISERVER_PORT" --advertise-address="$ip" \
-		--service-cluster-ip-range="$SERVICE_CIDR" \
+		--service-cluster-ip-range="$(service_cidrs)" \
 		--client-ca-file="$PKI/ca.crt" \
 		--tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
 		--kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
@@ -213,7 +234,7 @@ start_cluster() {
 		--bind-address=127.0.0.1 --leader-elect=false --cluster-name="$NODE_NAME" \
 		--service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
 		--cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-		--use-service-account-credentials=true --service-cluster-ip-range="$SERVICE_CIDR" \
+		--use-service-account-credentials=true --service-cluster-ip-range="$(service_cidrs)" \
 		--profiling=false --v=1
 	start kube-scheduler "$K8S_BIN/kube-scheduler" \
 		--kubeconfig="$cfg/scheduler.kubeconfig" \
@@ -221,7 +242,7 @@ start_cluster() {
 		--authorization-kubeconfig="$cfg/scheduler.kubeconfig" \
 		--bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
 	start kubelet "$K8S_BIN/kubelet" --config="$cfg/kubelet.yaml" \
-		--kubeconfig="$cfg/kubelet.kubeconfig" --hostname-override="$NODE_NAME" --node-ip="$ip" \
+		--kubeconfig="$cfg/kubelet.kubeconfig" --hostname-override="$NODE_NAME" --node-ip="$node_ips" \
 		--root-dir="$E2E_STATE/kubelet" --v=1
 	start kube-proxy "$K8S_BIN/kube-proxy" --config="$cfg/kube-proxy.yaml" --v=1
 

@@ -48,12 +48,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/time.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/xattr.h>
+#include <utime.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -1249,6 +1251,96 @@ EXPORT DIR *opendir(const char *path) {
 	return d;
 }
 
+// ---- working directory ----------------------------------------------------
+// chdir into a directory the rules send to the target: the proxy opens it
+// in the FUSE view and the process fchdirs to that fd, so relative paths
+// then resolve in the view (the target's files) in the kernel itself, and
+// children inherit the directory. fchdir of a remote directory's fd needs
+// no hook: the fd is already the view's.
+
+DECLARE_REAL(int, chdir, const char *)
+DECLARE_REAL(char *, getcwd, char *, size_t)
+DECLARE_REAL(char *, get_current_dir_name, void)
+
+// remote_chdir returns 0, -1 with errno, or -2 to chdir locally. Without
+// the view (no FUSE) the proxy answers EOPNOTSUPP rather than leave the
+// process in a local directory of the same name.
+static int remote_chdir(const char *path) {
+	char abs[PATH_MAX], req[PATH_MAX + 16], resp[64];
+	if (!layer_on() || !files_active || !abspath(AT_FDCWD, path, abs, sizeof abs)) return -2;
+	int n = snprintf(req, sizeof req, "CD\t%s\n", abs);
+	int fd = -1;
+	if (n >= (int)sizeof req || request(req, n, resp, sizeof resp, &fd) < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	if (resp[0] != 'F' || fd < 0) return -2;
+	int r = fchdir(fd);
+	e = errno;
+	CALL(close)(fd);
+	errno = e;
+	return r;
+}
+
+EXPORT int chdir(const char *path) {
+	int r = remote_chdir(path);
+	return r == -2 ? CALL(chdir)(path) : r;
+}
+
+// view_cwd writes the working directory into out when it is in the FUSE
+// view. The view is a mount attached nowhere, so the kernel's getcwd says
+// "(unreachable)/app/src" and glibc's getcwd fails with ENOENT; the path
+// after the prefix is the target's path. An unreachable FUSE directory in
+// a layered process is the view (nothing else mounts FUSE detached).
+static int view_cwd(char *out, size_t cap) {
+	static const char prefix[] = "(unreachable)/";
+	char k[PATH_MAX + sizeof prefix];
+	long n = syscall(SYS_getcwd, k, sizeof k);
+	struct statfs fs;
+	// The raw statfs: the hooked one makes "." absolute with getcwd.
+	if (n <= 0 || strncmp(k, prefix, sizeof prefix - 1) != 0 || syscall(SYS_statfs, ".", &fs) != 0 ||
+	    fs.f_type != FUSE_SUPER_MAGIC)
+		return 0;
+	const char *p = k + sizeof prefix - 2; // keep the slash
+	if (strlen(p) >= cap) return 0;
+	memcpy(out, p, strlen(p) + 1);
+	return 1;
+}
+
+// getcwd keeps glibc's contract: buf NULL allocates (size bytes, or as
+// many as needed when size is 0), a short buffer is ERANGE.
+EXPORT char *getcwd(char *buf, size_t size) {
+	int e = errno;
+	char *r = CALL(getcwd)(buf, size);
+	char path[PATH_MAX];
+	if (r || errno != ENOENT || !layer_on() || !files_active || !view_cwd(path, sizeof path)) return r;
+	size_t len = strlen(path) + 1;
+	if (size && size < len) {
+		errno = ERANGE;
+		return NULL;
+	}
+	if (!buf && !(buf = malloc(size ? size : len))) return NULL;
+	memcpy(buf, path, len);
+	errno = e;
+	return buf;
+}
+
+EXPORT char *getwd(char *buf) {
+	if (!getcwd(buf, PATH_MAX)) {
+		snprintf(buf, PATH_MAX, "%s", strerror(errno));
+		return NULL;
+	}
+	return buf;
+}
+
+// get_current_dir_name calls glibc's internal getcwd, not the hook.
+EXPORT char *get_current_dir_name(void) {
+	char *r = CALL(get_current_dir_name)();
+	return r || errno != ENOENT ? r : getcwd(NULL, 0);
+}
+
 // remote_stat asks the proxy about path. Returns 0 and fills the fields,
 // -1 with errno, or -2 to stat locally.
 struct rstat {
@@ -1863,6 +1955,9 @@ DECLARE_REAL(int, lchown, const char *, uid_t, gid_t)
 DECLARE_REAL(int, fchownat, int, const char *, uid_t, gid_t, int)
 DECLARE_REAL(int, utimensat, int, const char *, const struct timespec *, int)
 DECLARE_REAL(int, utimes, const char *, const struct timeval *)
+DECLARE_REAL(int, utime, const char *, const struct utimbuf *)
+DECLARE_REAL(int, lutimes, const char *, const struct timeval *)
+DECLARE_REAL(int, futimesat, int, const char *, const struct timeval *)
 DECLARE_REAL(int, truncate, const char *, off_t)
 DECLARE_REAL(int, truncate64, const char *, off64_t)
 DECLARE_REAL(int, link, const char *, const char *)
@@ -1913,6 +2008,38 @@ EXPORT int utimes(const char *path, const struct timeval tv[2]) {
 	}
 	int r = remote_utimens(AT_FDCWD, path, tv ? ts : NULL, 1);
 	return r == -2 ? CALL(utimes)(path, tv) : r;
+}
+
+// The obsolete forms: glibc implements them with utimensat internally,
+// which the hook above does not see. futimesat with a NULL path is
+// futimes(dirfd), and futimes itself needs no hook (see above).
+static int remote_utimes(int dirfd, const char *path, const struct timeval *tv, int follow) {
+	struct timespec ts[2];
+	for (int i = 0; tv && i < 2; i++) {
+		ts[i].tv_sec = tv[i].tv_sec;
+		ts[i].tv_nsec = tv[i].tv_usec * 1000;
+	}
+	return remote_utimens(dirfd, path, tv ? ts : NULL, follow);
+}
+
+EXPORT int utime(const char *path, const struct utimbuf *times) {
+	struct timeval tv[2];
+	if (times) {
+		tv[0] = (struct timeval){.tv_sec = times->actime};
+		tv[1] = (struct timeval){.tv_sec = times->modtime};
+	}
+	int r = remote_utimes(AT_FDCWD, path, times ? tv : NULL, 1);
+	return r == -2 ? CALL(utime)(path, times) : r;
+}
+
+EXPORT int lutimes(const char *path, const struct timeval tv[2]) {
+	int r = remote_utimes(AT_FDCWD, path, tv, 0);
+	return r == -2 ? CALL(lutimes)(path, tv) : r;
+}
+
+EXPORT int futimesat(int dirfd, const char *path, const struct timeval tv[2]) {
+	int r = remote_utimes(dirfd, path, tv, 1);
+	return r == -2 ? CALL(futimesat)(dirfd, path, tv) : r;
 }
 
 static int remote_truncate(const char *path, long long size) {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -89,6 +90,22 @@ func run(f []string) (string, error) {
 		return "ok", os.Rename(arg(1), arg(2))
 	case "rm":
 		return "ok", os.Remove(arg(1))
+	case "cd":
+		return "ok", os.Chdir(arg(1))
+	case "pwd": // os.Getwd: $PWD when it is ".", else the getcwd system call
+		return os.Getwd()
+	case "getcwd": // the system call itself
+		return syscall.Getwd()
+	case "mtime": // the file's mtime, in seconds
+		fi, err := os.Stat(arg(1))
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatInt(fi.ModTime().Unix(), 10), nil
+	case "utime", "utimes", "futimesat": // the legacy amd64 system calls, mtime = atime = arg 2
+		var sec int64
+		fmt.Sscan(arg(2), &sec)
+		return "ok", utimeCall(f[0], arg(1), sec)
 	case "sha": // sha256 of a file, read in 32 KiB pieces, and the time taken
 		start := time.Now()
 		fh, err := os.Open(arg(1))
