@@ -191,6 +191,11 @@ func TestContainer(t *testing.T) {
 	// stolen waits until one of the pods (the agent is on one of them)
 	// answers path with the container's answer, and returns it.
 	stolen := func(t *testing.T, path string, ok func(string) bool, out *syncBuffer) string {
+		defer func() {
+			if t.Failed() {
+				t.Logf("mirrord container's output:\n%s", out)
+			}
+		}()
 		var body string
 		waitUntil(t, 2*time.Minute, "the container to answer "+path+" stolen from a "+pyServ+" pod", func() bool {
 			for _, p := range pods {
