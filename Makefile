@@ -131,7 +131,8 @@ demo: deps
 ## e2e-cluster: a local Kubernetes cluster for the e2e tests (needs root;
 ## installs and builds what it needs, cached under ~/.cache/mirrord-e2e; see
 ## e2e/README.md). Prints the kubeconfig path. Idempotent.
-## E2E_CLUSTER=processes (default; the only one so far).
+## E2E_CLUSTER=processes (default: one node, plain processes) or kind (a
+## control-plane and a worker node, built offline; also for e2e and e2e-down).
 e2e-cluster:
 	@e2e/cluster/up.sh
 

@@ -646,3 +646,9 @@ func metOrNot(ok bool) string {
 	}
 	return "not met"
 }
+
+// nodeIP returns a node's first InternalIP, its IPv4 one (see nodeIPs).
+func (c *cluster) nodeIP(t *testing.T, nodeName string) string {
+	t.Helper()
+	return c.nodeIPs(t, nodeName)[0]
+}

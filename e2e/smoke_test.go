@@ -415,12 +415,6 @@ func (c *cluster) nodeIPs(t *testing.T, nodeName string) []string {
 	return ips
 }
 
-// nodeIP returns a node's first InternalIP, its IPv4 one (see nodeIPs).
-func (c *cluster) nodeIP(t *testing.T, nodeName string) string {
-	t.Helper()
-	return c.nodeIPs(t, nodeName)[0]
-}
-
 // isLocalAddress reports whether ip is assigned to this machine, so that
 // connecting to it stays on the machine (the e2e traffic rule).
 func isLocalAddress(ip string) bool {
