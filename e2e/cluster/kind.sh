@@ -21,13 +21,20 @@ KIND_VERSION=v0.30.0 # v0.32+ has a trixie base (systemd ≥ 256, no cgroup v1)
 KIND_CLUSTER=mirrord-e2e
 KIND_NODES=("$KIND_CLUSTER-control-plane" "$KIND_CLUSTER-worker")
 KIND_BIN=$E2E_CACHE/kind-$KIND_VERSION/bin/kind
+# runcwrap for kind's dockerd and inside the nodes: a copy of its own, built
+# from this tree, because $TOOLS_BIN is shared with every checkout that runs
+# the processes cluster on this machine, and an older runcwrap there (one
+# that leaves CAP_SYS_RESOURCE in) makes every `docker exec` into a node fail
+# with "unable to apply caps". Debian's runc is /usr/sbin/runc on the host and
+# in the node image alike.
+KIND_RUNCWRAP=$E2E_CACHE/kind-$KIND_VERSION/runcwrap/runcwrap
 KIND_NODE_DIR=$E2E_CACHE/kind-node-$K8S_VERSION # node image tar, keyed by content
 KIND_NODE_REPO=mirrord-e2e/kind-node
 KIND_CNI_IMAGE=ghcr.io/mirrord-go/e2e-kind-cni:e2e
 KIND_STATE=/var/lib/mirrord-e2e-kind # config, logs, import marks
 KIND_RUN=/run/mirrord-e2e-kind
 KIND_DOCKER_SOCK=$KIND_RUN/docker.sock
-# Named a cache: it only holds images (the node image, ~1 GB), which make the
+# Named a cache: it only holds images (the node image, ≈1.6 GB), which make the
 # next start fast. Containers, volumes and networks go with `make e2e-down`.
 KIND_DOCKER_DATA=/var/cache/mirrord-e2e-kind-docker
 KIND_NETWORK=mirrord-e2e-kind
@@ -42,7 +49,10 @@ KIND_NODE_PACKAGES=systemd,systemd-sysv,dbus,conntrack,iptables,nftables,iproute
 # kube-proxy runs in nftables mode (one backend, no iptables-legacy/nft guess
 # between the node and the image); its image needs nft and conntrack.
 KIND_PROXY_PACKAGES=nftables,conntrack,iptables
-DEBIAN_MIRROR=${E2E_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# Where mmdebstrap gets the packages: this machine's own apt sources (deb822
+# file; the chroot gets them as they are), or E2E_DEBIAN_SOURCES; without
+# either, mmdebstrap's default mirror.
+DEBIAN_SOURCES=${E2E_DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 
 kdocker() { DOCKER_HOST=unix://$KIND_DOCKER_SOCK docker "$@"; }
 kind_cmd() {
@@ -65,6 +75,14 @@ kind_packages() {
 }
 
 build_kind() {
+	local dir=${KIND_RUNCWRAP%/*}
+	[[ -x /usr/sbin/runc ]] || die "/usr/sbin/runc is missing (Debian's runc package), which runcwrap execs"
+	# Every time (Go's build cache makes it a no-op); renamed into place, as
+	# the running dockerd may exec it at any moment.
+	mkdir -p "$dir"
+	(cd "$E2E_ROOT/tools" && GOWORK=off CGO_ENABLED=0 go build -trimpath \
+		-ldflags "-X main.realRunc=/usr/sbin/runc" -o "$dir/runcwrap.tmp" ./runcwrap)
+	mv "$dir/runcwrap.tmp" "$KIND_RUNCWRAP"
 	[[ -x $KIND_BIN ]] && return 0
 	section "Building kind $KIND_VERSION from the Go module proxy"
 	rm -rf "${KIND_BIN%/*}.tmp"
@@ -97,7 +115,7 @@ dockerd_running() { [[ -S $KIND_DOCKER_SOCK ]] && kdocker version >/dev/null 2>&
 #     cannot grant CAP_SYS_RESOURCE where the host lacks it (see runcwrap).
 start_dockerd() {
 	dockerd_running && return 0
-	[[ -x $TOOLS_BIN/runcwrap ]] || die "$TOOLS_BIN/runcwrap is missing (build_tools builds it)"
+	[[ -x $KIND_RUNCWRAP ]] || die "$KIND_RUNCWRAP is missing (build_kind builds it)"
 	section "Starting dockerd for kind ($KIND_DOCKER_SOCK)"
 	local forward_before
 	forward_before=$(iptables -S FORWARD 2>/dev/null | head -1)
@@ -114,7 +132,7 @@ start_dockerd() {
 			--exec-root "$KIND_RUN/exec" --pidfile "$KIND_RUN/dockerd.pid" \
 			--iptables=false --ip-masq=false --ip-forward=false --bridge=none \
 			--storage-driver=overlay2 --log-level=warn \
-			--add-runtime "runcwrap=$TOOLS_BIN/runcwrap" --default-runtime=runcwrap \
+			--add-runtime "runcwrap=$KIND_RUNCWRAP" --default-runtime=runcwrap \
 			</dev/null >>"$KIND_STATE/logs/dockerd.log" 2>&1
 	) &
 	if ! wait_for "dockerd on $KIND_DOCKER_SOCK" 60 kdocker version; then
@@ -183,8 +201,10 @@ debian_root() {
 	if [[ ! -f $tar ]]; then
 		log "Debian bookworm root with $pkgs (mmdebstrap)"
 		mkdir -p "$KIND_NODE_DIR"
+		local sources=()
+		[[ -f $DEBIAN_SOURCES ]] && sources=("$DEBIAN_SOURCES")
 		nice -n 19 ionice -c3 mmdebstrap --quiet --format=tar --variant=minbase --include="$pkgs" \
-			bookworm "$tar.tmp" "$DEBIAN_MIRROR" >&2 || { rm -f "$tar.tmp"; die "mmdebstrap (bookworm, $pkgs) failed"; }
+			bookworm "$tar.tmp" "${sources[@]}" >&2 || { rm -f "$tar.tmp"; die "mmdebstrap (bookworm, $pkgs) failed"; }
 		mv "$tar.tmp" "$tar"
 	fi
 	echo "$tar"
@@ -195,7 +215,7 @@ debian_root() {
 kind_node_key() {
 	{
 		sha256sum "$K8S_BIN"/{kubeadm,kubelet,kubectl,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy} \
-			"$ETCD_BIN/etcd" "$IMAGES_DIR/coredns.tar" "$IMAGES_DIR/pause.tar" "$TOOLS_BIN/runcwrap" \
+			"$ETCD_BIN/etcd" "$IMAGES_DIR/coredns.tar" "$IMAGES_DIR/pause.tar" "$KIND_RUNCWRAP" \
 			"$HERE/manifests/kind-cni.yaml" /bin/busybox | awk '{print $1}'
 		echo "$KIND_VERSION $KIND_NODE_PACKAGES $KIND_PROXY_PACKAGES $KIND_CNI_IMAGE"
 		# The recipe itself (not the whole file: a change to teardown must not
@@ -247,7 +267,7 @@ build_node_image() {
 	install -m 0644 "$files"/etc/systemd/system/{kubelet.service,kubelet.slice,undo-mount-hacks.service} "$root/etc/systemd/system/"
 	install -m 0644 "$files"/etc/systemd/system/kubelet.service.d/* "$root/etc/systemd/system/kubelet.service.d/"
 	install -m 0755 "$K8S_BIN"/{kubeadm,kubelet,kubectl} "$root/usr/bin/"
-	install -m 0755 "$TOOLS_BIN/runcwrap" "$root/usr/local/bin/runcwrap"
+	install -m 0755 "$KIND_RUNCWRAP" "$root/usr/local/bin/runcwrap"
 	echo "$K8S_VERSION" >"$root/kind/version"
 	sed "s|@KIND_CNI_IMAGE@|$KIND_CNI_IMAGE|g" "$HERE/manifests/kind-cni.yaml" >"$root/kind/manifests/default-cni.yaml"
 	# Debian puts the CNI plugins in /usr/lib/cni; kind's containerd looks in /opt/cni/bin.
