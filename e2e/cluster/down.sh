@@ -110,6 +110,9 @@ our_stray_pids() {
 		((${#args[@]})) || continue
 		case ${args[0]} in
 		"$TOOLS_BIN"/* | "$KUBECTL") continue ;; # imgbuild, a test's kubectl
+		# The kind cluster's kind and runcwrap: another cluster's, which
+		# kind.sh's own teardown handles.
+		"$E2E_CACHE"/kind-*) continue ;;
 		"$E2E_CACHE"/*) echo "${p#/proc/}" && continue ;;
 		esac
 		for a in "${args[@]}"; do
