@@ -55,6 +55,16 @@ KIND_PROXY_PACKAGES=nftables,conntrack,iptables
 DEBIAN_SOURCES=${E2E_DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 
 kdocker() { DOCKER_HOST=unix://$KIND_DOCKER_SOCK docker "$@"; }
+
+# interruptible COMMAND... runs a long step in the background and waits for
+# it: bash runs an INT/TERM trap (up.sh's teardown) only after a foreground
+# command ends, and not at all when the command handles the signal itself and
+# exits 0, as `kind create` does (checked: a Ctrl-C during it was lost and the
+# cluster came up anyway). `wait` returns at once on a trapped signal.
+interruptible() {
+	"$@" &
+	wait $!
+}
 kind_cmd() {
 	DOCKER_HOST=unix://$KIND_DOCKER_SOCK KIND_EXPERIMENTAL_PROVIDER=docker \
 		KIND_EXPERIMENTAL_DOCKER_NETWORK=$KIND_NETWORK "$KIND_BIN" "$@"
@@ -203,7 +213,7 @@ debian_root() {
 		mkdir -p "$KIND_NODE_DIR"
 		local sources=()
 		[[ -f $DEBIAN_SOURCES ]] && sources=("$DEBIAN_SOURCES")
-		nice -n 19 ionice -c3 mmdebstrap --quiet --format=tar --variant=minbase --include="$pkgs" \
+		interruptible nice -n 19 ionice -c3 mmdebstrap --quiet --format=tar --variant=minbase --include="$pkgs" \
 			bookworm "$tar.tmp" "${sources[@]}" >&2 || { rm -f "$tar.tmp"; die "mmdebstrap (bookworm, $pkgs) failed"; }
 		mv "$tar.tmp" "$tar"
 	fi
@@ -332,7 +342,7 @@ UNIT
 	rm -rf "$work"
 	log "saving $KIND_NODE_DIR/node-$key.tar (the cache for a fresh dockerd)"
 	rm -f "$KIND_NODE_DIR"/node-*.tar
-	kdocker save -o "$KIND_NODE_DIR/node-$key.tar.tmp" "$KIND_NODE_IMAGE"
+	interruptible kdocker save -o "$KIND_NODE_DIR/node-$key.tar.tmp" "$KIND_NODE_IMAGE"
 	mv "$KIND_NODE_DIR/node-$key.tar.tmp" "$KIND_NODE_DIR/node-$key.tar"
 	log "node image built in $(elapsed "$start")"
 }
@@ -439,14 +449,12 @@ create_kind_cluster() {
 	write_kind_config
 	ensure_kind_network
 	mkdir -p "$(dirname "$KUBECONFIG_OUT")"
-	if ! kind_cmd create cluster --name "$KIND_CLUSTER" --image "$KIND_NODE_IMAGE" \
+	if ! interruptible kind_cmd create cluster --name "$KIND_CLUSTER" --image "$KIND_NODE_IMAGE" \
 		--config "$KIND_STATE/kind.yaml" --kubeconfig "$KUBECONFIG_OUT" --retain \
 		--wait 0s >"$KIND_STATE/logs/kind-create.log" 2>&1; then
 		tail -n 30 "$KIND_STATE/logs/kind-create.log" >&2
 		kind_cmd export logs --name "$KIND_CLUSTER" "$KIND_STATE/logs/kind-export" >/dev/null 2>&1 || true
 		warn "kind create failed; node logs in $KIND_STATE/logs/kind-export"
-		trap - INT TERM
-		"$HERE/down.sh" || true
 		die "kind create cluster failed (log: $KIND_STATE/logs/kind-create.log)"
 	fi
 	log "kind create done after $(elapsed "$t")"
@@ -530,6 +538,14 @@ kind_up() {
 # and stops dockerd (its data root, with the node image, stays as a cache).
 kind_teardown() {
 	local pid i
+	# First a kind run that is still going (an interrupted `make
+	# e2e-cluster`): it would go on creating nodes while they are removed.
+	for pid in $(kind_runs); do kill -TERM "$pid" 2>/dev/null || true; done
+	for ((i = 0; i < 50; i++)); do
+		[[ -n $(kind_runs) ]] || break
+		sleep 0.1
+	done
+	for pid in $(kind_runs); do kill -KILL "$pid" 2>/dev/null || true; done
 	if dockerd_running; then
 		if kind_cluster_exists; then
 			log "deleting kind cluster $KIND_CLUSTER"
@@ -558,7 +574,7 @@ kind_teardown() {
 	done < <(kind_routes)
 	if ip link show "$KIND_BRIDGE" >/dev/null 2>&1; then ip link delete "$KIND_BRIDGE" || true; fi
 	if [[ -z $(kind_mounts) ]]; then
-		rm -rf "$KIND_RUN"
+		rm -rf "$KIND_RUN" "$KIND_NODE_DIR/build"
 		# Keep the logs (CI artifacts); E2E_PURGE=1 removes them too.
 		find "$KIND_STATE" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null || true
 		[[ ${E2E_PURGE:-0} != 1 ]] || rm -rf "$KIND_STATE"
@@ -566,9 +582,20 @@ kind_teardown() {
 	rm -f "$KUBECONFIG_OUT"
 }
 
+# kind_runs lists running kind processes of ours.
+kind_runs() {
+	local p args
+	for p in /proc/[0-9]*; do
+		mapfile -d '' -t args 2>/dev/null <"$p/cmdline" || continue
+		[[ ${args[0]:-} == "$KIND_BIN" ]] && echo "${p#/proc/}"
+	done
+	return 0
+}
+
 # kind_stray_pids lists processes of our dockerd's world that outlived it:
-# its containerd and shims (their arguments name our exec root), or a kind
-# run. Bash builtins only.
+# its containerd and shims (their arguments name our exec root), a kind run,
+# or the throw-away containerd of an interrupted node image build. Bash
+# builtins only.
 kind_stray_pids() {
 	local p args a
 	for p in /proc/[0-9]*; do
@@ -576,7 +603,7 @@ kind_stray_pids() {
 		((${#args[@]})) || continue
 		[[ ${args[0]} == "$KIND_BIN" ]] && { echo "${p#/proc/}"; continue; }
 		for a in "${args[@]}"; do
-			if [[ $a == "$KIND_RUN"/* || $a == "$KIND_DOCKER_DATA"/* || $a == "unix://$KIND_DOCKER_SOCK" ]]; then
+			if [[ $a == "$KIND_RUN"/* || $a == "$KIND_DOCKER_DATA"/* || $a == "unix://$KIND_DOCKER_SOCK" || $a == "$KIND_NODE_DIR/build/"* ]]; then
 				echo "${p#/proc/}"
 				break
 			fi
@@ -598,10 +625,11 @@ kill_kind_strays() {
 	kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 
-# kind_mounts lists mount points under our dockerd's directories, deepest first.
+# kind_mounts lists mount points under our dockerd's directories and the
+# node image's build directory, deepest first.
 kind_mounts() {
-	awk -v a="$KIND_DOCKER_DATA" -v b="$KIND_RUN" \
-		'index($5, a "/") == 1 || $5 == a || index($5, b "/") == 1 || $5 == b { print length($5), $5 }' \
+	awk -v a="$KIND_DOCKER_DATA" -v b="$KIND_RUN" -v c="$KIND_NODE_DIR/build" \
+		'index($5, a "/") == 1 || $5 == a || index($5, b "/") == 1 || $5 == b || index($5, c "/") == 1 { print length($5), $5 }' \
 		/proc/self/mountinfo | sort -rn | cut -d' ' -f2- | sed 's/\\040/ /g'
 }
 

@@ -71,12 +71,15 @@ MSG
 
 main_kind() {
 	local start=$1
+	# Any failure, and a Ctrl-C that kills a step (set -e then ends the
+	# script before the INT trap could run), tears down what this run made.
+	trap 'kind_failed $?' EXIT
 	build_all
 	kind_up
 	DNS_SVC_IP=$KIND_DNS_SVC_IP
 	deploy_addons
 	check_spread
-	trap - INT TERM
+	trap - EXIT INT TERM
 
 	section "kind cluster ready in $(elapsed "$start")"
 	cat >&2 <<MSG
@@ -89,6 +92,16 @@ main_kind() {
     tear down:  E2E_CLUSTER=kind make e2e-down
 MSG
 	echo "$KUBECONFIG_OUT"
+}
+
+# shellcheck disable=SC2317 # (called by the trap)
+kind_failed() {
+	local status=$1
+	((status != 0)) || return 0
+	trap - EXIT INT TERM
+	warn "E2E_CLUSTER=kind up failed (exit status $status): tearing down what it made"
+	"$HERE/down.sh" || true
+	exit "$status"
 }
 
 # check_spread makes sure py-serv has a replica on each kind node: the
