@@ -449,9 +449,13 @@ create_kind_cluster() {
 	write_kind_config
 	ensure_kind_network
 	mkdir -p "$(dirname "$KUBECONFIG_OUT")"
-	if ! interruptible kind_cmd create cluster --name "$KIND_CLUSTER" --image "$KIND_NODE_IMAGE" \
+	# Backgrounded and waited for (see interruptible), with the redirection
+	# on the job alone: on the function it would also catch the output of the
+	# teardown a trap runs meanwhile.
+	kind_cmd create cluster --name "$KIND_CLUSTER" --image "$KIND_NODE_IMAGE" \
 		--config "$KIND_STATE/kind.yaml" --kubeconfig "$KUBECONFIG_OUT" --retain \
-		--wait 0s >"$KIND_STATE/logs/kind-create.log" 2>&1; then
+		--wait 0s >"$KIND_STATE/logs/kind-create.log" 2>&1 &
+	if ! wait $!; then
 		tail -n 30 "$KIND_STATE/logs/kind-create.log" >&2
 		kind_cmd export logs --name "$KIND_CLUSTER" "$KIND_STATE/logs/kind-export" >/dev/null 2>&1 || true
 		warn "kind create failed; node logs in $KIND_STATE/logs/kind-export"

@@ -114,7 +114,7 @@ check_spread() {
 
 # shellcheck disable=SC2317 # (called by the trap)
 on_interrupt() {
-	trap - INT TERM
+	trap - INT TERM EXIT
 	warn "interrupted: tearing the cluster down"
 	"$HERE/down.sh" || true
 	exit 130
