@@ -543,9 +543,10 @@ func (n *viewNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 // that comes within viewTimeout of the target's open reuses it, with no
 // round trip to the agent (which is most of an open's cost: ~0.8 ms of
 // 0.9 ms in the bench). That is the lifetime the kernel already gives the
-// view's names and attributes: a file replaced on the target (renamed
-// over, deleted and made again) is seen by the opens that start at most
-// viewTimeout after the change, as a changed name is; a file written in
+// view's names and attributes: a file replaced (renamed over, deleted
+// and made again) or deleted on the target is seen so by the opens that
+// start at most viewTimeout after the change, as a changed name is; a
+// file written in
 // place is seen at once, since reads go to the same file on the target.
 // Handles share the file safely: reads are positional (pread).
 //
