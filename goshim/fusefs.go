@@ -546,8 +546,8 @@ func (n *viewNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 // view's names and attributes: a file replaced (renamed over, deleted
 // and made again) or deleted on the target is seen so by the opens that
 // start at most viewTimeout after the change, as a changed name is; a
-// file written in
-// place is seen at once, since reads go to the same file on the target.
+// file written in place is seen at once, since reads go to the same file
+// on the target.
 // Handles share the file safely: reads are positional (pread).
 //
 // A shared file no handle uses is closed when it can no longer be reused
