@@ -2,6 +2,7 @@ package goshim
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -153,5 +154,51 @@ func TestViewSharedReadOnly(t *testing.T) {
 	}
 	if o, cl := c.opens.Load(), c.closes.Load(); o != cl {
 		t.Fatalf("%d files opened on the target, %d closed", o, cl)
+	}
+}
+
+// TestViewSharedConcurrent: many threads opening, reading and closing one
+// file at once share the target's file and read it whole; nothing stays
+// open on the target afterwards.
+func TestViewSharedConcurrent(t *testing.T) {
+	v, c, dir := newCountView(t)
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("shared"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	start := time.Now()
+	for range 8 {
+		go func() {
+			for range 50 {
+				f, err := v.Open("/f", unix.O_RDONLY, 0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b := make([]byte, 16)
+				n, _ := f.ReadAt(b, 0)
+				f.Close()
+				if string(b[:n]) != "shared" {
+					errs <- fmt.Errorf("read %q, want shared", b[:n])
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At most one open per thread per cache lifetime (each thread may
+	// miss when the shared file is missing or expired).
+	most := 8 * (int64(time.Since(start)/viewTimeout) + 1)
+	deadline := time.Now().Add(3 * viewTimeout)
+	for c.closes.Load() != c.opens.Load() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if o, cl := c.opens.Load(), c.closes.Load(); o != cl || o > most {
+		t.Fatalf("400 read-only opens: %d files opened on the target, %d closed (want at most %d, all closed)", o, cl, most)
 	}
 }
