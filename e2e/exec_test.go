@@ -18,7 +18,18 @@ import (
 	"github.com/google/nftables"
 )
 
-var mirrordBin string
+var (
+	mirrordBin string
+	buildDir   string // mirrordBin's directory, removed by TestMain
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
 
 // buildMirrord builds the CLI once per test binary.
 func buildMirrord(t *testing.T) string {
@@ -26,7 +37,15 @@ func buildMirrord(t *testing.T) string {
 	if mirrordBin != "" {
 		return mirrordBin
 	}
-	out := filepath.Join(os.TempDir(), "mirrord-e2e-cli")
+	// A directory of this run's own: another checkout's e2e run on the
+	// machine builds its own mirrord (a fixed path would let one run test
+	// the other's binary). TestMain removes it.
+	dir, err := os.MkdirTemp("", "mirrord-e2e-cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildDir = dir
+	out := filepath.Join(dir, "mirrord")
 	cmd := exec.Command("go", "build", "-o", out, "../cmd/mirrord")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -328,15 +347,11 @@ s.bind(("0.0.0.0", 18080)); s.listen(); time.sleep(0.5)`
 	}
 }
 
-var soakConfig string
-
 // writeSoakConfig maps the program's port 18080 to the target's port 80.
 func writeSoakConfig(t *testing.T) string {
-	if soakConfig == "" {
-		soakConfig = filepath.Join(os.TempDir(), "mirrord-e2e-soak.json")
-		os.WriteFile(soakConfig, []byte(`{"feature": {"network": {"incoming": {"port_mapping": [[18080, 80]]}}}}`), 0o644)
-	}
-	return soakConfig
+	p := filepath.Join(t.TempDir(), "mirrord-e2e-soak.json")
+	os.WriteFile(p, []byte(`{"feature": {"network": {"incoming": {"port_mapping": [[18080, 80]]}}}}`), 0o644)
+	return p
 }
 
 // ourTables lists the mirrord agent's nftables tables in the network

@@ -19,7 +19,18 @@ on_interrupt() {
 trap on_interrupt INT TERM
 
 main() {
-	local start status=0
+	local start status=0 lockfd
+	# One e2e run at a time on this machine, whatever the checkout: the
+	# tests share the fixture (py-serv's port 80 under steal, its agents)
+	# and some restart the API server. The kernel drops the lock when
+	# this run ends, however it ends. (A different file from the lock
+	# that people take around the whole command with flock -o, so that
+	# both can be used.)
+	exec {lockfd}>/run/mirrord-e2e.tests.lock
+	if ! flock -n "$lockfd"; then
+		log "another e2e run holds /run/mirrord-e2e.tests.lock; waiting for it"
+		flock "$lockfd"
+	fi
 	start=$(now_s)
 	"$HERE/cluster/up.sh" >/dev/null
 

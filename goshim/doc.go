@@ -90,7 +90,9 @@
 // writes reach the target as they happen, and seek, pread, mmap, fstat,
 // getdents and *at calls below a directory fd work with no interception
 // at all: the kernel sends them to the view by itself. Names and
-// attributes are cached for one second.
+// attributes are cached for one second, and so is the target's open file
+// behind read-only opens of one file: they share it, so a repeated
+// open+close makes no request to the agent (see sharedFile).
 //
 // FUSE rather than memfd snapshots because a snapshot must be copied whole
 // before the open returns and cannot carry writes back without also

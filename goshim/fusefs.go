@@ -96,7 +96,7 @@ func serveView(dev, root int, files FileSystem, log *slog.Logger) (*fuseView, er
 		return nil, fmt.Errorf("statx of the FUSE root: %w", err)
 	}
 	timeout := viewTimeout
-	rootNode := &viewNode{files: files, log: log}
+	rootNode := &viewNode{files: files, log: log, ro: &roCache{}}
 	raw := fs.NewNodeFS(rootNode, &fs.Options{
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
@@ -283,6 +283,10 @@ type viewNode struct {
 	fs.Inode
 	files FileSystem
 	log   *slog.Logger
+	ro    *roCache // the view's, shared by all nodes
+
+	mu     sync.Mutex
+	shared *sharedFile // this file open read-only on the target, if recently
 }
 
 var (
@@ -341,7 +345,7 @@ func fillAttr(a *fuse.Attr, fi *protocol.FileInfo) {
 
 func (n *viewNode) newChild(ctx context.Context, fi *protocol.FileInfo, out *fuse.EntryOut) *fs.Inode {
 	fillAttr(&out.Attr, fi)
-	node := &viewNode{files: n.files, log: n.log}
+	node := &viewNode{files: n.files, log: n.log, ro: n.ro}
 	return n.NewInode(ctx, node, fs.StableAttr{Mode: fi.Mode & syscall.S_IFMT, Ino: out.Attr.Ino})
 }
 
@@ -525,11 +529,150 @@ func openFlags(flags uint32) int {
 func (n *viewNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
+	if openFlags(flags) == unix.O_RDONLY {
+		return n.openShared(ctx)
+	}
 	f, err := n.files.Open(ctx, n.remotePath(), openFlags(flags), 0)
 	if err != nil {
 		return nil, 0, errnoOf(err)
 	}
 	return &viewHandle{f: f}, 0, 0
+}
+
+// Read-only opens share one open file on the target per node. An open
+// that comes within viewTimeout of the target's open reuses it, with no
+// round trip to the agent (which is most of an open's cost: ~0.8 ms of
+// 0.9 ms in the bench). That is the lifetime the kernel already gives the
+// view's names and attributes: a file replaced (renamed over, deleted
+// and made again) or deleted on the target is seen so by the opens that
+// start at most viewTimeout after the change, as a changed name is; a
+// file written in place is seen at once, since reads go to the same file
+// on the target.
+// Handles share the file safely: reads are positional (pread).
+//
+// A shared file no handle uses is closed when it can no longer be reused
+// (viewTimeout after its open), and at most maxIdleShared of them wait at
+// once across the view, so the agent's open files stay bounded.
+type sharedFile struct {
+	f      RemoteFile
+	opened time.Time
+	refs   int
+	idle   *time.Timer // set while refs is 0 and the file waits for reuse
+}
+
+const maxIdleShared = 256
+
+// roCache counts the view's idle shared files.
+type roCache struct {
+	mu   sync.Mutex
+	idle int
+}
+
+func (c *roCache) take() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idle >= maxIdleShared {
+		return false
+	}
+	c.idle++
+	return true
+}
+
+func (c *roCache) done() {
+	c.mu.Lock()
+	c.idle--
+	c.mu.Unlock()
+}
+
+// sharedHandle is a read-only handle on a node's shared file.
+type sharedHandle struct {
+	viewHandle
+	n  *viewNode
+	sf *sharedFile
+}
+
+var _ fs.FileReleaser = (*sharedHandle)(nil)
+
+// openShared opens the node read-only. The handles need no FLUSH on
+// close (FOPEN_NOFLUSH): nothing is buffered for a read-only file, and the
+// kernel then spares close(2) a request to mirrord.
+func (n *viewNode) openShared(ctx context.Context) (fs.FileHandle, uint32, syscall.Errno) {
+	n.mu.Lock()
+	if sf := n.shared; sf != nil && time.Since(sf.opened) < viewTimeout {
+		if sf.refs == 0 && sf.idle != nil {
+			if sf.idle.Stop() {
+				n.ro.done()
+			}
+			sf.idle = nil
+		}
+		sf.refs++
+		n.mu.Unlock()
+		return &sharedHandle{viewHandle: viewHandle{f: sf.f}, n: n, sf: sf}, fuse.FOPEN_NOFLUSH, 0
+	}
+	n.mu.Unlock()
+	opened := time.Now()
+	f, err := n.files.Open(ctx, n.remotePath(), unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, 0, errnoOf(err)
+	}
+	sf := &sharedFile{f: f, opened: opened, refs: 1}
+	n.mu.Lock()
+	old := n.shared
+	n.shared = sf
+	var closeOld bool
+	if old != nil && old.refs == 0 && old.idle != nil {
+		// Expired but not yet closed by its timer: close it now.
+		// A timer that already fired finds idle nil and leaves the
+		// file to us; either way it is closed here.
+		if old.idle.Stop() {
+			n.ro.done()
+		}
+		old.idle, closeOld = nil, true
+	}
+	n.mu.Unlock()
+	if closeOld {
+		old.f.Close()
+	}
+	return &sharedHandle{viewHandle: viewHandle{f: f}, n: n, sf: sf}, fuse.FOPEN_NOFLUSH, 0
+}
+
+// Release lets go of the shared file: it is closed on the target now if
+// it cannot be reused (expired, replaced, or too many idle), else when it
+// expires. The kernel does not wait for RELEASE anyway.
+func (h *sharedHandle) Release(context.Context) syscall.Errno {
+	n, sf := h.n, h.sf
+	n.mu.Lock()
+	sf.refs--
+	if sf.refs > 0 {
+		n.mu.Unlock()
+		return 0
+	}
+	left := viewTimeout - time.Since(sf.opened)
+	if n.shared != sf || left <= 0 || !n.ro.take() {
+		if n.shared == sf {
+			n.shared = nil
+		}
+		n.mu.Unlock()
+		return errnoOrZero(sf.f.Close())
+	}
+	// The timer, once it fires, gives back the idle slot whatever it
+	// finds; whoever stops it first does instead.
+	sf.idle = time.AfterFunc(left, func() {
+		defer n.ro.done()
+		n.mu.Lock()
+		if sf.idle == nil || sf.refs > 0 {
+			n.mu.Unlock()
+			return // reused or closed meanwhile
+		}
+		sf.idle = nil
+		if n.shared == sf {
+			n.shared = nil
+		}
+		n.mu.Unlock()
+		sf.f.Close()
+	})
+	n.mu.Unlock()
+	return 0
 }
 
 func (n *viewNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {

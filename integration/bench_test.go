@@ -186,6 +186,7 @@ func TestBenchOpenat(t *testing.T) {
 			return f.mirrord(ctx(t), nil, "--", fsclient, loop(dir+"/remote.txt", remoteOpens))
 		}},
 	}
+	loadBefore := loadAvg()
 	perOpen := make([][]float64, len(paths))
 	for run := 0; run < benchRuns; run++ {
 		for i, p := range paths {
@@ -211,7 +212,8 @@ func TestBenchOpenat(t *testing.T) {
 	fmt.Fprintf(&b, "%s\n\nWritten by `make bench` (`TestBenchOpenat`) on %s (%s/%s, %d CPUs, %s).\n",
 		openatSection, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(&b, "A static Go program opens and closes one file in a loop (%d times for local files, %d for the remote one), "+
-		"%d runs per path, paths interleaved; medians of the mean time per open+close.\n\n", localOpens, remoteOpens, benchRuns)
+		"%d runs per path, paths interleaved; medians of the mean time per open+close. "+
+		"Load average (1/5/15 min) before: %s, after: %s (the machine is shared).\n\n", localOpens, remoteOpens, benchRuns, loadBefore, loadAvg())
 	b.WriteString("| Path | Median µs/open | Runs (µs/open) |\n|---|---:|---|\n")
 	for i, p := range paths {
 		fmt.Fprintf(&b, "| %s | %.2f | %s |\n", p.name, med[i], fmtRunsPrec(perOpen[i], 1))

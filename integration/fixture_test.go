@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	if err := claimBuildDir(dir); err != nil {
+		panic(err)
+	}
 	mirrordBin = filepath.Join(dir, "mirrord")
 	goclientBin = filepath.Join(dir, "goclient")
 	// The binary embeds the preload library, which make builds (the
@@ -196,6 +199,7 @@ func lockFixture(t *testing.T) {
 	}
 	// Registered first, so it runs last: after the namespaces are gone.
 	t.Cleanup(func() { unix.Close(fd) })
+	killStaleProcesses(t)
 	removeStaleFixtures(t)
 }
 
