@@ -240,13 +240,21 @@ ensure_node_image() {
 	local key
 	key=$(kind_node_key)
 	KIND_NODE_IMAGE=$KIND_NODE_REPO:$K8S_VERSION-$key
-	kdocker image inspect "$KIND_NODE_IMAGE" >/dev/null 2>&1 && return 0
-	if [[ -f $KIND_NODE_DIR/node-$key.tar ]]; then
-		section "Loading the kind node image from $KIND_NODE_DIR/node-$key.tar"
-		kdocker load -i "$KIND_NODE_DIR/node-$key.tar" >/dev/null
-		return 0
+	if ! kdocker image inspect "$KIND_NODE_IMAGE" >/dev/null 2>&1; then
+		if [[ -f $KIND_NODE_DIR/node-$key.tar ]]; then
+			section "Loading the kind node image from $KIND_NODE_DIR/node-$key.tar"
+			kdocker load -i "$KIND_NODE_DIR/node-$key.tar" >/dev/null
+		else
+			build_node_image "$key"
+		fi
 	fi
-	build_node_image "$key"
+	# Older node images (≈1.6 GB each) are of no further use.
+	local old
+	old=$(kdocker images --format '{{.Repository}}:{{.Tag}}' "$KIND_NODE_REPO" | grep -vxF "$KIND_NODE_IMAGE" || true)
+	if [[ -n $old ]]; then
+		# shellcheck disable=SC2086 # one image per word
+		kdocker rmi $old >/dev/null || warn "could not remove older node images: $old"
+	fi
 }
 
 build_node_image() {
