@@ -34,9 +34,10 @@ import (
 // namespace the program's container joins (--network container:ID): the
 // library sends outgoing connections to the proxy's loopback ports and
 // talks to it over an abstract unix socket, both of which belong to a
-// network namespace. Files and stolen connections are passed to the
-// program as descriptors over that socket, so the two containers share no
-// file system beyond the library.
+// network namespace; stolen connections are dialled on the shared
+// loopback. The target's files are passed to the program as descriptors
+// over that socket, so the two containers share no file system beyond
+// the library.
 
 // Files of the sidecar's run directory (besides those of `mirrord
 // container`: the config, the token and the agent's socket).
