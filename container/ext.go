@@ -201,7 +201,9 @@ func ExtArgs(sidecarID, lib, libPath, envFile string) []string {
 func sidecarArgs(dir, image string, extra []string, libPath, via string, probes []uint16, logLevel string) []string {
 	args := []string{"run", "--detach", "--rm", "--label", sidecarLabel + "=1", "--volume", dir + ":" + RunDir}
 	args = append(args, extra...)
-	args = append(args, image, BinPath, SidecarCommand, "--agent-addr", "unix:"+AgentSock, "--layer-lib", libPath, "--via", via)
+	// The entrypoint is given, not taken from the image: an image made by
+	// another build may have none (the tag changes with the binary only).
+	args = append(args, "--entrypoint", BinPath, image, SidecarCommand, "--agent-addr", "unix:"+AgentSock, "--layer-lib", libPath, "--via", via)
 	if len(probes) > 0 {
 		ps := make([]string, len(probes))
 		for i, p := range probes {
@@ -360,7 +362,8 @@ func runtimeOutput(ctx context.Context, runtime string, args ...string) (string,
 
 // sidecarImage returns the sidecar's image, made here when missing: this
 // static binary at BinPath and an empty /tmp, imported from a tar (no
-// registry, no base image). Its tag is the binary's hash.
+// registry, no base image), without an entrypoint (sidecarArgs gives it).
+// Its tag is the binary's hash.
 func sidecarImage(ctx context.Context, runtime, self string, log *slog.Logger) (string, error) {
 	f, err := os.Open(self)
 	if err != nil {
@@ -383,7 +386,7 @@ func sidecarImage(ctx context.Context, runtime, self string, log *slog.Logger) (
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeSidecarTar(pw, f, size)) }()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, runtime, "import", "--change", `ENTRYPOINT ["`+BinPath+`"]`, "-", image)
+	cmd := exec.CommandContext(ctx, runtime, "import", "-", image)
 	cmd.Stdin, cmd.Stderr = pr, &stderr
 	err = cmd.Run()
 	pr.Close()

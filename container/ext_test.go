@@ -51,7 +51,10 @@ func TestSidecarArgs(t *testing.T) {
 	if !slices.Contains(ra.Options, "--rm") || !slices.Contains(ra.Options, "/tmp/d:"+RunDir) || !slices.Contains(ra.Options, "host") {
 		t.Errorf("options %q lack --rm, the run directory or cli_extra_args", ra.Options)
 	}
-	want := []string{BinPath, SidecarCommand, "--agent-addr", "unix:" + AgentSock, "--layer-lib", "/opt/mirrord/lib/l.so",
+	if ra.Entrypoint == nil || *ra.Entrypoint != BinPath {
+		t.Errorf("entrypoint %v, want %s", ra.Entrypoint, BinPath)
+	}
+	want := []string{SidecarCommand, "--agent-addr", "unix:" + AgentSock, "--layer-lib", "/opt/mirrord/lib/l.so",
 		"--via", "pod/x/container/y", "--probe-ports", "80,8080", "--log-level", "debug"}
 	if !slices.Equal(ra.Command, want) {
 		t.Errorf("command %q, want %q", ra.Command, want)
