@@ -393,7 +393,27 @@ func sidecarImage(ctx context.Context, runtime, self string, log *slog.Logger) (
 	if err != nil {
 		return "", fmt.Errorf("container-ext: make the sidecar image %s (%s import): %w: %s", image, runtime, err, strings.TrimSpace(stderr.String()))
 	}
+	pruneSidecarImages(ctx, runtime, image, log)
 	return image, nil
+}
+
+// pruneSidecarImages removes the sidecar images of other builds, so that
+// rebuilding mirrord does not pile them up. One a sidecar still uses is
+// refused by the runtime (without --force) and stays.
+func pruneSidecarImages(ctx context.Context, runtime, keep string, log *slog.Logger) {
+	out, err := runtimeOutput(ctx, runtime, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", sidecarRepo)
+	if err != nil {
+		log.Info("container-ext: list old sidecar images", "err", err)
+		return
+	}
+	for _, img := range strings.Fields(out) {
+		if img == keep || !strings.HasPrefix(img, sidecarRepo+":") {
+			continue
+		}
+		if _, err := runtimeOutput(ctx, runtime, "image", "rm", img); err != nil {
+			log.Info("container-ext: old sidecar image kept", "image", img, "err", err)
+		}
+	}
 }
 
 // writeSidecarTar writes the sidecar image's file system: BinPath (bin,

@@ -178,6 +178,38 @@ func TestContainerExt(t *testing.T) {
 		t.Logf("session gone %v after the container", time.Since(ended).Round(time.Millisecond))
 	})
 
+	// Without MIRRORD_PROGRESS_MODE the answer is one plain JSON line;
+	// when no container comes, the session ends after
+	// internal_proxy.start_idle_timeout and leaves nothing.
+	t.Run("plain-no-container", func(t *testing.T) {
+		quick := filepath.Join(t.TempDir(), "mirrord.json")
+		os.WriteFile(quick, []byte(`{"agent": {"image": "`+agentImage+`", "ttl": 1}, "internal_proxy": {"start_idle_timeout": 3}}`), 0o644)
+		cmd := exec.Command(bin, "container-ext", "-t", "deployment/"+pyServ, "-f", quick)
+		for _, kv := range base {
+			if !strings.HasPrefix(kv, "MIRRORD_PROGRESS_MODE=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("container-ext: %v; stderr: %s", err, stderr.String())
+		}
+		answered := time.Now()
+		var ex execution
+		if err := json.Unmarshal(out, &ex); err != nil || ex.Runtime != "docker" || len(ex.ExtraArgs) == 0 || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+			t.Fatalf("plain answer %q: %v", out, err)
+		}
+		if sidecars() == "" {
+			t.Fatalf("no sidecar after the answer")
+		}
+		waitUntil(t, 30*time.Second, "the unused session to end", func() bool {
+			return sidecars() == "" && sessions() == "" && len(runDirs()) == dirsBefore
+		})
+		t.Logf("the unused session ended %v after the answer (start_idle_timeout 3 s)", time.Since(answered).Round(time.Millisecond))
+	})
+
 	// Bad input: one JSON error on stderr, as the plugin parses it, and
 	// nothing left behind.
 	t.Run("errors", func(t *testing.T) {
