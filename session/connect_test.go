@@ -37,3 +37,42 @@ func TestNamedAgentNotAnswering(t *testing.T) {
 		}
 	}
 }
+
+// TestStartingAgentWaitedFor: an agent handed over by the mirrord that
+// started it a moment ago (mirrord container, container-ext), which
+// closes connections while its pod comes up, is retried past the few
+// seconds a named agent gets: until agent.startup_timeout.
+func TestStartingAgentWaitedFor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// As a port-forward in front of an agent that does not listen yet:
+	// each connection is accepted and closed (the handshake sees EOF).
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cfg := config.Default()
+	cfg.Agent.StartupTimeout = 60
+	wait := givenAgentWait + 2*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	start := time.Now()
+	_, err = connectRetry(ctx, &agentConn{addr: ln.Addr().String(), named: "--agent-addr", starting: true}, cfg, slog.New(slog.DiscardHandler))
+	if err == nil || time.Since(start) < wait-100*time.Millisecond {
+		t.Fatalf("gave up after %v (%v); want retries until the context ends at %v", time.Since(start), err, wait)
+	}
+	// The same agent named by the user is given up on sooner.
+	start = time.Now()
+	_, err = connectRetry(context.Background(), &agentConn{addr: ln.Addr().String(), named: "--agent-addr"}, cfg, slog.New(slog.DiscardHandler))
+	if err == nil || time.Since(start) > givenAgentWait+2*time.Second {
+		t.Fatalf("named agent: %v after %v", err, time.Since(start))
+	}
+}
