@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -208,6 +210,28 @@ func TestContainerExt(t *testing.T) {
 			return sidecars() == "" && sessions() == "" && len(runDirs()) == dirsBefore
 		})
 		t.Logf("the unused session ended %v after the answer (start_idle_timeout 3 s)", time.Since(answered).Round(time.Millisecond))
+	})
+
+	// SIGTERM to the session process (the user ends it) removes the
+	// sidecar and the run directory at once.
+	t.Run("sigterm", func(t *testing.T) {
+		ex, stderr, err := containerExt(t, "-t", "deployment/"+pyServ, "-f", cfg)
+		if err != nil || ex == nil {
+			t.Fatalf("container-ext: %v; stderr: %s", err, stderr)
+		}
+		pids := strings.Fields(sessions())
+		if len(pids) != 1 || sidecars() == "" {
+			t.Fatalf("session processes %q, sidecars %q; want one of each", pids, sidecars())
+		}
+		pid, _ := strconv.Atoi(pids[0])
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		stopped := time.Now()
+		waitUntil(t, 30*time.Second, "the session to end after SIGTERM", func() bool {
+			return sidecars() == "" && sessions() == "" && len(runDirs()) == dirsBefore
+		})
+		t.Logf("the session ended %v after SIGTERM", time.Since(stopped).Round(time.Millisecond))
 	})
 
 	// Bad input: one JSON error on stderr, as the plugin parses it, and
