@@ -125,7 +125,7 @@ func (c *ContainerInitCmd) Run(ctx context.Context, env *Env) error {
 	// container's stderr.
 	prog := progress.New(progress.Off, env.Stderr)
 	sess, err := session.Start(ctx, cfg, session.Options{
-		AgentAddr: c.AgentAddr, AgentStarting: true, Token: string(token), ProbePorts: probes, LayerLib: c.LayerLib,
+		AgentAddr: c.AgentAddr, Token: string(token), ProbePorts: probes, LayerLib: c.LayerLib,
 		Log: log, Progress: prog,
 	})
 	if err != nil {

@@ -133,7 +133,7 @@ func (c *ContainerSidecarCmd) run(ctx context.Context, env *Env) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	sess, err := session.Start(ctx, cfg, session.Options{
-		AgentAddr: c.AgentAddr, AgentStarting: true, Token: string(token), ProbePorts: probes, LayerLib: c.LayerLib,
+		AgentAddr: c.AgentAddr, Token: string(token), ProbePorts: probes, LayerLib: c.LayerLib,
 		Log: log, Progress: progress.New(progress.Off, env.Stderr),
 	})
 	if err != nil {

@@ -44,7 +44,7 @@ func connectRetry(ctx context.Context, a *agentConn, cfg *config.Config, log *sl
 	// can take a while, so wait as long as agent.startup_timeout allows.
 	start := time.Now()
 	deadline := start.Add(max(15*time.Second, time.Duration(cfg.Agent.StartupTimeout)*time.Second))
-	if a.named != "" && !a.starting {
+	if a.named != "" {
 		deadline = start.Add(givenAgentWait)
 	}
 	for attempt := 1; ; attempt++ {

@@ -29,12 +29,6 @@ type Options struct {
 	// kubelet probes over HTTP (intproxy.WithHTTPProbePorts).
 	Token      string
 	ProbePorts []uint16
-	// AgentStarting says that AgentAddr is an agent the handing mirrord
-	// started a moment ago (mirrord container, container-ext): it may not
-	// listen yet, so its connection is retried as long as
-	// agent.startup_timeout allows, as for an agent this mirrord starts,
-	// not the few seconds a running agent the user named gets.
-	AgentStarting bool
 	// LayerLib is the preload library to give programs, when not this
 	// binary's own extracted copy: in a container, the host's, mounted
 	// read-only, so that nothing is written into the container.
@@ -127,8 +121,6 @@ type agentConn struct {
 	// named is the flag or key that gave addr, for an agent the user
 	// says is running; empty for one this session starts.
 	named string
-	// starting is Options.AgentStarting.
-	starting bool
 	// redial says where the agent is after the connection dropped (nil:
 	// the same address).
 	redial intproxy.Redialer
@@ -145,7 +137,7 @@ func findAgent(ctx context.Context, cfg *config.Config, o Options) (*agentConn, 
 		agentAddr, named = *cfg.ConnectTCP, "connect_tcp"
 	}
 	if agentAddr != "" {
-		return &agentConn{addr: agentAddr, via: agentAddr, named: named, starting: o.AgentStarting, token: o.Token, probePorts: o.ProbePorts, close: func() {}}, nil
+		return &agentConn{addr: agentAddr, via: agentAddr, named: named, token: o.Token, probePorts: o.ProbePorts, close: func() {}}, nil
 	}
 	if cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
 		addr, exited, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
