@@ -323,6 +323,10 @@ func (e *Ext) Close() {
 	e.once.Do(func() {
 		if e.ID != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			// SIGTERM first: the sidecar's session says goodbye to the
+			// agent, which then leaves one agent.ttl later; a connection
+			// that merely drops is waited for agent.reconnect_timeout.
+			runtimeOutput(ctx, e.runtime, "stop", "--time", "5", e.ID)
 			if out, err := runtimeOutput(ctx, e.runtime, "rm", "--force", e.ID); err != nil && !strings.Contains(err.Error(), "No such container") {
 				e.log.Warn("container-ext: remove the sidecar", "id", e.ID, "err", err, "out", out)
 			}
