@@ -21,22 +21,24 @@ import (
 type CLI struct {
 	Version kong.VersionFlag `help:"Print the version and exit." short:"V"`
 
-	Exec          ExecCmd          `cmd:"" help:"Run a local command in the context of a remote target (pod, deployment, ...)."`
-	Dump          DumpCmd          `cmd:"" help:"Print the incoming traffic of a target's ports (mirrored: the target still answers it) until interrupted."`
-	PortForward   PortForwardCmd   `cmd:"" name:"port-forward" help:"Forward local ports to hosts reachable from a target, or a target's ports to local ports."`
-	Ext           ExtCmd           `cmd:"" help:"Start a session for a program an IDE will run, and print the environment that puts it in the session (JSON, for the IDE plugins)."`
-	Ls            LsCmd            `cmd:"" help:"List the targets in a namespace."`
-	VerifyConfig  VerifyConfigCmd  `cmd:"" name:"verify-config" help:"Check a config file and print the resolved config as JSON."`
-	Config        ConfigCmd        `cmd:"" help:"Inspect the configuration format."`
-	Container     ContainerCmd     `cmd:"" help:"Run a local container (docker|podman|nerdctl run ...) in the context of a remote target."`
-	Completions   CompletionsCmd   `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
-	AgentImage    AgentImageCmd    `cmd:"" name:"agent-image" help:"Build the agent's container image from this binary and push it to a registry (or a tar, or a kind cluster)."`
-	Agent         AgentCmd         `cmd:"" hidden:"" help:"Run the agent (the side next to the target)."`
-	GoshimHelper  GoshimHelperCmd  `cmd:"" name:"goshim-helper" hidden:"" help:"Internal: set up a sandbox and exec the program in it."`
-	LayerExec     LayerExecCmd     `cmd:"" name:"layer-exec" hidden:"" help:"Internal: run a Go or static program started by a layered process in a sandbox of the same session."`
-	CopySelf      CopySelfCmd      `cmd:"" name:"copy-self" hidden:"" help:"Internal: copy this binary to a path (the init container of a target copy)."`
-	Idle          IdleCmd          `cmd:"" hidden:"" help:"Internal: do nothing until stopped (the containers of a target copy)."`
-	ContainerInit ContainerInitCmd `cmd:"" name:"container-init" hidden:"" help:"Internal: the entrypoint mirrord container gives a container: run its program in the session."`
+	Exec          ExecCmd             `cmd:"" help:"Run a local command in the context of a remote target (pod, deployment, ...)."`
+	Dump          DumpCmd             `cmd:"" help:"Print the incoming traffic of a target's ports (mirrored: the target still answers it) until interrupted."`
+	PortForward   PortForwardCmd      `cmd:"" name:"port-forward" help:"Forward local ports to hosts reachable from a target, or a target's ports to local ports."`
+	Ext           ExtCmd              `cmd:"" help:"Start a session for a program an IDE will run, and print the environment that puts it in the session (JSON, for the IDE plugins)."`
+	Ls            LsCmd               `cmd:"" help:"List the targets in a namespace."`
+	VerifyConfig  VerifyConfigCmd     `cmd:"" name:"verify-config" help:"Check a config file and print the resolved config as JSON."`
+	Config        ConfigCmd           `cmd:"" help:"Inspect the configuration format."`
+	Container     ContainerCmd        `cmd:"" help:"Run a local container (docker|podman|nerdctl run ...) in the context of a remote target."`
+	ContainerExt  ContainerExtCmd     `cmd:"" name:"container-ext" help:"Start a session for a container an IDE will run (docker), and print the run options that put it in the session (JSON, for the IntelliJ plugin)."`
+	Completions   CompletionsCmd      `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
+	AgentImage    AgentImageCmd       `cmd:"" name:"agent-image" help:"Build the agent's container image from this binary and push it to a registry (or a tar, or a kind cluster)."`
+	Agent         AgentCmd            `cmd:"" hidden:"" help:"Run the agent (the side next to the target)."`
+	GoshimHelper  GoshimHelperCmd     `cmd:"" name:"goshim-helper" hidden:"" help:"Internal: set up a sandbox and exec the program in it."`
+	LayerExec     LayerExecCmd        `cmd:"" name:"layer-exec" hidden:"" help:"Internal: run a Go or static program started by a layered process in a sandbox of the same session."`
+	CopySelf      CopySelfCmd         `cmd:"" name:"copy-self" hidden:"" help:"Internal: copy this binary to a path (the init container of a target copy)."`
+	Idle          IdleCmd             `cmd:"" hidden:"" help:"Internal: do nothing until stopped (the containers of a target copy)."`
+	ContainerInit ContainerInitCmd    `cmd:"" name:"container-init" hidden:"" help:"Internal: the entrypoint mirrord container gives a container: run its program in the session."`
+	ContainerSide ContainerSidecarCmd `cmd:"" name:"container-sidecar" hidden:"" help:"Internal: container-ext's sidecar: the session's internal proxy for the program's container."`
 }
 
 // Env gives commands the process environment and output streams, so that
@@ -123,7 +125,7 @@ func run(args []string, env *Env) (code int) {
 	}
 	if err := kctx.Run(); err != nil {
 		var ee *ExitError
-		if ide := kctx.Command(); strings.HasPrefix(ide, "ls") || strings.HasPrefix(ide, "ext") {
+		if ide := kctx.Command(); strings.HasPrefix(ide, "ls") || strings.HasPrefix(ide, "ext") || strings.HasPrefix(ide, "container-ext") {
 			// The IDE plugins' commands: their errors are JSON (report.go).
 			code := 1
 			if errors.As(err, &ee) {

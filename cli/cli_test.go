@@ -340,3 +340,20 @@ func TestParseReverse(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerExtReady: the lines that tell container-ext's front that
+// the session is ready, in JSON progress mode and without.
+func TestContainerExtReady(t *testing.T) {
+	for line, want := range map[string]bool{
+		`{"type":"FinishedTask","name":"mirrord preparing to launch","success":true,"message":"{}"}`: true,
+		`{"type":"FinishedTask","name":"mirrord preparing to launch","success":false,"message":"x"}`: false,
+		`{"type":"FinishedTask","name":"sidecar","success":true,"message":"x"}`:                      false,
+		`{"runtime":"docker","extra_args":["--network","container:x"],"uses_operator":false}`:        true,
+		`{"runtime":"docker"}`: false,
+		`* agent: ready`:       false,
+	} {
+		if got := containerExtReady([]byte(line)); got != want {
+			t.Errorf("containerExtReady(%s) = %v, want %v", line, got, want)
+		}
+	}
+}

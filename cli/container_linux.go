@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/container"
@@ -108,16 +106,9 @@ func (c *ContainerInitCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("container-init: the agent's token: %w (the container must run as root or as the user running mirrord container)", err)
 	}
-	var probes []uint16
-	for _, p := range strings.Split(c.ProbePorts, ",") {
-		if p == "" {
-			continue
-		}
-		n, err := strconv.ParseUint(p, 10, 16)
-		if err != nil {
-			return fmt.Errorf("container-init: --probe-ports: %w", err)
-		}
-		probes = append(probes, uint16(n))
+	probes, err := parseProbePorts(c.ProbePorts)
+	if err != nil {
+		return fmt.Errorf("container-init: %w", err)
 	}
 	logEnv := &Env{Stderr: env.Stderr, Lookup: func(k string) (string, bool) {
 		if k == "MIRRORD_LOG_LEVEL" && c.LogLevel != "" {

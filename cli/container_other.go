@@ -2,7 +2,11 @@
 
 package cli
 
-import "github.com/mirrord-go/mirrord/session"
+import (
+	"context"
+
+	"github.com/mirrord-go/mirrord/session"
+)
 
 // ContainerCmd is `mirrord container`: it mounts this (static Linux)
 // binary into the container and runs the program there with Linux's
@@ -19,3 +23,12 @@ type ContainerInitCmd struct {
 }
 
 func (ContainerInitCmd) Run() error { return session.CheckRun() }
+
+// ContainerSidecarCmd runs in container-ext's sidecar, as the Linux build.
+type ContainerSidecarCmd struct {
+	Args []string `arg:"" optional:"" passthrough:""`
+}
+
+func (ContainerSidecarCmd) Run() error { return session.CheckRun() }
+
+func (c *ContainerExtCmd) serve(ctx context.Context, env *Env) error { return session.CheckRun() }

@@ -43,21 +43,33 @@ func (c *ExtCmd) Run(ctx context.Context, env *Env) error {
 	if c.Serve {
 		return c.serve(ctx, env)
 	}
-	return c.start(env)
+	return startDetached(env, "ext", extReady)
 }
 
-// start runs the session process detached (its own session, stdin from
+// extReady reports whether a line of ext's output says that the session
+// is ready: the root task's successful FinishedTask.
+func extReady(line []byte) bool {
+	var m struct {
+		Type    string `json:"type"`
+		Name    string `json:"name"`
+		Success bool   `json:"success"`
+	}
+	return json.Unmarshal(line, &m) == nil && m.Type == "FinishedTask" && m.Name == extTask && m.Success
+}
+
+// startDetached runs the session process detached (its own session, stdin from
 // /dev/null) and relays what it prints until it reports that the session
 // is ready, or fails. The IDE reads this command's output to its end, so
 // the session process lets go of the pipes once it is ready.
-func (c *ExtCmd) start(env *Env) error {
+// (verb is the subcommand, ready tells the line that says so).
+func startDetached(env *Env, verb string, ready func(line []byte) bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	args := []string{"ext", "--serve-session"}
+	args := []string{verb, "--serve-session"}
 	for i, a := range env.Args {
-		if a == "ext" {
+		if a == verb {
 			args = append(args, env.Args[i+1:]...)
 			break
 		}
@@ -73,7 +85,7 @@ func (c *ExtCmd) start(env *Env) error {
 		return err
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("ext: start the session: %w", err)
+		return fmt.Errorf("%s: start the session: %w", verb, err)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -81,23 +93,18 @@ func (c *ExtCmd) start(env *Env) error {
 		defer wg.Done()
 		io.Copy(env.Stderr, stderr)
 	}()
-	ready := false
+	isReady := false
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
 		fmt.Fprintf(env.Stdout, "%s\n", line)
-		var m struct {
-			Type    string `json:"type"`
-			Name    string `json:"name"`
-			Success bool   `json:"success"`
-		}
-		if json.Unmarshal(line, &m) == nil && m.Type == "FinishedTask" && m.Name == extTask && m.Success {
-			ready = true
+		if ready(line) {
+			isReady = true
 		}
 	}
 	wg.Wait()
-	if ready {
+	if isReady {
 		// The session runs on; it is not this process's child to wait for.
 		cmd.Process.Release()
 		return nil

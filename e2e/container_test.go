@@ -90,6 +90,23 @@ func startDocker(t *testing.T) []string {
 	return env
 }
 
+// buildContainerImages builds the test images (testdata/container-images.sh)
+// in the engine of env.
+func buildContainerImages(t *testing.T, env []string) {
+	t.Helper()
+	testapp := filepath.Join(t.TempDir(), "testapp")
+	build := exec.Command("go", "build", "-o", testapp, "./testapp")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the test app: %v\n%s", err, out)
+	}
+	images := exec.Command("testdata/container-images.sh", testapp)
+	images.Env = env
+	if out, err := images.CombinedOutput(); err != nil {
+		t.Fatalf("build the test images: %v\n%s", err, out)
+	}
+}
+
 // syncBuffer is a process's output, read while it runs.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -143,17 +160,7 @@ func TestContainer(t *testing.T) {
 	pods := c.fixturePods(t, pyServ)
 	backendIP := c.serviceIP(t, fixtureNamespace, "backend")
 
-	testapp := filepath.Join(t.TempDir(), "testapp")
-	build := exec.Command("go", "build", "-o", testapp, "./testapp")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the test app: %v\n%s", err, out)
-	}
-	images := exec.Command("testdata/container-images.sh", testapp)
-	images.Env = env
-	if out, err := images.CombinedOutput(); err != nil {
-		t.Fatalf("build the test images: %v\n%s", err, out)
-	}
+	buildContainerImages(t, env)
 
 	// run starts mirrord container with the docker command and returns
 	// its output and a function that stops it (SIGTERM, as a user's

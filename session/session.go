@@ -523,8 +523,12 @@ type Agent struct {
 	close func()
 }
 
-// StartAgent finds or starts the agent for cfg as Start does, without
-// connecting to it. Close ends it.
+// StartAgent finds or starts the agent for cfg as Start does, and holds
+// it with a connection of its own until Close: a target's agent, shared
+// by the sessions on it, exits agent.ttl after its last client, and the
+// mirrord it is handed to (in a container) connects seconds later, when
+// an agent joined near the end of its TTL would be gone. The hold makes
+// the window as short as Start's, which connects at once.
 func StartAgent(ctx context.Context, cfg *config.Config, o Options) (*Agent, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -533,7 +537,21 @@ func StartAgent(ctx context.Context, cfg *config.Config, o Options) (*Agent, err
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{Addr: a.addr, Token: a.token, ProbePorts: a.probePorts, Via: a.via, close: a.close}, nil
+	held := *a
+	held.opts = append([]intproxy.Option{}, a.opts...)
+	if a.token != "" {
+		held.opts = append(held.opts, intproxy.WithToken(a.token))
+	}
+	hold, err := connectRetry(ctx, &held, cfg, o.Log)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	end := func() {
+		hold.Close()
+		a.close()
+	}
+	return &Agent{Addr: a.addr, Token: a.token, ProbePorts: a.probePorts, Via: a.via, close: end}, nil
 }
 
 // Close ends the agent where this mirrord owns it (see clusterAgent.close).
