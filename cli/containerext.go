@@ -33,14 +33,6 @@ func (c *ContainerExtCmd) Run(ctx context.Context, env *Env) error {
 	return startDetached(env, "container-ext", containerExtReady)
 }
 
-// containerExecution is what IntelliJ reads from container-ext
-// (MirrordContainerExecution in the plugin's MirrordApi.kt).
-type containerExecution struct {
-	Runtime      string   `json:"runtime"`
-	ExtraArgs    []string `json:"extra_args"`
-	UsesOperator bool     `json:"uses_operator"`
-}
-
 // containerExtReady reports whether a line of container-ext's output says
 // that the session is ready: the root task's successful FinishedTask
 // (MIRRORD_PROGRESS_MODE=json), or the plain answer otherwise.

@@ -198,3 +198,11 @@ func parseProbePorts(s string) ([]uint16, error) {
 	}
 	return probes, nil
 }
+
+// containerExecution is what IntelliJ reads from container-ext
+// (MirrordContainerExecution in the plugin's MirrordApi.kt).
+type containerExecution struct {
+	Runtime      string   `json:"runtime"`
+	ExtraArgs    []string `json:"extra_args"`
+	UsesOperator bool     `json:"uses_operator"`
+}
