@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 
 	"github.com/mirrord-go/mirrord/config"
@@ -96,44 +98,65 @@ func (c *ContainerInitCmd) Run(ctx context.Context, env *Env) error {
 		}
 		os.Setenv("TMPDIR", dir)
 	}
-	// The config was resolved on the host (flags, MIRRORD_* variables,
-	// file); the container's own environment does not change it.
-	cfg, err := config.Load(config.Options{File: container.ConfigFile, Lookup: func(string) (string, bool) { return "", false }})
+	_, sess, _, done, err := startInContainer(ctx, inContainer{
+		cmd: "container-init", tokenHint: " (the container must run as root or as the user running mirrord container)",
+		agentAddr: c.AgentAddr, layerLib: c.LayerLib, via: c.Via, probePorts: c.ProbePorts, logLevel: c.LogLevel,
+	}, env.Stderr)
 	if err != nil {
-		return fmt.Errorf("container-init: %w", err)
+		return err
+	}
+	defer done()
+	return sess.RunWithEnv(ctx, c.Command, progEnv)
+}
+
+// inContainer is how the host's mirrord starts a mirrord inside a
+// container: the command (for errors), its flags, and what to say when the
+// agent's token cannot be read.
+type inContainer struct {
+	cmd, tokenHint                                 string
+	agentAddr, layerLib, via, probePorts, logLevel string
+}
+
+// startInContainer starts the session of a mirrord inside a container
+// (container-init, container-sidecar) from the run directory the host's
+// mirrord mounted: the config resolved on the host (flags, MIRRORD_*
+// variables, file), which the container's own environment does not
+// change, and the agent's token; mirrord's log goes to stderr at the
+// host's level, progress is the host's to show. done ends the session
+// and then the log.
+func startInContainer(ctx context.Context, in inContainer, stderr io.Writer) (cfg *config.Config, sess *session.Session, log *slog.Logger, done func(), err error) {
+	cfg, err = config.Load(config.Options{File: container.ConfigFile, Lookup: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("%s: %w", in.cmd, err)
 	}
 	token, err := os.ReadFile(container.TokenFile)
 	if err != nil {
-		return fmt.Errorf("container-init: the agent's token: %w (the container must run as root or as the user running mirrord container)", err)
+		return nil, nil, nil, nil, fmt.Errorf("%s: the agent's token: %w%s", in.cmd, err, in.tokenHint)
 	}
-	probes, err := parseProbePorts(c.ProbePorts)
+	probes, err := parseProbePorts(in.probePorts)
 	if err != nil {
-		return fmt.Errorf("container-init: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("%s: %w", in.cmd, err)
 	}
-	logEnv := &Env{Stderr: env.Stderr, Lookup: func(k string) (string, bool) {
-		if k == "MIRRORD_LOG_LEVEL" && c.LogLevel != "" {
-			return c.LogLevel, true
+	logEnv := &Env{Stderr: stderr, Lookup: func(k string) (string, bool) {
+		if k == "MIRRORD_LOG_LEVEL" && in.logLevel != "" {
+			return in.logLevel, true
 		}
 		return "", false
 	}}
 	log, closeLog, err := newLogger(logEnv)
 	if err != nil {
-		return err
+		return nil, nil, nil, nil, err
 	}
-	defer closeLog()
-	// Progress is the host's to show; warnings still reach the
-	// container's stderr.
-	prog := progress.New(progress.Off, env.Stderr)
-	sess, err := session.Start(ctx, cfg, session.Options{
-		AgentAddr: c.AgentAddr, Token: string(token), ProbePorts: probes, LayerLib: c.LayerLib,
-		Log: log, Progress: prog,
+	sess, err = session.Start(ctx, cfg, session.Options{
+		AgentAddr: in.agentAddr, Token: string(token), ProbePorts: probes, LayerLib: in.layerLib,
+		Log: log, Progress: progress.New(progress.Off, stderr),
 	})
 	if err != nil {
-		return fmt.Errorf("container-init: %w", err)
+		closeLog()
+		return nil, nil, nil, nil, fmt.Errorf("%s: %w", in.cmd, err)
 	}
-	defer sess.Close()
-	if c.Via != "" {
-		sess.Via = c.Via
+	if in.via != "" {
+		sess.Via = in.via
 	}
-	return sess.RunWithEnv(ctx, c.Command, progEnv)
+	return cfg, sess, log, func() { sess.Close(); closeLog() }, nil
 }

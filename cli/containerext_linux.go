@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/container"
 	"github.com/mirrord-go/mirrord/progress"
 	"github.com/mirrord-go/mirrord/session"
@@ -107,42 +106,16 @@ func (c *ContainerSidecarCmd) Run(ctx context.Context, env *Env) error {
 }
 
 func (c *ContainerSidecarCmd) run(ctx context.Context, env *Env) error {
-	cfg, err := config.Load(config.Options{File: container.ConfigFile, Lookup: func(string) (string, bool) { return "", false }})
-	if err != nil {
-		return fmt.Errorf("container-sidecar: %w", err)
-	}
-	token, err := os.ReadFile(container.TokenFile)
-	if err != nil {
-		return fmt.Errorf("container-sidecar: the agent's token: %w", err)
-	}
-	probes, err := parseProbePorts(c.ProbePorts)
-	if err != nil {
-		return fmt.Errorf("container-sidecar: %w", err)
-	}
-	logEnv := &Env{Stderr: env.Stderr, Lookup: func(k string) (string, bool) {
-		if k == "MIRRORD_LOG_LEVEL" && c.LogLevel != "" {
-			return c.LogLevel, true
-		}
-		return "", false
-	}}
-	log, closeLog, err := newLogger(logEnv)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	cfg, sess, log, done, err := startInContainer(ctx, inContainer{
+		cmd: "container-sidecar", agentAddr: c.AgentAddr, layerLib: c.LayerLib, via: c.Via,
+		probePorts: c.ProbePorts, logLevel: c.LogLevel,
+	}, env.Stderr)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	sess, err := session.Start(ctx, cfg, session.Options{
-		AgentAddr: c.AgentAddr, Token: string(token), ProbePorts: probes, LayerLib: c.LayerLib,
-		Log: log, Progress: progress.New(progress.Off, env.Stderr),
-	})
-	if err != nil {
-		return fmt.Errorf("container-sidecar: %w", err)
-	}
-	defer sess.Close()
-	if c.Via != "" {
-		sess.Via = c.Via
-	}
+	defer done()
 	live := newLiveness()
 	layer, err := sess.ServeLayer(session.LayerOptions{OnJoin: live.join, OnLeave: live.leave})
 	if err != nil {
