@@ -119,7 +119,7 @@ func Run(ctx context.Context, opts Options) error {
 		MaxConnections: a.maxStreams,
 	}
 
-	a.in = &incoming{a: a, subs: map[uint16][]*subscription{}, rules: map[uint16]*nftables.Rule{}}
+	a.in = &incoming{a: a, subs: map[uint16][]*subscription{}, rules: map[uint16]*nftables.Rule{}, conns: map[*net.TCPConn]struct{}{}}
 	a.cleanStaleTables()
 	// Rules must not outlive the agent: removed on every way out of Run
 	// (TTL, SIGTERM/SIGINT through ctx).

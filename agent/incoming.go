@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/google/nftables"
@@ -79,6 +80,14 @@ type incoming struct {
 	chain  *nftables.Chain
 	subs   map[uint16][]*subscription
 	rules  map[uint16]*nftables.Rule
+	// conns counts the redirected connections being handled. The table
+	// stays while there are any, even with no subscription left: the
+	// kernel translates a redirected connection's packets only while a
+	// NAT chain exists in the namespace, so without it the agent's close
+	// (FIN or reset) of a stolen connection, and every packet of a
+	// mirrored one it still relays, would go out with the listener's
+	// port and the peer would never see them.
+	conns map[*net.TCPConn]struct{}
 	// waiting: the filtered connections that wait for a request or for
 	// the rest of its head (httplimits.go)
 	waiting waitList
@@ -320,9 +329,7 @@ func (in *incoming) unsubscribe(sub *subscription) {
 		}
 		delete(in.rules, sub.port)
 	}
-	if len(in.subs) == 0 {
-		in.teardownLocked()
-	}
+	in.teardownIfUnusedLocked()
 	in.a.log.Info("unsubscribed", "port", sub.port)
 }
 
@@ -341,11 +348,30 @@ func (in *incoming) ensureTable() error {
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: tableName()})
 	ch := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	// The namespace tracks connections only while a rule needs it, and
+	// the redirect rules come and go with the subscriptions: after the
+	// last one is deleted, the redirected connections that are still open
+	// would lose their translation (their next packet reaches the app's
+	// port, which resets them). A chain no packet enters holds one rule
+	// that reads the connection state, which keeps conntrack on for as
+	// long as the table lives.
+	keep := c.AddChain(&nftables.Chain{Name: "keep-conntrack", Table: t})
+	c.AddRule(&nftables.Rule{Table: t, Chain: keep, Exprs: []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+	}})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: create table %s in the target's network namespace (the agent needs NET_ADMIN): %w", t.Name, err)
 	}
 	in.nft, in.table, in.chain = c, t, ch
 	return nil
+}
+
+// teardownIfUnusedLocked removes the table and the listener once no
+// session subscribes to a port and no redirected connection is left.
+func (in *incoming) teardownIfUnusedLocked() {
+	if len(in.subs) == 0 && len(in.conns) == 0 {
+		in.teardownLocked()
+	}
 }
 
 // teardownLocked removes the table and the listener.
@@ -362,13 +388,45 @@ func (in *incoming) teardownLocked() {
 	}
 }
 
-// close removes everything, whatever is still subscribed.
+// close removes everything, whatever is still subscribed. The redirected
+// connections still open are closed while their translation lasts, so that
+// their peers see the close (a FIN) now rather than a reset on their next
+// request, and the table goes once they are done (or after closeWait).
 func (in *incoming) close() {
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	in.subs = map[uint16][]*subscription{}
-	in.teardownLocked()
+	if in.table != nil && len(in.rules) > 0 {
+		for _, r := range in.rules {
+			in.nft.DelRule(r)
+		}
+		in.nft.Flush()
+		in.rules = map[uint16]*nftables.Rule{}
+	}
+	if in.ln != nil {
+		in.ln.Close()
+		in.ln = nil
+	}
+	for c := range in.conns {
+		c.Close()
+	}
+	in.mu.Unlock()
+	deadline := time.Now().Add(closeWait)
+	for {
+		in.mu.Lock()
+		n := len(in.conns)
+		if n == 0 || time.Now().After(deadline) {
+			in.teardownLocked()
+			in.mu.Unlock()
+			return
+		}
+		in.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
 }
+
+// closeWait bounds how long an exiting agent waits for the handlers of
+// the connections it closed.
+const closeWait = 2 * time.Second
 
 func (in *incoming) ensureListener() error {
 	if in.ln != nil {
@@ -395,7 +453,17 @@ func (in *incoming) accept(ln net.Listener) {
 		if err != nil {
 			return
 		}
-		go in.handle(c.(*net.TCPConn))
+		tc := c.(*net.TCPConn)
+		in.mu.Lock()
+		in.conns[tc] = struct{}{}
+		in.mu.Unlock()
+		go func() {
+			in.handle(tc)
+			in.mu.Lock()
+			delete(in.conns, tc)
+			in.teardownIfUnusedLocked()
+			in.mu.Unlock()
+		}()
 	}
 }
 

@@ -191,7 +191,7 @@ func TestBenchIncoming(t *testing.T) {
 	}
 	var rows []row
 	for _, engine := range engines {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"header_filter": "^x-user: alice$", "ports": [8896]}}}}}`)
 		app, _ := f.startLocal(t, []string{"--engine", engine, "-f", cfg}, "node", "testdata/echoserver.js", "8896", "local")

@@ -163,6 +163,10 @@ func TestDump(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("dump did not end within 10 s of SIGINT")
 	}
+	// The agent keeps relaying the connection to the target's app; its
+	// table goes with it.
+	waitFor(t, "the redirect to be removed", func() bool { return f.nftRules(t) == 0 })
+	open.Close()
 	waitFor(t, "no mirrord_agent_* nftables table left", func() bool { return len(f.nftTables(t)) == 0 })
 	if strings.Contains(stdout.String(), "## Connection ID 2 closed") {
 		t.Errorf("dump reported a close for the connection it cut on exit:\n%s", stdout.String())

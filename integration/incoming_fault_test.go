@@ -22,7 +22,7 @@ func TestIncomingCLIKilledDuringLoad(t *testing.T) {
 	f.serveHTTP(f.pod, podIP+":8893", "hello from original app")
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cmd, _ := f.startLocalApp(t, "8893", "hello from local app", append(engine, "--steal", "-t", "pid/1")...)
 		waitFor(t, "stolen traffic to reach the local app", func() bool {
 			body, _ := f.podGet(t, "http://"+podIP+":8893/")

@@ -52,7 +52,7 @@ func TestIncomingH2CFilteredSteal(t *testing.T) {
 	f.startAgent("--ttl", "30s")
 
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"any_of": [{"header": "^x-user: alice$"}, {"path": "^/api/(?!health)"}], "ports": [8893]}}}}}`)
 		_, outFile := f.startLocal(t, append(engine, "-f", cfg), "node", "testdata/h2server.js", "8893", "local h2")
@@ -142,7 +142,7 @@ func TestIncomingH2CUpgradeFilteredSteal(t *testing.T) {
 	f.serveHTTP(f.pod, podIP+":8894", "hello from original app")
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"header_filter": "^x-user: alice$", "ports": [8894]}}}}}`)
 		_, outFile := f.startLocalApp(t, "8894", "hello from local app", append(engine, "-f", cfg)...)

@@ -106,7 +106,7 @@ func TestIncomingClientAddress(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine ...string) {
 		for _, mode := range []string{"steal", "mirror"} {
 			t.Run(mode, func(t *testing.T) {
-				waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+				waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 				flags := engine
 				wantBody := "hello from original app"
 				if mode == "steal" {

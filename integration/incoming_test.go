@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -76,9 +77,9 @@ func (f *fixture) nftTables(t *testing.T) []string {
 	return names
 }
 
-// nftRules counts the rules in our tables. A subscription is in place
-// once its redirect rule is: the table appears a moment earlier, and a
-// connection made in between is not redirected (conntrack keeps it so).
+// nftRules counts the redirect rules in our tables. A subscription is in
+// place once its redirect rule is: the table appears a moment earlier, and
+// a connection made in between is not redirected (conntrack keeps it so).
 func (f *fixture) nftRules(t *testing.T) int {
 	n := 0
 	f.withNft(t, func(c *nftables.Conn) {
@@ -94,7 +95,11 @@ func (f *fixture) nftRules(t *testing.T) int {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n += len(rules)
+			for _, r := range rules {
+				if slices.ContainsFunc(r.Exprs, func(e expr.Any) bool { _, ok := e.(*expr.Redir); return ok }) {
+					n++
+				}
+			}
 		}
 	})
 	return n
@@ -132,7 +137,7 @@ func TestIncomingSteal(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cmd, _ := f.startLocalApp(t, "8888", "hello from local app", append(engine, "--steal", "-t", "pid/1")...)
 		var body string
 		waitFor(t, "stolen traffic to reach the local app", func() bool {
@@ -154,7 +159,7 @@ func TestIncomingMirror(t *testing.T) {
 	f.serveHTTP(f.pod, podIP+":8889", "hello from original app")
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		_, outFile := f.startLocalApp(t, "8889", "local answer (dropped)", engine...)
 		waitFor(t, "the mirror subscription", func() bool { return f.nftRules(t) == 1 })
 		for i := 0; i < 3; i++ {
@@ -170,6 +175,90 @@ func TestIncomingMirror(t *testing.T) {
 	})
 }
 
+// TestIncomingMirrorOutlivesSession: a mirrored connection that is open
+// when the session ends goes on reaching the target's app, request after
+// request (the agent keeps relaying it and its redirect stays in force for
+// it alone), and once the client closes it nothing of the agent's is left
+// in the pod's namespace.
+func TestIncomingMirrorOutlivesSession(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8896", "hello from original app")
+	f.startAgent("--ttl", "30s")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
+		cmd, outFile := f.startLocalApp(t, "8896", "local answer (dropped)", engine...)
+		waitFor(t, "the mirror subscription", func() bool { return f.nftRules(t) == 1 })
+		conn, get := f.rawPodConn(t, podIP+":8896")
+		if got, err := get("/before"); err != nil || got != "hello from original app" {
+			t.Fatalf("mirrored request: %q, %v", got, err)
+		}
+		waitFor(t, "the local app to see the copy", func() bool {
+			b, _ := os.ReadFile(outFile)
+			return strings.Contains(string(b), "GOT /before")
+		})
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		waitFor(t, "the redirect to be removed", func() bool { return f.nftRules(t) == 0 })
+		for i := range 3 {
+			if got, err := get(fmt.Sprintf("/after-%d", i)); err != nil || got != "hello from original app" {
+				t.Fatalf("request %d on the connection after the session ended: %q, %v; want the original app's answer", i, got, err)
+			}
+		}
+		conn.Close()
+		waitFor(t, "the agent's table to be removed", func() bool { return len(f.nftTables(t)) == 0 })
+	})
+}
+
+// TestIncomingAgentExitClosesMirrored: an agent that exits closes the
+// mirrored connections it still relays where their peers see it (a FIN
+// while the redirect's translation lasts), instead of leaving them to a
+// reset on their next request, and leaves no table behind.
+func TestIncomingAgentExitClosesMirrored(t *testing.T) {
+	f := newFixture(t)
+	f.serveHTTP(f.pod, podIP+":8897", "hello from original app")
+	agent := f.startAgent("--ttl", "30s")
+	f.startLocalApp(t, "8897", "local answer (dropped)")
+	waitFor(t, "the mirror subscription", func() bool { return f.nftRules(t) == 1 })
+	conn, get := f.rawPodConn(t, podIP+":8897")
+	if got, err := get("/before"); err != nil || got != "hello from original app" {
+		t.Fatalf("mirrored request: %q, %v", got, err)
+	}
+	agent.Process.Signal(syscall.SIGTERM)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on the mirrored connection after the agent's exit: %d bytes, %v; want EOF", n, err)
+	}
+	waitFor(t, "the agent's table to be removed", func() bool { return len(f.nftTables(t)) == 0 })
+}
+
+// rawPodConn opens a TCP connection to addr from the svc namespace and
+// returns it with a function that sends one HTTP/1.1 GET on it and reads
+// the answer's body: requests on one known connection, which an
+// http.Client's pool does not promise.
+func (f *fixture) rawPodConn(t *testing.T, addr string) (net.Conn, func(path string) (string, error)) {
+	t.Helper()
+	var conn net.Conn
+	inNetns(t, f.svc, func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, 3*time.Second)
+		return err
+	})
+	t.Cleanup(func() { conn.Close() })
+	br := bufio.NewReader(conn)
+	return conn, func(path string) (string, error) {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+}
+
 // TestIncomingFilteredMirror: mirror mode with an http_filter copies only
 // the matching requests to the local app, on kept-alive connections that
 // carry both kinds, while the target's app answers every request; a
@@ -181,7 +270,7 @@ func TestIncomingFilteredMirror(t *testing.T) {
 	cfg := writeConfig(t, `{"feature": {"network": {"incoming": {"mode": "mirror",
 		"http_filter": {"header_filter": "^x-user: me$", "ports": [8894]}}}}}`)
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		_, outFile := f.startLocalApp(t, "8894", "local answer (dropped)", append(engine, "-f", cfg)...)
 		waitFor(t, "the mirror subscription", func() bool { return f.nftRules(t) == 1 })
 		client := f.podClient(t)
@@ -231,13 +320,16 @@ func (f *fixture) svcDialer(t *testing.T) func(ctx context.Context, network, add
 	}
 }
 
-// podClient is an HTTP client in the svc namespace that keeps connections
-// alive, so that one connection carries requests for both sides.
+// podClient is a keep-alive client from the svc namespace; its idle
+// connections are closed when the test ends (a redirected connection
+// keeps the agent's table, so it would outlive the session otherwise).
 func (f *fixture) podClient(t *testing.T) *http.Client {
-	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
 		MaxConnsPerHost: 1,
 		DialContext:     f.svcDialer(t),
 	}}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
 }
 
 func TestIncomingFilteredSteal(t *testing.T) {
@@ -245,7 +337,7 @@ func TestIncomingFilteredSteal(t *testing.T) {
 	f.serveHTTP(f.pod, podIP+":8890", "hello from original app")
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"any_of": [{"header": "^x-user: alice$"}, {"path": "^/api/(?!health)"}], "ports": [8890]}}}}}`)
 		_, outFile := f.startLocalApp(t, "8890", "hello from local app", append(engine, "-f", cfg)...)
@@ -301,7 +393,7 @@ func TestIncomingTwoFilteredSessions(t *testing.T) {
 	f.serveHTTP(f.pod, podIP+":8891", "hello from original app")
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		// Both local apps run on this machine (under the preload they share
 		// its network namespace): different local ports, one remote port.
 		session := func(user, localPort, body string) (*exec.Cmd, string) {
@@ -406,7 +498,7 @@ func TestIncomingConcurrentSteal(t *testing.T) {
 	f.serveHTTP(f.pod, podIP+":8895", "hello from original app")
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		session := func(localPort, body, onConcurrent string) (*exec.Cmd, string) {
 			extra := ""
 			if onConcurrent != "" {
@@ -493,7 +585,7 @@ func TestIncomingFilteredNonHTTP(t *testing.T) {
 	}()
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"header_filter": ".*", "ports": [8898]}}}}}`)
 		f.startLocalApp(t, "8898", "hello from local app", append(engine, "-f", cfg)...)
@@ -527,7 +619,7 @@ func TestIncomingFilteredIdleUpstreams(t *testing.T) {
 	t.Cleanup(func() { orig.Close() })
 	f.startAgent("--ttl", "30s")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"header_filter": "^x-user: alice$", "ports": [8899]}}}}}`)
 		f.startLocal(t, append(engine, "-f", cfg), "node", "testdata/echoserver.js", "8899", "local", "300")
@@ -601,7 +693,7 @@ func TestIncomingFlushConnections(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+			waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 			if tt.tracked {
 				f.podFirewall(t)
 			}

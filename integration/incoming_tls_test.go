@@ -179,7 +179,7 @@ func TestIncomingTLSFilteredSteal(t *testing.T) {
 			[]string{"GOT /a1", "GOT /a2", "GOT /h1", "GOT /h3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+			waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 			cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 				"http_filter": {"header_filter": "^x-user: alice$", "ports": [8443]},
 				"tls_ports": [{"port": 8443, "cert_pem": "`+certPath+`", "key_pem": "`+keyPath+`"}],
@@ -265,7 +265,7 @@ func TestIncomingTLSBadInput(t *testing.T) {
 			"TLS on port 8445: the target's app on 10.77.0.1:8445 asks for a client certificate (mutual TLS) and refuses the agent without one"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+			waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 			_, outFile := f.startLocal(t, []string{"-f", config(tc.port, tc.tlsPort)}, "python3", "testdata/pyserver.py", tc.port, "local")
 			var out string
 			waitFor(t, "the error", func() bool {
@@ -291,7 +291,7 @@ func TestIncomingTLSBadInput(t *testing.T) {
 	}
 
 	t.Run("mutual TLS with a client certificate", func(t *testing.T) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := config("8445", `{"port": 8445, "cert_pem": "`+certPath+`", "key_pem": "`+keyPath+`",
 			"client_cert_pem": "`+clientCertPath+`", "client_key_pem": "`+clientKeyPath+`"}`)
 		f.startLocal(t, []string{"-f", cfg}, "python3", "testdata/pyserver.py", "8445", "local")

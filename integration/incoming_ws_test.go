@@ -92,7 +92,7 @@ func TestIncomingWebSocketFilteredSteal(t *testing.T) {
 	const wsURL = "ws://" + podIP + ":8892"
 	big := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB: many frames each way
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"network": {"incoming": {"mode": "steal",
 			"http_filter": {"header_filter": "^x-user: alice$", "ports": [8892]}}}}}`)
 		_, outFile := f.startLocal(t, append(engine, "-f", cfg), "python3", "testdata/wsecho.py", "8892", "local:")

@@ -96,7 +96,7 @@ func TestReconnect(t *testing.T) {
 	const port = "8895"
 	f.serveHTTP(f.pod, podIP+":"+port, "hello from original app")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		// An agent per engine: with a TTL of 1 s, one would end between
 		// the two.
 		agent := f.startAgent("--ttl", "1s")

@@ -114,7 +114,7 @@ func TestSessionLimitIncoming(t *testing.T) {
 		return c
 	}
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return len(f.nftTables(t)) == 0 })
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
 		cfg := writeConfig(t, `{"feature": {"fs": "local", "network": {"incoming": "steal", "dns": false}}}`)
 		_, out := f.startLocal(t, append([]string{"-f", cfg, "-t", "pid/1"}, engine...), "python3", "-c", tcpAnswerScript, "7342")
 		waitFor(t, "the stolen port to reach the local app", func() bool {
