@@ -288,6 +288,18 @@ http.get("http://`+svcName+`:8080/", r => { let b = ""; r.on("data", d => b += d
 		if v := dlvCall(t, api, "GetVersion", "{}"); v["APIVersion"] != float64(2) {
 			t.Errorf("dlv GetVersion: %v", v)
 		}
+		// The IDE's stop: dlv kills the program and exits (a SIGKILL of
+		// dlv would leave the program running, detached, as it does
+		// without mirrord).
+		dlvCall(t, api, "Command", `{"Name":"halt"}`)
+		dlvCall(t, api, "Detach", `{"Kill":true}`)
+		waitFor(t, "the debugged program to end with dlv's session", func() bool {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
 	})
 	t.Run("debugger port", func(t *testing.T) {
 		// A node app with its inspector on a non-loopback address: the
