@@ -244,19 +244,7 @@ func (f *fixture) rawPodConn(t *testing.T, addr string) (net.Conn, func(path str
 	})
 	t.Cleanup(func() { conn.Close() })
 	br := bufio.NewReader(conn)
-	return conn, func(path string) (string, error) {
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			return "", err
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return string(b), err
-	}
+	return conn, func(path string) (string, error) { return rawGet(conn, br, path) }
 }
 
 // TestIncomingFilteredMirror: mirror mode with an http_filter copies only
@@ -703,7 +691,7 @@ func TestIncomingFlushConnections(t *testing.T) {
 			}
 			defer old.Close()
 			r := bufio.NewReader(old)
-			if got, err := rawGet(old, r); got != "hello from original app" {
+			if got, err := rawGet(old, r, "/kept-alive"); got != "hello from original app" {
 				t.Fatalf("before the steal: %q, %v", got, err)
 			}
 			agentCfg := `{}`
@@ -718,7 +706,7 @@ func TestIncomingFlushConnections(t *testing.T) {
 				body, _ := f.podGet(t, "http://"+podIP+":8892/")
 				return body == "hello from local app"
 			})
-			got, err := rawGet(old, r)
+			got, err := rawGet(old, r, "/kept-alive")
 			if err != nil {
 				t.Logf("the old connection: %v", err)
 				got = "reset"
@@ -763,11 +751,11 @@ func (f *fixture) podFirewall(t *testing.T) {
 	})
 }
 
-// rawGet sends a GET on a kept-alive connection c (read through r) and
-// returns the answer's body.
-func rawGet(c net.Conn, r *bufio.Reader) (string, error) {
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := io.WriteString(c, "GET /kept-alive HTTP/1.1\r\nHost: pod\r\n\r\n"); err != nil {
+// rawGet sends a GET for path on a kept-alive connection c (read through
+// r) and returns the answer's body.
+func rawGet(c net.Conn, r *bufio.Reader, path string) (string, error) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: pod\r\n\r\n"); err != nil {
 		return "", err
 	}
 	resp, err := http.ReadResponse(r, nil)
