@@ -449,11 +449,7 @@ func (a *Agent) dial(st *yamux.Stream, req *protocol.DialRequest) {
 	reply := &protocol.DialReply{}
 	switch req.Network {
 	case "", protocol.NetworkTCP:
-		err = a.target.inNetns(func() error {
-			var err error
-			conn, err = net.DialTimeout("tcp", req.Addr, 20*time.Second)
-			return err
-		})
+		conn, err = a.target.dial(context.Background(), "tcp", req.Addr, 20*time.Second)
 		if err == nil {
 			reply.LocalAddr, reply.RemoteAddr = conn.LocalAddr().String(), conn.RemoteAddr().String()
 		}

@@ -52,14 +52,14 @@ func (a *Agent) exchange(query []byte) ([]byte, error) {
 }
 
 func (a *Agent) exchangeOne(msg *dns.Msg, addr, network string, timeout time.Duration) (*dns.Msg, error) {
-	var resp *dns.Msg
-	err := a.target.inNetns(func() error {
-		c := &dns.Client{Net: network, Timeout: timeout}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		var err error
-		resp, _, err = c.ExchangeContext(ctx, msg, addr)
-		return err
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := a.target.dial(ctx, network, addr, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	c := &dns.Client{Net: network, Timeout: timeout}
+	resp, _, err := c.ExchangeWithConnContext(ctx, msg, &dns.Conn{Conn: conn})
 	return resp, err
 }

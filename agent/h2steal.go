@@ -183,13 +183,7 @@ func (rt *h2Router) upstream(owner *yamux.Session) *h2Upstream {
 			return rt.tls.dialApp(ctx, rt.in, rt.orig)
 		}
 		if owner == nil {
-			var conn net.Conn
-			err := rt.in.a.target.inNetns(func() error {
-				var err error
-				conn, err = (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", rt.orig.String())
-				return err
-			})
-			return conn, err
+			return rt.in.a.target.dial(ctx, "tcp", rt.orig.String(), 10*time.Second)
 		}
 		st, err := rt.in.a.openStream(owner)
 		if err != nil {

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -50,13 +51,7 @@ func keepTarget(req *http.Request) {
 // network namespace (past the redirect, which spares the agent's own
 // connections).
 func (in *incoming) dialApp(orig netAddrPort) (net.Conn, error) {
-	var app net.Conn
-	err := in.a.target.inNetns(func() error {
-		var err error
-		app, err = net.DialTimeout("tcp", orig.String(), 10*time.Second)
-		return err
-	})
-	return app, err
+	return in.a.target.dial(context.Background(), "tcp", orig.String(), 10*time.Second)
 }
 
 // mirrorFiltered serves a mirrored connection of a port whose mirror

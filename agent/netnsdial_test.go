@@ -1,0 +1,161 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// netnsTarget is a target whose network namespace is a new one made for
+// the test (`ip netns`), with its loopback up.
+func netnsTarget(t *testing.T) *target {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (ip netns)")
+	}
+	name := fmt.Sprintf("mirrord-agent-test-%d", os.Getpid())
+	for _, args := range [][]string{{"netns", "add", name}, {"-n", name, "link", "set", "lo", "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return &target{netns: ns}
+}
+
+// TestTargetDial: connections made by target.dial start in the target's
+// namespace (the servers exist only there), and its errors are the
+// kernel's, with the codes the session gets.
+func TestTargetDial(t *testing.T) {
+	tg := netnsTarget(t)
+	listen := func(network, addr string) net.Listener {
+		var ln net.Listener
+		if err := tg.inNetns(func() (err error) { ln, err = net.Listen(network, addr); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "hello from the namespace")
+				c.Close()
+			}
+		}()
+		return ln
+	}
+	v4 := listen("tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
+	v6 := listen("tcp", "[::1]:0").Addr().(*net.TCPAddr)
+	var echo net.PacketConn
+	if err := tg.inNetns(func() (err error) { echo, err = net.ListenPacket("udp", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+
+	for _, tc := range []struct{ name, network, addr string }{
+		{"tcp4", "tcp", v4.String()},
+		{"tcp6", "tcp", v6.String()},
+		{"name (the simple way)", "tcp", fmt.Sprintf("localhost:%d", v4.Port)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := tg.dial(context.Background(), tc.network, tc.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, ok := c.(*net.TCPConn); !ok {
+				t.Errorf("a %T, want a *net.TCPConn", c)
+			}
+			b, err := io.ReadAll(c)
+			if err != nil || string(b) != "hello from the namespace" {
+				t.Errorf("read %q, %v", b, err)
+			}
+		})
+	}
+	t.Run("udp", func(t *testing.T) {
+		c, err := tg.dial(context.Background(), "udp", echo.LocalAddr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("ping"))
+		b := make([]byte, 100)
+		n, err := c.Read(b)
+		if err != nil || string(b[:n]) != "echo:ping" {
+			t.Errorf("read %q, %v", b[:n], err)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		// A port of this machine's own namespace is no server there.
+		_, err := tg.dial(context.Background(), "tcp", "127.0.0.1:1", 5*time.Second)
+		if errorCode(err) != "ECONNREFUSED" || !strings.Contains(err.Error(), "dial tcp 127.0.0.1:1: connect: connection refused") {
+			t.Errorf("err %v (code %q), want a refused connect", err, errorCode(err))
+		}
+	})
+	t.Run("timeout and cancel", func(t *testing.T) {
+		// A listener whose accept queue is full drops new SYNs: the
+		// connect waits.
+		var fd int
+		if err := tg.inNetns(func() (err error) {
+			if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+				return err
+			}
+			if err = unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+				return err
+			}
+			return unix.Listen(fd, 0)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		sa, _ := unix.Getsockname(fd)
+		addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+		for i := 0; ; i++ {
+			c, err := tg.dial(context.Background(), "tcp", addr, 300*time.Millisecond)
+			if err != nil {
+				if !os.IsTimeout(err) || errorCode(err) != "ETIMEDOUT" {
+					t.Fatalf("err %v (code %q), want a timeout", err, errorCode(err))
+				}
+				break
+			}
+			defer c.Close()
+			if i > 8 {
+				t.Fatal("the accept queue never filled")
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(100*time.Millisecond, cancel)
+		start := time.Now()
+		_, err := tg.dial(ctx, "tcp", addr, 10*time.Second)
+		if !errors.Is(err, context.Canceled) || time.Since(start) > 5*time.Second {
+			t.Errorf("err %v after %v, want the context's cancellation", err, time.Since(start))
+		}
+	})
+}
