@@ -80,13 +80,14 @@ type incoming struct {
 	chain  *nftables.Chain
 	subs   map[uint16][]*subscription
 	rules  map[uint16]*nftables.Rule
-	// conns counts the redirected connections being handled. The table
-	// stays while there are any, even with no subscription left: the
-	// kernel translates a redirected connection's packets only while a
-	// NAT chain exists in the namespace, so without it the agent's close
-	// (FIN or reset) of a stolen connection, and every packet of a
-	// mirrored one it still relays, would go out with the listener's
-	// port and the peer would never see them.
+	// conns: the redirected connections being handled. The table stays
+	// while there are any, even with no subscription left: the kernel
+	// translates a redirected connection's packets only while the
+	// namespace tracks connections, which the table's keep-conntrack
+	// rule ensures. Without it the agent's close (FIN or reset) of a
+	// stolen connection, and every packet of a mirrored one it still
+	// relays, would go out with the listener's port and the peer would
+	// never see them.
 	conns map[*net.TCPConn]struct{}
 	// waiting: the filtered connections that wait for a request or for
 	// the rest of its head (httplimits.go)
