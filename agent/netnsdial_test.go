@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
 
@@ -158,4 +160,60 @@ func TestTargetDial(t *testing.T) {
 			t.Errorf("err %v after %v, want the context's cancellation", err, time.Since(start))
 		}
 	})
+}
+
+// TestExchangeInNamespace: the agent's DNS exchange reaches the target's
+// nameservers in the target's namespace, passes a dead one, and asks again
+// over TCP when the UDP answer is truncated.
+func TestExchangeInNamespace(t *testing.T) {
+	tg := netnsTarget(t)
+	var pc net.PacketConn
+	var ln net.Listener
+	if err := tg.inNetns(func() (err error) {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:53"); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", "127.0.0.1:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && q.Question[0].Name == "big.example." {
+			m.Truncated = true
+		} else {
+			txt := "over udp"
+			if !udp {
+				txt = "over tcp"
+			}
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 5}, Txt: []string{txt}})
+		}
+		w.WriteMsg(m)
+	})
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
+		go srv.ActivateAndServe()
+		defer srv.Shutdown()
+	}
+	// The first nameserver has nothing listening: its UDP query is
+	// refused, and the next one answers.
+	a := &Agent{log: slog.New(slog.DiscardHandler), target: tg,
+		resolver: &dns.ClientConfig{Servers: []string{"127.0.0.2", "127.0.0.1"}, Port: "53", Timeout: 2}}
+	for name, want := range map[string]string{"small.example.": "over udp", "big.example.": "over tcp"} {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeTXT)
+		b, _ := q.Pack()
+		out, err := a.exchange(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(out); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("%s: answer %v, %v", name, r, err)
+		}
+		if got := r.Answer[0].(*dns.TXT).Txt[0]; got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
 }
