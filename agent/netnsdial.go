@@ -49,13 +49,9 @@ func (t *target) dial(ctx context.Context, network, addr string, timeout time.Du
 	} else {
 		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: ip.As16(), Port: int(ap.Port())}
 	}
-	typ := unix.SOCK_STREAM
+	typ, raddr := unix.SOCK_STREAM, net.Addr(net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, ap.Port())))
 	if network == "udp" {
-		typ = unix.SOCK_DGRAM
-	}
-	var raddr net.Addr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, ap.Port()))
-	if network == "udp" {
-		raddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, ap.Port()))
+		typ, raddr = unix.SOCK_DGRAM, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, ap.Port()))
 	}
 	opErr := func(op string, err error) error {
 		if errno, ok := err.(unix.Errno); ok {

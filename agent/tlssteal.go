@@ -221,10 +221,8 @@ func printable(b []byte) string {
 // loopback first, then on each of the namespace's addresses (an app may
 // listen on the pod's address only). It returns nil when nothing accepts.
 func (a *Agent) dialPort(port uint16) (net.Conn, string) {
-	var conn net.Conn
-	var addr string
+	candidates := []string{"127.0.0.1", "::1"}
 	a.target.inNetns(func() error {
-		candidates := []string{"127.0.0.1", "::1"}
 		if addrs, err := net.InterfaceAddrs(); err == nil {
 			for _, ad := range addrs {
 				if ipn, ok := ad.(*net.IPNet); ok && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
@@ -232,17 +230,15 @@ func (a *Agent) dialPort(port uint16) (net.Conn, string) {
 				}
 			}
 		}
-		for _, ip := range candidates {
-			hp := net.JoinHostPort(ip, fmt.Sprint(port))
-			c, err := net.DialTimeout("tcp", hp, 2*time.Second)
-			if err == nil {
-				conn, addr = c, hp
-				return nil
-			}
-		}
 		return nil
 	})
-	return conn, addr
+	for _, ip := range candidates {
+		hp := net.JoinHostPort(ip, fmt.Sprint(port))
+		if c, err := a.target.dial(context.Background(), "tcp", hp, 2*time.Second); err == nil {
+			return c, hp
+		}
+	}
+	return nil, ""
 }
 
 // endedTLS is a filtered connection whose TLS the agent ended: how to

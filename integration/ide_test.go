@@ -293,13 +293,7 @@ http.get("http://`+svcName+`:8080/", r => { let b = ""; r.on("data", d => b += d
 		// without mirrord).
 		dlvCall(t, api, "Command", `{"Name":"halt"}`)
 		dlvCall(t, api, "Detach", `{"Kill":true}`)
-		waitFor(t, "the debugged program to end with dlv's session", func() bool {
-			c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err != nil
-		})
+		waitClosed(t, "the debugged program to end with dlv's session", "127.0.0.1:"+port)
 	})
 	t.Run("debugger port", func(t *testing.T) {
 		// A node app with its inspector on a non-loopback address: the

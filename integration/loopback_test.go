@@ -384,7 +384,14 @@ func TestLoopbackGoChildEndsWithSession(t *testing.T) {
 	getOnce(t, "http://"+addr+"/")
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
-	waitFor(t, "the Go child to end with the session", func() bool {
+	waitClosed(t, "the Go child to end with the session", addr)
+}
+
+// waitClosed waits (as waitFor does) until nothing accepts connections on
+// this machine at addr.
+func waitClosed(t *testing.T, what, addr string) {
+	t.Helper()
+	waitFor(t, what, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
