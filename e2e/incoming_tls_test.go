@@ -174,6 +174,13 @@ func TestIncomingTLS(t *testing.T) {
 	// certificate, HTTP/2 included. (It answers "/" with JSON about the
 	// request, whatever the query, and other paths with a 404: requests
 	// meant for it go to "/?r=ID".)
+	//
+	// A new Service's ClusterIP is refused until kube-proxy has written
+	// its rules, which may come after the rollout reports the pod ready.
+	eventually(t, 30*time.Second, func() error {
+		_, err := curlHTTPSErr(caFile, host, svcIP, "--http2", "/?r=service-ready")
+		return err
+	})
 	got := curl("--http2", "alice:/?r=before")
 	podApp("before the sessions, curl --http2", got[0].body, "HTTP/2.0", host)
 	body, err := inCluster("/")
