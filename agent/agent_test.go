@@ -55,12 +55,16 @@ func TestNoTimeoutsServesUntilStopped(t *testing.T) {
 // Bye, only the TTL remains. A client that leaves with a Bye at once gets
 // the TTL alone.
 func TestWaitsForDroppedClient(t *testing.T) {
+	// The reconnect wait is long next to the TTL so that the bounds below
+	// can be generous for a busy machine and still tell the two apart.
 	const ttl = 200 * time.Millisecond
+	const reconnect = 3                  // seconds
+	const soon = 1500 * time.Millisecond // after the TTL, before the reconnect wait
 	start := func() (string, <-chan error) { return runAgent(t, Options{TTL: ttl}) }
 	// connect opens a session and says hello as session id.
 	connect := func(addr, id string) *yamux.Session {
 		t.Helper()
-		return dialAgent(t, addr, &protocol.Hello{Version: protocol.Version, ReconnectSeconds: 1, Session: id})
+		return dialAgent(t, addr, &protocol.Hello{Version: protocol.Version, ReconnectSeconds: reconnect, Session: id})
 	}
 	bye := func(s *yamux.Session) {
 		call(t, s, &protocol.Bye{})
@@ -78,26 +82,29 @@ func TestWaitsForDroppedClient(t *testing.T) {
 	addr, done := start()
 	s := connect(addr, "a")
 	s.Close() // dropped: no Bye
-	if ended(done, 600*time.Millisecond) {
-		t.Fatal("the agent ended within 0.6 s of a dropped client that asked for 1 s")
+	if ended(done, soon) {
+		t.Fatal("the agent ended within 1.5 s of a dropped client that asked for 3 s")
 	}
 	s = connect(addr, "a") // back
 	bye(s)
-	if !ended(done, 2*ttl) {
-		t.Fatal("the agent still runs 2 TTLs after the client came back and said bye")
+	if !ended(done, soon) {
+		t.Fatal("the agent still runs 1.5 s (TTL 0.2 s) after the client came back and said bye")
 	}
 
 	addr, done = start()
 	bye(connect(addr, "b"))
-	if !ended(done, 2*ttl) {
-		t.Fatal("the agent still runs 2 TTLs after its client said bye")
+	if !ended(done, soon) {
+		t.Fatal("the agent still runs 1.5 s (TTL 0.2 s) after its client said bye")
 	}
 
 	addr, done = start()
 	connect(addr, "c").Close()
-	// 1 s and the TTL, with room for a busy machine.
-	if !ended(done, 3*time.Second) {
-		t.Fatal("the agent still runs 3 s after a dropped client that asked for 1 s")
+	// 3 s and the TTL, with room for a machine busy with other test
+	// packages: CI once saw this agent still running after 3 s while the
+	// integration tests shared its two cores. The lower bound is checked
+	// above; this one only says that the wait ends.
+	if !ended(done, 10*time.Second) {
+		t.Fatal("the agent still runs 10 s after a dropped client that asked for 3 s")
 	}
 }
 
