@@ -111,8 +111,9 @@ deps:
 ## tests, the arm64 unit tests under qemu-user (`make unit-arm64`), a short
 ## run of each fuzz target (`make fuzz`), then the e2e tests on the
 ## local Kubernetes cluster (built the first time, about 20 minutes on 2
-## cores; reused afterwards; `make e2e-down` removes it). `make unit` is the
-## quick loop.
+## cores; reused afterwards; `make e2e-down` removes it), and the two-node
+## tests on kind when its node image is cached here (scripts/e2e-test.sh;
+## E2E_KIND=1 builds it, E2E_KIND=0 skips it). `make unit` is the quick loop.
 test: deps lint build cross
 	@echo "== unit and hermetic integration tests"
 	@scripts/gotest.sh ./...
@@ -120,9 +121,8 @@ test: deps lint build cross
 	@$(MAKE) -s unit-arm64
 	@echo "== fuzz targets, $(FUZZTIME) each"
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
-	@echo "== e2e tests (local Kubernetes cluster)"
-	@E2E_TEST_FLAGS="-count=1" e2e/run.sh
-	@echo "make test: PASS — lint, builds, unit, hermetic integration, arm64 unit, fuzz and e2e"
+	@clusters=$$(scripts/e2e-test.sh | tee /dev/stderr | tail -1); \
+		echo "make test: PASS — lint, builds, unit, hermetic integration, arm64 unit, fuzz and e2e ($$clusters)"
 
 ## demo: a local cluster with a sample app, and mirrord exec against it.
 demo: deps
