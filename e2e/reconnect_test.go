@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,6 +176,24 @@ func restartAPIServer(t *testing.T, c *cluster) time.Time {
 		}
 		_, after, _ := strings.Cut(string(stat), ") ")
 		return strings.HasPrefix(after, "Z")
+	})
+	// A killed process shows as a zombie as soon as its main thread is
+	// one, while its other threads may still be ending with its
+	// descriptors: CI once restarted the API server into "bind: address
+	// already in use". Its port free is what counts.
+	port := "6443"
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--secure-port="); ok {
+			port = v
+		}
+	}
+	waitUntil(t, time.Minute, "the API server's port "+port+" to be free", func() bool {
+		ln, err := net.Listen("tcp", ":"+port)
+		if err != nil {
+			return false
+		}
+		ln.Close()
+		return true
 	})
 	stopped := time.Now()
 	logFile, err := os.OpenFile(filepath.Join(apiserverLogDir(), "kube-apiserver.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
