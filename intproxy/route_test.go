@@ -11,7 +11,7 @@ import (
 	"github.com/mirrord-go/mirrord/config"
 )
 
-func proxyFor(t *testing.T, doc string) *Proxy {
+func proxyFor(t testing.TB, doc string) *Proxy {
 	t.Helper()
 	tree, err := config.ParseBytes([]byte(doc), config.JSON, func(string) (string, bool) { return "", false })
 	if err != nil {

@@ -1,0 +1,122 @@
+package intproxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mirrord-go/mirrord/agent"
+)
+
+// BenchmarkConnect is the time of one outgoing connection through the
+// session (issue 22's connect latency), in parts, for profiling: each
+// op connects and closes, as the integration bench's connect measure
+// (testdata/connlat.py) does. Agent, proxy and echo server run in this
+// process on loopback (a targetless agent dials from this machine).
+//
+//	direct: no mirrord
+//	proxy:  Proxy.DialTCP (the agent dials; a yamux stream would carry the bytes)
+//	layer-request: a layer request answered at once (the unix socket's
+//	        round trip)
+//	layer:  the preload's way: a layer request on the unix socket, then a
+//	        connect to the loopback port it answers
+func BenchmarkConnect(b *testing.B) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	dst := netip.MustParseAddrPort(echo.Addr().String())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan net.Addr, 1)
+	go agent.Run(ctx, agent.Options{Listen: "127.0.0.1:0", Ready: func(a net.Addr) { ready <- a }})
+	addr := <-ready
+	p, err := Connect(ctx, addr.String(), proxyFor(b, `{}`).cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+
+	sock := fmt.Sprintf("@mirrord-bench-%d", time.Now().UnixNano())
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go p.ServeLayer(ln, LayerOptions{})
+
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			c, err := net.Dial("tcp", dst.String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
+	b.Run("proxy", func(b *testing.B) {
+		for b.Loop() {
+			c, err := p.DialTCP(ctx, dst)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
+	b.Run("layer-request", func(b *testing.B) {
+		// The unix socket round trip alone: a request answered at once.
+		for b.Loop() {
+			lc, err := net.Dial("unix", sock)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.WriteString(lc, "P\t127.0.0.1\t1\n")
+			reply, err := bufio.NewReader(lc).ReadString('\n')
+			lc.Close()
+			if err != nil || reply != "OK\n" {
+				b.Fatalf("layer reply %q, %v", reply, err)
+			}
+		}
+	})
+	b.Run("layer", func(b *testing.B) {
+		req := fmt.Sprintf("C\ttcp\t%s\t%d\n", dst.Addr(), dst.Port())
+		for b.Loop() {
+			lc, err := net.Dial("unix", sock)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.WriteString(lc, req)
+			reply, err := bufio.NewReader(lc).ReadString('\n')
+			lc.Close()
+			f := strings.Split(strings.TrimSpace(reply), "\t")
+			if err != nil || f[0] != "R" {
+				b.Fatalf("layer reply %q, %v", reply, err)
+			}
+			c, err := net.Dial("tcp", net.JoinHostPort(f[1], f[2]))
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
+}
