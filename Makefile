@@ -111,9 +111,10 @@ deps:
 ## tests, the arm64 unit tests under qemu-user (`make unit-arm64`), a short
 ## run of each fuzz target (`make fuzz`), then the e2e tests on the
 ## local Kubernetes cluster (built the first time, about 20 minutes on 2
-## cores; reused afterwards; `make e2e-down` removes it), and the two-node
-## tests on kind when its node image is cached here (scripts/e2e-test.sh;
-## E2E_KIND=1 builds it, E2E_KIND=0 skips it). `make unit` is the quick loop.
+## cores; reused afterwards; `make e2e-down` removes it), then the two-node
+## tests on the kind cluster (built when missing, about 3 more minutes cold;
+## skipped, saying so, where dockerd cannot run; E2E_KIND=0 skips it;
+## scripts/e2e-test.sh). `make unit` is the quick loop.
 test: deps lint build cross
 	@echo "== unit and hermetic integration tests"
 	@scripts/gotest.sh ./...
