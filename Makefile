@@ -137,9 +137,11 @@ demo: deps
 e2e-cluster:
 	@e2e/cluster/up.sh
 
-## e2e-down: stop the e2e cluster and remove all it put on the machine.
+## e2e-down: stop the e2e clusters and remove all they put on the machine
+## (both kinds; E2E_CLUSTER=processes or kind: that one only).
 e2e-down:
-	@e2e/cluster/down.sh
+	@if [ -n "$${E2E_CLUSTER:-}" ]; then e2e/cluster/down.sh; else \
+		rc=0; e2e/cluster/down.sh || rc=$$?; E2E_CLUSTER=kind e2e/cluster/down.sh || rc=$$?; exit $$rc; fi
 
 ## e2e: e2e-cluster, then the e2e tests (go test -tags e2e ./e2e/...).
 e2e: $(call PRELOAD_SO,$(GOARCH))
