@@ -122,8 +122,8 @@ test: deps lint build cross
 	@$(MAKE) -s unit-arm64
 	@echo "== fuzz targets, $(FUZZTIME) each"
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
-	@clusters=$$(scripts/e2e-test.sh | tee /dev/stderr | tail -1); \
-		echo "make test: PASS — lint, builds, unit, hermetic integration, arm64 unit, fuzz and e2e ($$clusters)"
+	@summary=$$(mktemp); trap 'rm -f "$$summary"' EXIT; scripts/e2e-test.sh "$$summary"; \
+		echo "make test: PASS — lint, builds, unit, hermetic integration, arm64 unit, fuzz and e2e ($$(cat "$$summary"))"
 
 ## demo: a local cluster with a sample app, and mirrord exec against it.
 demo: deps

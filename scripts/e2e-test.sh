@@ -12,26 +12,29 @@
 # exit status 3) they are skipped, saying so; any other failure fails.
 # E2E_KIND=0 skips kind.
 #
-# Prints the clusters it used on its last line (for make test's summary).
+# Usage: e2e-test.sh [SUMMARY_FILE] — the line naming the clusters it used
+# also goes to SUMMARY_FILE (make test's closing line quotes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+summary_file=${1:-/dev/null}
+summary() { echo "$1"; echo "$1" >"$summary_file"; }
 
 echo "== e2e tests on the processes cluster (one node, dual-stack): every test"
 E2E_CLUSTER=processes E2E_TEST_FLAGS="-count=1" e2e/run.sh
 
 if [[ ${E2E_KIND:-1} == 0 ]]; then
 	echo "== e2e on kind: skipped (E2E_KIND=0)"
-	echo "e2e clusters: processes (every test; kind skipped by E2E_KIND=0)"
+	summary "e2e clusters: processes (every test; kind skipped by E2E_KIND=0)"
 	exit 0
 fi
 echo "== e2e two-node tests on the kind cluster (a control plane and a worker)"
 status=0
 E2E_CLUSTER=kind E2E_TEST_FLAGS="-count=1 -v -run ^TestTwoNodes$" e2e/run.sh || status=$?
 case $status in
-0) echo "e2e clusters: processes (every test) and kind (two-node tests)" ;;
+0) summary "e2e clusters: processes (every test) and kind (two-node tests)" ;;
 3)
 	echo "== e2e on kind: skipped — this machine cannot run the kind cluster (dockerd did not start; see above)"
-	echo "e2e clusters: processes (every test; kind cannot run here)"
+	summary "e2e clusters: processes (every test; kind cannot run here)"
 	;;
 *) exit "$status" ;;
 esac
