@@ -293,19 +293,21 @@ const helloWait = 10 * time.Second
 
 // authenticate reads the client's first request, which must be a Hello
 // with this agent's protocol version and session token, before any other
-// is read; it answers it. The client is then known by its session.
-func (a *Agent) authenticate(sess *yamux.Session, c *client) error {
+// is read; it answers a refusal itself. Accepted, the client is known by
+// its session, and the caller answers on the returned stream (and closes
+// it) once it counts the client in.
+func (a *Agent) authenticate(sess *yamux.Session, c *client) (*yamux.Stream, error) {
 	timer := time.AfterFunc(helloWait, func() { sess.Close() })
 	defer timer.Stop()
 	st, err := sess.AcceptStream()
 	if err != nil {
-		return fmt.Errorf("no hello: %w", err)
+		return nil, fmt.Errorf("no hello: %w", err)
 	}
-	defer st.Close()
 	st.SetDeadline(time.Now().Add(helloWait))
-	refuse := func(msg string) error {
+	refuse := func(msg string) (*yamux.Stream, error) {
 		protocol.Write(st, &protocol.ErrorReply{Message: msg})
-		return errors.New(msg)
+		st.Close()
+		return nil, errors.New(msg)
 	}
 	req, err := protocol.Read(st)
 	if err != nil {
@@ -328,7 +330,7 @@ func (a *Agent) authenticate(sess *yamux.Session, c *client) error {
 	if hello.Session != "" {
 		a.clientHello(c)
 	}
-	return protocol.Write(st, &a.hello)
+	return st, nil
 }
 
 // serveClient runs one client's session: every stream is one request.
@@ -354,7 +356,8 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 		sess.Close()
 	}()
 	c := &client{}
-	if err := a.authenticate(sess, c); err != nil {
+	hello, err := a.authenticate(sess, c)
+	if err != nil {
 		a.log.Warn("client refused", "remote", conn.RemoteAddr().String(), "err", err)
 		// Let the refusal reach the client before the connection goes.
 		select {
@@ -363,8 +366,18 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 		}
 		return
 	}
+	// Counted in before the answer: once the client has the answer it
+	// may drop at once, and yamux may then report the answer as not sent
+	// (the session's shutdown races its send); the client is then one
+	// that dropped, to be waited for, not one that never came.
 	a.clientJoined()
 	defer a.clientLeft(c)
+	err = protocol.Write(hello, &a.hello)
+	hello.Close()
+	if err != nil {
+		a.log.Info("client gone before the hello's answer was sent", "remote", conn.RemoteAddr().String(), "err", err)
+		return
+	}
 	a.log.Info("client connected", "remote", conn.RemoteAddr().String())
 	for {
 		st, err := sess.AcceptStream()
