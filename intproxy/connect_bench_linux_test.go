@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mirrord-go/mirrord/agent"
 )
 
 // BenchmarkConnect is the time of one outgoing connection through the
@@ -48,13 +46,7 @@ func BenchmarkConnect(b *testing.B) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan net.Addr, 1)
-	go agent.Run(ctx, agent.Options{Listen: "127.0.0.1:0", Ready: func(a net.Addr) { ready <- a }})
-	addr := <-ready
-	p, err := Connect(ctx, addr.String(), proxyFor(b, `{}`).cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := connectLocalAgent(b, ctx, `{}`)
 	defer p.Close()
 
 	sock := fmt.Sprintf("@mirrord-bench-%d", time.Now().UnixNano())
@@ -64,6 +56,21 @@ func BenchmarkConnect(b *testing.B) {
 	}
 	defer ln.Close()
 	go p.ServeLayer(ln, LayerOptions{})
+	// layer sends one request line on a connection of its own, as the
+	// preload library does, and returns the reply's fields.
+	layer := func(req string) []string {
+		lc, err := net.Dial("unix", sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer lc.Close()
+		io.WriteString(lc, req)
+		reply, err := bufio.NewReader(lc).ReadString('\n')
+		if err != nil {
+			b.Fatalf("layer request %q: %v", req, err)
+		}
+		return strings.Split(strings.TrimSuffix(reply, "\n"), "\t")
+	}
 
 	b.Run("direct", func(b *testing.B) {
 		for b.Loop() {
@@ -86,31 +93,17 @@ func BenchmarkConnect(b *testing.B) {
 	b.Run("layer-request", func(b *testing.B) {
 		// The unix socket round trip alone: a request answered at once.
 		for b.Loop() {
-			lc, err := net.Dial("unix", sock)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.WriteString(lc, "P\t127.0.0.1\t1\n")
-			reply, err := bufio.NewReader(lc).ReadString('\n')
-			lc.Close()
-			if err != nil || reply != "OK\n" {
-				b.Fatalf("layer reply %q, %v", reply, err)
+			if f := layer("P\t127.0.0.1\t1\n"); f[0] != "OK" {
+				b.Fatalf("layer reply %q", f)
 			}
 		}
 	})
 	b.Run("layer", func(b *testing.B) {
 		req := fmt.Sprintf("C\ttcp\t%s\t%d\n", dst.Addr(), dst.Port())
 		for b.Loop() {
-			lc, err := net.Dial("unix", sock)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.WriteString(lc, req)
-			reply, err := bufio.NewReader(lc).ReadString('\n')
-			lc.Close()
-			f := strings.Split(strings.TrimSpace(reply), "\t")
-			if err != nil || f[0] != "R" {
-				b.Fatalf("layer reply %q, %v", reply, err)
+			f := layer(req)
+			if f[0] != "R" || len(f) < 3 {
+				b.Fatalf("layer reply %q", f)
 			}
 			c, err := net.Dial("tcp", net.JoinHostPort(f[1], f[2]))
 			if err != nil {

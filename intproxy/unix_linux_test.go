@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/mirrord-go/mirrord/agent"
 )
 
 func TestUnixMatcher(t *testing.T) {
@@ -71,14 +69,7 @@ func TestRelayUnix(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ready := make(chan net.Addr, 1)
-	go agent.Run(ctx, agent.Options{Listen: "127.0.0.1:0", Ready: func(a net.Addr) { ready <- a }})
-	addr := <-ready
-	cfg := proxyFor(t, `{"feature": {"network": {"outgoing": {"unix_streams": "app\\.sock$|missing"}}}}`).cfg
-	p, err := Connect(ctx, addr.String(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := connectLocalAgent(t, ctx, `{"feature": {"network": {"outgoing": {"unix_streams": "app\\.sock$|missing"}}}}`)
 	if !p.HasUnixStreams() {
 		t.Fatal("HasUnixStreams is false with a pattern set")
 	}
