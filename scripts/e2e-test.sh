@@ -9,7 +9,7 @@
 # (two nodes), built when missing: about 3 minutes cold on 2 cores on top of
 # the processes cluster's Kubernetes build, under a minute from its cache.
 # When this machine cannot run kind (its dockerd does not start: up.sh's
-# exit status 3) they are skipped, saying so; any other failure fails.
+# exit status KIND_CANNOT_RUN) they are skipped, saying so; any other failure fails.
 # E2E_KIND=0 skips kind.
 #
 # Usage: e2e-test.sh [SUMMARY_FILE] — the line naming the clusters it used
@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 summary_file=${1:-/dev/null}
 summary() { echo "$1"; echo "$1" >"$summary_file"; }
+kind_cannot_run=3 # KIND_CANNOT_RUN of e2e/cluster/kind.sh: up.sh's status when dockerd cannot start
 
 echo "== e2e tests on the processes cluster (one node, dual-stack): every test"
 E2E_CLUSTER=processes E2E_TEST_FLAGS="-count=1" e2e/run.sh
@@ -32,7 +33,7 @@ status=0
 E2E_CLUSTER=kind E2E_TEST_FLAGS="-count=1 -v -run ^TestTwoNodes$" e2e/run.sh || status=$?
 case $status in
 0) summary "e2e clusters: processes (every test) and kind (two-node tests)" ;;
-3)
+"$kind_cannot_run")
 	echo "== e2e on kind: skipped — this machine cannot run the kind cluster (dockerd did not start; see above)"
 	summary "e2e clusters: processes (every test; kind cannot run here)"
 	;;

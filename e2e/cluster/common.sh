@@ -72,7 +72,14 @@ COMPONENTS=(etcd kube-apiserver containerd kube-controller-manager kube-schedule
 section() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 log() { printf '    %s\n' "$*" >&2; }
 warn() { printf '\033[33mwarning:\033[0m %s\n' "$*" >&2; }
-die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+die() { die_status 1 "$@"; }
+# die_status STATUS MESSAGE... is die with an exit status of its own.
+die_status() {
+	local status=$1
+	shift
+	printf '\033[31merror:\033[0m %s\n' "$*" >&2
+	exit "$status"
+}
 
 # now_s prints seconds since the epoch with millisecond resolution, for timings.
 now_s() { date +%s.%N | cut -c1-14; }

@@ -151,10 +151,9 @@ start_dockerd() {
 	) &
 	if ! wait_for "dockerd on $KIND_DOCKER_SOCK" 60 kdocker version; then
 		tail -n 20 "$KIND_STATE/logs/dockerd.log" >&2
-		printf '\033[31merror:\033[0m %s\n' "dockerd did not start: this machine cannot run the kind cluster; its log is $KIND_STATE/logs/dockerd.log" >&2
 		# A status of its own: make test then runs without kind
 		# (scripts/e2e-test.sh) instead of failing.
-		exit "$KIND_CANNOT_RUN"
+		die_status "$KIND_CANNOT_RUN" "dockerd did not start: this machine cannot run the kind cluster; its log is $KIND_STATE/logs/dockerd.log"
 	fi
 	[[ $(iptables -S FORWARD 2>/dev/null | head -1) == "$forward_before" ]] ||
 		warn "the FORWARD policy changed while dockerd started: $(iptables -S FORWARD | head -1)"
