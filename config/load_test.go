@@ -252,16 +252,31 @@ func TestUnknownFormat(t *testing.T) {
 }
 
 func TestWarnings(t *testing.T) {
-	tree, _ := ParseBytes([]byte(`{"operator": true, "agent": {"image_pull_secrets": [{"secret-key": "s"}]}}`), JSON, noEnv)
-	cfg, err := Decode(tree)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := strings.Join(cfg.Warnings(), "\n")
-	for _, want := range []string{"operator is not available", "image_pull_secrets[0] has no \"name\""} {
-		if !strings.Contains(w, want) {
-			t.Errorf("warnings %q lack %q", w, want)
-		}
+	for _, tt := range []struct {
+		name, config string
+		want         []string
+	}{
+		{"operator and pull secret", `{"operator": true, "agent": {"image_pull_secrets": [{"secret-key": "s"}]}}`,
+			[]string{"operator is not available", "image_pull_secrets[0] has no \"name\""}},
+		{"namespace with an ephemeral agent", `{"target": "pod/p", "agent": {"ephemeral": true, "namespace": "other"}}`,
+			[]string{"agent.namespace is ignored with agent.ephemeral"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tree, err := ParseBytes([]byte(tt.config), JSON, noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Decode(tree)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := strings.Join(cfg.Warnings(), "\n")
+			for _, want := range tt.want {
+				if !strings.Contains(w, want) {
+					t.Errorf("warnings %q lack %q", w, want)
+				}
+			}
+		})
 	}
 }
 
