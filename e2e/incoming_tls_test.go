@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,13 +87,14 @@ spec:
       args: [serve]
       env:
         - {name: PORT, value: "8080"}
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
         # Go's crypto/x509 takes its roots from here: testapp get trusts
         # the test's CA only.
         - {name: SSL_CERT_FILE, value: /etc/ca/ca.crt}
       volumeMounts: [{name: ca, mountPath: /etc/ca, readOnly: true}]
   volumes:
     - name: ca
-      secret: {secretName: https-app-tls, items: [{key: ca.crt, path: ca.crt}]}
+      secret: {secretName: https-app-tls, items: [{key: ca.crt, path: ca.crt}, {key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}
 `
 
 // TestIncomingTLS: a filtered steal of a pod's HTTPS port, with the
@@ -107,8 +109,8 @@ spec:
 // requests and streams are routed one by one. Delivery: TLS to a local
 // HTTPS server (with trust_roots and server_name; with the defaults, which
 // pass the peer's SNI) and plain HTTP (tcp). Then the bad-input cases
-// (a missing certificate, a key of another certificate): one error each,
-// and the port stays the pod app's. Afterwards nothing is left: no agent
+// (a missing certificate, a key of another certificate, a port that is
+// not TLS): one error each, and the port stays the pod app's. Afterwards nothing is left: no agent
 // Job or pod, no nftables table in the pod, the pod ready, its port its
 // own.
 func TestIncomingTLS(t *testing.T) {
@@ -326,6 +328,35 @@ func TestIncomingTLS(t *testing.T) {
 			}
 		})
 	}
+
+	// A port that is not TLS: the client pod's plain HTTP port, listed
+	// as a TLS port with a good certificate and key.
+	t.Run("preload/port not TLS", func(t *testing.T) {
+		cfg := `{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18195, 8080]],
+			"http_filter": {"header_filter": "^x-user: alice$", "ports": [8080]},
+			"tls_ports": [{"port": 8080, "cert_pem": "/etc/ca/tls.crt", "key_pem": "/etc/ca/tls.key"}]}}, "fs": "local"}}`
+		out := c.startLocalIn(t, ns, "preload", "pod/client", cfg,
+			"python3", "../integration/testdata/pyserver.py", "18195", "local")
+		var printed string
+		waitUntil(t, 2*time.Minute, "the error", func() bool {
+			printed = readFile(out)
+			return strings.Contains(printed, "tls_ports[0]")
+		})
+		const want = `does not speak TLS (it answered "HTTP/"); a port that is not TLS must not be listed as one; port 8080 is left to the target's app`
+		if !strings.Contains(printed, "feature.network.incoming.tls_ports[0]: TLS on port 8080: the target's app on ") ||
+			!strings.Contains(printed, want) || strings.Count(printed, "tls_ports[0]") != 1 {
+			t.Errorf("mirrord printed\n%s\nwant one error with %q", printed, want)
+		}
+		// The port is the client's app's, for the filter's requests too.
+		ip := c.kubectl(t, "get", "pod", "client", "-n", ns, "-o", "jsonpath={.status.podIP}")
+		body, err := exec.Command("curl", "-sS", "--max-time", "10", "-H", "X-User: alice", "http://"+net.JoinHostPort(ip, "8080")+"/").CombinedOutput()
+		if err != nil || !strings.Contains(string(body), `"hostname": "client"`) {
+			t.Errorf("alice's plain request to the client pod after the error: %v\n%s", err, body)
+		}
+		if tables := ourTables(t, "client"); len(tables) != 0 {
+			t.Errorf("nftables tables %v in the client pod after the refused TLS port", tables)
+		}
+	})
 
 	// Nothing is left behind.
 	waitUntil(t, time.Minute, "the agent's Job and pod to be gone", func() bool {
