@@ -394,6 +394,14 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration, steps *Ste
 		case corev1.PodFailed, corev1.PodSucceeded:
 			return false, false, goneError{fmt.Sprintf("the agent pod %s/%s stopped: %s", a.Namespace, p.Name, a.podLogs(p.Name))}
 		}
+		// A targeted agent is bound to its target's node (no scheduler);
+		// a targetless one is scheduled by agent.node_selector and
+		// agent.tolerations, which may match no node that has room.
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+				return false, false, fmt.Errorf("the agent pod %s/%s cannot be scheduled: %s; check agent.node_selector, agent.tolerations and agent.resources", a.Namespace, p.Name, c.Message)
+			}
+		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if wt := cs.State.Waiting; wt != nil && cannotPull(wt.Reason) {
 				return false, false, fmt.Errorf("the agent image %s cannot be pulled (%s: %s); set agent.image", cs.Image, wt.Reason, wt.Message)
