@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,8 +52,8 @@ func (c *cluster) ephemeralAgents(t *testing.T, ns, podName string) map[string]s
 
 // TestEphemeralAgent: with -e the agent is an ephemeral container in the
 // target's pod (no Job, no hostPID): the program gets the target's env and
-// files, cluster DNS and outgoing traffic under both engines, and a steal
-// of the target's port; each session adds its own container, which exits
+// files, cluster DNS and outgoing traffic under both engines, a steal and a
+// mirror of the target's port; each session adds its own container, which exits
 // when the session ends (it stays in the pod's status: Kubernetes cannot
 // remove an ephemeral container), and its token Secret is gone.
 func TestEphemeralAgent(t *testing.T) {
@@ -97,53 +98,74 @@ func TestEphemeralAgent(t *testing.T) {
 		return true
 	})
 
-	t.Run("steal", func(t *testing.T) {
-		var p pod
-		c.getJSON(t, &p, "pod", "-n", ns, "target")
-		get := func() string {
-			client := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-			resp, err := client.Get("http://" + p.Status.PodIP + ":8080/hostname")
-			if err != nil {
-				return err.Error()
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			return strings.TrimSpace(string(b))
-		}
-		if got := get(); got != "target" {
-			t.Fatalf("before the steal the target answered %q", got)
-		}
-		dir := t.TempDir()
-		cfg := filepath.Join(dir, "mirrord.json")
-		os.WriteFile(cfg, []byte(`{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18191, 8080]]}}}}`), 0o644)
-		outFile, err := os.Create(filepath.Join(dir, "out"))
+	// Incoming traffic: a steal (the local app answers instead of the
+	// target's) and a mirror (the target's app answers; the local app
+	// gets a copy). Each on a request path of its own.
+	var target pod
+	c.getJSON(t, &target, "pod", "-n", ns, "target")
+	get := func(path string) string {
+		client := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get("http://" + target.Status.PodIP + ":8080" + path)
 		if err != nil {
-			t.Fatal(err)
+			return err.Error()
 		}
-		defer outFile.Close()
-		cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage, "-e",
-			"-t", "pod/target", "-n", ns, "-f", cfg, "--", "python3", "../integration/testdata/pyserver.py", "18191", "stolen by the ephemeral agent")
-		cmd.Stdout, cmd.Stderr = outFile, outFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		stopped := false
-		stop := func() {
-			if !stopped {
-				stopped = true
-				cmd.Process.Signal(syscall.SIGTERM)
-				cmd.Wait()
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b))
+	}
+	for _, tc := range []struct {
+		mode, path string
+		port       int
+	}{
+		{"steal", "/hostname", 18191},
+		{"mirror", "/hostname?mirrored", 18192},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			if got := get(tc.path); got != "target" {
+				t.Fatalf("before the session the target answered %q", got)
 			}
-		}
-		defer stop()
-		waitUntil(t, 2*time.Minute, "the steal", func() bool { return get() == "stolen by the ephemeral agent" })
-		stop()
-		// The redirect goes with the session.
-		waitUntil(t, 30*time.Second, "the target's app to answer again", func() bool { return get() == "target" })
-		if t.Failed() {
-			t.Logf("mirrord output:\n%s", readFile(outFile.Name()))
-		}
-	})
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "mirrord.json")
+			os.WriteFile(cfg, []byte(fmt.Sprintf(`{"feature": {"network": {"incoming": {"mode": %q, "port_mapping": [[%d, 8080]]}}}}`, tc.mode, tc.port)), 0o644)
+			outFile, err := os.Create(filepath.Join(dir, "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer outFile.Close()
+			cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage, "-e",
+				"-t", "pod/target", "-n", ns, "-f", cfg, "--", "python3", "../integration/testdata/pyserver.py", strconv.Itoa(tc.port), "answered by the ephemeral agent's session")
+			cmd.Stdout, cmd.Stderr = outFile, outFile
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			stopped := false
+			stop := func() {
+				if !stopped {
+					stopped = true
+					cmd.Process.Signal(syscall.SIGTERM)
+					cmd.Wait()
+				}
+			}
+			defer stop()
+			switch tc.mode {
+			case "steal":
+				waitUntil(t, 2*time.Minute, "the steal", func() bool { return get(tc.path) == "answered by the ephemeral agent's session" })
+			case "mirror":
+				waitUntil(t, 2*time.Minute, "a mirrored copy of a request", func() bool {
+					if got := get(tc.path); got != "target" {
+						t.Fatalf("under mirror the answer was %q, not the target's", got)
+					}
+					return strings.Contains(readFile(outFile.Name()), "GOT "+tc.path+"\n")
+				})
+			}
+			stop()
+			// The redirect goes with the session.
+			waitUntil(t, 30*time.Second, "the target's app to answer alone", func() bool { return get(tc.path) == "target" })
+			if t.Failed() {
+				t.Logf("mirrord output:\n%s", readFile(outFile.Name()))
+			}
+		})
+	}
 
 	t.Run("no ephemeralcontainers permission", func(t *testing.T) {
 		const sa = "mirrord-e2e-noephemeral"
