@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -160,7 +161,9 @@ func (c *cluster) endpoints(t *testing.T, ns, svc string) string {
 
 // TestCopyTarget: feature.copy_target runs the session against a copy of
 // the target's pod (its real containers, no probes, its own name), which
-// the Service does not send traffic to unless the session steals;
+// the Service does not send traffic to unless the session steals (then
+// the copy takes its share of the Service's requests next to the real
+// pods, and the steal brings them to the local app);
 // copy_target.scale_down scales the Deployment to 0 for the session, and
 // its replicas come back at the end — within 10 s after kill -9 of the
 // CLI too. Every session leaves nothing behind: no copy, agent Job,
@@ -215,6 +218,47 @@ func TestCopyTarget(t *testing.T) {
 		}
 		if n := len(realPods()); n != 2 {
 			t.Errorf("%d real pods during a session without scale_down, want 2", n)
+		}
+		s.stop(syscall.SIGTERM)
+		waitClean(t, 30*time.Second)
+	})
+
+	t.Run("copy with steal", func(t *testing.T) {
+		// Without scale_down the copy joins the Service's endpoints next
+		// to the real pods: the steal takes the copy's share, the real
+		// pods answer theirs (and any request sent to them) untouched.
+		s := c.startCopySession(t, ns, `{"feature": {"copy_target": true,
+			"network": {"incoming": {"mode": "steal", "port_mapping": [[18189, 80]]}}}}`, nil,
+			"python3", "../integration/testdata/pyserver.py", "18189", "local answer")
+		cp := copyPod()
+		waitUntil(t, time.Minute, "the Service to send traffic to the copy and the real pods", func() bool {
+			eps := strings.Fields(c.endpoints(t, ns, "web"))
+			return len(eps) == 3 && slices.Contains(eps, cp.Status.PodIP)
+		})
+		if n := len(realPods()); n != 2 {
+			t.Errorf("%d real pods during a session without scale_down, want 2", n)
+		}
+		stolen, real := 0, 0
+		waitUntil(t, time.Minute, "requests through the Service to reach both the local app and the real pods", func() bool {
+			body, err := podGet(svcIP, "/", nil)
+			switch {
+			case err != nil:
+			case body == "local answer":
+				stolen++
+			case strings.Contains(body, `"service": "web"`) && !strings.Contains(body, cp.Metadata.Name):
+				real++
+			default:
+				t.Fatalf("an answer from neither the local app nor a real pod: %q", body)
+			}
+			return stolen > 0 && real > 0
+		})
+		t.Logf("%d requests stolen at the copy, %d answered by the real pods", stolen, real)
+		var list podList
+		c.getJSON(t, &list, "pods", "-n", ns, "-l", "app=web,!mirrord.dev/copy-of")
+		for _, p := range list.Items {
+			if body, err := podGet(p.Status.PodIP, "/", nil); err != nil || !strings.Contains(body, `"service": "web"`) {
+				t.Errorf("real pod %s: %q, %v", p.Metadata.Name, body, err)
+			}
 		}
 		s.stop(syscall.SIGTERM)
 		waitClean(t, 30*time.Second)
