@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -392,8 +394,8 @@ func ourTables(t *testing.T, podName string) []string {
 
 // TestAgentNotReachableFromCluster: the agent, privileged and next to the
 // target, listens on its pod's loopback only: the session reaches it
-// through the port-forward, while a connection to the agent pod's IP (as
-// any other pod, or the node, would make) is refused.
+// through the port-forward, while a connection to the agent pod's IP from
+// another pod or the node is refused.
 func TestAgentNotReachableFromCluster(t *testing.T) {
 	c := newCluster(t)
 	cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
@@ -412,12 +414,25 @@ func TestAgentNotReachableFromCluster(t *testing.T) {
 		ip = strings.TrimSpace(c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "jsonpath={.items[0].status.podIP}"))
 		return ip != ""
 	})
+	// From the node (this machine). A refusal, not a timeout: the pod's
+	// IP is reached, and nothing listens on it.
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "44128"), 3*time.Second)
 	if err == nil {
 		conn.Close()
 		t.Fatalf("the agent answers on its pod IP %s: any pod of the cluster can reach it", ip)
 	}
-	t.Logf("agent pod %s: %v (the session runs through the port-forward)", ip, err)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial %s:44128 from the node: %v, want connection refused (the pod reached, no listener)", ip, err)
+	}
+	// From a pod: the target's own, on the agent's node.
+	target := strings.TrimSpace(c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app="+pyServ, "-o", "jsonpath={.items[0].metadata.name}"))
+	// testapp get fails, printing why on stderr.
+	_, gerr := c.run(t.Context(), "exec", "-n", fixtureNamespace, target, "--", "/testapp", "get", "http://"+net.JoinHostPort(ip, "44128")+"/")
+	got := fmt.Sprint(gerr)
+	if !strings.Contains(got, "connection refused") {
+		t.Errorf("GET %s:44128 from pod %s: %s, want connection refused", ip, target, got)
+	}
+	t.Logf("agent pod %s: %v from the node; from pod %s: %s (the session runs through the port-forward)", ip, err, target, strings.TrimSpace(got))
 }
 
 // TestJoinNeedsSecretAccess: the agent's session token is in a Secret, not
