@@ -76,6 +76,10 @@ type Agent struct {
 	// live counts the connections of each session (a client may be back
 	// before its dropped connection is noticed).
 	live map[string]int
+	// current is the connection that serves each session now: a client
+	// has one at a time, so a newer one means the older is dead (see
+	// takeOver).
+	current map[string]*yamux.Session
 	done chan struct{}
 	once sync.Once
 }
@@ -97,7 +101,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer t.Close()
-	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{}), pending: map[string]time.Time{}, live: map[string]int{}, maxStreams: opts.MaxConnections}
+	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{}), pending: map[string]time.Time{}, live: map[string]int{}, current: map[string]*yamux.Session{}, maxStreams: opts.MaxConnections}
 	if a.maxStreams <= 0 {
 		a.maxStreams = DefaultMaxConnections
 	}
@@ -329,8 +333,41 @@ func (a *Agent) authenticate(sess *yamux.Session, c *client) (*yamux.Stream, err
 	c.mu.Unlock()
 	if hello.Session != "" {
 		a.clientHello(c)
+		a.takeOver(hello.Session, sess)
 	}
 	return st, nil
+}
+
+// takeOver makes sess the connection of the client's session. An older
+// one is dead from the client's side (it reconnected because it lost it),
+// although the agent may not have noticed yet: a port-forward whose API
+// server connection was cut can leave the agent's end open. It is closed
+// now, and its subscriptions dropped before the client subscribes again,
+// so that its ports are free for it and the connections stolen through
+// it end (their peers see them reset, not hang).
+func (a *Agent) takeOver(key string, sess *yamux.Session) {
+	a.mu.Lock()
+	old := a.current[key]
+	a.current[key] = sess
+	a.mu.Unlock()
+	if old == nil || old == sess {
+		return
+	}
+	a.log.Info("client back on a new connection; its old one is closed")
+	old.Close()
+	if a.in != nil {
+		a.in.dropSession(old)
+	}
+}
+
+// connectionGone forgets sess as its session's connection, unless a newer
+// one has taken its place.
+func (a *Agent) connectionGone(key string, sess *yamux.Session) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.current[key] == sess {
+		delete(a.current, key)
+	}
 }
 
 // serveClient runs one client's session: every stream is one request.
@@ -372,6 +409,9 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 	// that dropped, to be waited for, not one that never came.
 	a.clientJoined()
 	defer a.clientLeft(c)
+	if c.hasSession() {
+		defer a.connectionGone(c.key(), sess)
+	}
 	err = protocol.Write(hello, &a.hello)
 	hello.Close()
 	if err != nil {

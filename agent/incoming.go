@@ -313,6 +313,28 @@ func redirectsPort(r *nftables.Rule, port uint16) bool {
 func (in *incoming) unsubscribe(sub *subscription) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	in.unsubscribeLocked(sub)
+}
+
+// dropSession ends every subscription of sess at once (its streams notice
+// later, and unsubscribe then finds nothing to do).
+func (in *incoming) dropSession(sess *yamux.Session) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var subs []*subscription
+	for _, list := range in.subs {
+		for _, sub := range list {
+			if sub.sess == sess {
+				subs = append(subs, sub)
+			}
+		}
+	}
+	for _, sub := range subs {
+		in.unsubscribeLocked(sub)
+	}
+}
+
+func (in *incoming) unsubscribeLocked(sub *subscription) {
 	list := in.subs[sub.port]
 	i := slices.Index(list, sub)
 	if i < 0 {

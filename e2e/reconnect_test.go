@@ -3,22 +3,35 @@
 package e2e
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// TestReconnect: a session outlives what goes away under it. Each case
-// runs a local app that steals py-serv's port 80 and calls the backend
-// Service on request; the app keeps running throughout, the port comes
-// back to it and its outgoing calls work again afterwards, and the
-// progress output says what happened.
+// TestReconnect: a session outlives what goes away under it: the API
+// server restarting, its own connections to the API server cut, this side
+// stopped for 30 s, the agent's pod deleted, the target's pods replaced.
+// Each case runs a local app that steals py-serv's port 80 and calls the
+// backend Service on request; the app keeps running throughout, the port
+// goes back to the target's app while the session is away (where the
+// outage is long enough to see it) and comes back to the local app within
+// 5 s of the way being back, a kept-alive connection stolen before does not
+// hang, outgoing calls work again afterwards, and the progress output says
+// what happened.
 func TestReconnect(t *testing.T) {
 	c := newCluster(t)
 	const port = 18184
@@ -58,8 +71,35 @@ func TestReconnect(t *testing.T) {
 		out := start(t, "netstack", "pod/"+p.Metadata.Name)
 		waitUntil(t, 2*time.Minute, "the steal", func() bool { return stolen(p.Status.PodIP, "netstack") })
 		outgoing(t, p.Status.PodIP)
+		kept := keptAlive(t, p.Status.PodIP, "local netstack")
+		// While the API server is away, so is the session: the target's
+		// app gets its port back.
+		away := make(chan bool, 1)
+		stop := make(chan struct{})
+		go func() {
+			seen := false
+			for !seen {
+				select {
+				case <-stop:
+					away <- false
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				seen = targetAnswers(p.Status.PodIP)
+			}
+			away <- true
+		}()
 		back := restartAPIServer(t, c)
 		waitUntil(t, 30*time.Second, "the port to be stolen again", func() bool { return stolen(p.Status.PodIP, "netstack") })
+		if got, err := keptAfter(kept, p.Status.PodIP, 5*time.Second); err != nil {
+			t.Errorf("the connection stolen before the restart: %v", err)
+		} else {
+			t.Logf("the connection stolen before the restart: %s", got)
+		}
+		close(stop)
+		if !<-away {
+			t.Errorf("the target's app never answered while the API server was away")
+		}
 		took := time.Since(back)
 		t.Logf("stolen again %v after the API server was ready", took.Round(time.Millisecond))
 		if took > 5*time.Second {
@@ -67,6 +107,71 @@ func TestReconnect(t *testing.T) {
 		}
 		outgoing(t, p.Status.PodIP)
 		say(t, out, "lost the connection to the agent; reconnecting", "reconnected to the agent after")
+	})
+
+	// Only this session's connections to the API server end (as a
+	// network drop or a proxy would end them), the API server staying up:
+	// a connection stolen before is closed, the session reconnects at
+	// once.
+	t.Run("port-forward connections cut", func(t *testing.T) {
+		p := settle(t)[0]
+		out := start(t, "preload", "pod/"+p.Metadata.Name)
+		waitUntil(t, 2*time.Minute, "the steal", func() bool { return stolen(p.Status.PodIP, "preload") })
+		kept := keptAlive(t, p.Status.PodIP, "local preload")
+		n := cutAPIConnections(t, c, sessionPID(t, out))
+		cut := time.Now()
+		t.Logf("cut %d connections to the API server", n)
+		if n == 0 {
+			t.Fatal("the session has no connection to the API server to cut")
+		}
+		waitUntil(t, 10*time.Second, "the port to be stolen again", func() bool { return stolen(p.Status.PodIP, "preload") })
+		took := time.Since(cut)
+		if got, err := keptAfter(kept, p.Status.PodIP, 5*time.Second); err != nil {
+			t.Errorf("the connection stolen before the cut: %v", err)
+		} else {
+			t.Logf("the connection stolen before the cut: %s", got)
+		}
+		t.Logf("stolen again %v after the cut", took.Round(time.Millisecond))
+		if took > 5*time.Second {
+			t.Errorf("reconnected %v after the cut; want within 5 s", took)
+		}
+		outgoing(t, p.Status.PodIP)
+		say(t, out, "lost the connection to the agent; reconnecting", "reconnected to the agent after")
+	})
+
+	// This side stops for 30 s (a laptop asleep): the target's app gets
+	// its port back meanwhile, and the session takes it again when it
+	// wakes.
+	t.Run("paused 30 s", func(t *testing.T) {
+		p := settle(t)[1]
+		out := start(t, "netstack", "pod/"+p.Metadata.Name)
+		waitUntil(t, 2*time.Minute, "the steal", func() bool { return stolen(p.Status.PodIP, "netstack") })
+		pid := sessionPID(t, out)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := time.Now()
+		resumed := false
+		resume := func() {
+			if !resumed {
+				resumed = true
+				syscall.Kill(pid, syscall.SIGCONT)
+			}
+		}
+		defer resume()
+		waitUntil(t, 25*time.Second, "the target's app to answer while this side sleeps", func() bool { return targetAnswers(p.Status.PodIP) })
+		t.Logf("the target's app answered %v after the stop", time.Since(stopped).Round(100*time.Millisecond))
+		time.Sleep(time.Until(stopped.Add(30 * time.Second)))
+		resume()
+		woke := time.Now()
+		waitUntil(t, 10*time.Second, "the port to be stolen again", func() bool { return stolen(p.Status.PodIP, "netstack") })
+		took := time.Since(woke)
+		t.Logf("stolen again %v after SIGCONT", took.Round(time.Millisecond))
+		if took > 5*time.Second {
+			t.Errorf("stolen again %v after waking; want within 5 s", took)
+		}
+		outgoing(t, p.Status.PodIP)
+		say(t, out, "reconnected to the agent after")
 	})
 
 	// The agent's pod is deleted: its Job starts another, which the
@@ -232,4 +337,139 @@ func apiserverLogDir() string {
 		return filepath.Join(s, "logs")
 	}
 	return "/var/lib/mirrord-e2e/logs"
+}
+
+// sessionPID is the pid of the mirrord process (a child of this test)
+// whose output goes to out.
+func sessionPID(t *testing.T, out string) int {
+	t.Helper()
+	bin, err := filepath.EvalSymlinks(buildMirrord(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, dir := range procs {
+		exe, _ := os.Readlink(dir + "/exe")
+		stdout, _ := os.Readlink(dir + "/fd/1")
+		stat, _ := os.ReadFile(dir + "/stat")
+		// stat: pid (comm) state ppid ...
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if exe == bin && stdout == out && len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
+			pid, _ := strconv.Atoi(filepath.Base(dir))
+			return pid
+		}
+	}
+	t.Fatalf("no mirrord process writing to %s", out)
+	return 0
+}
+
+// cutAPIConnections shuts down, both ways, every TCP connection that
+// process pid holds to the API server's port (taking a copy of each socket
+// with pidfd_getfd), as a dropped network would end them. It returns how
+// many it cut.
+func cutAPIConnections(t *testing.T, c *cluster, pid int) int {
+	t.Helper()
+	// The port of the kubeconfig's server.
+	kc, err := os.ReadFile(c.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`server: https://[^\s]*:(\d+)`).FindSubmatch(kc)
+	if m == nil {
+		t.Fatalf("no server with a port in %s", c.kubeconfig)
+	}
+	port, _ := strconv.Atoi(string(m[1]))
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range fds {
+		if link, _ := os.Readlink(dir + "/" + e.Name()); !strings.HasPrefix(link, "socket:") {
+			continue
+		}
+		fd, _ := strconv.Atoi(e.Name())
+		mine, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			continue
+		}
+		peer, err := unix.Getpeername(mine)
+		var peerPort int
+		switch a := peer.(type) {
+		case *unix.SockaddrInet4:
+			peerPort = a.Port
+		case *unix.SockaddrInet6:
+			peerPort = a.Port
+		}
+		if err == nil && peerPort == port {
+			if unix.Shutdown(mine, unix.SHUT_RDWR) == nil {
+				n++
+			}
+		}
+		unix.Close(mine)
+	}
+	return n
+}
+
+// keptAlive opens a keep-alive connection to the pod's port 80 and checks
+// that its first request is stolen (answered want).
+func keptAlive(t *testing.T, podIP, want string) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", podIP+":80", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /kept HTTP/1.1\r\nHost: %s\r\n\r\n", podIP)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != want {
+		t.Fatalf("the kept-alive connection's request was answered %q, want %q", body, want)
+	}
+	return conn
+}
+
+// keptAfter checks a kept-alive connection stolen before a fault: closed
+// or reset (the session it was stolen for is gone), or, as py-serv's
+// probes make the steal one per request, the agent's, answering its next
+// request (from the session again, or the target's app). A connection
+// that hangs is the failure.
+func keptAfter(conn net.Conn, podIP string, d time.Duration) (string, error) {
+	conn.SetDeadline(time.Now().Add(d))
+	if _, err := fmt.Fprintf(conn, "GET /kept-after HTTP/1.1\r\nHost: %s\r\n\r\n", podIP); err != nil {
+		return "closed: " + err.Error(), nil
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "", fmt.Errorf("no answer and not closed after %v", d)
+	}
+	if err != nil {
+		return "closed: " + err.Error(), nil
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return "", fmt.Errorf("an answer's body that never ended after %v", d)
+	}
+	// The local app serves one connection at a time: this one is done.
+	conn.Close()
+	return fmt.Sprintf("answered %d %q", resp.StatusCode, body), nil
+}
+
+// targetAnswers says whether a request to the pod's port 80 reached
+// py-serv's own app (its 404 for an unknown path), not a local one.
+func targetAnswers(podIP string) bool {
+	body, err := podGet(podIP, "/x", nil)
+	return err == nil && !strings.HasPrefix(body, "local ")
 }

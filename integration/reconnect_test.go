@@ -23,6 +23,9 @@ type relay struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns []net.Conn
+	// halfOpen: the agent's end of a cut connection stays open (see
+	// cutCLISide).
+	halfOpen bool
 }
 
 func newRelay(t *testing.T, to string) *relay {
@@ -55,7 +58,15 @@ func (r *relay) serve(ln net.Listener) {
 			r.mu.Lock()
 			r.conns = append(r.conns, c, up)
 			r.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
+			closeUp := func() {
+				r.mu.Lock()
+				keep := r.halfOpen
+				r.mu.Unlock()
+				if !keep {
+					up.Close()
+				}
+			}
+			go func() { io.Copy(up, c); closeUp() }()
 			go func() { io.Copy(c, up); c.Close() }()
 		}
 	}()
@@ -73,6 +84,20 @@ func (r *relay) down() {
 		c.Close()
 	}
 	r.conns = nil
+}
+
+// cutCLISide closes the CLI's end of every connection and leaves the
+// agent's end open and silent, as a port-forward cut between the CLI and
+// the API server may leave it; new connections are relayed at once.
+func (r *relay) cutCLISide() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.halfOpen = true
+	for i, c := range r.conns {
+		if i%2 == 0 { // conns holds pairs: the CLI's end, then the agent's
+			c.Close()
+		}
+	}
 }
 
 // up listens again on the same address.
@@ -165,6 +190,67 @@ func TestReconnect(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		waitFor(t, "the nftables table to be removed", func() bool { return len(f.nftTables(t)) == 0 })
+	})
+}
+
+// TestReconnectHalfOpen: the session's connection is cut on the CLI's
+// side only; the agent's end stays open, silent (as a port-forward whose
+// connection to the API server was cut can leave it), and the CLI
+// reconnects at once. The agent takes the new connection for the session's
+// and closes the old one: the stolen port is the session's again at once
+// (not refused as taken by the old connection), and a connection stolen
+// before the cut is closed.
+func TestReconnectHalfOpen(t *testing.T) {
+	f := newFixture(t)
+	const port = "8896"
+	f.serveHTTP(f.pod, podIP+":"+port, "hello from original app")
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
+		agent := f.startAgent("--ttl", "1s")
+		defer func() { agent.Process.Kill(); agent.Wait() }()
+		r := newRelay(t, f.agentAddr)
+		f.agentAddr = r.addr
+		cmd, outFile := f.startLocal(t, append(engine, "--steal", "-t", "pid/1"),
+			"python3", "testdata/reconnectapp.py", port, "hello from local app")
+		defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+		get := func(path string) string {
+			body, _ := f.podGet(t, "http://"+podIP+":"+port+path)
+			return body
+		}
+		waitFor(t, "stolen traffic to reach the local app", func() bool { return get("/x") == "hello from local app" })
+		var open net.Conn
+		inNetns(t, f.svc, func() (err error) {
+			open, err = net.DialTimeout("tcp", podIP+":"+port, 3*time.Second)
+			return err
+		})
+		defer open.Close()
+		br := bufio.NewReader(open)
+		io.WriteString(open, "GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
+		open.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+			t.Fatalf("stolen keep-alive connection: %q, %v", line, err)
+		}
+
+		r.cutCLISide()
+		cut := time.Now()
+		// Sooner than the agent's keepalive could find the old
+		// connection dead.
+		open.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.ReadAll(br); err != nil && !isReset(err) {
+			t.Errorf("the connection stolen before the cut: %v; want it closed or reset within 2 s", err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for get("/x") != "hello from local app" {
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(outFile)
+				t.Fatalf("the port is not stolen again 2 s after the cut:\n%s", b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("stolen again %v after the cut", time.Since(cut).Round(time.Millisecond))
+		if got := get("/out"); got != svcBody {
+			t.Errorf("outgoing after the reconnection: %q, want %q", got, svcBody)
+		}
 	})
 }
 
