@@ -80,8 +80,8 @@ type Agent struct {
 	// has one at a time, so a newer one means the older is dead (see
 	// takeOver).
 	current map[string]*yamux.Session
-	done chan struct{}
-	once sync.Once
+	done    chan struct{}
+	once    sync.Once
 }
 
 // Run runs an agent until its TTL expires or ctx ends.
