@@ -138,9 +138,24 @@ func TestProgramArgv(t *testing.T) {
 		{&empty, []string{"python3"}, []string{"python3"}},
 		{&empty, nil, nil},
 	} {
-		got := programArgv(&RunArgs{Entrypoint: tt.entry, Command: tt.command}, img)
+		got := programArgv(&RunArgs{Runtime: "docker", Entrypoint: tt.entry, Command: tt.command}, img)
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("entrypoint %v command %q: %q, want %q", tt.entry, tt.command, got, tt.want)
+		}
+	}
+	// podman's --entrypoint may be a JSON array (docker's is a path).
+	for _, tt := range []struct {
+		runtime, entry string
+		want           []string
+	}{
+		{"/usr/bin/podman", `["/bin/sh","-c"]`, []string{"/bin/sh", "-c", "true"}},
+		{"podman", `[]`, []string{"true"}},
+		{"podman", `/bin/sh`, []string{"/bin/sh", "true"}},
+		{"docker", `["/bin/sh","-c"]`, []string{`["/bin/sh","-c"]`, "true"}},
+	} {
+		got := programArgv(&RunArgs{Runtime: tt.runtime, Entrypoint: &tt.entry, Command: []string{"true"}}, img)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s --entrypoint %s: %q, want %q", tt.runtime, tt.entry, got, tt.want)
 		}
 	}
 }
