@@ -98,6 +98,9 @@ func (c *ContainerInitCmd) Run(ctx context.Context, env *Env) error {
 		}
 		os.Setenv("TMPDIR", dir)
 	}
+	// Left missing when they cannot be made: only the sandbox needs them,
+	// and it says so.
+	_ = container.EnsureFiles("/", container.SandboxFiles)
 	_, sess, _, done, err := startInContainer(ctx, inContainer{
 		cmd: "container-init", tokenHint: " (the container must run as root or as the user running mirrord container)",
 		agentAddr: c.AgentAddr, layerLib: c.LayerLib, via: c.Via, probePorts: c.ProbePorts, logLevel: c.LogLevel,

@@ -307,6 +307,10 @@ func inspectImage(ctx context.Context, ra *RunArgs, o Options) (*imageConfig, er
 func programArgv(ra *RunArgs, img *imageConfig) []string {
 	var argv []string
 	switch {
+	case ra.Entrypoint != nil && ra.RuntimeName() == "podman" && jsonArgv(*ra.Entrypoint) != nil:
+		// podman's --entrypoint may be a JSON array: the program and
+		// its first arguments.
+		argv = append(argv, jsonArgv(*ra.Entrypoint)...)
 	case ra.Entrypoint != nil && *ra.Entrypoint != "":
 		argv = append(argv, *ra.Entrypoint)
 	case ra.Entrypoint == nil:
@@ -317,6 +321,16 @@ func programArgv(ra *RunArgs, img *imageConfig) []string {
 		argv = append(argv, ra.Command...)
 	case ra.Entrypoint == nil:
 		argv = append(argv, img.Cmd...)
+	}
+	return argv
+}
+
+// jsonArgv is s as a JSON array of strings (podman's reading of its
+// --entrypoint), or nil if it is not one.
+func jsonArgv(s string) []string {
+	var argv []string
+	if json.Unmarshal([]byte(s), &argv) != nil || argv == nil {
+		return nil
 	}
 	return argv
 }

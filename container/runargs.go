@@ -46,8 +46,9 @@ var ErrNotRun = errors.New("the command must be a container runtime's run: `mirr
 
 // flagRE matches an option line of a runtime's `run --help` (cobra/pflag
 // layout: "  -p, --publish list   Publish ..."; a type word after the name
-// means the option takes a value).
-var flagRE = regexp.MustCompile(`^\s{2,}(?:-([A-Za-z0-9]), )?--([A-Za-z0-9][A-Za-z0-9-]*)(?: ([A-Za-z][A-Za-z0-9.\[\]]*))?(?:\s{2,}|$)`)
+// means the option takes a value). The word is any token: podman's are
+// also "<number>[<unit>]", "DEVICE_NAME:WEIGHT" and "[a-Z]".
+var flagRE = regexp.MustCompile(`^\s{2,}(?:-([A-Za-z0-9]), )?--([A-Za-z0-9][A-Za-z0-9-]*)(?: (\S+))?(?:\s{2,}|$)`)
 
 // RunFlags are a runtime's run options: for each, by long name and by
 // short letter, whether it takes a value.

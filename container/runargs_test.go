@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -21,9 +22,20 @@ func loadFlags(t *testing.T, file string) *RunFlags {
 	return f
 }
 
+// helpFiles are the runtimes' `run --help` texts the parser is checked
+// against.
+var helpFiles = []string{"docker-28.2-run-help.txt", "docker-20.10-run-help.txt", "podman-4.3-run-help.txt"}
+
 func TestParseHelp(t *testing.T) {
-	for _, file := range []string{"docker-28.2-run-help.txt", "docker-20.10-run-help.txt"} {
+	for _, file := range helpFiles {
 		f := loadFlags(t, file)
+		// Every option line is read: an option missed here would be
+		// refused as unknown in the user's command line.
+		help, _ := os.ReadFile("testdata/" + file)
+		lines := len(regexp.MustCompile(`(?m)^ +(-[A-Za-z0-9], )?--[A-Za-z0-9]`).FindAll(help, -1))
+		if len(f.long) != lines {
+			t.Errorf("%s: %d options read from %d option lines", file, len(f.long), lines)
+		}
 		for name, takes := range map[string]bool{"env": true, "publish": true, "entrypoint": true, "rm": false,
 			"detach": false, "interactive": false, "tty": false, "sig-proxy": false, "network": true, "volume": true} {
 			if got, ok := f.long[name]; !ok || got != takes {
@@ -35,6 +47,16 @@ func TestParseHelp(t *testing.T) {
 				t.Errorf("%s: -%c is --%s, want --%s", file, short, f.short[short], long)
 			}
 		}
+	}
+	// podman's value words that are not type names.
+	f := loadFlags(t, "podman-4.3-run-help.txt")
+	for _, name := range []string{"memory", "shm-size", "blkio-weight-device", "detach-keys", "entrypoint", "cidfile"} {
+		if !f.long[name] {
+			t.Errorf("podman: --%s takes a value: %v", name, f.long[name])
+		}
+	}
+	if f.short['m'] != "memory" {
+		t.Errorf("podman: -m is --%s, want --memory", f.short['m'])
 	}
 	if _, err := ParseHelp("Usage: nothing here\n"); err == nil {
 		t.Error("a help text without options was accepted")
@@ -89,6 +111,12 @@ func TestParseRun(t *testing.T) {
 			t.Errorf("%s: %v, want an error with %q", tt.args, err, tt.want)
 		}
 	}
+	// podman's own options, with its value words.
+	pf := loadFlags(t, "podman-4.3-run-help.txt")
+	argv := strings.Fields("podman run -m 512m --shm-size 1g --detach-keys ctrl-x --blkio-weight-device /dev/sda:10 -d img serve")
+	if r, err := ParseRun(argv, pf); err != nil || r.Image != "img" || !r.Detach || !slices.Equal(r.Command, []string{"serve"}) {
+		t.Errorf("%q: %+v, %v", argv, r, err)
+	}
 	if _, err := ParseRun([]string{"kubectl", "run", "x"}, f); !errors.Is(err, ErrNotRun) {
 		t.Errorf("kubectl run: %v", err)
 	}
@@ -110,9 +138,24 @@ func TestProgramArgv(t *testing.T) {
 		{&empty, []string{"python3"}, []string{"python3"}},
 		{&empty, nil, nil},
 	} {
-		got := programArgv(&RunArgs{Entrypoint: tt.entry, Command: tt.command}, img)
+		got := programArgv(&RunArgs{Runtime: "docker", Entrypoint: tt.entry, Command: tt.command}, img)
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("entrypoint %v command %q: %q, want %q", tt.entry, tt.command, got, tt.want)
+		}
+	}
+	// podman's --entrypoint may be a JSON array (docker's is a path).
+	for _, tt := range []struct {
+		runtime, entry string
+		want           []string
+	}{
+		{"/usr/bin/podman", `["/bin/sh","-c"]`, []string{"/bin/sh", "-c", "true"}},
+		{"podman", `[]`, []string{"true"}},
+		{"podman", `/bin/sh`, []string{"/bin/sh", "true"}},
+		{"docker", `["/bin/sh","-c"]`, []string{`["/bin/sh","-c"]`, "true"}},
+	} {
+		got := programArgv(&RunArgs{Runtime: tt.runtime, Entrypoint: &tt.entry, Command: []string{"true"}}, img)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s --entrypoint %s: %q, want %q", tt.runtime, tt.entry, got, tt.want)
 		}
 	}
 }

@@ -5,14 +5,18 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The Docker engine the container tests run: Debian's docker.io, started
@@ -90,9 +94,79 @@ func startDocker(t *testing.T) []string {
 	return env
 }
 
+// Podman, the other runtime TestContainer runs: Debian's, rootful and
+// daemonless, with a configuration of the test's own (CONTAINERS_CONF,
+// CONTAINERS_STORAGE_CONF): its storage under podmanData (images are kept
+// between runs; no private bind mount of it), its run state under
+// podmanRun, and no network namespace setup by default (netns "none": no
+// netavark, no bridge or firewall rules; mirrord reaches the agent through
+// a mounted socket).
+const (
+	podmanRun  = "/run/mirrord-e2e-podman"
+	podmanData = "/var/cache/mirrord-e2e-podman"
+)
+
+// startPodman returns the environment for podman commands with the
+// test's configuration.
+func startPodman(t *testing.T) []string {
+	t.Helper()
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Fatal("podman is missing: run scripts/deps.sh (it installs Debian's podman)")
+	}
+	if err := os.MkdirAll(podmanRun, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Rootful podman gives a container open-files and process limits of
+	// 1048576, which runc cannot set where root lacks CAP_SYS_RESOURCE
+	// (this VM): the test's own hard limits instead, the process one no
+	// higher than kernel.pid_max (podman lowers its own to that, and runc
+	// inherits it).
+	var nofile, nproc unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &nproc); err != nil {
+		t.Fatal(err)
+	}
+	nprocMax := min(nproc.Max, 1048576)
+	if pm, err := strconv.ParseUint(strings.TrimSpace(readFile("/proc/sys/kernel/pid_max")), 10, 64); err == nil {
+		nprocMax = min(nprocMax, pm)
+	}
+	ulimits := fmt.Sprintf("[\"nofile=%[1]d:%[1]d\", \"nproc=%[2]d:%[2]d\"]", min(nofile.Max, 1048576), nprocMax)
+	conf := filepath.Join(podmanRun, "containers.conf")
+	storage := filepath.Join(podmanRun, "storage.conf")
+	for file, text := range map[string]string{
+		conf: fmt.Sprintf("[containers]\nnetns = \"none\"\ndefault_ulimits = %s\n[engine]\ntmp_dir = %q\n", ulimits, podmanRun+"/libpod"),
+		storage: fmt.Sprintf("[storage]\ndriver = \"overlay\"\ngraphroot = %q\nrunroot = %q\n[storage.options.overlay]\nskip_mount_home = \"true\"\n",
+			podmanData+"/storage", podmanRun+"/storage"),
+	} {
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := append(os.Environ(), "CONTAINERS_CONF="+conf, "CONTAINERS_STORAGE_CONF="+storage)
+	cmd := exec.Command("podman", "info", "--format", "{{.Version.Version}} {{.Store.GraphDriverName}}")
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("podman does not work on this machine, so mirrord container cannot be tested with it: podman info: %v\n%s", err, out)
+	}
+	return env
+}
+
+// probeRuntime skips the test when the runtime cannot run a container
+// here, mirrord aside: the Python image prints a word.
+func probeRuntime(t *testing.T, runtime string, env []string) {
+	t.Helper()
+	cmd := exec.Command(runtime, "run", "--rm", "mirrord-e2e/python:e2e", "-c", "print('probe')")
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "probe" {
+		t.Skipf("%s cannot run a container on this machine, so mirrord container cannot be tested with it: %s run: %v\n%s", runtime, runtime, err, out)
+	}
+}
+
 // buildContainerImages builds the test images (testdata/container-images.sh)
-// in the engine of env.
-func buildContainerImages(t *testing.T, env []string) {
+// in the runtime's store (docker's engine or podman's, as env says).
+func buildContainerImages(t *testing.T, runtime string, env []string) {
 	t.Helper()
 	testapp := filepath.Join(t.TempDir(), "testapp")
 	build := exec.Command("go", "build", "-o", testapp, "./testapp")
@@ -100,7 +174,7 @@ func buildContainerImages(t *testing.T, env []string) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the test app: %v\n%s", err, out)
 	}
-	images := exec.Command("testdata/container-images.sh", testapp)
+	images := exec.Command("testdata/container-images.sh", testapp, runtime)
 	images.Env = env
 	if out, err := images.CombinedOutput(); err != nil {
 		t.Fatalf("build the test images: %v\n%s", err, out)
@@ -146,65 +220,123 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("", 80), H).serve_forever()
 `
 
-// TestContainer: `mirrord container -t deploy/py-serv --steal -- docker
-// run ...` with a Python image (a dynamic program: the preload library) and
-// a static Go image FROM scratch (the sandbox, inside the container); each
-// sees the pod's env, resolves and reaches a ClusterIP-only service, reads
-// a file only the target has, and answers the traffic stolen from the
-// pod. Then SIGTERM to mirrord stops the container (--rm: nothing left)
-// and the agent goes away.
+// containerLabel marks the containers TestContainer runs, to find them.
+const containerLabel = "dev.mirrord-go.e2e=TestContainer"
+
+// TestContainer: `mirrord container -t deploy/py-serv --steal -- RUNTIME
+// run ...`, with docker and with podman, for a Python image (a dynamic
+// program: the preload library) and a static Go image FROM scratch (the
+// sandbox, inside the container); each sees the pod's env, resolves and
+// reaches a ClusterIP-only service, reads a file only the target has, and
+// answers the traffic stolen from the pod. Then SIGTERM to mirrord stops
+// the container (--rm: nothing left) and the agent goes away. With -d the
+// session outlives the runtime's client and ends when the container is
+// stopped. A runtime that cannot run a container on this machine is
+// skipped, saying so.
 func TestContainer(t *testing.T) {
 	c := newCluster(t)
-	env := startDocker(t)
 	waitUntil(t, time.Minute, "both "+pyServ+" pods to be ready", func() bool { return len(c.fixturePods(t, pyServ)) == 2 })
+	for _, rt := range []struct {
+		name  string
+		start func(*testing.T) []string
+	}{
+		{"docker", startDocker},
+		{"podman", startPodman},
+	} {
+		t.Run(rt.name, func(t *testing.T) {
+			start := time.Now()
+			env := rt.start(t)
+			buildContainerImages(t, rt.name, env)
+			if rt.name != "docker" {
+				// docker's engine was seen to start (startDocker).
+				probeRuntime(t, rt.name, env)
+			}
+			t.Logf("%s ready, with the test images, in %v", rt.name, time.Since(start).Round(time.Millisecond))
+			testContainer(t, c, rt.name, env)
+		})
+	}
+	waitUntil(t, time.Minute, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })
+}
+
+// containerRun is a running `mirrord container`.
+type containerRun struct {
+	out  *syncBuffer
+	cmd  *exec.Cmd
+	done chan struct{} // closed once mirrord exited, with err its exit error
+	err  error
+}
+
+// wait returns mirrord's exit error once it exits, or ended false after d.
+func (r *containerRun) wait(d time.Duration) (ended bool, err error) {
+	select {
+	case <-r.done:
+		return true, r.err
+	case <-time.After(d):
+		return false, nil
+	}
+}
+
+// alive fails the test if mirrord has exited: what the test waits for
+// will not come.
+func (r *containerRun) alive(t *testing.T) bool {
+	t.Helper()
+	select {
+	case <-r.done:
+		t.Fatalf("mirrord container exited (%v); output:\n%s", r.err, r.out)
+	default:
+	}
+	return true
+}
+
+func testContainer(t *testing.T, c *cluster, runtime string, env []string) {
 	pods := c.fixturePods(t, pyServ)
 	backendIP := c.serviceIP(t, fixtureNamespace, "backend")
+	args := func(steal bool, run ...string) []string {
+		a := []string{"container", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
+			"-t", "deploy/" + pyServ, "-n", fixtureNamespace}
+		if steal {
+			a = append(a, "--steal")
+		}
+		return append(append(a, "--", runtime), run...)
+	}
 
-	buildContainerImages(t, env)
-
-	// run starts mirrord container with the docker command and returns
-	// its output and a function that stops it (SIGTERM, as a user's
-	// Ctrl-C would be relayed) and returns its exit error.
-	run := func(t *testing.T, docker ...string) (*syncBuffer, func() error) {
-		out := &syncBuffer{}
-		args := append([]string{"container", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
-			"-t", "deploy/" + pyServ, "-n", fixtureNamespace, "--steal", "--", "docker"}, docker...)
-		cmd := exec.Command(buildMirrord(t), args...)
-		cmd.Env = env
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
+	// run starts mirrord container with the runtime's run (options
+	// first: the test's label is added before them) and returns it; stop
+	// ends it (SIGTERM, as a user's Ctrl-C would be relayed) and returns
+	// its exit error.
+	run := func(t *testing.T, opts ...string) (*containerRun, func() error) {
+		r := &containerRun{out: &syncBuffer{}, done: make(chan struct{})}
+		r.cmd = exec.Command(buildMirrord(t), args(true, append([]string{"run", "--label", containerLabel}, opts...)...)...)
+		r.cmd.Env = env
+		r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+		if err := r.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		var once sync.Once
-		var result error
+		go func() { r.err = r.cmd.Wait(); close(r.done) }()
 		stop := func() error {
-			once.Do(func() {
-				cmd.Process.Signal(syscall.SIGTERM)
-				select {
-				case result = <-exited:
-				case <-time.After(30 * time.Second):
-					cmd.Process.Kill()
-					<-exited
-					t.Errorf("mirrord container did not end within 30 s of SIGTERM; output:\n%s", out)
-				}
-			})
-			return result
+			r.cmd.Process.Signal(syscall.SIGTERM) // (an error once it exited)
+			if ended, err := r.wait(30 * time.Second); ended {
+				return err
+			}
+			r.cmd.Process.Kill()
+			<-r.done
+			t.Errorf("mirrord container did not end within 30 s of SIGTERM; output:\n%s", r.out)
+			return r.err
 		}
 		t.Cleanup(func() { stop() })
-		return out, stop
+		return r, stop
 	}
 	// stolen waits until one of the pods (the agent is on one of them)
 	// answers path with the container's answer, and returns it.
-	stolen := func(t *testing.T, path string, ok func(string) bool, out *syncBuffer) string {
+	stolen := func(t *testing.T, path string, ok func(string) bool, r *containerRun) string {
 		defer func() {
 			if t.Failed() {
-				t.Logf("mirrord container's output:\n%s", out)
+				t.Logf("mirrord container's output:\n%s", r.out)
 			}
 		}()
 		var body string
 		waitUntil(t, 2*time.Minute, "the container to answer "+path+" stolen from a "+pyServ+" pod", func() bool {
+			r.alive(t)
 			for _, p := range pods {
 				if b, err := podGet(p.Status.PodIP, path, nil); err == nil && ok(b) {
 					body = b
@@ -215,21 +347,28 @@ func TestContainer(t *testing.T) {
 		})
 		return body
 	}
-	noContainers := func(t *testing.T, image string) {
-		cmd := exec.Command("docker", "ps", "-a", "-q", "--filter", "ancestor="+image)
+	containers := func(t *testing.T) []string {
+		cmd := exec.Command(runtime, "ps", "-a", "-q", "--filter", "label="+containerLabel)
 		cmd.Env = env
 		out, err := cmd.Output()
-		if err != nil || len(bytes.TrimSpace(out)) != 0 {
-			t.Errorf("containers of %s left after the session: %q, %v", image, out, err)
+		if err != nil {
+			t.Fatalf("%s ps: %v", runtime, err)
 		}
+		return strings.Fields(string(out))
+	}
+	// noContainers checks that the runtime removed the session's
+	// container (--rm).
+	noContainers := func(t *testing.T) {
+		waitUntil(t, 10*time.Second, "the container to be removed", func() bool { return len(containers(t)) == 0 })
 	}
 
 	t.Run("python", func(t *testing.T) {
 		start := time.Now()
-		out, stop := run(t, "run", "--rm", "mirrord-e2e/python:e2e", "-c", containerPy)
-		waitUntil(t, 2*time.Minute, "the program's first line", func() bool { return strings.Contains(out.String(), "greeting=") })
+		r, stop := run(t, "--rm", "mirrord-e2e/python:e2e", "-c", containerPy)
+		out := r.out
+		waitUntil(t, 2*time.Minute, "the program's first line", func() bool { return r.alive(t) && strings.Contains(out.String(), "greeting=") })
 		t.Logf("the program's first line %v after start", time.Since(start).Round(time.Millisecond))
-		body := stolen(t, "/py", func(b string) bool { return strings.HasPrefix(b, "python-container") }, out)
+		body := stolen(t, "/py", func(b string) bool { return strings.HasPrefix(b, "python-container") }, r)
 		if body != "python-container hello from py-serv /py" {
 			t.Errorf("stolen request answered %q", body)
 		}
@@ -241,28 +380,27 @@ func TestContainer(t *testing.T) {
 			}
 		}
 		if err := stop(); err == nil || !strings.Contains(err.Error(), "exit status 143") {
-			// The program dies of the SIGTERM docker relays: 128+15.
+			// The program dies of the SIGTERM the runtime relays: 128+15.
 			t.Errorf("mirrord container after SIGTERM: %v, want exit status 143; output:\n%s", err, out)
 		}
-		noContainers(t, "mirrord-e2e/python:e2e")
+		noContainers(t)
 	})
 
-	t.Run("static-go", func(t *testing.T) {
-		// No command after the image: the image's entrypoint and
-		// command (/testapp serve) run, on the pod's PORT (80).
-		out, stop := run(t, "run", "--rm", "-e", "CONTAINER_MARK=static-go", "mirrord-e2e/static-go:e2e")
-		body := stolen(t, "/env", func(b string) bool { return strings.Contains(b, "CONTAINER_MARK") }, out)
+	// checkStaticGo checks the static Go program's session through the
+	// pod that answered it: the container's and the pod's env, a call to
+	// a ClusterIP-only service by its DNS name (BACKEND_URL, from the
+	// pod), the target's file.
+	checkStaticGo := func(t *testing.T, mark string, r *containerRun) {
+		body := stolen(t, "/env", func(b string) bool { return strings.Contains(b, mark) }, r)
 		var vars map[string]string
 		if err := json.Unmarshal([]byte(body), &vars); err != nil {
 			t.Fatalf("GET /env: %v: %q", err, body)
 		}
-		if vars["CONTAINER_MARK"] != "static-go" || vars["APP_GREETING"] != "hello from py-serv" {
-			t.Errorf("the container's env: CONTAINER_MARK=%q APP_GREETING=%q; want the container's and the pod's", vars["CONTAINER_MARK"], vars["APP_GREETING"])
+		if vars["CONTAINER_MARK"] != mark || vars["APP_GREETING"] != "hello from py-serv" {
+			t.Errorf("the container's env: CONTAINER_MARK=%q APP_GREETING=%q; want %q and the pod's", vars["CONTAINER_MARK"], vars["APP_GREETING"], mark)
 		}
-		// The static program's outgoing traffic, by the cluster's DNS
-		// name of a ClusterIP-only service (BACKEND_URL, from the pod).
 		for _, p := range pods {
-			if b, err := podGet(p.Status.PodIP, "/env", nil); err != nil || !strings.Contains(b, "CONTAINER_MARK") {
+			if b, err := podGet(p.Status.PodIP, "/env", nil); err != nil || !strings.Contains(b, mark) {
 				continue
 			}
 			call, err := podGet(p.Status.PodIP, "/call?path=/health", nil)
@@ -278,37 +416,65 @@ func TestContainer(t *testing.T) {
 				t.Errorf("GET /file (the target's /app/config.json, which the image lacks): %q, %v", file, err)
 			}
 		}
-		// The test app stops cleanly on SIGTERM (docker's signal
+	}
+
+	t.Run("static-go", func(t *testing.T) {
+		// No command after the image: the image's entrypoint and
+		// command (/testapp serve) run, on the pod's PORT (80).
+		r, stop := run(t, "--rm", "-e", "CONTAINER_MARK=static-go", "mirrord-e2e/static-go:e2e")
+		checkStaticGo(t, "static-go", r)
+		// The test app stops cleanly on SIGTERM (the runtime's signal
 		// proxy, then mirrord's in the container): status 0.
-		if err := stop(); err != nil || !strings.Contains(out.String(), "py-serv: stopped") {
-			t.Errorf("mirrord container after SIGTERM: %v, want the app stopped cleanly; output:\n%s", err, out)
+		if err := stop(); err != nil || !strings.Contains(r.out.String(), "py-serv: stopped") {
+			t.Errorf("mirrord container after SIGTERM: %v, want the app stopped cleanly; output:\n%s", err, r.out)
 		}
-		noContainers(t, "mirrord-e2e/static-go:e2e")
+		noContainers(t)
+	})
+
+	t.Run("detach", func(t *testing.T) {
+		// -d: the runtime's client returns once the container started;
+		// mirrord keeps the session until the container stops. With the
+		// host's network this time (the runs above have the engine's
+		// default: no network for the test's engines).
+		r, _ := run(t, "-d", "--rm", "--network", "host", "-e", "CONTAINER_MARK=detached", "mirrord-e2e/static-go:e2e")
+		checkStaticGo(t, "detached", r)
+		ids := containers(t)
+		if len(ids) != 1 || !strings.Contains(r.out.String(), ids[0]) {
+			t.Fatalf("%s ps: %q, want the one detached container, whose id the runtime printed; output:\n%s", runtime, ids, r.out)
+		}
+		start := time.Now()
+		stop := exec.Command(runtime, "stop", ids[0])
+		stop.Env = env
+		if out, err := stop.CombinedOutput(); err != nil {
+			t.Fatalf("%s stop: %v\n%s", runtime, err, out)
+		}
+		if ended, err := r.wait(30 * time.Second); !ended || err != nil {
+			t.Fatalf("mirrord container -d after %s stop: ended %v, %v; want status 0; output:\n%s", runtime, ended, err, r.out)
+		}
+		t.Logf("mirrord ended %v after %s stop started", time.Since(start).Round(time.Millisecond), runtime)
+		noContainers(t)
 	})
 
 	// Bad input is refused before anything starts in the cluster.
 	t.Run("errors", func(t *testing.T) {
 		jobs := len(c.agentJobs(t))
 		for _, tt := range []struct {
-			docker []string
-			want   string
+			run  []string
+			want string
 		}{
 			{[]string{"ps"}, "must be a container runtime's run"},
 			{[]string{"run", "--no-such-option", "mirrord-e2e/python:e2e"}, "unknown option --no-such-option"},
 			{[]string{"run", "mirrord-e2e/no-such-image:e2e"}, "mirrord-e2e/no-such-image:e2e"},
 		} {
-			args := append([]string{"container", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
-				"-t", "deploy/" + pyServ, "-n", fixtureNamespace, "--", "docker"}, tt.docker...)
-			cmd := exec.Command(buildMirrord(t), args...)
+			cmd := exec.Command(buildMirrord(t), args(false, tt.run...)...)
 			cmd.Env = env
 			out, err := cmd.CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tt.want) {
-				t.Errorf("docker %q: %v, want an error naming %q:\n%s", tt.docker, err, tt.want, out)
+				t.Errorf("%s %q: %v, want an error naming %q:\n%s", runtime, tt.run, err, tt.want, out)
 			}
 		}
 		if n := len(c.agentJobs(t)); n > jobs {
 			t.Errorf("bad input started an agent (%d jobs, %d before)", n, jobs)
 		}
 	})
-	waitUntil(t, time.Minute, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })
 }

@@ -35,7 +35,7 @@ func TestContainerExt(t *testing.T) {
 	waitUntil(t, time.Minute, "both "+pyServ+" pods to be ready", func() bool { return len(c.fixturePods(t, pyServ)) == 2 })
 	pods := c.fixturePods(t, pyServ)
 	backendIP := c.serviceIP(t, fixtureNamespace, "backend")
-	buildContainerImages(t, env)
+	buildContainerImages(t, "docker", env)
 
 	base := append(env, "KUBECONFIG="+c.kubeconfig, "MIRRORD_PROGRESS_MODE=json", "MIRRORD_PROGRESS_SUPPORT_IDE=true",
 		"MIRRORD_IDE_NAME=intellij", "MIRRORD_EXT_PRINT_CONFIG=TRUE", "MIRRORD_TARGET_NAMESPACE="+fixtureNamespace)

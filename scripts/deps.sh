@@ -5,7 +5,7 @@ set -euo pipefail
 # The cross compilers build the preload library for each architecture (on
 # either machine one of them is the native gcc); qemu-user runs the arm64
 # unit tests (make unit-arm64). A value may name several packages.
-declare -A pkg=([ip]=iproute2 [curl]=curl [unshare]=util-linux [getent]=libc-bin [python3]=python3 [pgrep]=procps [gcc]=gcc [node]=nodejs [getfattr]=attr [host]=bind9-host [dig]=bind9-dnsutils [musl-gcc]=musl-tools [socat]=socat [busybox]=busybox-static [dockerd]=docker.io
+declare -A pkg=([ip]=iproute2 [curl]=curl [unshare]=util-linux [getent]=libc-bin [python3]=python3 [pgrep]=procps [gcc]=gcc [node]=nodejs [getfattr]=attr [host]=bind9-host [dig]=bind9-dnsutils [musl-gcc]=musl-tools [socat]=socat [busybox]=busybox-static [dockerd]=docker.io [podman]=podman
 	[x86_64-linux-gnu-gcc]=gcc-x86-64-linux-gnu [aarch64-linux-gnu-gcc]='gcc-aarch64-linux-gnu libc6-dev-arm64-cross' [qemu-aarch64]=qemu-user)
 missing=()
 for cmd in "${!pkg[@]}"; do
