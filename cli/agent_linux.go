@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -41,10 +40,11 @@ func (c *AgentCmd) Run(env *Env) error {
 	}
 	defer srv.close()
 	ctx, log := srv.ctx, srv.log
+	token := agentToken(env)
 	opts := agent.Options{
 		TargetPID:          c.TargetPID,
 		ContainerID:        c.ContainerID,
-		Token:              os.Getenv("MIRRORD_AGENT_TOKEN"),
+		Token:              token,
 		Listen:             c.Listen,
 		TTL:                c.TTL,
 		FirstClientTimeout: c.FirstClientTimeout,
@@ -52,6 +52,9 @@ func (c *AgentCmd) Run(env *Env) error {
 		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
+			if token == "" && !isLoopback(addr) {
+				fmt.Fprintf(env.Stderr, "mirrord agent: warning: listening on %s without a session token: anyone who can reach that address can use this agent (its target's network, files, environment and incoming traffic). Set %s for the agent and its clients, or listen on 127.0.0.1.\n", addr, agentTokenVar)
+			}
 		},
 	}
 	if c.Restore != "" && c.CopyPod == "" {
@@ -87,6 +90,13 @@ func (c *AgentCmd) Run(env *Env) error {
 	}
 	duty.Finish(finish)
 	return err
+}
+
+// isLoopback says whether addr (the agent's listener) is reachable from
+// this machine only.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // GoshimHelperCmd is the process goshim starts inside new namespaces.

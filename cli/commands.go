@@ -87,7 +87,7 @@ func (c *ExecCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer closeLog()
-	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
+	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Token: agentToken(env), Log: log, Progress: prog})
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func (c *ExtCmd) serve(ctx context.Context, env *Env) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
-	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Log: log, Progress: prog})
+	sess, err := session.Start(ctx, cfg, session.Options{AgentAddr: c.AgentAddr, Token: agentToken(env), Log: log, Progress: prog})
 	if err != nil {
 		prog.Finish(false, err.Error())
 		return err

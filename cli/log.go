@@ -48,6 +48,18 @@ func lookup(env *Env, key string) (string, bool) {
 	return env.Lookup(key)
 }
 
+// agentTokenVar holds the session token of an agent started by hand:
+// `mirrord agent` requires it of every client, and the commands that use
+// an agent at --agent-addr (or connect_tcp) present it. Only the
+// environment carries it (a process's arguments are world-readable).
+const agentTokenVar = "MIRRORD_AGENT_TOKEN"
+
+// agentToken is the value of MIRRORD_AGENT_TOKEN ("" when unset).
+func agentToken(env *Env) string {
+	v, _ := lookup(env, agentTokenVar)
+	return v
+}
+
 // newProgress is the progress reporter MIRRORD_PROGRESS_MODE asks for.
 func newProgress(env *Env) *progress.Reporter {
 	return progress.FromEnv(func(k string) (string, bool) { return lookup(env, k) }, env.Stdout, env.Stderr)
@@ -88,7 +100,7 @@ func startServing(env *Env, cfg *config.Config, prog *progress.Reporter, agentAd
 	if err != nil {
 		return nil, err
 	}
-	s.sess, err = session.Start(s.ctx, cfg, session.Options{AgentAddr: agentAddr, Log: s.log, Progress: prog})
+	s.sess, err = session.Start(s.ctx, cfg, session.Options{AgentAddr: agentAddr, Token: agentToken(env), Log: s.log, Progress: prog})
 	if err != nil {
 		s.close()
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkConnect is the time of one outgoing connection through the
@@ -22,8 +24,10 @@ import (
 //	proxy:  Proxy.DialTCP (the agent dials; a yamux stream would carry the bytes)
 //	layer-request: a layer request answered at once (the unix socket's
 //	        round trip)
-//	layer:  the preload's way: a layer request on the unix socket, then a
-//	        connect to the loopback port it answers
+//	layer:  the preload's way: a layer request on the unix socket with the
+//	        program's new socket, which the proxy connects to its relay
+//	relay:  that last step alone: the program's socket connected to a new
+//	        relay listener, and taken from it
 func BenchmarkConnect(b *testing.B) {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,15 +60,20 @@ func BenchmarkConnect(b *testing.B) {
 	}
 	defer ln.Close()
 	go p.ServeLayer(ln, LayerOptions{})
-	// layer sends one request line on a connection of its own, as the
-	// preload library does, and returns the reply's fields.
-	layer := func(req string) []string {
-		lc, err := net.Dial("unix", sock)
+	// layer sends one request line on a connection of its own, with the
+	// descriptor fd unless it is -1, as the preload library does, and
+	// returns the reply's fields.
+	layer := func(req string, fd int) []string {
+		lc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer lc.Close()
-		io.WriteString(lc, req)
+		var oob []byte
+		if fd >= 0 {
+			oob = unix.UnixRights(fd)
+		}
+		lc.WriteMsgUnix([]byte(req), oob, nil)
 		reply, err := bufio.NewReader(lc).ReadString('\n')
 		if err != nil {
 			b.Fatalf("layer request %q: %v", req, err)
@@ -93,7 +102,7 @@ func BenchmarkConnect(b *testing.B) {
 	b.Run("layer-request", func(b *testing.B) {
 		// The unix socket round trip alone: a request answered at once.
 		for b.Loop() {
-			if f := layer("P\t127.0.0.1\t1\n"); f[0] != "OK" {
+			if f := layer("P\t127.0.0.1\t1\n", -1); f[0] != "OK" {
 				b.Fatalf("layer reply %q", f)
 			}
 		}
@@ -101,15 +110,34 @@ func BenchmarkConnect(b *testing.B) {
 	b.Run("layer", func(b *testing.B) {
 		req := fmt.Sprintf("C\ttcp\t%s\t%d\n", dst.Addr(), dst.Port())
 		for b.Loop() {
-			f := layer(req)
-			if f[0] != "R" || len(f) < 3 {
+			// The program's socket, as a C program makes it (no Go
+			// netpoller), connected by the proxy.
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if f := layer(req, fd); f[0] != "Y" {
 				b.Fatalf("layer reply %q", f)
 			}
-			c, err := net.Dial("tcp", net.JoinHostPort(f[1], f[2]))
+			unix.Close(fd)
+		}
+	})
+	b.Run("relay", func(b *testing.B) {
+		l := &layerServer{p: p}
+		for b.Loop() {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := inetSocket(fd, unix.SOCK_STREAM); err != nil {
+				b.Fatal(err)
+			}
+			c, err := l.connectRelay(fd, unix.AF_INET)
 			if err != nil {
 				b.Fatal(err)
 			}
 			c.Close()
+			unix.Close(fd)
 		}
 	})
 }

@@ -35,7 +35,9 @@ import (
 // request line and one reply line per connection, fields separated by
 // tabs. Requests:
 //
-//	C <tcp|udp> <ip> <port>   route a connection / datagrams to ip:port
+//	C <tcp|udp> <ip> <port>   route a connection / datagrams to ip:port;
+//	                          the request carries the program's socket
+//	                          (SCM_RIGHTS): see routeTCP and routeUDP
 //	C unix <path>             route a stream connection to a unix socket
 //	                          path (reply: L, E, or "R <path>": connect
 //	                          to this path instead)
@@ -55,8 +57,10 @@ import (
 //	                          ip:port (mirrord's end on loopback) to the
 //	                          program's port (peers.go)
 //
-// Replies: "L" (do it locally), "E <errno>", "R 127.0.0.1 <port>" (connect
-// or send there instead), "A <ip>..." / "A <base64>", "F" with a file
+// Replies: "L" (do it locally), "E <errno>", "Y" (the program's socket
+// is connected: to mirrord's relay of the remote connection), "R
+// 127.0.0.1 <port>" (send there instead; "R <path>" for unix), "A <ip>..."
+// / "A <base64>", "F" with a file
 // descriptor, "I <stat fields>", "T <target>", "H <hostname> <ndots>
 // <search...>", "OK". An I request is answered "A <ip> <port>", or "L"
 // when the connection is not one of mirrord's.
@@ -167,6 +171,9 @@ func descendsFrom(pid, ancestor int) bool {
 type layerServer struct {
 	p    *Proxy
 	opts LayerOptions
+	// relayListening, in tests, is called with the address of each TCP
+	// relay's listener before the program's socket is connected to it.
+	relayListening func(net.Addr)
 
 	mu     sync.Mutex
 	tmpDir string // directory snapshots live here until the session ends
@@ -183,7 +190,12 @@ func (l *layerServer) cleanup() {
 func (l *layerServer) serve(c *net.UnixConn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, sock, err := readRequest(c)
+	if sock >= 0 {
+		// The program's socket: the proxy's copy must not outlive the
+		// request, or the program's close would not end the connection.
+		defer unix.Close(sock)
+	}
 	if err != nil {
 		return
 	}
@@ -203,7 +215,7 @@ func (l *layerServer) serve(c *net.UnixConn) {
 			})
 		}
 	}
-	reply, fd := l.handle(ctx, f)
+	reply, fd := l.handle(ctx, f, sock)
 	var oob []byte
 	if fd != nil {
 		defer fd.Close()
@@ -237,7 +249,37 @@ func peerPid(ctx context.Context) int {
 
 func errnoReply(err error) string { return "E\t" + strconv.Itoa(int(Errno(err))) }
 
-func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File) {
+// readRequest reads one request line from c, and the descriptor that came
+// with it (-1 if none; any others are closed).
+func readRequest(c *net.UnixConn) (line string, fd int, err error) {
+	fd = -1
+	buf, oob := make([]byte, 512), make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+		for _, m := range msgs {
+			fds, _ := unix.ParseUnixRights(&m)
+			for _, d := range fds {
+				if fd < 0 {
+					fd = d
+				} else {
+					unix.Close(d)
+				}
+			}
+		}
+	}
+	if err != nil {
+		return "", fd, err
+	}
+	if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+		return string(buf[:i+1]), fd, nil
+	}
+	rest, err := bufio.NewReader(c).ReadString('\n')
+	return string(buf[:n]) + rest, fd, err
+}
+
+// handle answers the request f; sock is the descriptor that came with it
+// (-1 if none), which the caller closes.
+func (l *layerServer) handle(ctx context.Context, f []string, sock int) (string, *os.File) {
 	arg := func(i int) string {
 		if i < len(f) {
 			return f[i]
@@ -254,9 +296,9 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 			return "L", nil
 		}
 		if arg(1) == "udp" {
-			return l.routeUDP(ctx, dst), nil
+			return l.routeUDP(ctx, dst, sock), nil
 		}
-		return l.routeTCP(ctx, dst), nil
+		return l.routeTCP(ctx, dst, sock), nil
 	case "G":
 		return l.resolve(ctx, arg(1)), nil
 	case "D":
@@ -360,33 +402,121 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 }
 
 // routeTCP dials dst through the agent when the outgoing filter says so,
-// and hands the program a one-shot loopback listener relaying to it. The
-// remote dial happens first, so that connect fails as it would in the pod.
-func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort) string {
+// then connects the program's socket sock (passed with the request) to a
+// relay of that connection and answers "Y". The remote dial happens
+// first, so that connect fails as it would in the pod.
+//
+// The relay is a one-shot listener on this machine's loopback, which any
+// local user can connect to: handing the program a port to connect to
+// would let another user's process race it and take the remote
+// connection. So the proxy connects the program's own socket, and takes
+// only the connection whose peer is that socket's address.
+func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort, sock int) string {
 	if !l.p.remote(ctx, addrfilter.TCP, dst) {
 		return "L"
+	}
+	family, err := inetSocket(sock, unix.SOCK_STREAM)
+	if err != nil {
+		l.p.log.Warn("layer: a connect request without the program's socket", "dst", dst, "err", err)
+		return errnoReply(err)
 	}
 	remote, err := l.p.dialRemoteTCP(ctx, dst)
 	if err != nil {
 		return errnoReply(err)
 	}
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := l.connectRelay(sock, family)
 	if err != nil {
 		remote.Close()
 		return errnoReply(err)
 	}
 	go func() {
 		defer remote.Close()
-		ln.SetDeadline(time.Now().Add(30 * time.Second))
-		c, err := ln.Accept()
-		ln.Close()
-		if err != nil {
-			return
-		}
 		defer c.Close()
 		relay.Splice(c, remote)
 	}()
-	return fmt.Sprintf("R\t127.0.0.1\t%d", ln.Addr().(*net.TCPAddr).Port)
+	return "Y"
+}
+
+// relayAccept bounds the wait for the program's socket to reach the relay.
+const relayAccept = 5 * time.Second
+
+// connectRelay connects the program's TCP socket sock (of family) to a
+// new loopback listener and returns the proxy's end of that connection.
+// A connection from any other socket that reaches the listener first is
+// closed. sock keeps its file status flags: a non-blocking socket's
+// connect completes while the proxy waits for it.
+func (l *layerServer) connectRelay(sock, family int) (*net.TCPConn, error) {
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	if l.relayListening != nil {
+		l.relayListening(ln.Addr())
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
+	if family == unix.AF_INET6 {
+		sa = &unix.SockaddrInet6{Port: port, Addr: netip.AddrFrom4([4]byte{127, 0, 0, 1}).As16()}
+	}
+	for {
+		err = unix.Connect(sock, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil && err != unix.EINPROGRESS {
+		return nil, err
+	}
+	local, err := unix.Getsockname(sock)
+	if err != nil {
+		return nil, err
+	}
+	want := sockaddrPort(local)
+	ln.SetDeadline(time.Now().Add(relayAccept))
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			return nil, err
+		}
+		if c.RemoteAddr().(*net.TCPAddr).AddrPort() == want {
+			return c, nil
+		}
+		l.p.log.Warn("layer: refused a connection to a relay from another socket", "from", c.RemoteAddr(), "want", want)
+		c.Close()
+	}
+}
+
+// inetSocket checks that fd is an IPv4 or IPv6 socket of type typ and
+// returns its family.
+func inetSocket(fd, typ int) (int, error) {
+	if fd < 0 {
+		return 0, syscall.EINVAL
+	}
+	t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return 0, err
+	}
+	family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return 0, err
+	}
+	if t != typ || (family != unix.AF_INET && family != unix.AF_INET6) {
+		return 0, syscall.EINVAL
+	}
+	return family, nil
+}
+
+// sockaddrPort is an internet socket address as an AddrPort (IPv4-mapped
+// addresses as IPv4).
+func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }
 
 // routeUnix answers a connect of a stream socket to a unix socket path:
@@ -409,22 +539,31 @@ const udpIdle = 2 * time.Minute
 
 // routeUDP gives the program a loopback UDP socket standing for dst:
 // datagrams to it go to dst (through the agent, or to the DNS resolver for
-// port 53), replies come back from it.
-func (l *layerServer) routeUDP(ctx context.Context, dst netip.AddrPort) string {
+// port 53), replies come back from it. It takes datagrams from the
+// program's socket sock only (passed with the request): it is connected
+// to that socket's address, so the kernel drops what other local users
+// send to its port.
+func (l *layerServer) routeUDP(ctx context.Context, dst netip.AddrPort, sock int) string {
 	var exchange func(ctx context.Context, b []byte) ([]byte, error) // DNS
 	var remote net.Conn
 	switch {
 	case dst.Port() == 53 && l.p.cfg.Feature.Network.DNS.Enabled:
 		exchange = l.p.DNS
 	case l.p.remote(ctx, addrfilter.UDP, dst):
-		var err error
-		if remote, err = l.p.dialRemoteUDP(ctx, dst); err != nil {
-			return errnoReply(err)
-		}
 	default:
 		return "L"
 	}
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	peer, err := udpSource(sock)
+	if err != nil {
+		l.p.log.Warn("layer: a datagram route request without the program's socket", "dst", dst, "err", err)
+		return errnoReply(err)
+	}
+	if exchange == nil {
+		if remote, err = l.p.dialRemoteUDP(ctx, dst); err != nil {
+			return errnoReply(err)
+		}
+	}
+	pc, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, net.UDPAddrFromAddrPort(peer))
 	if err != nil {
 		if remote != nil {
 			remote.Close()
@@ -433,8 +572,6 @@ func (l *layerServer) routeUDP(ctx context.Context, dst netip.AddrPort) string {
 	}
 	go func() {
 		defer pc.Close()
-		var mu sync.Mutex
-		var peer *net.UDPAddr // the program's socket: replies go there
 		if remote != nil {
 			defer remote.Close()
 			go func() {
@@ -445,25 +582,20 @@ func (l *layerServer) routeUDP(ctx context.Context, dst netip.AddrPort) string {
 						pc.Close()
 						return
 					}
-					mu.Lock()
-					to := peer
-					mu.Unlock()
-					if to != nil {
-						pc.WriteToUDP(buf[:n], to)
-					}
+					pc.Write(buf[:n])
 				}
 			}()
 		}
 		buf := make([]byte, 65536)
 		for {
 			pc.SetReadDeadline(time.Now().Add(udpIdle))
-			n, from, err := pc.ReadFromUDP(buf)
+			n, err := pc.Read(buf)
 			if err != nil {
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					continue // an ICMP error for a reply the program's socket did not take
+				}
 				return
 			}
-			mu.Lock()
-			peer = from
-			mu.Unlock()
 			if remote != nil {
 				remote.Write(buf[:n])
 				continue
@@ -473,12 +605,44 @@ func (l *layerServer) routeUDP(ctx context.Context, dst netip.AddrPort) string {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				if a, err := exchange(ctx, q); err == nil {
-					pc.WriteToUDP(a, from)
+					pc.Write(a)
 				}
 			}()
 		}
 	}()
 	return fmt.Sprintf("R\t127.0.0.1\t%d", pc.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// udpSource is the address datagrams from the program's UDP socket sock
+// to 127.0.0.1 come from. An unbound socket is bound first, as its first
+// send or connect would bind it (to its family's wildcard address and an
+// ephemeral port), so that the address is known before any datagram.
+func udpSource(sock int) (netip.AddrPort, error) {
+	family, err := inetSocket(sock, unix.SOCK_DGRAM)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	sa, err := unix.Getsockname(sock)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if sockaddrPort(sa).Port() == 0 {
+		var wildcard unix.Sockaddr = &unix.SockaddrInet4{}
+		if family == unix.AF_INET6 {
+			wildcard = &unix.SockaddrInet6{}
+		}
+		if err := unix.Bind(sock, wildcard); err != nil && err != unix.EINVAL { // EINVAL: bound meanwhile
+			return netip.AddrPort{}, err
+		}
+		if sa, err = unix.Getsockname(sock); err != nil {
+			return netip.AddrPort{}, err
+		}
+	}
+	src := sockaddrPort(sa)
+	if src.Addr().IsUnspecified() {
+		src = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), src.Port())
+	}
+	return src, nil
 }
 
 // resolve answers getaddrinfo for a name the DNS feature sends to the
@@ -1188,19 +1352,54 @@ func (c LayerClient) Session(ctx context.Context) (hostname string, ndots int, s
 }
 
 func (c LayerClient) dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
-	proto := "tcp"
+	proto, typ := "tcp", unix.SOCK_STREAM
 	if network == "udp" {
-		proto = "udp"
+		proto, typ = "udp", unix.SOCK_DGRAM
 	}
-	f, err := c.call(ctx, fmt.Sprintf("C\t%s\t%s\t%d", proto, dst.Addr().Unmap(), dst.Port()))
+	// The socket goes with the request, as the preload's does: the
+	// session connects it (TCP) or takes datagrams from it only (UDP).
+	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
-	var d net.Dialer
-	if f[0] == "R" && len(f) == 3 {
-		return d.DialContext(ctx, network, net.JoinHostPort(f[1], f[2]))
+	sock := os.NewFile(uintptr(fd), proto)
+	defer sock.Close()
+	f, err := c.callWith(ctx, fmt.Sprintf("C\t%s\t%s\t%d", proto, dst.Addr().Unmap(), dst.Port()), fd)
+	if err != nil {
+		return nil, err
 	}
+	switch {
+	case f[0] == "Y" && typ == unix.SOCK_STREAM:
+		return net.FileConn(sock)
+	case f[0] == "R" && len(f) == 3 && typ == unix.SOCK_DGRAM:
+		relay, err := netip.ParseAddrPort(net.JoinHostPort(f[1], f[2]))
+		if err != nil || !relay.Addr().Is4() {
+			return nil, fmt.Errorf("mirrord session socket: unexpected reply %q", f)
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(relay.Port()), Addr: relay.Addr().As4()}); err != nil {
+			return nil, err
+		}
+		return net.FileConn(sock)
+	}
+	var d net.Dialer
 	return d.DialContext(ctx, network, dst.String())
+}
+
+// callWith is call with the descriptor fd passed along with the request.
+func (c LayerClient) callWith(ctx context.Context, req string, fd int) ([]string, error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if _, _, err := conn.WriteMsgUnix([]byte(req+"\n"), unix.UnixRights(fd), nil); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	return replyFields(line)
 }
 
 // RelayUnix is Proxy.RelayUnix through the session socket, for a

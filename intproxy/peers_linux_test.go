@@ -59,10 +59,10 @@ func TestDialProgramPeers(t *testing.T) {
 	}
 	l := &layerServer{p: p}
 	req := []string{"I", s.from.Addr().String(), fmt.Sprint(s.from.Port()), fmt.Sprint(port)}
-	if got, _ := l.handle(ctx, req); got != "A\t10.1.2.3\t4567" {
+	if got, _ := l.handle(ctx, req, -1); got != "A\t10.1.2.3\t4567" {
 		t.Errorf("layer I = %q", got)
 	}
-	if got, _ := l.handle(ctx, []string{"I", "127.0.0.1", "1", fmt.Sprint(port)}); got != "L" {
+	if got, _ := l.handle(ctx, []string{"I", "127.0.0.1", "1", fmt.Sprint(port)}, -1); got != "L" {
 		t.Errorf("layer I for another connection = %q, want L", got)
 	}
 	if _, ok := p.OriginalPeer(s.from, port+1); ok {

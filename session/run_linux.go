@@ -3,6 +3,7 @@ package session
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
@@ -67,28 +68,36 @@ func resolvConf(r protocol.Resolver) string {
 }
 
 // startLocalAgent runs `mirrord agent` for a process on this machine
-// (target pid/PID) and returns its address, and a channel closed when it
-// has exited. The agent stops by itself one TTL after this process
-// disconnects, also when this process is killed, and when its target ends.
-func startLocalAgent(ctx context.Context, pid string, ttl uint16) (addr string, exited <-chan struct{}, err error) {
+// (target pid/PID) and returns its address, the session token it requires
+// of every connection, and a channel closed when it has exited. The agent
+// stops by itself one TTL after this process disconnects, also when this
+// process is killed, and when its target ends.
+//
+// The agent runs as root on this machine's loopback, where every local
+// user can reach its port: the token is what keeps them out. It goes to
+// the agent in its environment, which only root can read
+// (/proc/PID/environ), not in its arguments, which anyone can.
+func startLocalAgent(ctx context.Context, pid string, ttl uint16) (addr, token string, exited <-chan struct{}, err error) {
 	if os.Geteuid() != 0 {
-		return "", nil, fmt.Errorf("target pid/%s: entering another process's namespaces needs root; run mirrord with sudo, or start `mirrord agent --target-pid %s --listen 127.0.0.1:PORT` as root and use --agent-addr", pid, pid)
+		return "", "", nil, fmt.Errorf("target pid/%s: entering another process's namespaces needs root; run mirrord with sudo, or start `mirrord agent --target-pid %s --listen 127.0.0.1:PORT` as root and use --agent-addr", pid, pid)
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
+	token = rand.Text()
 	cmd := exec.Command(self, "agent", "--target-pid", pid, "--listen", "127.0.0.1:0", "--ttl", fmt.Sprintf("%ds", max(ttl, 1)), "--first-client-timeout", "30s")
+	cmd.Env = append(withoutVar(os.Environ(), agentTokenVar), agentTokenVar+"="+token)
 	cmd.Stderr = os.Stderr
 	// Its own process group: a Ctrl-C for the program must not stop the
 	// agent before the program has finished.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start the local agent: %w", err)
+		return "", "", nil, fmt.Errorf("start the local agent: %w", err)
 	}
 	wait := func() { cmd.Wait() }
 	lines := make(chan string, 1)
@@ -106,18 +115,33 @@ func startLocalAgent(ctx context.Context, pid string, ttl uint16) (addr string, 
 		if !ok || !found {
 			cmd.Process.Kill()
 			wait()
-			return "", nil, fmt.Errorf("the local agent for pid %s did not start (see its error above)", pid)
+			return "", "", nil, fmt.Errorf("the local agent for pid %s did not start (see its error above)", pid)
 		}
 		exited := make(chan struct{})
 		go func() { wait(); close(exited) }()
-		return addr, exited, nil
+		return addr, token, exited, nil
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
 		wait()
-		return "", nil, fmt.Errorf("the local agent for pid %s did not start within 10s", pid)
+		return "", "", nil, fmt.Errorf("the local agent for pid %s did not start within 10s", pid)
 	case <-ctx.Done():
 		cmd.Process.Kill()
 		wait()
-		return "", nil, ctx.Err()
+		return "", "", nil, ctx.Err()
 	}
+}
+
+// agentTokenVar is the variable `mirrord agent` reads its session token
+// from (kube gives it to agent pods from a Secret).
+const agentTokenVar = "MIRRORD_AGENT_TOKEN"
+
+// withoutVar is env without the variable name.
+func withoutVar(env []string, name string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != name {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -28,6 +28,6 @@ func LayerExec(ctx context.Context, path string, args []string) error { return C
 
 // startLocalAgent: the agent of a pid target enters the process's
 // namespaces, which only Linux has.
-func startLocalAgent(ctx context.Context, pid string, ttl uint16) (addr string, exited <-chan struct{}, err error) {
-	return "", nil, NotBuilt(fmt.Sprintf("target pid/%s: a local process as the target needs Linux (the agent enters its namespaces); on %s, target a pod or use --agent-addr", pid, runtime.GOOS))
+func startLocalAgent(ctx context.Context, pid string, ttl uint16) (addr, token string, exited <-chan struct{}, err error) {
+	return "", "", nil, NotBuilt(fmt.Sprintf("target pid/%s: a local process as the target needs Linux (the agent enters its namespaces); on %s, target a pod or use --agent-addr", pid, runtime.GOOS))
 }

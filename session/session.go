@@ -26,7 +26,8 @@ type Options struct {
 	// Token and ProbePorts go with an AgentAddr that another mirrord
 	// started (`mirrord container` hands its agent to the mirrord in the
 	// container): the agent's session secret and the target's ports that
-	// kubelet probes over HTTP (intproxy.WithHTTPProbePorts).
+	// kubelet probes over HTTP (intproxy.WithHTTPProbePorts). Token is
+	// also the one of an agent started by hand (MIRRORD_AGENT_TOKEN).
 	Token      string
 	ProbePorts []uint16
 	// LayerLib is the preload library to give programs, when not this
@@ -140,7 +141,7 @@ func findAgent(ctx context.Context, cfg *config.Config, o Options) (*agentConn, 
 		return &agentConn{addr: agentAddr, via: agentAddr, named: named, token: o.Token, probePorts: o.ProbePorts, close: func() {}}, nil
 	}
 	if cfg.Target.Path != nil && cfg.Target.Path.Kind == "pid" {
-		addr, exited, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
+		addr, token, exited, err := startLocalAgent(ctx, cfg.Target.Path.Name, cfg.Agent.TTL)
 		if err != nil {
 			return nil, err
 		}
@@ -151,10 +152,10 @@ func findAgent(ctx context.Context, cfg *config.Config, o Options) (*agentConn, 
 			case <-exited:
 				return intproxy.AgentAddr{}, fmt.Errorf("%w: the local agent for %s has exited (has the process ended?)", intproxy.ErrAgentGone, cfg.Target.Path)
 			default:
-				return intproxy.AgentAddr{Addr: addr}, nil
+				return intproxy.AgentAddr{Addr: addr, Token: token}, nil
 			}
 		}
-		return &agentConn{addr: addr, via: cfg.Target.Path.String(), redial: redial, close: func() {}}, nil
+		return &agentConn{addr: addr, token: token, via: cfg.Target.Path.String(), redial: redial, close: func() {}}, nil
 	}
 	return startClusterAgent(ctx, cfg, log, prog)
 }

@@ -193,19 +193,38 @@ DECLARE_REAL(int, posix_spawnp, pid_t *, const char *, const posix_spawn_file_ac
 
 // ---- the proxy connection ----------------------------------------------
 
-// request sends one request line and reads one reply line into resp (NUL
-// terminated, newline stripped). A file descriptor passed with the reply
-// is stored in *fdp (if fdp is not NULL; otherwise it is closed). Returns
-// the reply length, or -1 when the proxy cannot be reached — callers then
-// behave as if mirrord were not there. errno is preserved.
-static int request(const char *req, size_t len, char *resp, size_t cap, int *fdp) {
+// request_fd sends one request line and reads one reply line into resp
+// (NUL terminated, newline stripped). sendfd, unless -1, goes with the
+// request (SCM_RIGHTS). A file descriptor passed with the reply is stored
+// in *fdp (if fdp is not NULL; otherwise it is closed). Returns the reply
+// length, or -1 when the proxy cannot be reached — callers then behave as
+// if mirrord were not there. errno is preserved.
+static int request_fd(const char *req, size_t len, char *resp, size_t cap, int *fdp, int sendfd) {
 	int saved = errno;
 	if (fdp) *fdp = -1;
 	int s = syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s < 0) goto fail;
 	if (syscall(SYS_connect, s, &proxy_addr, proxy_addr_len) < 0) goto fail_close;
 	for (size_t off = 0; off < len;) {
-		ssize_t n = syscall(SYS_sendto, s, req + off, len - off, MSG_NOSIGNAL, NULL, 0);
+		ssize_t n;
+		if (off == 0 && sendfd >= 0) {
+			char cbuf[CMSG_SPACE(sizeof(int))];
+			memset(cbuf, 0, sizeof cbuf);
+			struct iovec iov = {(void *)req, len};
+			struct msghdr mh = {0};
+			mh.msg_iov = &iov;
+			mh.msg_iovlen = 1;
+			mh.msg_control = cbuf;
+			mh.msg_controllen = sizeof cbuf;
+			struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(c), &sendfd, sizeof(int));
+			n = syscall(SYS_sendmsg, s, &mh, MSG_NOSIGNAL);
+		} else {
+			n = syscall(SYS_sendto, s, req + off, len - off, MSG_NOSIGNAL, NULL, 0);
+		}
 		if (n < 0 && errno == EINTR) continue;
 		if (n <= 0) goto fail_close;
 		off += n;
@@ -248,6 +267,10 @@ fail:
 	}
 	errno = saved;
 	return -1;
+}
+
+static int request(const char *req, size_t len, char *resp, size_t cap, int *fdp) {
+	return request_fd(req, len, resp, cap, fdp, -1);
 }
 
 // field returns the i-th tab-separated field of line (0-based), copied
@@ -452,15 +475,22 @@ static int sock_family(int fd) {
 	return ss.ss_family;
 }
 
-// route asks the proxy where a connection or datagram to sa goes.
-// Returns 0 for local, a proxy port (>0), or -errno.
-static int route(const char *proto, const struct sockaddr *sa, socklen_t len) {
+// route asks the proxy where a connection or datagram of socket fd to sa
+// goes; the socket goes with the request. Returns 0 for local, a proxy
+// port (>0) to send datagrams to, ROUTE_CONNECTED when the proxy has
+// connected the (TCP) socket to its relay of the remote connection, or
+// -errno. The proxy connects the socket itself, and takes datagrams only
+// from it, so that no other local user's process can take the place of
+// the program's on mirrord's loopback ports.
+#define ROUTE_CONNECTED 0x10000
+static int route(int fd, const char *proto, const struct sockaddr *sa, socklen_t len) {
 	char a[80], req[128], resp[128];
 	if (!addr_text(sa, len, a, sizeof a) || is_loopback(sa)) return 0;
 	int n = snprintf(req, sizeof req, "C\t%s\t%s\n", proto, a);
-	if (request(req, n, resp, sizeof resp, NULL) < 0) return 0;
+	if (request_fd(req, n, resp, sizeof resp, NULL, fd) < 0) return 0;
 	int e = reply_errno(resp);
 	if (e) return -e;
+	if (resp[0] == 'Y' && resp[1] == 0) return ROUTE_CONNECTED;
 	if (resp[0] == 'R') return (int)field_long(resp, 2);
 	return 0;
 }
@@ -509,6 +539,8 @@ static void rewrite_source(struct sockaddr *sa, socklen_t *len) {
 }
 
 // ---- sockets -----------------------------------------------------------
+
+static void forget(int fd);
 
 // unix_route asks the proxy where a stream connection to the unix socket
 // path in sa goes (feature.network.outgoing.unix_streams). Returns 0 to
@@ -580,12 +612,37 @@ EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len) {
 		return CALL(connect)(fd, sa, len);
 	int type = sock_type(fd);
 	if (type != SOCK_STREAM && type != SOCK_DGRAM) return CALL(connect)(fd, sa, len);
-	int port = route(type == SOCK_STREAM ? "tcp" : "udp", sa, len);
+	struct fdent *old = ent(fd);
+	if (type == SOCK_STREAM && old && old->kind == FD_TCP) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		// Connected through mirrord already (a second connect after
+		// EINPROGRESS): the kernel's answer (EISCONN), and no new route.
+		if (CALL(getpeername)(fd, (struct sockaddr *)&ss, &sl) == 0) return CALL(connect)(fd, sa, len);
+		forget(fd); // a number reused behind our back
+	}
+	int port = route(fd, type == SOCK_STREAM ? "tcp" : "udp", sa, len);
 	if (port < 0) {
 		errno = -port;
 		return -1;
 	}
 	if (port == 0) return CALL(connect)(fd, sa, len);
+	if (port == ROUTE_CONNECTED) {
+		struct fdent *e = ent_get(fd, 1);
+		if (e) {
+			e->kind = FD_TCP;
+			e->peerlen = len < sizeof e->peer ? len : sizeof e->peer;
+			memcpy(&e->peer, sa, e->peerlen);
+		}
+		// As the kernel's connect to loopback answers: a non-blocking
+		// socket is "in progress" (and is writable at once).
+		int fl = syscall(SYS_fcntl, fd, F_GETFL, 0);
+		if (fl >= 0 && (fl & O_NONBLOCK)) {
+			errno = EINPROGRESS;
+			return -1;
+		}
+		return 0;
+	}
 	struct sockaddr_storage px;
 	socklen_t pl = proxy_sockaddr(sa->sa_family, port, &px);
 	if (type == SOCK_DGRAM) remember_assoc(port, sa, len);
@@ -611,7 +668,7 @@ static int udp_dest(int fd, const struct sockaddr *sa, socklen_t len, struct soc
 	if (e && e->udpport && e->udplen == len && memcmp(&e->udpdst, sa, len) == 0) {
 		port = e->udpport;
 	} else {
-		port = route("udp", sa, len);
+		port = route(fd, "udp", sa, len);
 		if (port < 0) {
 			errno = -port;
 			return -1;
@@ -691,8 +748,6 @@ EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len) {
 // loopback). Other accepts cost nothing, or one getpeername when the
 // caller asked for no address (libuv), and one getsockname of the
 // listener when the peer is on loopback.
-
-static void forget(int fd);
 
 static int is_unspecified(const struct sockaddr *sa) {
 	if (sa->sa_family == AF_INET) return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
