@@ -342,9 +342,9 @@ func (a *Agent) authenticate(sess *yamux.Session, c *client) (*yamux.Stream, err
 // one is dead from the client's side (it reconnected because it lost it),
 // although the agent may not have noticed yet: a port-forward whose API
 // server connection was cut can leave the agent's end open. It is closed
-// now, and its subscriptions dropped before the client subscribes again,
-// so that its ports are free for it and the connections stolen through
-// it end (their peers see them reset, not hang).
+// now (the connections stolen through it end: their peers see them
+// closed, not hanging), and its subscriptions are handed to the new one,
+// which makes them again.
 func (a *Agent) takeOver(key string, sess *yamux.Session) {
 	a.mu.Lock()
 	old := a.current[key]
@@ -354,10 +354,10 @@ func (a *Agent) takeOver(key string, sess *yamux.Session) {
 		return
 	}
 	a.log.Info("client back on a new connection; its old one is closed")
-	old.Close()
 	if a.in != nil {
-		a.in.dropSession(old)
+		a.in.handOver(old, sess)
 	}
+	old.Close()
 }
 
 // connectionGone forgets sess as its session's connection, unless a newer
@@ -411,6 +411,9 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 	defer a.clientLeft(c)
 	if c.hasSession() {
 		defer a.connectionGone(c.key(), sess)
+	}
+	if a.in != nil {
+		defer a.in.dropHandedOver(sess)
 	}
 	err = protocol.Write(hello, &a.hello)
 	hello.Close()

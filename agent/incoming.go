@@ -103,6 +103,10 @@ type subscription struct {
 	// but the probes), so no other session may share it.
 	whole bool
 	sess  *yamux.Session
+	// handedOver: the session's client came back on a new connection
+	// (sess), which has not subscribed again yet; its new subscription
+	// replaces this one (handOver).
+	handedOver bool
 	// tls: the port serves TLS, which the agent ends (a filtered steal
 	// only: tlssteal.go); nil for a cleartext port.
 	tls *tlsPort
@@ -190,6 +194,9 @@ func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*su
 			delete(in.subs, port)
 		}
 	}
+	// The subscription the session had before it reconnected gives way
+	// to this one, the redirect staying in place.
+	in.subs[port] = slices.DeleteFunc(in.subs[port], func(old *subscription) bool { return old.handedOver && old.sess == sess })
 	for _, old := range in.subs[port] {
 		if !old.shares(sub) {
 			// EADDRINUSE (the reply's code) tells the client it is
@@ -316,15 +323,37 @@ func (in *incoming) unsubscribe(sub *subscription) {
 	in.unsubscribeLocked(sub)
 }
 
-// dropSession ends every subscription of sess at once (its streams notice
-// later, and unsubscribe then finds nothing to do).
-func (in *incoming) dropSession(sess *yamux.Session) {
+// handOver gives the subscriptions of a client's old connection to its
+// new one, which subscribes again right after its hello: connections to
+// the ports go to the new connection meanwhile, and the redirects stay in
+// place (removing them and adding them again would let connections made
+// in between reach the target's app, and the new redirect would then cut
+// them). The old connection's streams end later and find nothing to
+// unsubscribe.
+func (in *incoming) handOver(old, sess *yamux.Session) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for port, list := range in.subs {
+		for i, sub := range list {
+			if sub.sess == old {
+				moved := *sub
+				moved.sess, moved.handedOver = sess, true
+				list[i] = &moved
+			}
+		}
+		in.subs[port] = list
+	}
+}
+
+// dropHandedOver ends the subscriptions handed over to sess that it did
+// not make again, when it ends.
+func (in *incoming) dropHandedOver(sess *yamux.Session) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	var subs []*subscription
 	for _, list := range in.subs {
 		for _, sub := range list {
-			if sub.sess == sess {
+			if sub.sess == sess && sub.handedOver {
 				subs = append(subs, sub)
 			}
 		}

@@ -313,8 +313,7 @@ func TestGoTestExec(t *testing.T) {
 // TestSessionsLeaveNothing: 100 sequential sessions that subscribe to the
 // target's port (the program listens, so the agent sets its nftables
 // redirect; mirror mode, so the pods' readiness probes still reach their
-// app) leave no agent job, no agent pod and no nftables table of ours in
-// the target pods' network namespaces, and the pods stay ready.
+// app) leave nothing behind (waitNothingLeft), and the pods stay ready.
 func TestSessionsLeaveNothing(t *testing.T) {
 	c := newCluster(t)
 	bin := buildMirrord(t)
@@ -337,14 +336,30 @@ s.bind(("0.0.0.0", 18080)); s.listen(); time.sleep(0.5)`
 		}
 	}
 	t.Logf("%d sessions in %v", sessions, time.Since(start).Round(time.Second))
-	waitUntil(t, 30*time.Second, "agent jobs and pods to be gone", func() bool {
-		pods := c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
-		return len(c.agentJobs(t)) == 0 && strings.TrimSpace(pods) == ""
+	c.waitNothingLeft(t, 30*time.Second)
+}
+
+// waitNothingLeft waits up to d until no session has left anything in the
+// fixture's namespace: no agent Job, pod or token Secret, no ephemeral
+// agent container still running in a py-serv pod, and no nftables table of
+// ours in a py-serv pod's network namespace (the table holds the redirects
+// and the rule that keeps conntrack on); the py-serv pods are both ready.
+func (c *cluster) waitNothingLeft(t *testing.T, d time.Duration) {
+	t.Helper()
+	var left []string
+	waitUntil(t, d, "nothing of the sessions to be left", func() bool {
+		left = strings.Fields(c.kubectl(t, "get", "jobs,pods,secrets", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name"))
+		return len(left) == 0
 	})
-	waitUntil(t, time.Minute, "both py-serv pods to be ready", func() bool { return len(c.fixturePods(t, pyServ)) == 2 })
+	waitUntil(t, 2*time.Minute, "both py-serv pods to be ready", func() bool { return len(c.fixturePods(t, pyServ)) == 2 })
 	for _, p := range c.fixturePods(t, pyServ) {
 		if tables := ourTables(t, p.Metadata.Name); len(tables) != 0 {
 			t.Errorf("pod %s still has nftables tables %v", p.Metadata.Name, tables)
+		}
+		for name, state := range c.ephemeralAgents(t, fixtureNamespace, p.Metadata.Name) {
+			if state != "terminated" {
+				t.Errorf("pod %s still has the ephemeral agent container %s %s", p.Metadata.Name, name, state)
+			}
 		}
 	}
 }

@@ -237,15 +237,7 @@ func TestReconnect(t *testing.T) {
 	})
 
 	// Nothing is left behind by any of them once their sessions ended.
-	waitUntil(t, time.Minute, "agent jobs and pods to be gone", func() bool {
-		pods := c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
-		return len(c.agentJobs(t)) == 0 && strings.TrimSpace(pods) == ""
-	})
-	for _, p := range settle(t) {
-		if tables := ourTables(t, p.Metadata.Name); len(tables) != 0 {
-			t.Errorf("pod %s still has nftables tables %v", p.Metadata.Name, tables)
-		}
-	}
+	c.waitNothingLeft(t, time.Minute)
 }
 
 // restartAPIServer kills the e2e cluster's API server (a graceful stop
