@@ -286,6 +286,8 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 		}
 		defer unix.Close(nd)
 		return &protocol.FileReply{}, -1, unix.Symlinkat(req.LinkTarget, nd, nb)
+	case protocol.FileAccess:
+		return &protocol.FileReply{}, -1, t.access(req.Path, req.Follow, req.Perm)
 	case protocol.FileStatfs:
 		fd, err := t.openInRoot(req.Path, unix.O_PATH, 0)
 		if err != nil {
@@ -362,6 +364,37 @@ func (t *target) setattr(p string, follow bool, a *protocol.SetAttr) error {
 		}
 	}
 	return nil
+}
+
+// access checks p as access(2) does, for the agent itself: the one that
+// opens the target's files for the program, so that access says yes
+// exactly where the program's open would succeed (the agent runs as root
+// in the target's container: read and write are refused only by a
+// read-only mount, execute by a file without any execute bit). As for
+// xattr, the path is resolved in the target's root and then named through
+// /proc/self/fd.
+func (t *target) access(p string, follow bool, mode uint32) error {
+	if mode&^uint32(unix.R_OK|unix.W_OK|unix.X_OK) != 0 {
+		return unix.EINVAL
+	}
+	var fd int
+	var name string
+	var err error
+	flags := 0
+	if follow {
+		fd, err = t.openInRoot(p, unix.O_PATH, 0)
+		name = fmt.Sprintf("/proc/self/fd/%d", fd)
+	} else {
+		var base string
+		fd, base, err = t.parentInRoot(p)
+		name = fmt.Sprintf("/proc/self/fd/%d/%s", fd, base)
+		flags = unix.AT_SYMLINK_NOFOLLOW
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Faccessat(unix.AT_FDCWD, name, mode, flags)
 }
 
 // xattr reads or lists extended attributes. The path is resolved in the

@@ -32,6 +32,10 @@ type FileSystem interface {
 	Listxattr(ctx context.Context, path string, follow bool) ([]string, error)
 	// Statfs describes the file system that holds path.
 	Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error)
+	// Access checks path as access(2) does with mode (F_OK, or
+	// R_OK|W_OK|X_OK), of a final symlink itself unless follow, for
+	// whoever opens the target's files (the agent).
+	Access(ctx context.Context, path string, mode uint32, follow bool) error
 	// Setattr changes mode, owner or times (of a final symlink itself
 	// unless follow); Link and Symlink make links.
 	Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error

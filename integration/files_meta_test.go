@@ -61,6 +61,76 @@ print("lgetxattr", os.getxattr(sys.argv[2], "user.color", follow_symlinks=True).
 	})
 }
 
+// TestFilesAccess: access, faccessat (with faccessat2's flags), eaccess
+// and euidaccess of the target's files answer as the target's agent sees
+// them under both engines. The agent is who opens the target's files for
+// the program (root in the target's container, as upstream's agent), so
+// access says yes exactly where the program's open would succeed: read
+// and write of a mode 000 file, execute only with an execute bit, EROFS
+// for a write on a read-only mount, ENOENT for a missing file or (when
+// following) a dangling symlink. The oracle is the same probe run as root
+// in the pod's own mount namespace; on this machine none of the files
+// exist. The shell's test (dash: faccessat with AT_EACCESS), coreutils'
+// test (euidaccess, which glibc runs past the faccessat hook) and Python
+// (os.access; ctypes for the errno) each ask.
+func TestFilesAccess(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	d, inPod := podOnlyDir(t, f)
+	for name, mode := range map[string]os.FileMode{"f": 0o600, "noperm": 0, "x": 0o700} {
+		mustWrite(t, inPod+"/"+name, "#!/bin/sh\n")
+		if err := os.Chmod(inPod+"/"+name, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, dir := range []string{"/sub", "/ro"} {
+		if err := os.Mkdir(inPod+dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustWrite(t, inPod+"/ro/g", "read-only\n")
+	if err := os.Symlink("nowhere", inPod+"/dangling"); err != nil {
+		t.Fatal(err)
+	}
+	pod := []string{"nsenter", "-t", strconv.Itoa(f.podPID), "-m", "--"}
+	run(t, append(pod, "sh", "-c", `mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"`, d+"/ro")...)
+	py := `import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, AT_SYMLINK_NOFOLLOW, AT_EACCESS = -100, 0x100, 0x200
+def res(r):
+    return "ok" if r == 0 else errno.errorcode[ctypes.get_errno()]
+for name in sys.argv[2:]:
+    p = (sys.argv[1] + "/" + name).encode()
+    line = [name] + [m + "=" + res(libc.access(p, v)) for m, v in (("F", os.F_OK), ("R", os.R_OK), ("W", os.W_OK), ("X", os.X_OK))]
+    line.append("eaccess-W=" + res(libc.eaccess(p, os.W_OK)))
+    line.append("nofollow-F=" + res(libc.faccessat(AT_FDCWD, p, os.F_OK, AT_SYMLINK_NOFOLLOW | AT_EACCESS)))
+    line.append("os.access-RX=" + str(os.access(p, os.R_OK | os.X_OK)))
+    print(line)`
+	names := "f noperm x sub ro/g missing dangling"
+	script := "for n in " + names + `; do
+		s=; [ -e "$0/$n" ] && s=${s}e; test -r "$0/$n" && s=${s}r; test -w "$0/$n" && s=${s}w; test -x "$0/$n" && s=${s}x
+		c=; /usr/bin/test -r "$0/$n" && c=${c}r; /usr/bin/test -w "$0/$n" && c=${c}w; /usr/bin/test -x "$0/$n" && c=${c}x
+		echo "$n sh=[$s] test=[$c]"
+	done; python3 -c '` + py + `' "$0" ` + names
+	want := run(t, append(pod, "sh", "-c", script, d)...)
+	// What the test stands for, should the pod's answers change.
+	mustContain(t, want, "noperm sh=[erw] test=[rw]", "x sh=[erwx]", "ro/g sh=[er] test=[r]", "missing sh=[] test=[]",
+		"['noperm', 'F=ok', 'R=ok', 'W=ok', 'X=EACCES', 'eaccess-W=ok'",
+		"['ro/g', 'F=ok', 'R=ok', 'W=EROFS', 'X=EACCES', 'eaccess-W=EROFS'",
+		"['missing', 'F=ENOENT', 'R=ENOENT', 'W=ENOENT', 'X=ENOENT', 'eaccess-W=ENOENT', 'nofollow-F=ENOENT', 'os.access-RX=False']",
+		"['dangling', 'F=ENOENT', 'R=ENOENT', 'W=ENOENT', 'X=ENOENT', 'eaccess-W=ENOENT', 'nofollow-F=ok'")
+	cfg := writeConfig(t, `{"feature": {"fs": {"mode": "read", "read_only": ["^`+d+`"]}}}`)
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		out, err := f.mirrord(ctx(t), nil, append(engine, "-f", cfg, "--", "sh", "-c", script, d)...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if out != want {
+			t.Errorf("the target's agent answers:\n%s\nthe program saw:\n%s", want, out)
+		}
+	})
+}
+
 // TestFilesWriteMetadata: in write mode, chmod, chown, touch (utimensat),
 // truncate, ln and ln -s of the target's files change the target's files
 // under both engines (path calls and, from Python, their fd forms), and

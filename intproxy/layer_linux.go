@@ -306,6 +306,12 @@ func (l *layerServer) handle(ctx context.Context, f []string) (string, *os.File)
 		return l.xattr(ctx, f[0] == "Y", arg(1) == "1", arg(2), arg(3)), nil
 	case "Q":
 		return l.statfs(ctx, arg(1)), nil
+	case "AX":
+		mode, err := strconv.ParseUint(arg(2), 10, 32)
+		if err != nil {
+			return "E\t" + strconv.Itoa(int(syscall.EINVAL)), nil
+		}
+		return l.access(ctx, arg(3), uint32(mode), arg(1) == "1"), nil
 	case "R":
 		class, err1 := strconv.ParseUint(arg(2), 10, 16)
 		qtype, err2 := strconv.ParseUint(arg(3), 10, 16)
@@ -586,6 +592,23 @@ func (l *layerServer) stat(ctx context.Context, path string, follow bool) string
 	}
 	return fmt.Sprintf("I\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
 		fi.Mode, fi.Size, fi.Mtime, fi.Atime, fi.Ctime, fi.Ino, fi.Dev, fi.Nlink, fi.UID, fi.GID)
+}
+
+// access answers the library's access (AX: follow, mode, path): "OK", an
+// errno (the agent's answer: it opens the target's files for the
+// program), or "L" for a local path.
+func (l *layerServer) access(ctx context.Context, path string, mode uint32, follow bool) string {
+	act, path := l.classify(path, false)
+	switch act {
+	case fsfilter.Local:
+		return "L"
+	case fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	}
+	if err := l.p.Access(ctx, path, mode, follow); err != nil {
+		return errnoReply(err)
+	}
+	return "OK"
 }
 
 // xattr reads (X) or lists (Y) the extended attributes of a remote path:

@@ -285,6 +285,12 @@ const (
 	FileLink FileOp = "link"
 	// FileSymlink makes NewPath a symlink whose text is LinkTarget.
 	FileSymlink FileOp = "symlink"
+	// FileAccess checks Path as access(2) does for the mode in Perm
+	// (F_OK, or R_OK|W_OK|X_OK; of a final symlink itself unless Follow):
+	// the agent's answer, since the agent is who opens the target's files
+	// for the program. The reply is empty; a refusal is an ErrorReply
+	// (EACCES, EROFS, ENOENT, ...).
+	FileAccess FileOp = "access"
 )
 
 // SetAttr is what a FileSetattr changes; nil fields stay as they are.
@@ -309,7 +315,7 @@ type FileRequest struct {
 	Path    string `json:"path"`
 	NewPath string `json:"new_path,omitempty"`
 	Flags   int    `json:"flags,omitempty"` // open(2) flags
-	Perm    uint32 `json:"perm,omitempty"`
+	Perm    uint32 `json:"perm,omitempty"`  // a new file's mode; access(2)'s mode for access
 	Follow  bool   `json:"follow,omitempty"`
 	Dir     bool   `json:"dir,omitempty"`
 	Size    int64  `json:"size,omitempty"` // for truncate
