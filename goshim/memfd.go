@@ -351,33 +351,45 @@ func (m *memfdFS) stat(ctx context.Context, p string, follow bool) (unix.Stat_t,
 	st.Mode = fi.Mode
 	st.Uid, st.Gid = fi.UID, fi.GID
 	st.Size = fi.Size
-	setInt(&st.Blksize, 4096)
-	st.Blocks = (fi.Size + 511) / 512
+	blocks, blksize := fi.Space()
+	setInt(&st.Blksize, blksize)
+	st.Blocks = blocks
+	st.Rdev = fi.Rdev
 	st.Atim = unix.NsecToTimespec(fi.Atime)
 	st.Mtim = unix.NsecToTimespec(fi.Mtime)
 	st.Ctim = unix.NsecToTimespec(fi.Ctime)
 	return st, nil
 }
 
-func (m *memfdFS) statx(ctx context.Context, p string, follow bool, _, mask int) (unix.Statx_t, error) {
+func (m *memfdFS) statx(ctx context.Context, p string, follow bool, _, _ int) (unix.Statx_t, error) {
 	var stx unix.Statx_t
 	m.flush(ctx, p)
 	fi, err := m.files.Stat(ctx, p, follow)
 	if err != nil {
 		return stx, err
 	}
-	stx.Mask = unix.STATX_BASIC_STATS & uint32(mask|unix.STATX_BASIC_STATS)
-	stx.Blksize = 4096
+	// The fields the target's kernel gave, whatever was asked, as the
+	// kernel may.
+	stx.Mask = fi.Mask & (unix.STATX_BASIC_STATS | unix.STATX_BTIME)
+	if stx.Mask == 0 {
+		stx.Mask = unix.STATX_BASIC_STATS // an agent before the mask
+	}
+	blocks, blksize := fi.Space()
+	stx.Blksize = uint32(blksize)
 	stx.Nlink = uint32(fi.Nlink)
 	stx.Uid, stx.Gid = fi.UID, fi.GID
 	stx.Mode = uint16(fi.Mode)
 	stx.Ino = fi.Ino
 	stx.Size = uint64(fi.Size)
-	stx.Blocks = (stx.Size + 511) / 512
+	stx.Blocks = uint64(blocks)
 	stx.Atime = statxTime(fi.Atime)
 	stx.Mtime = statxTime(fi.Mtime)
 	stx.Ctime = statxTime(fi.Ctime)
+	if stx.Mask&unix.STATX_BTIME != 0 {
+		stx.Btime = statxTime(fi.Btime)
+	}
 	stx.Dev_major, stx.Dev_minor = unix.Major(m.dev), unix.Minor(m.dev)
+	stx.Rdev_major, stx.Rdev_minor = unix.Major(fi.Rdev), unix.Minor(fi.Rdev)
 	return stx, nil
 }
 

@@ -131,6 +131,81 @@ for name in sys.argv[2:]:
 	})
 }
 
+// TestFilesStatx: stat, lstat and statx of the target's files show the
+// target's own blocks, block size, device numbers and birth time under
+// both engines, as the same probe run in the pod sees them: a written
+// file (8 blocks of tmpfs), a sparse one (1 MiB, no blocks), a character
+// device, and a hugetlbfs directory and file (2 MiB blocks, no birth
+// time: statx leaves STATX_BTIME out and stat's %W says 0). Before, both
+// engines made the blocks up from the size, said 4096 for the block size,
+// 0 for a device's numbers, and gave no birth time at all. coreutils'
+// stat asks with statx (mask with STATX_BTIME for %W), Python with stat
+// and lstat. Both with the FUSE view and without (no /dev/fuse).
+func TestFilesStatx(t *testing.T) {
+	f := newFixture(t)
+	f.startAgent()
+	d, inPod := podOnlyDir(t, f)
+	mustWrite(t, inPod+"/f", "pod: config\n")
+	if err := os.Truncate(writeEmpty(t, inPod+"/sparse"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(inPod+"/null", unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(inPod+"/huge", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pod := []string{"nsenter", "-t", strconv.Itoa(f.podPID), "-m", "--"}
+	run(t, append(pod, "mount", "-t", "hugetlbfs", "none", d+"/huge")...)
+	writeEmpty(t, inPod+"/huge/h")
+	names := []string{"f", "sparse", "null", "huge", "huge/h"}
+	var paths []string
+	for _, n := range names {
+		paths = append(paths, d+"/"+n)
+	}
+	py := `import os, sys
+for p in sys.argv[1:]:
+    for st in (os.stat(p), os.lstat(p)):
+        print(p, "blocks", st.st_blocks, "blksize", st.st_blksize, "rdev", os.major(st.st_rdev), os.minor(st.st_rdev))`
+	script := "stat -c '%n %F size %s blocks %b of %B blksize %o dev %t:%T btime %W' " + strings.Join(paths, " ") +
+		"; python3 -c '" + py + "' " + strings.Join(paths, " ")
+	want := run(t, append(pod, "sh", "-c", script)...)
+	mustContain(t, want, d+"/f regular file size 12 blocks 8 of 512 blksize 4096 dev 0:0 btime ",
+		d+"/sparse regular file size 1048576 blocks 0 of 512 blksize 4096",
+		d+"/null character special file size 0 blocks 0 of 512 blksize 4096 dev 1:3",
+		d+"/huge directory size 0 blocks 0 of 512 blksize 2097152 dev 0:0 btime 0\n",
+		d+"/huge/h blocks 0 blksize 2097152 rdev 0 0")
+	if strings.Contains(want, d+"/f regular file size 12 blocks 8 of 512 blksize 4096 dev 0:0 btime 0\n") {
+		t.Fatal("the pod's tmpfs keeps no birth time: the test cannot tell")
+	}
+	cfg := writeConfig(t, `{"feature": {"fs": {"mode": "read", "read_only": ["^`+d+`"]}}}`)
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		// With the FUSE view, and without it (the sandbox's memfd
+		// fallback answers then).
+		for _, setup := range []string{"true", noFUSE} {
+			out, err := f.mirrordAfter(ctx(t), setup, nil, append(engine, "-f", cfg, "--", "sh", "-c", script)...)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", setup, err, out)
+			}
+			if out != want {
+				t.Errorf("%s: in the pod:\n%s\nthe program saw:\n%s", setup, want, out)
+			}
+		}
+	})
+}
+
+// writeEmpty creates an empty file (with no write: hugetlbfs refuses
+// even an empty one).
+func writeEmpty(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return path
+}
+
 // TestFilesWriteMetadata: in write mode, chmod, chown, touch (utimensat),
 // truncate, ln and ln -s of the target's files change the target's files
 // under both engines (path calls and, from Python, their fd forms), and

@@ -590,8 +590,17 @@ func (l *layerServer) stat(ctx context.Context, path string, follow bool) string
 	if err != nil {
 		return errnoReply(err)
 	}
-	return fmt.Sprintf("I\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
-		fi.Mode, fi.Size, fi.Mtime, fi.Atime, fi.Ctime, fi.Ino, fi.Dev, fi.Nlink, fi.UID, fi.GID)
+	// Then blocks, block size, rdev, the birth time and the statx mask
+	// that says which fields the target's kernel filled (STATX_BTIME: there
+	// is a birth time).
+	blocks, blksize := fi.Space()
+	mask := fi.Mask
+	if mask == 0 {
+		mask = protocol.StatxBasicStats // an agent before the mask
+	}
+	return fmt.Sprintf("I\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
+		fi.Mode, fi.Size, fi.Mtime, fi.Atime, fi.Ctime, fi.Ino, fi.Dev, fi.Nlink, fi.UID, fi.GID,
+		blocks, blksize, fi.Rdev, fi.Btime, mask)
 }
 
 // access answers the library's access (AX: follow, mode, path): "OK", an
