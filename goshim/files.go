@@ -83,6 +83,10 @@ type Files struct {
 	// built program sees the target's.
 	Skip   func(exe string) bool
 	Logger *slog.Logger // nil: no logs
+	// Warn, when set, gets what the program's user should be told (once
+	// per sandbox): that read-write opens of remote files fail without
+	// the FUSE view, and why there is none.
+	Warn func(msg string)
 }
 
 // WithFiles serves the target's files to the program (see Files).

@@ -48,16 +48,17 @@ func (v *View) Close() { v.v.close() }
 // Copies serves the target's files without FUSE, as the sandbox does
 // where /dev/fuse cannot be opened: a read gets a snapshot, a write-only
 // open a pipe whose content mirrord writes to the target, and a
-// read-write open fails with EOPNOTSUPP (with a warning in the log),
-// since changes to a copy could not reach the target.
+// read-write open fails with EOPNOTSUPP, since changes to a copy could not
+// reach the target (in the log each time; warn, if not nil, gets a
+// message for the user once, with why, the reason there is no view).
 type Copies struct{ m *memfdFS }
 
 // NewCopies serves copies of files.
-func NewCopies(files FileSystem, log *slog.Logger) *Copies {
+func NewCopies(files FileSystem, log *slog.Logger, warn func(msg string), why string) *Copies {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Copies{m: newMemfdFS(files, 0, log)}
+	return &Copies{m: newMemfdFS(files, 0, log, warn, why)}
 }
 
 // Open opens the target's path with open(2) flags and mode.

@@ -277,10 +277,15 @@ os.utime(d + "/soft", ns=(5_000_000_000, 6_000_000_000), follow_symlinks=False)`
 // serves remote files as copies. A write-only open (shell redirection)
 // still reaches the target, through a pipe mirrord drains; no write ever
 // lands in a local file of the same name (before, the preload wrote the
-// local file and only said so in its log). The preload now uses the
-// sandbox's own fallback (goshim.Copies, the code goshim's NoFUSE tests
-// cover for the sandbox engine); an unprivileged sandbox also needs
-// /dev/net/tun opened to users, which this test does not change.
+// local file and only said so in its log). A read-write open (Python's
+// open(path, "r+")) fails with EOPNOTSUPP, and the program's user is told
+// why on stderr, once however many opens fail (before: in the log only).
+// cd into the target's directory is refused. The preload runs as nobody
+// (it mounts FUSE as root only); then both engines run as root with
+// /dev/fuse unusable (noFUSE): the preload through goshim.Copies, the
+// sandbox through its own memfd fallback, the same code. An unprivileged
+// sandbox also needs /dev/net/tun opened to users, which this test does
+// not change.
 func TestFilesWriteWithoutFUSE(t *testing.T) {
 	f := newFixture(t)
 	f.startAgent()
@@ -288,6 +293,7 @@ func TestFilesWriteWithoutFUSE(t *testing.T) {
 	if err := os.Chmod(inPod, 0o777); err != nil {
 		t.Fatal(err)
 	}
+	mustWrite(t, inPod+"/rw.txt", "the target's\n")
 	cfg := writeConfig(t, `{"feature": {"fs": {"mode": "read", "read_write": ["^`+d+`"]}}}`)
 	if err := os.Chmod(cfg, 0o644); err != nil {
 		t.Fatal(err)
@@ -304,28 +310,54 @@ func TestFilesWriteWithoutFUSE(t *testing.T) {
 	if b, err := os.ReadFile(mirrordBin); err != nil || os.WriteFile(bin, b, 0o755) != nil {
 		t.Fatalf("copying the binary: %v", err)
 	}
-	engine := []string{"--engine", "preload"}
-	os.Remove(inPod + "/out.txt")
 	// cd into the target's directory has no view to go to: refused
 	// (EOPNOTSUPP), not the empty local directory of the same name.
-	script := "echo written without FUSE > " + d + "/out.txt && echo wrote; cd " + d + " && echo entered: $(ls) || echo cd refused"
-	// mirrord itself runs as nobody (after the fixture's root-only
-	// resolv.conf mount).
-	args := append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"`,
-		f.resolvConf, bin, "exec", "--agent-addr", f.agentAddr}, engine...)
-	args = append(args, "-f", cfg, "--", "sh", "-c", script)
-	cmd := exec.CommandContext(ctx(t), "unshare", args...)
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CACHE_HOME="+home, "XDG_RUNTIME_DIR="+home)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	py := `import errno, sys
+for _ in range(2):
+    try:
+        open(sys.argv[1], "r+")
+        print("r+ opened")
+    except OSError as e:
+        print("r+", "EOPNOTSUPP" if e.errno == errno.EOPNOTSUPP else errno.errorcode[e.errno])`
+	script := "echo written without FUSE > " + d + "/out.txt && echo wrote; cd " + d + " && echo entered: $(ls) || echo cd refused; " +
+		"python3 -c '" + py + "' " + d + "/rw.txt"
+	check := func(t *testing.T, out string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		mustContain(t, out, "wrote", "cd refused", "r+ EOPNOTSUPP\nr+ EOPNOTSUPP\n",
+			"mirrord: warning: "+d+"/rw.txt: read-write opens of remote files need FUSE, which mirrord could not mount (",
+			"they fail with EOPNOTSUPP, reads and write-only opens still reach the target (said once)")
+		if n := strings.Count(out, "read-write opens of remote files need FUSE"); n != 1 {
+			t.Errorf("the warning came %d times, want once:\n%s", n, out)
+		}
+		waitFor(t, "the write to reach the target", func() bool {
+			b, _ := os.ReadFile(inPod + "/out.txt")
+			return string(b) == "written without FUSE\n"
+		})
+		if b, _ := os.ReadFile(inPod + "/rw.txt"); string(b) != "the target's\n" {
+			t.Errorf("the target's file changed: %q", b)
+		}
+		if _, err := os.Stat(d + "/out.txt"); err == nil {
+			t.Error("the write landed in a local file")
+		}
 	}
-	mustContain(t, string(out), "wrote", "cd refused")
-	waitFor(t, "the write to reach the target", func() bool {
-		b, _ := os.ReadFile(inPod + "/out.txt")
-		return string(b) == "written without FUSE\n"
+	t.Run("preload-nobody", func(t *testing.T) {
+		os.Remove(inPod + "/out.txt")
+		// mirrord itself runs as nobody (after the fixture's root-only
+		// resolv.conf mount).
+		args := []string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"`,
+			f.resolvConf, bin, "exec", "--agent-addr", f.agentAddr, "--engine", "preload", "-f", cfg, "--", "sh", "-c", script}
+		cmd := exec.CommandContext(ctx(t), "unshare", args...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CACHE_HOME="+home, "XDG_RUNTIME_DIR="+home)
+		out, err := cmd.CombinedOutput()
+		check(t, string(out), err)
+		mustContain(t, string(out), "could not mount (opening /dev/fuse: permission denied; the preload engine needs root and /dev/fuse)")
 	})
-	if _, err := os.Stat(d + "/out.txt"); err == nil {
-		t.Error("the write landed in a local file")
-	}
+	eachEngine(t, func(t *testing.T, engine ...string) {
+		os.Remove(inPod + "/out.txt")
+		out, err := f.mirrordAfter(ctx(t), noFUSE, nil, append(engine, "-f", cfg, "--", "sh", "-c", script)...)
+		check(t, out, err)
+	})
 }
