@@ -82,6 +82,7 @@ func mountView() (dev, root int, err error) {
 type fuseView struct {
 	root  int    // O_PATH fd of the view's root
 	mntID uint64 // its mount id, to recognise fds the program holds in it
+	dev   uint64 // its device number, st_dev of its files
 	srv   *fuse.Server
 	done  chan struct{} // closed when the server's loop returns
 }
@@ -113,7 +114,7 @@ func serveView(dev, root int, files FileSystem, log *slog.Logger) (*fuseView, er
 		unix.Close(root)
 		return nil, fmt.Errorf("serving the FUSE view: %w", err)
 	}
-	v := &fuseView{root: root, mntID: stx.Mnt_id, srv: srv, done: make(chan struct{})}
+	v := &fuseView{root: root, mntID: stx.Mnt_id, dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), srv: srv, done: make(chan struct{})}
 	go func() {
 		defer close(v.done)
 		srv.Serve() // returns when the kernel ends the connection
@@ -320,12 +321,15 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 }
 
+// rootIno is the view's root's inode number (go-fuse's root node).
+const rootIno = 1
+
 // viewIno makes a FUSE inode number from the target's device and inode
 // numbers: files of different file systems of the target must not share
 // one, or the kernel would take them for the same file.
 func viewIno(dev, ino uint64) uint64 {
 	x := ino ^ (dev * 0x9e3779b97f4a7c15)
-	if x <= 1 { // 1 is the root's
+	if x <= rootIno {
 		x += 2
 	}
 	return x

@@ -42,6 +42,16 @@ func (v *View) Open(path string, flags int, mode uint32) (*os.File, error) {
 	return fileNoPoll(fd, path), nil
 }
 
+// Identity returns the device and inode numbers that fstat gives the
+// target's file at path, with device dev and inode ino, once opened in
+// the view.
+func (v *View) Identity(path string, dev, ino uint64) (uint64, uint64) {
+	if path == "/" {
+		return v.v.dev, rootIno // the view's root is go-fuse's node 1
+	}
+	return v.v.dev, viewIno(dev, ino)
+}
+
 // Close unmounts the view once no file of it is open any more.
 func (v *View) Close() { v.v.close() }
 

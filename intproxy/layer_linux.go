@@ -80,6 +80,10 @@ type LayerOptions struct {
 	// file and remote writes stay local.
 	View interface {
 		Open(path string, flags int, mode uint32) (*os.File, error)
+		// Identity is the device and inode numbers fstat gives the
+		// target's file at path, with those numbers, opened in the view:
+		// stat of a remote path says the same.
+		Identity(path string, dev, ino uint64) (uint64, uint64)
 	}
 	// Copies, used without a View, opens remote files for writing
 	// (goshim.Copies: write-only through a pipe; read-write fails with
@@ -589,6 +593,13 @@ func (l *layerServer) stat(ctx context.Context, path string, follow bool) string
 	fi, err := l.p.Stat(ctx, path, follow)
 	if err != nil {
 		return errnoReply(err)
+	}
+	if l.opts.View != nil {
+		// The numbers fstat of the file opened (in the view) gives, as in
+		// the sandbox: a program that compares a path's with an open
+		// file's (df walking up to a mount point, cp's same-file check)
+		// sees one file.
+		fi.Dev, fi.Ino = l.opts.View.Identity(path, fi.Dev, fi.Ino)
 	}
 	// Then blocks, block size, rdev, the birth time and the statx mask
 	// that says which fields the target's kernel filled (STATX_BTIME: there
