@@ -76,10 +76,48 @@ func (t *target) parentInRoot(p string) (int, string, error) {
 	return fd, base, err
 }
 
+// statxMask is what the agent asks of the target's kernel: stat's fields
+// and the birth time, where the file system keeps one.
+const statxMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
+
+// statAt describes name below dir (with AT_EMPTY_PATH and "", dir itself)
+// with statx, or with fstatat where the kernel or a seccomp profile
+// refuses statx (before Linux 4.11; older container runtimes said EPERM).
+func statAt(dir int, name string, flags int) (*protocol.FileInfo, error) {
+	var x unix.Statx_t
+	err := unix.Statx(dir, name, flags|unix.AT_STATX_SYNC_AS_STAT, statxMask, &x)
+	if err == nil {
+		return statxInfo(&x), nil
+	}
+	if err != unix.ENOSYS && err != unix.EPERM {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir, name, &st, flags); err != nil {
+		return nil, err
+	}
+	return statInfo(&st), nil
+}
+
+func statxInfo(x *unix.Statx_t) *protocol.FileInfo {
+	ns := func(t unix.StatxTimestamp) int64 { return t.Sec*1e9 + int64(t.Nsec) }
+	fi := &protocol.FileInfo{
+		Mode: uint32(x.Mode), Size: int64(x.Size), Ino: x.Ino, Dev: unix.Mkdev(x.Dev_major, x.Dev_minor),
+		Nlink: uint64(x.Nlink), UID: x.Uid, GID: x.Gid,
+		Mtime: ns(x.Mtime), Atime: ns(x.Atime), Ctime: ns(x.Ctime),
+		Mask: x.Mask, Blocks: int64(x.Blocks), Blksize: int64(x.Blksize), Rdev: unix.Mkdev(x.Rdev_major, x.Rdev_minor),
+	}
+	if x.Mask&unix.STATX_BTIME != 0 {
+		fi.Btime = ns(x.Btime)
+	}
+	return fi
+}
+
 func statInfo(st *unix.Stat_t) *protocol.FileInfo {
 	return &protocol.FileInfo{
 		Mode: st.Mode, Size: st.Size, Ino: st.Ino, Dev: st.Dev, Nlink: uint64(st.Nlink), UID: st.Uid, GID: st.Gid,
 		Mtime: st.Mtim.Nano(), Atime: st.Atim.Nano(), Ctime: st.Ctim.Nano(),
+		Mask: unix.STATX_BASIC_STATS, Blocks: st.Blocks, Blksize: int64(st.Blksize), Rdev: st.Rdev,
 	}
 }
 
@@ -149,32 +187,28 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 	t := a.target
 	switch req.Op {
 	case protocol.FileStat:
-		var fd int
-		var err error
+		var fi *protocol.FileInfo
 		if req.Follow {
-			fd, err = t.openInRoot(req.Path, unix.O_PATH, 0)
+			fd, err := t.openInRoot(req.Path, unix.O_PATH, 0)
+			if err != nil {
+				return nil, -1, err
+			}
+			defer unix.Close(fd)
+			fi, err = statAt(fd, "", unix.AT_EMPTY_PATH)
+			if err != nil {
+				return nil, -1, err
+			}
 		} else {
-			var base string
-			var dir int
-			dir, base, err = t.parentInRoot(req.Path)
-			if err == nil {
-				defer unix.Close(dir)
-				var s unix.Stat_t
-				if err := unix.Fstatat(dir, base, &s, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-					return nil, -1, err
-				}
-				return &protocol.FileReply{Info: statInfo(&s)}, -1, nil
+			dir, base, err := t.parentInRoot(req.Path)
+			if err != nil {
+				return nil, -1, err
+			}
+			defer unix.Close(dir)
+			if fi, err = statAt(dir, base, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return nil, -1, err
 			}
 		}
-		if err != nil {
-			return nil, -1, err
-		}
-		defer unix.Close(fd)
-		var s unix.Stat_t
-		if err := unix.Fstat(fd, &s); err != nil {
-			return nil, -1, err
-		}
-		return &protocol.FileReply{Info: statInfo(&s)}, -1, nil
+		return &protocol.FileReply{Info: fi}, -1, nil
 	case protocol.FileReadDir:
 		fd, err := t.openInRoot(req.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
@@ -213,12 +247,12 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 		if err != nil {
 			return nil, -1, err
 		}
-		var s unix.Stat_t
-		if err := unix.Fstat(fd, &s); err != nil {
+		fi, err := statAt(fd, "", unix.AT_EMPTY_PATH)
+		if err != nil {
 			unix.Close(fd)
 			return nil, -1, err
 		}
-		return &protocol.FileReply{Info: statInfo(&s)}, fd, nil
+		return &protocol.FileReply{Info: fi}, fd, nil
 	case protocol.FileUnlink:
 		dir, base, err := t.parentInRoot(req.Path)
 		if err != nil {
@@ -286,6 +320,8 @@ func (a *Agent) fileOp(req *protocol.FileRequest) (*protocol.FileReply, int, err
 		}
 		defer unix.Close(nd)
 		return &protocol.FileReply{}, -1, unix.Symlinkat(req.LinkTarget, nd, nb)
+	case protocol.FileAccess:
+		return &protocol.FileReply{}, -1, t.access(req.Path, req.Follow, req.Perm)
 	case protocol.FileStatfs:
 		fd, err := t.openInRoot(req.Path, unix.O_PATH, 0)
 		if err != nil {
@@ -362,6 +398,37 @@ func (t *target) setattr(p string, follow bool, a *protocol.SetAttr) error {
 		}
 	}
 	return nil
+}
+
+// access checks p as access(2) does, for the agent itself: the one that
+// opens the target's files for the program, so that access says yes
+// exactly where the program's open would succeed (the agent runs as root
+// in the target's container: read and write are refused only by a
+// read-only mount, execute by a file without any execute bit). As for
+// xattr, the path is resolved in the target's root and then named through
+// /proc/self/fd.
+func (t *target) access(p string, follow bool, mode uint32) error {
+	if mode&^uint32(unix.R_OK|unix.W_OK|unix.X_OK) != 0 {
+		return unix.EINVAL
+	}
+	var fd int
+	var name string
+	var err error
+	flags := 0
+	if follow {
+		fd, err = t.openInRoot(p, unix.O_PATH, 0)
+		name = fmt.Sprintf("/proc/self/fd/%d", fd)
+	} else {
+		var base string
+		fd, base, err = t.parentInRoot(p)
+		name = fmt.Sprintf("/proc/self/fd/%d/%s", fd, base)
+		flags = unix.AT_SYMLINK_NOFOLLOW
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Faccessat(unix.AT_FDCWD, name, mode, flags)
 }
 
 // xattr reads or lists extended attributes. The path is resolved in the

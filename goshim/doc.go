@@ -100,7 +100,8 @@
 // 0600, root only) the fallback (memfd.go) serves read-only opens from a
 // memfd snapshot (a pipe for files over 64 MiB), write-only opens through
 // a pipe drained into the remote file, directories as snapshots of their
-// entries, and fails read-write opens with EOPNOTSUPP.
+// entries, and fails read-write opens with EOPNOTSUPP (Files.Warn tells
+// the user why, once).
 //
 // Traps. With SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, a received
 // notification is not cancelled by the Go runtime's preemption signals;

@@ -32,6 +32,10 @@ type FileSystem interface {
 	Listxattr(ctx context.Context, path string, follow bool) ([]string, error)
 	// Statfs describes the file system that holds path.
 	Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error)
+	// Access checks path as access(2) does with mode (F_OK, or
+	// R_OK|W_OK|X_OK), of a final symlink itself unless follow, for
+	// whoever opens the target's files (the agent).
+	Access(ctx context.Context, path string, mode uint32, follow bool) error
 	// Setattr changes mode, owner or times (of a final symlink itself
 	// unless follow); Link and Symlink make links.
 	Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error
@@ -79,6 +83,10 @@ type Files struct {
 	// built program sees the target's.
 	Skip   func(exe string) bool
 	Logger *slog.Logger // nil: no logs
+	// Warn, when set, gets what the program's user should be told (once
+	// per sandbox): that read-write opens of remote files fail without
+	// the FUSE view, and why there is none.
+	Warn func(msg string)
 }
 
 // WithFiles serves the target's files to the program (see Files).

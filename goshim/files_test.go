@@ -269,6 +269,14 @@ func (d dirFS) Statfs(_ context.Context, p string) (*protocol.StatfsInfo, error)
 		Files: s.Files, Ffree: s.Ffree, Namelen: s.Namelen, Frsize: s.Frsize, Flags: s.Flags, Fsid: s.Fsid.Val}, nil
 }
 
+func (d dirFS) Access(_ context.Context, p string, mode uint32, follow bool) error {
+	flags := 0
+	if !follow {
+		flags = unix.AT_SYMLINK_NOFOLLOW
+	}
+	return unix.Faccessat(unix.AT_FDCWD, d.real(p), mode, flags)
+}
+
 func (d dirFS) Setattr(_ context.Context, p string, follow bool, a protocol.SetAttr) error {
 	flags := 0
 	if !follow {

@@ -82,6 +82,7 @@ func mountView() (dev, root int, err error) {
 type fuseView struct {
 	root  int    // O_PATH fd of the view's root
 	mntID uint64 // its mount id, to recognise fds the program holds in it
+	dev   uint64 // its device number, st_dev of its files
 	srv   *fuse.Server
 	done  chan struct{} // closed when the server's loop returns
 }
@@ -113,7 +114,7 @@ func serveView(dev, root int, files FileSystem, log *slog.Logger) (*fuseView, er
 		unix.Close(root)
 		return nil, fmt.Errorf("serving the FUSE view: %w", err)
 	}
-	v := &fuseView{root: root, mntID: stx.Mnt_id, srv: srv, done: make(chan struct{})}
+	v := &fuseView{root: root, mntID: stx.Mnt_id, dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), srv: srv, done: make(chan struct{})}
 	go func() {
 		defer close(v.done)
 		srv.Serve() // returns when the kernel ends the connection
@@ -292,6 +293,7 @@ type viewNode struct {
 var (
 	_ fs.NodeLookuper    = (*viewNode)(nil)
 	_ fs.NodeGetattrer   = (*viewNode)(nil)
+	_ fs.NodeStatxer     = (*viewNode)(nil)
 	_ fs.NodeSetattrer   = (*viewNode)(nil)
 	_ fs.NodeReaddirer   = (*viewNode)(nil)
 	_ fs.NodeReadlinker  = (*viewNode)(nil)
@@ -319,22 +321,29 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 }
 
+// rootIno is the view's root's inode number (go-fuse's root node).
+const rootIno = 1
+
 // viewIno makes a FUSE inode number from the target's device and inode
 // numbers: files of different file systems of the target must not share
 // one, or the kernel would take them for the same file.
 func viewIno(dev, ino uint64) uint64 {
 	x := ino ^ (dev * 0x9e3779b97f4a7c15)
-	if x <= 1 { // 1 is the root's
+	if x <= rootIno {
 		x += 2
 	}
 	return x
 }
 
+// fillAttr gives the kernel the target's attributes: its blocks and
+// block size too, which stat and statx of a view file then show (the
+// kernel keeps the block size when it is a power of two).
 func fillAttr(a *fuse.Attr, fi *protocol.FileInfo) {
 	a.Ino = viewIno(fi.Dev, fi.Ino)
 	a.Size = uint64(fi.Size)
-	a.Blocks = (a.Size + 511) / 512
-	a.Blksize = 4096
+	blocks, blksize := fi.Space()
+	a.Blocks, a.Blksize = uint64(blocks), uint32(blksize)
+	a.Rdev = uint32(fi.Rdev)
 	a.Mode = fi.Mode
 	a.Nlink = uint32(fi.Nlink)
 	a.Uid, a.Gid = fi.UID, fi.GID
@@ -357,6 +366,35 @@ func (n *viewNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		return nil, errnoOf(err)
 	}
 	return n.newChild(ctx, fi, out), 0
+}
+
+// Statx answers the kernel's FUSE_STATX, which it sends for a statx that
+// asks for more than stat's fields (the birth time, Linux 6.6 and later):
+// the target's fields with the mask its kernel gave.
+func (n *viewNode) Statx(ctx context.Context, _ fs.FileHandle, _, _ uint32, out *fuse.StatxOut) syscall.Errno {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	fi, err := n.files.Stat(ctx, n.remotePath(), false)
+	if err != nil {
+		return errnoOf(err)
+	}
+	var a fuse.Attr
+	fillAttr(&a, fi)
+	x := &out.Statx
+	x.Mask = fi.Mask & (protocol.StatxBasicStats | protocol.StatxBtime)
+	if x.Mask == 0 {
+		x.Mask = protocol.StatxBasicStats
+	}
+	x.Blksize, x.Nlink, x.Uid, x.Gid, x.Mode = a.Blksize, a.Nlink, a.Uid, a.Gid, uint16(a.Mode)
+	x.Ino, x.Size, x.Blocks = a.Ino, a.Size, a.Blocks
+	x.RdevMajor, x.RdevMinor = unix.Major(fi.Rdev), unix.Minor(fi.Rdev)
+	for _, t := range []struct {
+		dst *fuse.SxTime
+		ns  int64
+	}{{&x.Atime, fi.Atime}, {&x.Mtime, fi.Mtime}, {&x.Ctime, fi.Ctime}, {&x.Btime, fi.Btime}} {
+		t.dst.Sec, t.dst.Nsec = uint64(t.ns/1e9), uint32(t.ns%1e9)
+	}
+	return 0
 }
 
 func (n *viewNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {

@@ -3,6 +3,7 @@ package goshim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -38,6 +39,12 @@ type memfdFS struct {
 	log   *slog.Logger
 	dev   uint64 // st_dev reported for remote files
 
+	// warn tells the program's user, once, that read-write opens fail
+	// and why (noView: why there is no FUSE view).
+	warn     func(msg string)
+	noView   string
+	warnOnce sync.Once
+
 	mu      sync.Mutex
 	snapDir string                  // holds directory snapshots; created on first use
 	snaps   map[string]string       // snapshot directory -> remote path
@@ -48,11 +55,25 @@ type memfdFS struct {
 
 const defaultMemfdLimit = 64 << 20
 
-func newMemfdFS(files FileSystem, limit int64, log *slog.Logger) *memfdFS {
+func newMemfdFS(files FileSystem, limit int64, log *slog.Logger, warn func(string), noView string) *memfdFS {
 	if limit <= 0 {
 		limit = defaultMemfdLimit
 	}
-	return &memfdFS{files: files, limit: limit, log: log, dev: unix.Mkdev(0, 0xfffe), snaps: map[string]string{}, pipes: map[*os.File]*pumpState{}, writers: map[string][]*pumpState{}}
+	return &memfdFS{files: files, limit: limit, log: log, dev: unix.Mkdev(0, 0xfffe), warn: warn, noView: noView,
+		snaps: map[string]string{}, pipes: map[*os.File]*pumpState{}, writers: map[string][]*pumpState{}}
+}
+
+// readWriteRefused says, in the log every time and to the program's user
+// once, that a read-write open of a remote file fails without FUSE.
+func (m *memfdFS) readWriteRefused(p string) {
+	m.log.Warn("read-write open of a remote file without FUSE: not supported", "path", p, "reason", m.noView)
+	if m.warn == nil {
+		return
+	}
+	m.warnOnce.Do(func() {
+		m.warn(fmt.Sprintf("%s: read-write opens of remote files need FUSE, which mirrord could not mount (%s); "+
+			"they fail with EOPNOTSUPP, reads and write-only opens still reach the target (said once)", p, m.noView))
+	})
 }
 
 func (m *memfdFS) open(ctx context.Context, p string, flags int, mode uint32) (int, error) {
@@ -86,7 +107,7 @@ func (m *memfdFS) open(ctx context.Context, p string, flags int, mode uint32) (i
 	case acc == unix.O_WRONLY:
 		return m.writePipe(ctx, p, flags, mode)
 	}
-	m.log.Warn("read-write open of a remote file without FUSE: not supported", "path", p)
+	m.readWriteRefused(p)
 	return -1, unix.EOPNOTSUPP
 }
 
@@ -351,33 +372,45 @@ func (m *memfdFS) stat(ctx context.Context, p string, follow bool) (unix.Stat_t,
 	st.Mode = fi.Mode
 	st.Uid, st.Gid = fi.UID, fi.GID
 	st.Size = fi.Size
-	setInt(&st.Blksize, 4096)
-	st.Blocks = (fi.Size + 511) / 512
+	blocks, blksize := fi.Space()
+	setInt(&st.Blksize, blksize)
+	st.Blocks = blocks
+	st.Rdev = fi.Rdev
 	st.Atim = unix.NsecToTimespec(fi.Atime)
 	st.Mtim = unix.NsecToTimespec(fi.Mtime)
 	st.Ctim = unix.NsecToTimespec(fi.Ctime)
 	return st, nil
 }
 
-func (m *memfdFS) statx(ctx context.Context, p string, follow bool, _, mask int) (unix.Statx_t, error) {
+func (m *memfdFS) statx(ctx context.Context, p string, follow bool, _, _ int) (unix.Statx_t, error) {
 	var stx unix.Statx_t
 	m.flush(ctx, p)
 	fi, err := m.files.Stat(ctx, p, follow)
 	if err != nil {
 		return stx, err
 	}
-	stx.Mask = unix.STATX_BASIC_STATS & uint32(mask|unix.STATX_BASIC_STATS)
-	stx.Blksize = 4096
+	// The fields the target's kernel gave, whatever was asked, as the
+	// kernel may.
+	stx.Mask = fi.Mask & (unix.STATX_BASIC_STATS | unix.STATX_BTIME)
+	if stx.Mask == 0 {
+		stx.Mask = unix.STATX_BASIC_STATS // an agent before the mask
+	}
+	blocks, blksize := fi.Space()
+	stx.Blksize = uint32(blksize)
 	stx.Nlink = uint32(fi.Nlink)
 	stx.Uid, stx.Gid = fi.UID, fi.GID
 	stx.Mode = uint16(fi.Mode)
 	stx.Ino = fi.Ino
 	stx.Size = uint64(fi.Size)
-	stx.Blocks = (stx.Size + 511) / 512
+	stx.Blocks = uint64(blocks)
 	stx.Atime = statxTime(fi.Atime)
 	stx.Mtime = statxTime(fi.Mtime)
 	stx.Ctime = statxTime(fi.Ctime)
+	if stx.Mask&unix.STATX_BTIME != 0 {
+		stx.Btime = statxTime(fi.Btime)
+	}
 	stx.Dev_major, stx.Dev_minor = unix.Major(m.dev), unix.Minor(m.dev)
+	stx.Rdev_major, stx.Rdev_minor = unix.Major(fi.Rdev), unix.Minor(fi.Rdev)
 	return stx, nil
 }
 

@@ -414,10 +414,13 @@ func (s *Sandbox) startRemote(ready readyMessage, view []int) error {
 		}
 		ready.ViewError = err.Error()
 	}
-	if ready.ViewError != "" {
-		s.log.Info("remote files without FUSE (memfd snapshots and pipes)", "reason", ready.ViewError)
+	why := ready.ViewError
+	if why != "" {
+		s.log.Info("remote files without FUSE (memfd snapshots and pipes)", "reason", why)
+	} else {
+		why = "the view is off: Files.NoFUSE"
 	}
-	s.remote = newMemfdFS(s.files.FS, s.files.MemfdLimit, s.log)
+	s.remote = newMemfdFS(s.files.FS, s.files.MemfdLimit, s.log, s.files.Warn, why)
 	return nil
 }
 

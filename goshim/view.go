@@ -42,22 +42,33 @@ func (v *View) Open(path string, flags int, mode uint32) (*os.File, error) {
 	return fileNoPoll(fd, path), nil
 }
 
+// Identity returns the device and inode numbers that fstat gives the
+// target's file at path, with device dev and inode ino, once opened in
+// the view.
+func (v *View) Identity(path string, dev, ino uint64) (uint64, uint64) {
+	if path == "/" {
+		return v.v.dev, rootIno // the view's root is go-fuse's node 1
+	}
+	return v.v.dev, viewIno(dev, ino)
+}
+
 // Close unmounts the view once no file of it is open any more.
 func (v *View) Close() { v.v.close() }
 
 // Copies serves the target's files without FUSE, as the sandbox does
 // where /dev/fuse cannot be opened: a read gets a snapshot, a write-only
 // open a pipe whose content mirrord writes to the target, and a
-// read-write open fails with EOPNOTSUPP (with a warning in the log),
-// since changes to a copy could not reach the target.
+// read-write open fails with EOPNOTSUPP, since changes to a copy could not
+// reach the target (in the log each time; warn, if not nil, gets a
+// message for the user once, with why, the reason there is no view).
 type Copies struct{ m *memfdFS }
 
 // NewCopies serves copies of files.
-func NewCopies(files FileSystem, log *slog.Logger) *Copies {
+func NewCopies(files FileSystem, log *slog.Logger, warn func(msg string), why string) *Copies {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Copies{m: newMemfdFS(files, 0, log)}
+	return &Copies{m: newMemfdFS(files, 0, log, warn, why)}
 }
 
 // Open opens the target's path with open(2) flags and mode.

@@ -401,7 +401,19 @@ func eachEngine(t *testing.T, fn func(t *testing.T, engine ...string)) {
 
 func (f *fixture) mirrord(ctx context.Context, env []string, args ...string) (string, error) {
 	f.t.Helper()
-	script := `mount --bind "$0" /etc/resolv.conf && exec "$@"`
+	return f.mirrordAfter(ctx, "true", env, args...)
+}
+
+// noFUSE makes /dev/fuse unusable in mirrord's mount namespace (/dev/null
+// bound over it), as for a user who may not open it: neither engine gets
+// a FUSE view, so remote files are copies (goshim's memfd fallback).
+const noFUSE = "mount --bind /dev/null /dev/fuse"
+
+// mirrordAfter runs mirrord after the shell command setup, in mirrord's
+// own mount namespace.
+func (f *fixture) mirrordAfter(ctx context.Context, setup string, env []string, args ...string) (string, error) {
+	f.t.Helper()
+	script := setup + ` && mount --bind "$0" /etc/resolv.conf && exec "$@"`
 	full := append([]string{"-m", "--", "sh", "-c", script, f.resolvConf, mirrordBin, "exec", "--agent-addr", f.agentAddr}, args...)
 	cmd := exec.CommandContext(ctx, "unshare", full...)
 	cmd.Env = append(os.Environ(), env...)

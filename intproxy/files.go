@@ -141,6 +141,14 @@ func (p *Proxy) Listxattr(ctx context.Context, path string, follow bool) ([]stri
 	return r.Names, nil
 }
 
+// Access checks a path of the target as access(2) does with mode (of a
+// final symlink itself unless follow), as the agent sees it: the agent
+// opens the target's files for the program.
+func (p *Proxy) Access(ctx context.Context, path string, mode uint32, follow bool) error {
+	_, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileAccess, Path: path, Perm: mode, Follow: follow})
+	return err
+}
+
 // Statfs describes the target's file system that holds path.
 func (p *Proxy) Statfs(ctx context.Context, path string) (*protocol.StatfsInfo, error) {
 	r, err := p.fileRequest(ctx, &protocol.FileRequest{Op: protocol.FileStatfs, Path: path})

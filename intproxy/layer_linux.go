@@ -84,6 +84,10 @@ type LayerOptions struct {
 	// file and remote writes stay local.
 	View interface {
 		Open(path string, flags int, mode uint32) (*os.File, error)
+		// Identity is the device and inode numbers fstat gives the
+		// target's file at path, with those numbers, opened in the view:
+		// stat of a remote path says the same.
+		Identity(path string, dev, ino uint64) (uint64, uint64)
 	}
 	// Copies, used without a View, opens remote files for writing
 	// (goshim.Copies: write-only through a pipe; read-write fails with
@@ -348,6 +352,12 @@ func (l *layerServer) handle(ctx context.Context, f []string, sock int) (string,
 		return l.xattr(ctx, f[0] == "Y", arg(1) == "1", arg(2), arg(3)), nil
 	case "Q":
 		return l.statfs(ctx, arg(1)), nil
+	case "AX":
+		mode, err := strconv.ParseUint(arg(2), 10, 32)
+		if err != nil {
+			return "E\t" + strconv.Itoa(int(syscall.EINVAL)), nil
+		}
+		return l.access(ctx, arg(3), uint32(mode), arg(1) == "1"), nil
 	case "R":
 		class, err1 := strconv.ParseUint(arg(2), 10, 16)
 		qtype, err2 := strconv.ParseUint(arg(3), 10, 16)
@@ -748,8 +758,41 @@ func (l *layerServer) stat(ctx context.Context, path string, follow bool) string
 	if err != nil {
 		return errnoReply(err)
 	}
-	return fmt.Sprintf("I\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
-		fi.Mode, fi.Size, fi.Mtime, fi.Atime, fi.Ctime, fi.Ino, fi.Dev, fi.Nlink, fi.UID, fi.GID)
+	if l.opts.View != nil {
+		// The numbers fstat of the file opened (in the view) gives, as in
+		// the sandbox: a program that compares a path's with an open
+		// file's (df walking up to a mount point, cp's same-file check)
+		// sees one file.
+		fi.Dev, fi.Ino = l.opts.View.Identity(path, fi.Dev, fi.Ino)
+	}
+	// Then blocks, block size, rdev, the birth time and the statx mask
+	// that says which fields the target's kernel filled (STATX_BTIME: there
+	// is a birth time).
+	blocks, blksize := fi.Space()
+	mask := fi.Mask
+	if mask == 0 {
+		mask = protocol.StatxBasicStats // an agent before the mask
+	}
+	return fmt.Sprintf("I\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d",
+		fi.Mode, fi.Size, fi.Mtime, fi.Atime, fi.Ctime, fi.Ino, fi.Dev, fi.Nlink, fi.UID, fi.GID,
+		blocks, blksize, fi.Rdev, fi.Btime, mask)
+}
+
+// access answers the library's access (AX: follow, mode, path): "OK", an
+// errno (the agent's answer: it opens the target's files for the
+// program), or "L" for a local path.
+func (l *layerServer) access(ctx context.Context, path string, mode uint32, follow bool) string {
+	act, path := l.classify(path, false)
+	switch act {
+	case fsfilter.Local:
+		return "L"
+	case fsfilter.NotFound:
+		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	}
+	if err := l.p.Access(ctx, path, mode, follow); err != nil {
+		return errnoReply(err)
+	}
+	return "OK"
 }
 
 // xattr reads (X) or lists (Y) the extended attributes of a remote path:

@@ -285,6 +285,12 @@ const (
 	FileLink FileOp = "link"
 	// FileSymlink makes NewPath a symlink whose text is LinkTarget.
 	FileSymlink FileOp = "symlink"
+	// FileAccess checks Path as access(2) does for the mode in Perm
+	// (F_OK, or R_OK|W_OK|X_OK; of a final symlink itself unless Follow):
+	// the agent's answer, since the agent is who opens the target's files
+	// for the program. The reply is empty; a refusal is an ErrorReply
+	// (EACCES, EROFS, ENOENT, ...).
+	FileAccess FileOp = "access"
 )
 
 // SetAttr is what a FileSetattr changes; nil fields stay as they are.
@@ -309,7 +315,7 @@ type FileRequest struct {
 	Path    string `json:"path"`
 	NewPath string `json:"new_path,omitempty"`
 	Flags   int    `json:"flags,omitempty"` // open(2) flags
-	Perm    uint32 `json:"perm,omitempty"`
+	Perm    uint32 `json:"perm,omitempty"`  // a new file's mode; access(2)'s mode for access
 	Follow  bool   `json:"follow,omitempty"`
 	Dir     bool   `json:"dir,omitempty"`
 	Size    int64  `json:"size,omitempty"` // for truncate
@@ -331,6 +337,33 @@ type FileInfo struct {
 	Nlink uint64 `json:"nlink"`
 	UID   uint32 `json:"uid"`
 	GID   uint32 `json:"gid"`
+	// Mask is the statx(2) result mask the target's kernel gave: with
+	// STATX_BLOCKS, Blocks (512-byte units) and Blksize are the file's
+	// own; with STATX_BTIME, Btime is its birth time. 0 from an agent
+	// before these fields: clients then estimate blocks from the size.
+	Mask    uint32 `json:"statx_mask,omitempty"`
+	Blocks  int64  `json:"blocks,omitempty"`
+	Blksize int64  `json:"blksize,omitempty"`
+	Btime   int64  `json:"btime_ns,omitempty"`
+	Rdev    uint64 `json:"rdev,omitempty"` // a device file's device
+}
+
+// The bits of FileInfo.Mask (statx(2)'s STATX_*), here for every
+// platform the protocol builds on.
+const (
+	StatxBasicStats = 0x7ff
+	StatxBlocks     = 0x400
+	StatxBtime      = 0x800
+)
+
+// Space returns the file's size on disk (512-byte blocks) and its
+// preferred I/O block size: the target's, or for an agent before Mask an
+// estimate from the size (4096-byte blocks, no holes).
+func (fi *FileInfo) Space() (blocks, blksize int64) {
+	if fi.Mask&StatxBlocks != 0 && fi.Blksize > 0 {
+		return fi.Blocks, fi.Blksize
+	}
+	return (fi.Size + 4095) / 4096 * 8, 4096
 }
 
 // DirEntry is one directory entry.

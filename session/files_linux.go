@@ -191,6 +191,11 @@ func (f targetFiles) Statfs(ctx context.Context, path string) (*protocol.StatfsI
 	return r.Statfs, nil
 }
 
+func (f targetFiles) Access(ctx context.Context, path string, mode uint32, follow bool) error {
+	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileAccess, Path: path, Perm: mode, Follow: follow})
+	return err
+}
+
 func (f targetFiles) Setattr(ctx context.Context, path string, follow bool, a protocol.SetAttr) error {
 	_, err := f.run(ctx, protocol.FileRequest{Op: protocol.FileSetattr, Path: path, Follow: follow, Attr: &a})
 	return err

@@ -85,6 +85,9 @@ func LayerExec(ctx context.Context, path string, args []string) error {
 		return fmt.Errorf("layer-exec: %w", err)
 	}
 	if files != nil {
+		// The session's progress reporter is the parent mirrord's: the
+		// program's stderr is where its user looks.
+		files.Warn = func(msg string) { fmt.Fprintf(os.Stderr, "mirrord: warning: %s\n", msg) }
 		opts = append(opts, goshim.WithFiles(*files))
 	}
 	if os.Getenv("MIRRORD_LAYER_INCOMING") != "0" {

@@ -91,7 +91,12 @@ func (s *Session) ServeLayer(o LayerOptions) (*Layer, error) {
 		// FUSE (root); otherwise copies, as the sandbox's fallback.
 		if view, err := goshim.NewView(proxyFiles(proxy), log); err != nil {
 			log.Info("preload: no FUSE view of the target's files; remote files are copies (writes: write-only opens only)", "err", err)
-			copies := goshim.NewCopies(proxyFiles(proxy), log)
+			inner := err
+			if u := errors.Unwrap(err); u != nil {
+				inner = u
+			}
+			why := fmt.Sprintf("%v; the preload engine needs root and /dev/fuse", inner)
+			copies := goshim.NewCopies(proxyFiles(proxy), log, s.prog.Warning, why)
 			l.copies = copies
 			opts.Copies = copies
 		} else {

@@ -47,6 +47,7 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 		return err
 	}
 	if files != nil {
+		files.Warn = s.prog.Warning
 		opts = append(opts, goshim.WithFiles(*files))
 	}
 	if proxy.HasUnixStreams() {

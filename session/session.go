@@ -47,6 +47,7 @@ type Session struct {
 	Via string
 
 	log      *slog.Logger
+	prog     *progress.Reporter // warnings for the user (nil-safe)
 	layerLib string
 	endAgent func()
 	once     sync.Once
@@ -98,7 +99,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Session, error)
 	}
 	hello := proxy.Hello()
 	o.Log.Info("connected to agent", "addr", a.addr, "agent", hello.Agent, "hostname", hello.Hostname)
-	return &Session{Config: cfg, Proxy: proxy, Via: a.via, log: o.Log, layerLib: o.LayerLib, endAgent: a.close}, nil
+	return &Session{Config: cfg, Proxy: proxy, Via: a.via, log: o.Log, prog: o.Progress, layerLib: o.LayerLib, endAgent: a.close}, nil
 }
 
 // Close ends the session: the proxy's connection, the port-forward, and

@@ -52,6 +52,7 @@
 #include <sys/time.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/xattr.h>
@@ -182,6 +183,8 @@ DECLARE_REAL(int, __fxstatat64, int, int, const char *, struct stat64 *, int)
 DECLARE_REAL(int, statx, int, const char *, int, unsigned, struct statx *)
 DECLARE_REAL(int, access, const char *, int)
 DECLARE_REAL(int, faccessat, int, const char *, int, int)
+DECLARE_REAL(int, eaccess, const char *, int)
+DECLARE_REAL(int, euidaccess, const char *, int)
 DECLARE_REAL(ssize_t, readlink, const char *, char *, size_t)
 DECLARE_REAL(ssize_t, readlinkat, int, const char *, char *, size_t)
 DECLARE_REAL(int, execve, const char *, char *const[], char *const[])
@@ -1397,9 +1400,13 @@ EXPORT char *get_current_dir_name(void) {
 }
 
 // remote_stat asks the proxy about path. Returns 0 and fills the fields,
-// -1 with errno, or -2 to stat locally.
+// -1 with errno, or -2 to stat locally. blocks, blksize, rdev and btime
+// are the target's (mask: statx's result mask from the target's kernel;
+// STATX_BTIME says there is a birth time).
 struct rstat {
-	long long mode, size, mtime, atime, ctime, ino, dev, nlink, uid, gid;
+	long long mode, size, mtime, atime, ctime, nlink, uid, gid, blocks, blksize, btime;
+	unsigned long long ino, dev, rdev;
+	unsigned mask;
 };
 
 static int remote_stat(int dirfd, const char *path, int follow, struct rstat *st) {
@@ -1418,11 +1425,16 @@ static int remote_stat(int dirfd, const char *path, int follow, struct rstat *st
 	st->mtime = field_ll(resp, 3);
 	st->atime = field_ll(resp, 4);
 	st->ctime = field_ll(resp, 5);
-	st->ino = field_ll(resp, 6);
-	st->dev = field_ll(resp, 7);
+	st->ino = field_ull(resp, 6);
+	st->dev = field_ull(resp, 7);
 	st->nlink = field_ll(resp, 8);
 	st->uid = field_ll(resp, 9);
 	st->gid = field_ll(resp, 10);
+	st->blocks = field_ll(resp, 11);
+	st->blksize = field_ll(resp, 12);
+	st->rdev = field_ull(resp, 13);
+	st->btime = field_ll(resp, 14);
+	st->mask = (unsigned)field_ull(resp, 15);
 	return 0;
 }
 
@@ -1433,11 +1445,12 @@ static int remote_stat(int dirfd, const char *path, int follow, struct rstat *st
 		(buf)->st_size = (r).size;                          \
 		(buf)->st_ino = (r).ino;                            \
 		(buf)->st_dev = (r).dev;                            \
+		(buf)->st_rdev = (r).rdev;                          \
 		(buf)->st_nlink = (r).nlink;                        \
 		(buf)->st_uid = (r).uid;                            \
 		(buf)->st_gid = (r).gid;                            \
-		(buf)->st_blksize = 4096;                           \
-		(buf)->st_blocks = ((r).size + 511) / 512;          \
+		(buf)->st_blksize = (r).blksize;                    \
+		(buf)->st_blocks = (r).blocks;                      \
 		(buf)->st_mtim.tv_sec = (r).mtime / 1000000000LL;   \
 		(buf)->st_mtim.tv_nsec = (r).mtime % 1000000000LL;  \
 		(buf)->st_atim.tv_sec = (r).atime / 1000000000LL;   \
@@ -1503,54 +1516,85 @@ FSTATAT_HOOK(fstatat64, stat64)
 FXSTATAT_HOOK(__fxstatat, stat)
 FXSTATAT_HOOK(__fxstatat64, stat64)
 
+static void statx_time(struct statx_timestamp *t, long long ns) {
+	t->tv_sec = ns / 1000000000LL;
+	t->tv_nsec = ns % 1000000000LL;
+}
+
+// statx: the target's fields, and in stx_mask which ones its kernel gave
+// (the basic ones, and STATX_BTIME where its file system keeps a birth
+// time), whatever the program asked for, as the kernel may. Every answer
+// is fresh from the target, which is what AT_STATX_FORCE_SYNC asks and
+// AT_STATX_DONT_SYNC allows. A bad mask or flag combination is left to
+// the kernel's EINVAL; so is an empty path (the fd itself).
 EXPORT int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf) {
 	struct rstat r;
-	int x = (path && *path) ? remote_stat(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &r) : -2;
+	int bad = (mask & STATX__RESERVED) || (flags & AT_STATX_SYNC_TYPE) == AT_STATX_SYNC_TYPE;
+	int x = (path && *path && !bad) ? remote_stat(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &r) : -2;
 	if (x == -2) return CALL(statx)(dirfd, path, flags, mask, buf);
 	if (x < 0) return -1;
 	memset(buf, 0, sizeof *buf);
-	buf->stx_mask = STATX_BASIC_STATS;
+	buf->stx_mask = r.mask & (STATX_BASIC_STATS | STATX_BTIME);
 	buf->stx_mode = r.mode;
 	buf->stx_size = r.size;
 	buf->stx_ino = r.ino;
 	buf->stx_nlink = r.nlink;
 	buf->stx_uid = r.uid;
 	buf->stx_gid = r.gid;
-	buf->stx_blksize = 4096;
-	buf->stx_blocks = (r.size + 511) / 512;
-	buf->stx_dev_major = (r.dev >> 8) & 0xfff;
-	buf->stx_dev_minor = (r.dev & 0xff) | ((r.dev >> 12) & 0xfff00);
-	buf->stx_mtime.tv_sec = r.mtime / 1000000000LL;
-	buf->stx_mtime.tv_nsec = r.mtime % 1000000000LL;
-	buf->stx_atime.tv_sec = r.atime / 1000000000LL;
-	buf->stx_atime.tv_nsec = r.atime % 1000000000LL;
-	buf->stx_ctime.tv_sec = r.ctime / 1000000000LL;
-	buf->stx_ctime.tv_nsec = r.ctime % 1000000000LL;
+	buf->stx_blksize = r.blksize;
+	buf->stx_blocks = r.blocks;
+	buf->stx_dev_major = major(r.dev);
+	buf->stx_dev_minor = minor(r.dev);
+	buf->stx_rdev_major = major(r.rdev);
+	buf->stx_rdev_minor = minor(r.rdev);
+	statx_time(&buf->stx_mtime, r.mtime);
+	statx_time(&buf->stx_atime, r.atime);
+	statx_time(&buf->stx_ctime, r.ctime);
+	if (r.mask & STATX_BTIME) statx_time(&buf->stx_btime, r.btime);
 	return 0;
 }
 
-// access: existence (and the mode bits for R/W/X, checked as owner).
-static int remote_access(int dirfd, const char *path, int amode) {
-	struct rstat r;
-	int x = remote_stat(dirfd, path, 1, &r);
-	if (x != 0) return x;
-	if (amode == F_OK) return 0;
-	if (((amode & R_OK) && !(r.mode & 0444)) || ((amode & W_OK) && !(r.mode & 0222)) ||
-	    ((amode & X_OK) && !(r.mode & 0111))) {
-		errno = EACCES;
+// access, faccessat (faccessat2's flags included), eaccess, euidaccess:
+// the target's agent checks the path for itself, since it is who opens the
+// target's files for the program (root in the target's container), so
+// access says yes exactly where the program's open would succeed: read and
+// write unless the target's mount is read-only (EROFS), execute when a
+// bit allows it. A bad mode or flag goes to libc for its EINVAL, an empty
+// path with AT_EMPTY_PATH (the fd itself) too.
+static int remote_access(int dirfd, const char *path, int amode, int flags) {
+	char abs[PATH_MAX], req[PATH_MAX + 32], resp[64];
+	if ((amode & ~(R_OK | W_OK | X_OK)) || (flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) || !path ||
+	    !*path || !layer_on() || !files_active || !abspath(dirfd, path, abs, sizeof abs))
+		return -2;
+	int n = snprintf(req, sizeof req, "AX\t%d\t%d\t%s\n", !(flags & AT_SYMLINK_NOFOLLOW), amode, abs);
+	if (n >= (int)sizeof req || request(req, n, resp, sizeof resp, NULL) < 0) return -2;
+	int e = reply_errno(resp);
+	if (e) {
+		errno = e;
 		return -1;
 	}
-	return 0;
+	return strcmp(resp, "OK") == 0 ? 0 : -2;
 }
 
 EXPORT int access(const char *path, int amode) {
-	int x = remote_access(AT_FDCWD, path, amode);
+	int x = remote_access(AT_FDCWD, path, amode, 0);
 	return x == -2 ? CALL(access)(path, amode) : x;
 }
 
 EXPORT int faccessat(int dirfd, const char *path, int amode, int flags) {
-	int x = remote_access(dirfd, path, amode);
+	int x = remote_access(dirfd, path, amode, flags);
 	return x == -2 ? CALL(faccessat)(dirfd, path, amode, flags) : x;
+}
+
+// eaccess and euidaccess reach faccessat inside libc, past the hook.
+EXPORT int eaccess(const char *path, int amode) {
+	int x = remote_access(AT_FDCWD, path, amode, AT_EACCESS);
+	return x == -2 ? CALL(eaccess)(path, amode) : x;
+}
+
+EXPORT int euidaccess(const char *path, int amode) {
+	int x = remote_access(AT_FDCWD, path, amode, AT_EACCESS);
+	return x == -2 ? CALL(euidaccess)(path, amode) : x;
 }
 
 static ssize_t remote_readlink(int dirfd, const char *path, char *buf, size_t len) {
