@@ -210,6 +210,16 @@ func TestSoak(t *testing.T) {
 		if last.Goroutines > maxG+20 || last.FDs > maxF+20 {
 			t.Errorf("mirrord %s: goroutines %d → %d, open files %d → %d: a leak", name, maxG, last.Goroutines, maxF, last.FDs)
 		}
+		// Memory stays where it settled: the Go heap within 8 MiB of its
+		// largest early sample, RSS within 24 MiB (30 minutes carry some
+		// 18,000 of each kind of request, so a leak of even a few
+		// hundred bytes per request shows).
+		maxHeap := slices.MaxFunc(ss[1:3], func(a, b diag.Sample) int { return int(a.HeapBytes) - int(b.HeapBytes) }).HeapBytes
+		maxRSS := slices.MaxFunc(ss[1:3], func(a, b diag.Sample) int { return int(a.RSSBytes) - int(b.RSSBytes) }).RSSBytes
+		if last.HeapBytes > maxHeap+8*mib || last.RSSBytes > maxRSS+24*mib {
+			t.Errorf("mirrord %s: heap %.1f → %.1f MiB, RSS %.1f → %.1f MiB: memory grows", name,
+				float64(maxHeap)/mib, float64(last.HeapBytes)/mib, float64(maxRSS)/mib, float64(last.RSSBytes)/mib)
+		}
 	}
 	b.WriteString("\nPer sample (minutes since the start: RSS MiB / goroutines / open files):\n\n| Minute | mirrord exec | agent |\n|---:|---|---|\n")
 	for i := range max(len(byCmd["exec"]), len(byCmd["agent"])) {
