@@ -139,18 +139,7 @@ func TestReconnect(t *testing.T) {
 			t.Fatalf("outgoing before the drop: %q, want %q", got, svcBody)
 		}
 		// A stolen keep-alive connection, open across the drop.
-		var open net.Conn
-		inNetns(t, f.svc, func() (err error) {
-			open, err = net.DialTimeout("tcp", podIP+":"+port, 3*time.Second)
-			return err
-		})
-		defer open.Close()
-		br := bufio.NewReader(open)
-		io.WriteString(open, "GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
-		open.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
-			t.Fatalf("stolen keep-alive connection: %q, %v", line, err)
-		}
+		open, br := f.openStolen(t, port)
 
 		r.down()
 		cut := time.Now()
@@ -218,18 +207,7 @@ func TestReconnectHalfOpen(t *testing.T) {
 			return body
 		}
 		waitFor(t, "stolen traffic to reach the local app", func() bool { return get("/x") == "hello from local app" })
-		var open net.Conn
-		inNetns(t, f.svc, func() (err error) {
-			open, err = net.DialTimeout("tcp", podIP+":"+port, 3*time.Second)
-			return err
-		})
-		defer open.Close()
-		br := bufio.NewReader(open)
-		io.WriteString(open, "GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
-		open.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
-			t.Fatalf("stolen keep-alive connection: %q, %v", line, err)
-		}
+		open, br := f.openStolen(t, port)
 
 		r.cutCLISide()
 		cut := time.Now()
@@ -253,6 +231,27 @@ func TestReconnectHalfOpen(t *testing.T) {
 			t.Errorf("outgoing after the reconnection: %q, want %q", got, svcBody)
 		}
 	})
+}
+
+// openStolen opens a keep-alive connection from the svc namespace to the
+// pod's port, whose first request the session's local app answers; the
+// reader holds what follows the answer's status line. Closed when the test
+// ends.
+func (f *fixture) openStolen(t *testing.T, port string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	var open net.Conn
+	inNetns(t, f.svc, func() (err error) {
+		open, err = net.DialTimeout("tcp", podIP+":"+port, 3*time.Second)
+		return err
+	})
+	t.Cleanup(func() { open.Close() })
+	br := bufio.NewReader(open)
+	io.WriteString(open, "GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
+	open.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("stolen keep-alive connection: %q, %v", line, err)
+	}
+	return open, br
 }
 
 // TestReconnectGivesUp: when the agent is gone for good, the session

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -29,24 +27,7 @@ import (
 //	relay:  that last step alone: the program's socket connected to a new
 //	        relay listener, and taken from it
 func BenchmarkConnect(b *testing.B) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	dst := netip.MustParseAddrPort(echo.Addr().String())
+	dst := echoServer(b)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -746,13 +746,24 @@ func (l *layerServer) classify(path string, write bool) (fsfilter.Action, string
 	return l.opts.FS.Classify(filepath.Clean(path), write)
 }
 
-func (l *layerServer) stat(ctx context.Context, path string, follow bool) string {
-	act, path := l.classify(path, false)
-	switch act {
+// remoteRead classifies a path the program reads the metadata of: the
+// target's path, or the answer for one the rules keep on this machine
+// ("L") or hide (ENOENT).
+func (l *layerServer) remoteRead(path string) (target, reply string, remote bool) {
+	switch act, target := l.classify(path, false); act {
 	case fsfilter.Local:
-		return "L"
+		return "", "L", false
 	case fsfilter.NotFound:
-		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+		return "", "E\t" + strconv.Itoa(int(syscall.ENOENT)), false
+	default:
+		return target, "", true
+	}
+}
+
+func (l *layerServer) stat(ctx context.Context, path string, follow bool) string {
+	path, reply, remote := l.remoteRead(path)
+	if !remote {
+		return reply
 	}
 	fi, err := l.p.Stat(ctx, path, follow)
 	if err != nil {
@@ -782,12 +793,9 @@ func (l *layerServer) stat(ctx context.Context, path string, follow bool) string
 // errno (the agent's answer: it opens the target's files for the
 // program), or "L" for a local path.
 func (l *layerServer) access(ctx context.Context, path string, mode uint32, follow bool) string {
-	act, path := l.classify(path, false)
-	switch act {
-	case fsfilter.Local:
-		return "L"
-	case fsfilter.NotFound:
-		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	path, reply, remote := l.remoteRead(path)
+	if !remote {
+		return reply
 	}
 	if err := l.p.Access(ctx, path, mode, follow); err != nil {
 		return errnoReply(err)
@@ -797,15 +805,12 @@ func (l *layerServer) access(ctx context.Context, path string, mode uint32, foll
 
 // xattr reads (X) or lists (Y) the extended attributes of a remote path:
 // "V", then the value (or the names, each ending in a NUL as listxattr
-// gives them) in hex: the layer decodes it without a library. The program gets ENODATA, ENOTSUP, ... as the
-// target's file system answers.
+// gives them) in hex: the layer decodes it without a library. The program
+// gets ENODATA, ENOTSUP, ... as the target's file system answers.
 func (l *layerServer) xattr(ctx context.Context, list, follow bool, name, path string) string {
-	act, path := l.classify(path, false)
-	switch act {
-	case fsfilter.Local:
-		return "L"
-	case fsfilter.NotFound:
-		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	path, reply, remote := l.remoteRead(path)
+	if !remote {
+		return reply
 	}
 	var v []byte
 	if list {
@@ -828,12 +833,9 @@ func (l *layerServer) xattr(ctx context.Context, list, follow bool, name, path s
 // statfs describes the target's file system holding a remote path, in
 // the order of struct statfs.
 func (l *layerServer) statfs(ctx context.Context, path string) string {
-	act, path := l.classify(path, false)
-	switch act {
-	case fsfilter.Local:
-		return "L"
-	case fsfilter.NotFound:
-		return "E\t" + strconv.Itoa(int(syscall.ENOENT))
+	path, reply, remote := l.remoteRead(path)
+	if !remote {
+		return reply
 	}
 	s, err := l.p.Statfs(ctx, path)
 	if err != nil {

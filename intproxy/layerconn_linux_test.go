@@ -32,21 +32,7 @@ func programSocket(t *testing.T, family, typ int) int {
 // other socket that reaches the relay's loopback listener first (another
 // local user racing the program) is closed and carries nothing.
 func TestRouteTCPOtherSocket(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	dst := netip.MustParseAddrPort(echo.Addr().String())
+	dst := echoServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p := connectLocalAgent(t, ctx, `{}`)

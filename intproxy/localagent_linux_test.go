@@ -2,7 +2,9 @@ package intproxy
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/mirrord-go/mirrord/agent"
@@ -21,4 +23,25 @@ func connectLocalAgent(tb testing.TB, ctx context.Context, doc string) *Proxy {
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// echoServer serves TCP echo on loopback until the test ends and returns
+// its address.
+func echoServer(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
 }
