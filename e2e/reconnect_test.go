@@ -24,7 +24,8 @@ import (
 
 // TestReconnect: a session outlives what goes away under it: the API
 // server restarting, its own connections to the API server cut, this side
-// stopped for 30 s, the agent's pod deleted, the target's pods replaced.
+// stopped for 30 s, the agent's pod deleted, the target's pods replaced
+// (a Deployment's by new ones, a StatefulSet's under the same name).
 // Each case runs a local app that steals py-serv's port 80 and calls the
 // backend Service on request; the app keeps running throughout, the port
 // goes back to the target's app while the session is away (where the
@@ -233,6 +234,34 @@ func TestReconnect(t *testing.T) {
 		})
 		t.Logf("a new pod stolen %v after the rollout restart", time.Since(restarted).Round(time.Millisecond))
 		outgoing(t, now)
+		say(t, out, "lost the connection to the agent; reconnecting", "starting a new agent", "reconnected to the agent after")
+	})
+
+	// A StatefulSet's pod is replaced under the same name (a rollout
+	// restart): the agent ends with its target, and the session follows
+	// the StatefulSet to the new pod.
+	t.Run("statefulset pod replaced", func(t *testing.T) {
+		ns := c.namespace(t, "mirrord-sts")
+		c.apply(t, fmt.Sprintf(statefulApp, ns, testappImage))
+		c.kubectl(t, "rollout", "status", "-n", ns, "statefulset/web", "--timeout=2m")
+		podIP := func() string {
+			return strings.TrimSpace(c.kubectl(t, "get", "pod", "-n", ns, "web-0", "-o", "jsonpath={.status.podIP}"))
+		}
+		uid := func() string { return c.kubectl(t, "get", "pod", "-n", ns, "web-0", "-o", "jsonpath={.metadata.uid}") }
+		out := c.startLocalIn(t, ns, "preload", "statefulset/web", cfg,
+			"python3", "../integration/testdata/reconnectapp.py", strconv.Itoa(port), "local preload", "http://backend.default:8080/")
+		waitUntil(t, 2*time.Minute, "the steal", func() bool { return stolen(podIP(), "preload") })
+		before := uid()
+		c.kubectl(t, "rollout", "restart", "-n", ns, "statefulset/web")
+		restarted := time.Now()
+		c.kubectl(t, "rollout", "status", "-n", ns, "statefulset/web", "--timeout=3m")
+		var ip string
+		waitUntil(t, 2*time.Minute, "the new web-0 to be stolen", func() bool {
+			ip = podIP()
+			return uid() != before && ip != "" && stolen(ip, "preload")
+		})
+		t.Logf("the new web-0 stolen %v after the rollout restart", time.Since(restarted).Round(time.Millisecond))
+		outgoing(t, ip)
 		say(t, out, "lost the connection to the agent; reconnecting", "starting a new agent", "reconnected to the agent after")
 	})
 
@@ -465,3 +494,31 @@ func targetAnswers(podIP string) bool {
 	body, err := podGet(podIP, "/x", nil)
 	return err == nil && !strings.HasPrefix(body, "local ")
 }
+
+// statefulApp is a StatefulSet of one pod (web-0) of the test app on port
+// 80, in a namespace of the test's own.
+const statefulApp = `
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web, namespace: %[1]s}
+spec:
+  replicas: 1
+  serviceName: web
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: %[2]s
+          imagePullPolicy: Never
+          args: [serve]
+          ports: [{name: http, containerPort: 80}]
+          env:
+            - {name: SERVICE_NAME, value: web}
+            - {name: PORT, value: "80"}
+          readinessProbe:
+            httpGet: {path: /health, port: http}
+            periodSeconds: 2
+`
