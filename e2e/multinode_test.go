@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +17,9 @@ import (
 // TestTwoNodes covers what only a cluster with more than one node shows
 // (E2E_CLUSTER=kind: a control-plane and a worker node, with one py-serv
 // replica on each): the agent must be scheduled on its target's node, a
-// Service's endpoints sit on both nodes, and listing targets spans the
-// nodes. It skips on the single-node processes cluster.
+// Service's endpoints sit on both nodes, listing targets spans the nodes,
+// and a session whose target's node is drained ends cleanly. It skips on
+// the single-node processes cluster.
 func TestTwoNodes(t *testing.T) {
 	c := newCluster(t)
 	c.requireNodes(t, 2)
@@ -121,6 +124,72 @@ func TestTwoNodes(t *testing.T) {
 		if !strings.Contains(out, onControl.Metadata.Name) {
 			t.Errorf("GET %s from %s's network: %q, want %s", url, onWorker.Metadata.Name, out, onControl.Metadata.Name)
 		}
+	})
+
+	// The worker is drained under a session whose target is the
+	// worker's replica: the target pod is evicted (its replacement cannot
+	// be scheduled while the worker is cordoned: the topology spread),
+	// so the session cannot go on. It ends with one clear message and a
+	// non-zero status, and leaves nothing behind.
+	t.Run("the worker drained under a pod target", func(t *testing.T) {
+		outFile := filepath.Join(t.TempDir(), "out")
+		out, err := os.Create(outFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		cmd := exec.Command(buildMirrord(t), "exec", "--kubeconfig", c.kubeconfig, "--agent-image", agentImage,
+			"-t", target, "-n", fixtureNamespace, "--", "sh", "-c", "echo ready; exec sleep 600")
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var werr error
+		done := make(chan struct{})
+		go func() { werr = cmd.Wait(); close(done) }()
+		defer func() {
+			select {
+			case <-done:
+			default:
+				cmd.Process.Kill()
+				<-done
+			}
+		}()
+		waitUntil(t, 2*time.Minute, "the session to start", func() bool { return strings.Contains(readFile(outFile), "ready\n") })
+		c.checkAgentOn(t, worker)
+		defer func() {
+			c.kubectl(t, "uncordon", worker)
+			waitUntil(t, 3*time.Minute, "a "+pyServ+" replica ready on each node again", func() bool {
+				// The evicted replica's successor, not the evicted one
+				// still terminating.
+				nodes := map[string]bool{}
+				for _, p := range c.fixturePods(t, pyServ) {
+					nodes[p.Spec.NodeName] = nodes[p.Spec.NodeName] || p.Metadata.Name != onWorker.Metadata.Name
+				}
+				return nodes[control] && nodes[worker]
+			})
+		}()
+		drained := time.Now()
+		if out, err := c.run(t.Context(), "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2m"); err != nil {
+			t.Fatalf("kubectl drain %s: %v\n%s", worker, err, out)
+		}
+		select {
+		case <-done:
+		case <-time.After(2 * time.Minute):
+			t.Fatal("the session still runs 2 minutes after its target's node was drained")
+		}
+		said := readFile(outFile)
+		t.Logf("the session ended %v after the drain began: %v\n%s", time.Since(drained).Round(100*time.Millisecond), werr, said)
+		if werr == nil {
+			t.Fatalf("the session exited 0 after its target was evicted")
+		}
+		if !strings.Contains(said, "lost the connection to the agent and could not reconnect") || !strings.Contains(said, onWorker.Metadata.Name) {
+			t.Errorf("the session's last words do not say why, naming the target")
+		}
+		waitUntil(t, time.Minute, "the agent's Job, pods and Secret to be removed", func() bool {
+			left := c.kubectl(t, "get", "jobs,pods,secrets", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
+			return strings.TrimSpace(left) == ""
+		})
 	})
 	waitUntil(t, time.Minute, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })
 }
