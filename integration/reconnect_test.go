@@ -111,7 +111,7 @@ func (r *relay) up() {
 
 // TestReconnect: the connection between the CLI and the agent drops and
 // stays down for longer than the agent's TTL. The program keeps running; a
-// connection stolen before the drop is closed; the stolen port goes back
+// connection stolen before the drop is closed, an outgoing one reset; the stolen port goes back
 // to the target's app while the session is away; once the way to the agent
 // is back, the session reconnects within 5 s, the port is stolen again and
 // new outgoing connections (with DNS) go through the agent. The progress
@@ -128,8 +128,10 @@ func TestReconnect(t *testing.T) {
 		defer func() { agent.Process.Kill(); agent.Wait() }()
 		r := newRelay(t, f.agentAddr)
 		f.agentAddr = r.addr
-		cmd, outFile := f.startLocal(t, append(engine, "--steal", "-t", "pid/1"),
-			"python3", "testdata/reconnectapp.py", port, "hello from local app")
+		// Next to the local app, a process that holds an outgoing
+		// connection open across the drop.
+		cmd, outFile := f.startLocal(t, append(engine, "--steal", "-t", "pid/1"), "sh", "-c",
+			"python3 testdata/holdconn.py "+svcIP+" 8080 & exec python3 testdata/reconnectapp.py "+port+" 'hello from local app'")
 		get := func(path string) string {
 			body, _ := f.podGet(t, "http://"+podIP+":"+port+path)
 			return body
@@ -138,6 +140,8 @@ func TestReconnect(t *testing.T) {
 		if got := get("/out"); got != svcBody {
 			t.Fatalf("outgoing before the drop: %q, want %q", got, svcBody)
 		}
+		said := func() string { b, _ := os.ReadFile(outFile); return string(b) }
+		waitFor(t, "the outgoing connection to be held", func() bool { return strings.Contains(said(), "held\n") })
 		// A stolen keep-alive connection, open across the drop.
 		open, br := f.openStolen(t, port)
 
@@ -147,6 +151,10 @@ func TestReconnect(t *testing.T) {
 			return get("/x") == "hello from original app"
 		})
 		t.Logf("the target's app answered %v after the drop", time.Since(cut).Round(time.Millisecond))
+		waitFor(t, "the outgoing connection open across the drop to be reset", func() bool { return strings.Contains(said(), "ended: ") })
+		if !strings.Contains(said(), "ended: reset\n") {
+			t.Errorf("the outgoing connection open across the drop did not end with a reset:\n%s", said())
+		}
 		open.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := io.ReadAll(br); err != nil && !isReset(err) {
 			t.Errorf("the connection stolen before the drop: %v; want it closed or reset", err)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 	"github.com/mirrord-go/mirrord/config"
 	"github.com/mirrord-go/mirrord/envfilter"
 	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 	"github.com/mirrord-go/mirrord/version"
 )
 
@@ -193,6 +195,12 @@ const openWait = 5 * time.Second
 // open opens a stream, bounded by ctx. While the proxy reconnects it waits
 // for the new connection (up to openWait).
 func (p *Proxy) open(ctx context.Context) (*yamux.Stream, error) {
+	st, _, err := p.openOn(ctx)
+	return st, err
+}
+
+// openOn is open that also says which session the stream is on.
+func (p *Proxy) openOn(ctx context.Context) (*yamux.Stream, *yamux.Session, error) {
 	for {
 		sess, changed := p.current()
 		st, err := sess.OpenStream()
@@ -200,7 +208,7 @@ func (p *Proxy) open(ctx context.Context) (*yamux.Stream, error) {
 			if dl, ok := ctx.Deadline(); ok {
 				st.SetDeadline(dl)
 			}
-			return st, nil
+			return st, sess, nil
 		}
 		t := time.NewTimer(openWait)
 		select {
@@ -212,7 +220,7 @@ func (p *Proxy) open(ctx context.Context) (*yamux.Stream, error) {
 		case <-t.C:
 		}
 		t.Stop()
-		return nil, fmt.Errorf("the agent connection is closed: %w", err)
+		return nil, nil, fmt.Errorf("the agent connection is closed: %w", err)
 	}
 }
 
@@ -354,7 +362,7 @@ func (p *Proxy) dialRemoteTCP(ctx context.Context, dst netip.AddrPort) (net.Conn
 // dialRemote opens a stream connection in the target: the stream then
 // carries its bytes.
 func (p *Proxy) dialRemote(ctx context.Context, req *protocol.DialRequest) (net.Conn, error) {
-	st, err := p.open(ctx)
+	st, sess, err := p.openOn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +376,24 @@ func (p *Proxy) dialRemote(ctx context.Context, req *protocol.DialRequest) (net.
 		return nil, err
 	}
 	st.SetDeadline(time.Time{})
-	return st, nil
+	return &remoteConn{Stream: st, sess: sess}, nil
+}
+
+// remoteConn is a connection the agent made for the program. When the
+// session under it ends, its stream reads io.EOF as if the far side had
+// ended it; Read says relay.ErrAborted instead, so that the program's side
+// is reset (as a connection whose path broke is), not closed cleanly.
+type remoteConn struct {
+	*yamux.Stream
+	sess *yamux.Session
+}
+
+func (c *remoteConn) Read(b []byte) (int, error) {
+	n, err := c.Stream.Read(b)
+	if err == io.EOF && c.sess.IsClosed() {
+		err = relay.ErrAborted
+	}
+	return n, err
 }
 
 // DialUDP returns a datagram connection to dst: each Write sends one

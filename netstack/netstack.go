@@ -174,7 +174,7 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
-	in := gonet.NewTCPConn(&wq, ep)
+	in := &programConn{gonet.NewTCPConn(&wq, ep), ep}
 	ns.wg.Add(1)
 	go func() {
 		defer ns.wg.Done()
@@ -184,6 +184,19 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		in.Close()
 		out.Close()
 	}()
+}
+
+// programConn is the program's end of a TCP connection: Abort resets it
+// (relay.Abort, when the way to the agent is lost), so that the program
+// sees ECONNRESET, not an orderly end.
+type programConn struct {
+	*gonet.TCPConn
+	ep tcpip.Endpoint
+}
+
+func (c *programConn) Abort() {
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
+	c.Close()
 }
 
 func (ns *Stack) forwardUDP(r *udp.ForwarderRequest) bool {
