@@ -42,9 +42,15 @@ func TestReconnect(t *testing.T) {
 		waitUntil(t, 2*time.Minute, "both "+pyServ+" pods to be ready", func() bool { return len(c.fixturePods(t, pyServ)) == 2 })
 		return c.fixturePods(t, pyServ)
 	}
+	// start runs the local app, and next to it a process that holds a
+	// connection to the backend open across the fault: it must end
+	// reset (its bytes lost), not cleanly (say checks).
 	start := func(t *testing.T, engine, target string) string {
-		return c.startLocal(t, engine, target, cfg,
-			"python3", "../integration/testdata/reconnectapp.py", strconv.Itoa(port), "local "+engine, "http://backend:8080/")
+		out := c.startLocal(t, engine, target, cfg, "sh", "-c",
+			"python3 ../integration/testdata/holdconn.py backend 8080 & "+
+				"exec python3 ../integration/testdata/reconnectapp.py "+strconv.Itoa(port)+" 'local "+engine+"' http://backend:8080/")
+		waitUntil(t, 2*time.Minute, "the connection to the backend to be held", func() bool { return strings.Contains(readFile(out), "held\n") })
+		return out
 	}
 	stolen := func(podIP, engine string) bool {
 		body, _ := podGet(podIP, "/x", nil)
@@ -58,6 +64,10 @@ func TestReconnect(t *testing.T) {
 	}
 	say := func(t *testing.T, out string, want ...string) {
 		t.Helper()
+		if strings.Contains(readFile(out), "held\n") {
+			waitUntil(t, 10*time.Second, "the held connection to end", func() bool { return strings.Contains(readFile(out), "ended: ") })
+			want = append(want, "ended: reset\n")
+		}
 		for _, w := range want {
 			if !strings.Contains(readFile(out), w) {
 				t.Errorf("output lacks %q:\n%s", w, readFile(out))
