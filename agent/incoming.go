@@ -195,9 +195,13 @@ func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*su
 		}
 	}
 	// The subscription the session had before it reconnected gives way
-	// to this one, the redirect staying in place.
-	in.subs[port] = slices.DeleteFunc(in.subs[port], func(old *subscription) bool { return old.handedOver && old.sess == sess })
+	// to this one (below, once this one is sure to be made), the
+	// redirect staying in place.
+	mine := func(old *subscription) bool { return old.handedOver && old.sess == sess }
 	for _, old := range in.subs[port] {
+		if mine(old) {
+			continue
+		}
 		if !old.shares(sub) {
 			// EADDRINUSE (the reply's code) tells the client it is
 			// the port that is taken: on_concurrent_steal decides.
@@ -244,7 +248,7 @@ func (in *incoming) subscribe(sess *yamux.Session, req *protocol.Subscribe) (*su
 			}
 		}
 	}
-	in.subs[port] = append(in.subs[port], sub)
+	in.subs[port] = append(slices.DeleteFunc(in.subs[port], mine), sub)
 	in.a.log.Info("subscribed", "port", port, "mirror", mirror, "filtered", sub.filter != nil)
 	return sub, nil
 }
