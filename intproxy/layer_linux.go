@@ -517,18 +517,6 @@ func inetSocket(fd, typ int) (int, error) {
 	return family, nil
 }
 
-// sockaddrPort is an internet socket address as an AddrPort (IPv4-mapped
-// addresses as IPv4).
-func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // routeUnix answers a connect of a stream socket to a unix socket path:
 // "L", or the errno of the target's connect, or the path of a listener
 // relaying to the target's socket (see RelayUnix).

@@ -131,15 +131,8 @@ func (p *Proxy) DialProgram(ctx context.Context, dst, client netip.AddrPort) (c 
 				berr = gerr
 				return
 			}
-			var port int
-			switch a := lsa.(type) {
-			case *unix.SockaddrInet4:
-				port = a.Port
-			case *unix.SockaddrInet6:
-				port = a.Port
-			}
 			forget() // a retried attempt
-			key = deliveryKey{from: netip.AddrPortFrom(from, uint16(port)), port: dst.Port()}
+			key = deliveryKey{from: netip.AddrPortFrom(from, sockaddrPort(lsa).Port()), port: dst.Port()}
 			ent = p.peers.add(key, normalPeer(client))
 		})
 		if cerr != nil {
