@@ -15,16 +15,10 @@ import (
 	"time"
 )
 
-// copyTargetApp is a Deployment of two replicas behind a Service, in a
-// namespace of the test's own (copy_target.scale_down scales it to 0).
-const copyTargetApp = `
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: %[1]s}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
+// webPodTemplate is the pod template of the test's "web" workloads (the
+// test app on port 80, labelled app=web; %[2]s is its image), under a
+// workload's spec.
+const webPodTemplate = `  template:
     metadata: {labels: {app: web}}
     spec:
       terminationGracePeriodSeconds: 1
@@ -41,7 +35,18 @@ spec:
           readinessProbe:
             httpGet: {path: /health, port: http}
             periodSeconds: 2
----
+`
+
+// copyTargetApp is a Deployment of two replicas behind a Service, in a
+// namespace of the test's own (copy_target.scale_down scales it to 0).
+const copyTargetApp = `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: %[1]s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+` + webPodTemplate + `---
 apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: %[1]s}

@@ -121,13 +121,7 @@ func TestReconnect(t *testing.T) {
 	const port = "8895"
 	f.serveHTTP(f.pod, podIP+":"+port, "hello from original app")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
-		// An agent per engine: with a TTL of 1 s, one would end between
-		// the two.
-		agent := f.startAgent("--ttl", "1s")
-		defer func() { agent.Process.Kill(); agent.Wait() }()
-		r := newRelay(t, f.agentAddr)
-		f.agentAddr = r.addr
+		r := f.relayedAgent(t)
 		// Next to the local app, a process that holds an outgoing
 		// connection open across the drop.
 		cmd, outFile := f.startLocal(t, append(engine, "--steal", "-t", "pid/1"), "sh", "-c",
@@ -202,11 +196,7 @@ func TestReconnectHalfOpen(t *testing.T) {
 	const port = "8896"
 	f.serveHTTP(f.pod, podIP+":"+port, "hello from original app")
 	eachEngine(t, func(t *testing.T, engine ...string) {
-		waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
-		agent := f.startAgent("--ttl", "1s")
-		defer func() { agent.Process.Kill(); agent.Wait() }()
-		r := newRelay(t, f.agentAddr)
-		f.agentAddr = r.addr
+		r := f.relayedAgent(t)
 		cmd, outFile := f.startLocal(t, append(engine, "--steal", "-t", "pid/1"),
 			"python3", "testdata/reconnectapp.py", port, "hello from local app")
 		defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
@@ -239,6 +229,20 @@ func TestReconnectHalfOpen(t *testing.T) {
 			t.Errorf("outgoing after the reconnection: %q, want %q", got, svcBody)
 		}
 	})
+}
+
+// relayedAgent starts an agent with a TTL of 1 s (one per engine: a
+// shared one would end between the two), once no subscription is left from
+// before, and makes the fixture's sessions reach it through a relay, which
+// the test cuts. The agent is killed when t ends.
+func (f *fixture) relayedAgent(t *testing.T) *relay {
+	t.Helper()
+	waitFor(t, "no subscription left from before", func() bool { return f.nftRules(t) == 0 })
+	agent := f.startAgent("--ttl", "1s")
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	r := newRelay(t, f.agentAddr)
+	f.agentAddr = r.addr
+	return r
 }
 
 // openStolen opens a keep-alive connection from the svc namespace to the
