@@ -12,12 +12,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/mirrord-go/mirrord/kube"
 )
 
 var (
@@ -431,21 +434,22 @@ func TestAgentNotReachableFromCluster(t *testing.T) {
 	})
 	// From the node (this machine). A refusal, not a timeout: the pod's
 	// IP is reached, and nothing listens on it.
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "44128"), 3*time.Second)
+	port := strconv.Itoa(kube.AgentPort)
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, port), 3*time.Second)
 	if err == nil {
 		conn.Close()
 		t.Fatalf("the agent answers on its pod IP %s: any pod of the cluster can reach it", ip)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Errorf("dial %s:44128 from the node: %v, want connection refused (the pod reached, no listener)", ip, err)
+		t.Errorf("dial %s from the node: %v, want connection refused (the pod reached, no listener)", net.JoinHostPort(ip, port), err)
 	}
 	// From a pod: the target's own, on the agent's node.
 	target := strings.TrimSpace(c.kubectl(t, "get", "pods", "-n", fixtureNamespace, "-l", "app="+pyServ, "-o", "jsonpath={.items[0].metadata.name}"))
 	// testapp get fails, printing why on stderr.
-	_, gerr := c.run(t.Context(), "exec", "-n", fixtureNamespace, target, "--", "/testapp", "get", "http://"+net.JoinHostPort(ip, "44128")+"/")
+	_, gerr := c.run(t.Context(), "exec", "-n", fixtureNamespace, target, "--", "/testapp", "get", "http://"+net.JoinHostPort(ip, port)+"/")
 	got := fmt.Sprint(gerr)
 	if !strings.Contains(got, "connection refused") {
-		t.Errorf("GET %s:44128 from pod %s: %s, want connection refused", ip, target, got)
+		t.Errorf("GET %s from pod %s: %s, want connection refused", net.JoinHostPort(ip, port), target, got)
 	}
 	t.Logf("agent pod %s: %v from the node; from pod %s: %s (the session runs through the port-forward)", ip, err, target, strings.TrimSpace(got))
 }

@@ -25,8 +25,15 @@ import (
 )
 
 // AgentPort is the port the agent listens on inside its pod. The pod has
-// its own network namespace, so a fixed port cannot clash.
-const AgentPort = 44128
+// its own network namespace, so a fixed port cannot clash with another
+// listener. It lies below Linux's default ephemeral port range
+// (net.ipv4.ip_local_port_range, 32768-60999), from which connect() picks
+// source ports: the CLI's port-forwards dial the pod's loopback while the
+// agent starts, and one such dial whose source port was the agent's own
+// (44128 once was) connects to itself (TCP simultaneous open), holding
+// the port, so that the agent's listen fails with "address already in
+// use".
+const AgentPort = 24128
 
 // Agent is a running agent pod.
 type Agent struct {

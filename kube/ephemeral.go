@@ -27,9 +27,12 @@ var ephemeralCapabilities = []string{"NET_ADMIN", "SYS_PTRACE"}
 
 // Ephemeral agents listen on a port of the target pod's loopback in
 // [ephemeralPortBase, ephemeralPortBase+ephemeralPortSpan): each session
-// has its own agent in the pod, so the port cannot be fixed.
+// has its own agent in the pod, so the port cannot be fixed. The range is
+// below the kernel's default ephemeral ports, for the reason given at
+// AgentPort: no connect() in the pod, the port-forwards' included, picks
+// one of them as its source port.
 const (
-	ephemeralPortBase = 44128
+	ephemeralPortBase = 24128
 	ephemeralPortSpan = 2000
 )
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,7 +37,7 @@ func fakePortForwardServer(t *testing.T, maxMessage *atomic.Int64) *httptest.Ser
 			http.Error(w, "SPDY is not passed here", http.StatusBadRequest)
 			return
 		}
-		if r.URL.Query().Get("ports") != "44128" {
+		if r.URL.Query().Get("ports") != strconv.Itoa(AgentPort) {
 			http.Error(w, `query parameter "port" is required`, http.StatusBadRequest)
 			return
 		}
