@@ -18,7 +18,8 @@ import (
 // (E2E_CLUSTER=kind: a control-plane and a worker node, with one py-serv
 // replica on each): the agent must be scheduled on its target's node, a
 // Service's endpoints sit on both nodes, listing targets spans the nodes,
-// and a session whose target's node is drained ends cleanly. It skips on
+// and a session whose target's node is drained ends cleanly (pod/) or
+// follows its workload to the other node (deploy/). It skips on
 // the single-node processes cluster.
 func TestTwoNodes(t *testing.T) {
 	c := newCluster(t)
@@ -190,6 +191,77 @@ func TestTwoNodes(t *testing.T) {
 			left := c.kubectl(t, "get", "jobs,pods,secrets", "-n", fixtureNamespace, "-l", "app=mirrord", "-o", "name")
 			return strings.TrimSpace(left) == ""
 		})
+	})
+
+	// The same drain under a deploy/ target: the session follows its
+	// workload to the replica left on the control-plane node (a new agent
+	// there) and steals it, without the program noticing.
+	t.Run("the worker drained under a deploy target", func(t *testing.T) {
+		// deploy/ picks the oldest ready replica: make it the worker's by
+		// replacing the control-plane's.
+		var onW, onC pod
+		for _, p := range c.fixturePods(t, pyServ) {
+			if p.Spec.NodeName == worker {
+				onW = p
+			} else {
+				c.kubectl(t, "delete", "pod", "-n", fixtureNamespace, p.Metadata.Name, "--wait=true")
+			}
+		}
+		if onW.Metadata.Name == "" {
+			t.Fatalf("no %s replica on %s", pyServ, worker)
+		}
+		waitUntil(t, 2*time.Minute, "a new "+pyServ+" replica ready on "+control, func() bool {
+			for _, p := range c.fixturePods(t, pyServ) {
+				if p.Spec.NodeName == control {
+					onC = p
+					return true
+				}
+			}
+			return false
+		})
+		const body = "local via deploy"
+		out := c.startLocalApp(t, "preload", "deploy/"+pyServ, 18193, body,
+			`{"feature": {"network": {"incoming": {"mode": "steal", "port_mapping": [[18193, 80]]}}}}`)
+		waitUntil(t, 2*time.Minute, "the steal of the worker's replica", func() bool {
+			got, _ := podGet(onW.Status.PodIP, "/", nil)
+			return got == body
+		})
+		c.checkAgentOn(t, worker)
+		defer func() {
+			c.kubectl(t, "uncordon", worker)
+			waitUntil(t, 3*time.Minute, "a "+pyServ+" replica ready on each node again", func() bool {
+				nodes := map[string]bool{}
+				for _, p := range c.fixturePods(t, pyServ) {
+					nodes[p.Spec.NodeName] = nodes[p.Spec.NodeName] || p.Metadata.Name != onW.Metadata.Name
+				}
+				return nodes[control] && nodes[worker]
+			})
+		}()
+		drained := time.Now()
+		if out, err := c.run(t.Context(), "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2m"); err != nil {
+			t.Fatalf("kubectl drain %s: %v\n%s", worker, err, out)
+		}
+		waitUntil(t, 2*time.Minute, "the session to steal the replica on "+control, func() bool {
+			got, _ := podGet(onC.Status.PodIP, "/", nil)
+			return got == body
+		})
+		t.Logf("the replica on %s stolen %v after the drain began", control, time.Since(drained).Round(100*time.Millisecond))
+		waitUntil(t, time.Minute, "the evicted agent's pod to go", func() bool {
+			var list podList
+			c.getJSON(t, &list, "pods", "-n", fixtureNamespace, "-l", "app=mirrord")
+			for _, p := range list.Items {
+				if p.Spec.NodeName != control {
+					return false
+				}
+			}
+			return len(list.Items) > 0
+		})
+		said := readFile(out)
+		for _, w := range []string{"lost the connection to the agent; reconnecting", "starting a new agent", "reconnected to the agent after"} {
+			if !strings.Contains(said, w) {
+				t.Errorf("output lacks %q:\n%s", w, said)
+			}
+		}
 	})
 	waitUntil(t, time.Minute, "agent jobs to be removed", func() bool { return len(c.agentJobs(t)) == 0 })
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +26,8 @@ import (
 // TestReconnect: a session outlives what goes away under it: the API
 // server restarting, its own connections to the API server cut, this side
 // stopped for 30 s, the agent's pod deleted, the target's pods replaced
-// (a Deployment's by new ones, a StatefulSet's under the same name).
+// (a Deployment's and an Argo Rollout's by new ones, a StatefulSet's
+// under the same name).
 // Each case runs a local app that steals py-serv's port 80 and calls the
 // backend Service on request; the app keeps running throughout, the port
 // goes back to the target's app while the session is away (where the
@@ -270,6 +272,42 @@ func TestReconnect(t *testing.T) {
 		say(t, out, "lost the connection to the agent; reconnecting", "starting a new agent", "reconnected to the agent after")
 	})
 
+	// An Argo Rollout's pod is replaced. The clusters run no Argo
+	// controller: the test installs the Rollout CRD, a Rollout, and the
+	// ReplicaSet Argo would make for it (mirrord reads only the
+	// Rollout's selector); the ReplicaSet replaces the deleted pod.
+	t.Run("rollout pod replaced", func(t *testing.T) {
+		c.installRolloutCRD(t)
+		ns := c.namespace(t, "mirrord-rollout")
+		c.apply(t, fmt.Sprintf(rolloutApp, ns, testappImage))
+		var old pod
+		waitUntil(t, 2*time.Minute, "the rollout's pod to be ready", func() bool {
+			pods := c.fixturePodsIn(t, ns, "app=web")
+			if len(pods) == 1 {
+				old = pods[0]
+			}
+			return len(pods) == 1
+		})
+		out := c.startLocalIn(t, ns, "preload", "rollout/web", cfg,
+			"python3", "../integration/testdata/reconnectapp.py", strconv.Itoa(port), "local preload", "http://backend.default:8080/")
+		waitUntil(t, 2*time.Minute, "the steal", func() bool { return stolen(old.Status.PodIP, "preload") })
+		c.kubectl(t, "delete", "pod", "-n", ns, old.Metadata.Name, "--wait=false")
+		replaced := time.Now()
+		var ip string
+		waitUntil(t, 2*time.Minute, "the rollout's new pod to be stolen", func() bool {
+			for _, p := range c.fixturePodsIn(t, ns, "app=web") {
+				if p.Metadata.Name != old.Metadata.Name && stolen(p.Status.PodIP, "preload") {
+					ip = p.Status.PodIP
+					return true
+				}
+			}
+			return false
+		})
+		t.Logf("the rollout's new pod stolen %v after the old one was deleted", time.Since(replaced).Round(time.Millisecond))
+		outgoing(t, ip)
+		say(t, out, "lost the connection to the agent; reconnecting", "starting a new agent", "reconnected to the agent after")
+	})
+
 	// Nothing is left behind by any of them once their sessions ended.
 	c.waitNothingLeft(t, time.Minute)
 }
@@ -502,6 +540,60 @@ func targetAnswers(podIP string) bool {
 
 // statefulApp is a StatefulSet of one pod (web-0) of the test app on port
 // 80, in a namespace of the test's own.
+// rolloutApp is an Argo Rollout of one web replica, with the ReplicaSet
+// Argo's controller would make for it (the clusters run none).
+const rolloutApp = `
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web, namespace: %[1]s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+` + webPodTemplate + `---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web-6d4f8b, namespace: %[1]s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+` + webPodTemplate
+
+// rolloutCRD is Argo Rollouts' CustomResourceDefinition, without its
+// schema: enough to create Rollout objects that mirrord reads.
+const rolloutCRD = `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: rollouts.argoproj.io}
+spec:
+  group: argoproj.io
+  scope: Namespaced
+  names: {kind: Rollout, listKind: RolloutList, plural: rollouts, singular: rollout, shortNames: [ro]}
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`
+
+// installRolloutCRD installs rolloutCRD until the test ends, unless the
+// cluster has it already (then it is left as found).
+func (c *cluster) installRolloutCRD(t *testing.T) {
+	t.Helper()
+	if _, err := c.run(t.Context(), "get", "crd", "rollouts.argoproj.io"); err == nil {
+		return
+	}
+	c.apply(t, rolloutCRD)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := c.run(ctx, "delete", "crd", "rollouts.argoproj.io", "--wait=true"); err != nil {
+			t.Errorf("deleting the Rollout CRD: %v", err)
+		}
+	})
+	c.kubectl(t, "wait", "--for=condition=Established", "crd/rollouts.argoproj.io", "--timeout=30s")
+}
+
 const statefulApp = `
 apiVersion: apps/v1
 kind: StatefulSet
