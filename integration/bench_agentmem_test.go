@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mirrord-go/mirrord/integration/abuse"
 )
 
 const (
@@ -36,13 +38,13 @@ func (s memSample) mib() (string, string) {
 // sampleSettled samples the agent every 200 ms until its RSS stops
 // growing (three samples within 256 KiB) or 10 s pass, and returns the
 // last sample.
-func (ab *abuse) sampleSettled() memSample {
+func sampleSettled(pid int) memSample {
 	var last memSample
 	steady := 0
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && steady < 3; {
 		time.Sleep(200 * time.Millisecond)
-		rss, anon := ab.rss()
-		s := memSample{rss, anon, ab.fds()}
+		rss, anon := abuse.Resident(pid)
+		s := memSample{rss, anon, abuse.OpenFiles(pid)}
 		if d := s.rss - last.rss; d < 256<<10 && d > -(256<<10) {
 			steady++
 		} else {
@@ -107,7 +109,7 @@ func (f *fixture) holdConns(t *testing.T, addr, want string, n int) []net.Conn {
 // connections of a busy service), whole and with an HTTP filter. It
 // writes its section of bench/results.md.
 func TestBenchAgentMemory(t *testing.T) {
-	raiseNoFile(t, 65536)
+	abuse.RaiseNoFile(t, 65536)
 	f := newFixture(t)
 	startNodeEcho(t, f.pod, agentMemPort, "orig")
 	type row struct {
@@ -121,8 +123,8 @@ func TestBenchAgentMemory(t *testing.T) {
 	} {
 		// An agent of its own: Go keeps the heap an earlier mode grew.
 		agent := f.startAgent("--ttl", "60s")
-		ab := &abuse{f: f, pid: agent.Process.Pid}
-		idle := ab.sampleSettled()
+		pid := agent.Process.Pid
+		idle := sampleSettled(pid)
 		cfg := writeConfig(t, `{"target": "pid/1", "feature": {"fs": "local", "network": {"dns": false, "incoming": `+mode.incoming+`}}}`)
 		app, appOut := f.startLocal(t, []string{"--engine", "preload", "-f", cfg}, "node", "testdata/echoserver.js", agentMemPort, "local", "600000")
 		var err error
@@ -137,9 +139,9 @@ func TestBenchAgentMemory(t *testing.T) {
 				t.Fatalf("%s: the steal did not start: %v\nmirrord:\n%s", mode.name, err, b)
 			}
 		}
-		r := row{mode: mode.name, idle: idle, session: ab.sampleSettled()}
+		r := row{mode: mode.name, idle: idle, session: sampleSettled(pid)}
 		conns := f.holdConns(t, podIP+":"+agentMemPort, "local", agentMemConns)
-		r.held = ab.sampleSettled()
+		r.held = sampleSettled(pid)
 		t.Logf("%s: session %+v, with %d connections %+v", mode.name, r.session, agentMemConns, r.held)
 		for _, c := range conns {
 			c.Close()

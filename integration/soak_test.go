@@ -19,6 +19,9 @@ import (
 	"github.com/mirrord-go/mirrord/diag"
 )
 
+// mib is a mebibyte, for memory figures.
+const mib = 1 << 20
+
 const soakSection = "## Soak: one session under mixed traffic"
 
 // soakCounts is the soak program's last "soak {...}" line.
