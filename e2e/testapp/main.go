@@ -8,6 +8,9 @@
 //	                         (HTTP/2 and HTTP/1.1 by ALPN)
 //	testapp get URL          GET URL, print the body (exit 1 on errors/non-2xx)
 //	testapp lookup NAME      resolve NAME with the pod's resolv.conf, print addresses
+//	testapp abuse-origin     the target's app of the abuse tests (package
+//	                         integration/abuse: "orig <body length>", /big 8 MiB),
+//	                         HTTP/1.1 and h2c on $PORT (default 80)
 //
 // Server endpoints (GET unless noted):
 //
@@ -41,6 +44,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mirrord-go/mirrord/integration/abuse"
 )
 
 func main() {
@@ -58,14 +63,29 @@ func main() {
 		err = get(args[1])
 	case args[0] == "lookup" && len(args) == 2:
 		err = lookup(args[1])
+	case args[0] == "abuse-origin" && len(args) == 1:
+		err = abuseOrigin()
 	default:
-		fmt.Fprintln(os.Stderr, "usage: testapp serve | get URL | lookup NAME")
+		fmt.Fprintln(os.Stderr, "usage: testapp serve | get URL | lookup NAME | abuse-origin")
 		os.Exit(2)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testapp:", err)
 		os.Exit(1)
 	}
+}
+
+// abuseOrigin serves abuse.OrigHandler until SIGTERM.
+func abuseOrigin() error {
+	ln, err := net.Listen("tcp", ":"+env("PORT", "80"))
+	if err != nil {
+		return err
+	}
+	srv := abuse.Serve(ln, nil)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	<-sig
+	return srv.Close()
 }
 
 func env(key, def string) string {
