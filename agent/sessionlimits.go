@@ -16,9 +16,10 @@ import (
 // What the agent holds per stream is bounded by flow control: the bytes a
 // session's program sent that the destination has not read yet stay in
 // the stream's receive buffer, at most agentWindow (yamux grants no more
-// until they are read), plus the relay's copy buffer (32 KiB, 256 KiB
+// until they are read) in a bytes.Buffer that grows by doubling (so up to
+// twice that allocated), plus the relay's copy buffer (32 KiB, 256 KiB
 // during a bulk transfer). So one session can make the agent hold at most
-// DefaultMaxConnections × (agentWindow + 2 × 256 KiB) — and only if every
+// DefaultMaxConnections × (2 × agentWindow + 2 × 256 KiB) — and only if every
 // one of its connections is stalled mid-upload at once; the count is what
 // keeps a runaway program (a connection leak, a load test) from taking
 // the agent's pod, and its memory limit, down for every session.
