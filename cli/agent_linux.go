@@ -21,7 +21,7 @@ var agentVars = kong.Vars{"agent_max_connections": strconv.Itoa(agent.DefaultMax
 type AgentCmd struct {
 	TargetPID          int           `name:"target-pid" help:"Process whose namespaces to work in. Absent: targetless (the agent's own)."`
 	ContainerID        string        `name:"container-id" help:"Container (runtime ID) whose namespaces to work in; the agent finds its process under /proc."`
-	Listen             string        `name:"listen" default:"0.0.0.0:0" help:"Address to listen on for clients."`
+	Listen             string        `name:"listen" default:"127.0.0.1:0" help:"Address to listen on for clients. One that other machines reach needs a session token (MIRRORD_AGENT_TOKEN)."`
 	TTL                time.Duration `name:"ttl" default:"0s" help:"How long to keep running after the last client left; 0 (the default for an agent started by hand) serves until stopped. mirrord gives the agents it starts agent.ttl."`
 	FirstClientTimeout time.Duration `name:"first-client-timeout" default:"0s" help:"How long to wait for the first client; 0 waits until stopped."`
 	CopyPod            string        `name:"copy-pod" help:"NAMESPACE/NAME of the target copy (feature.copy_target) to delete when the agent exits, with the pod's service account."`
@@ -41,6 +41,9 @@ func (c *AgentCmd) Run(env *Env) error {
 	defer srv.close()
 	ctx, log := srv.ctx, srv.log
 	token := agentToken(env)
+	if token == "" && !loopbackOnly(c.Listen) {
+		return fmt.Errorf("--listen %s: other machines could reach this agent, and without a session token anyone who does could use it (its target's network, files, environment and incoming traffic); set %s for the agent and its clients, or listen on 127.0.0.1", c.Listen, agentTokenVar)
+	}
 	opts := agent.Options{
 		TargetPID:          c.TargetPID,
 		ContainerID:        c.ContainerID,
@@ -52,9 +55,6 @@ func (c *AgentCmd) Run(env *Env) error {
 		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
-			if token == "" && !isLoopback(addr) {
-				fmt.Fprintf(env.Stderr, "mirrord agent: warning: listening on %s without a session token: anyone who can reach that address can use this agent (its target's network, files, environment and incoming traffic). Set %s for the agent and its clients, or listen on 127.0.0.1.\n", addr, agentTokenVar)
-			}
 		},
 	}
 	if c.Restore != "" && c.CopyPod == "" {
@@ -92,11 +92,25 @@ func (c *AgentCmd) Run(env *Env) error {
 	return err
 }
 
-// isLoopback says whether addr (the agent's listener) is reachable from
-// this machine only.
-func isLoopback(addr net.Addr) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
+// loopbackOnly says whether a listener on addr (HOST:PORT) is reachable
+// from this machine only: its host is a loopback address or a name that
+// resolves to loopback addresses only (localhost). An empty host or an
+// unspecified address (0.0.0.0, ::) listens on every interface.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return false
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
 }
 
 // GoshimHelperCmd is the process goshim starts inside new namespaces.
