@@ -31,11 +31,15 @@ import (
 // their own section to bench/results.md, replacing the one an earlier run
 // wrote and keeping what ./integration wrote above it.
 const (
-	benchBody      = 256 << 20 // bytes per download
-	benchRounds    = 5         // downloads per path, paths interleaved
-	startupRuns    = 7         // timed `mirrord exec` runs, after one warm-up run
-	startupTarget  = 3 * time.Second
-	joinTarget     = 300 * time.Millisecond // issue 22: a session joining a running agent
+	benchBody   = 256 << 20 // bytes per download
+	benchRounds = 5         // downloads per path, paths interleaved
+	startupRuns = 7         // timed `mirrord exec` runs, after one warm-up run
+	// issue 22: a fresh agent within 0.6 s on a quiet machine, 1.5 s on
+	// a loaded one (a 1-minute load average at the start of at least the
+	// CPU count); a session joining a running agent within 0.3 s
+	startupQuiet   = 600 * time.Millisecond
+	startupLoaded  = 1500 * time.Millisecond
+	joinTarget     = 300 * time.Millisecond
 	resultsFile    = "../bench/results.md"
 	resultsSection = "## Kubernetes (e2e cluster)"
 )
@@ -375,8 +379,14 @@ func benchStartup(t *testing.T, c *cluster) string {
 		"so each joins it (sessions on one target share its agent); load average at the start: %s. Wall time from starting the CLI to its exit.\n\n",
 		len(fresh), joinedAnyway, load, len(joins), joinLoad)
 	b.WriteString("| | Median | Min | Target |\n|---|---:|---:|---|\n")
-	fmt.Fprintf(&b, "| wall time, fresh agent | %.2f s | %.2f s | ≤ %.0f s (%s) |\n", med/1000, lo/1000, startupTarget.Seconds(),
-		metOrNot(med <= float64(startupTarget.Milliseconds())))
+	target, machine := startupQuiet, "quiet"
+	if f := strings.Fields(load); len(f) > 0 {
+		if l, err := strconv.ParseFloat(f[0], 64); err == nil && l >= float64(runtime.NumCPU()) {
+			target, machine = startupLoaded, "loaded"
+		}
+	}
+	fmt.Fprintf(&b, "| wall time, fresh agent | %.2f s | %.2f s | ≤ %.1f s on a %s machine (%s) |\n", med/1000, lo/1000, target.Seconds(), machine,
+		metOrNot(med <= float64(target.Milliseconds())))
 	fmt.Fprintf(&b, "| wall time, joining a running agent | %.2f s | %.2f s | ≤ %.1f s (%s) |\n\n", jmed/1000, jlo/1000, joinTarget.Seconds(),
 		metOrNot(jmed <= float64(joinTarget.Milliseconds())))
 	b.WriteString("Step breakdown, fresh agent. From the CLI's own records (`MIRRORD_LOG_LEVEL=debug` into `MIRRORD_LOG_FILE`: " +
