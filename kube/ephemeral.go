@@ -147,11 +147,39 @@ func ephemeralPort(pod *corev1.Pod) int {
 			used[p] = true
 		}
 	}
+	base, span := ephemeralPortRange(pod)
 	for {
-		if p := ephemeralPortBase + rand.IntN(ephemeralPortSpan); !used[p] {
+		if p := base + rand.IntN(span); !used[p] {
 			return p
 		}
 	}
+}
+
+// ephemeralPortRange is where ephemeralPort picks from: [base, base+span),
+// normally [ephemeralPortBase, ephemeralPortBase+ephemeralPortSpan). A
+// pod may widen its own ephemeral port range (the namespaced sysctl
+// net.ipv4.ip_local_port_range, "1024 65535" on busy services), from which
+// its connects, the port-forward's included, take their source ports; the
+// range then moves below the pod's, where there is room for it.
+func ephemeralPortRange(pod *corev1.Pod) (base, span int) {
+	base, span = ephemeralPortBase, ephemeralPortSpan
+	if pod.Spec.SecurityContext == nil {
+		return base, span
+	}
+	for _, sc := range pod.Spec.SecurityContext.Sysctls {
+		if sc.Name != "net.ipv4.ip_local_port_range" && sc.Name != "net/ipv4/ip_local_port_range" {
+			continue
+		}
+		var lo, hi int
+		if n, _ := fmt.Sscanf(sc.Value, "%d %d", &lo, &hi); n != 2 || hi < base || lo >= base+span {
+			return base, span // unreadable, or no overlap
+		}
+		const lowest = 1024 // below it: privileged ports, which apps listen on
+		if room := lo - lowest; room >= 100 {
+			return lowest, min(room, ephemeralPortSpan)
+		}
+	}
+	return base, span
 }
 
 // listenPort is the port of an agent's --listen argument (0: none).

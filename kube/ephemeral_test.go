@@ -37,7 +37,7 @@ func ephemeralTarget() *Target {
 			ObjectMeta: metav1.ObjectMeta{Name: "api-1", Namespace: "staging", UID: "uid-1"},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{
 				Name:            "app",
-				Ports:           []corev1.ContainerPort{{ContainerPort: 44200}},
+				Ports:           []corev1.ContainerPort{{ContainerPort: ephemeralPortBase + 200}},
 				SecurityContext: &corev1.SecurityContext{RunAsUser: &user, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
 			}}},
 		},
@@ -98,9 +98,42 @@ func TestEphemeralPort(t *testing.T) {
 	}
 	for range 1000 {
 		p := ephemeralPort(pod)
-		if p < ephemeralPortBase+100 || p >= ephemeralPortBase+ephemeralPortSpan || p == 44200 {
+		if p < ephemeralPortBase+100 || p >= ephemeralPortBase+ephemeralPortSpan || p == ephemeralPortBase+200 {
 			t.Fatalf("port %d is used or out of range", p)
 		}
+	}
+}
+
+// TestEphemeralPortRange: the agent's port stays out of the pod's own
+// ephemeral port range (from which the port-forward's connects take their
+// source ports, one of which could otherwise be the agent's and connect
+// to itself), where the pod widened it.
+func TestEphemeralPortRange(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		sysctls    []corev1.Sysctl
+		base, span int
+	}{
+		{"no sysctls", nil, ephemeralPortBase, ephemeralPortSpan},
+		{"another sysctl", []corev1.Sysctl{{Name: "net.ipv4.tcp_keepalive_time", Value: "60"}}, ephemeralPortBase, ephemeralPortSpan},
+		{"a range above ours", []corev1.Sysctl{{Name: "net.ipv4.ip_local_port_range", Value: "40000 60999"}}, ephemeralPortBase, ephemeralPortSpan},
+		{"a range that covers ours", []corev1.Sysctl{{Name: "net.ipv4.ip_local_port_range", Value: "10000 65535"}}, 1024, ephemeralPortSpan},
+		{"little room below", []corev1.Sysctl{{Name: "net/ipv4/ip_local_port_range", Value: "2000 65535"}}, 1024, 976},
+		{"no room below", []corev1.Sysctl{{Name: "net.ipv4.ip_local_port_range", Value: "1024 65535"}}, ephemeralPortBase, ephemeralPortSpan},
+		{"unreadable", []corev1.Sysctl{{Name: "net.ipv4.ip_local_port_range", Value: "low high"}}, ephemeralPortBase, ephemeralPortSpan},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := ephemeralTarget().Pod
+			pod.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: tt.sysctls}
+			if base, span := ephemeralPortRange(pod); base != tt.base || span != tt.span {
+				t.Errorf("range [%d, +%d), want [%d, +%d)", base, span, tt.base, tt.span)
+			}
+			for range 200 {
+				if p := ephemeralPort(pod); p < tt.base || p >= tt.base+tt.span {
+					t.Fatalf("port %d outside [%d, +%d)", p, tt.base, tt.span)
+				}
+			}
+		})
 	}
 }
 
