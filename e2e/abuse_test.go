@@ -56,14 +56,7 @@ func TestIncomingAbuse(t *testing.T) {
 	abuse.RaiseNoFile(t, 65536)
 	ns := c.namespace(t, "mirrord-abuse")
 	c.apply(t, fmt.Sprintf(abuseApp, ns, testappImage))
-	var target pod
-	waitUntil(t, 2*time.Minute, "the abuse app to be ready", func() bool {
-		pods := c.fixturePodsIn(t, ns, "app=abuse")
-		if len(pods) == 1 {
-			target = pods[0]
-		}
-		return len(pods) == 1
-	})
+	target := c.soleReadyPod(t, ns, "app=abuse")
 	cfg := `{"feature": {"network": {"incoming": {"mode": "steal",
 		"http_filter": {"header_filter": "^x-user: me$", "ports": [8900]}}}}}`
 	// Node's own limit on a request head is 16 KiB; the local app takes

@@ -256,6 +256,21 @@ func (c *cluster) fixturePods(t *testing.T, app string) []pod {
 	return c.fixturePodsIn(t, fixtureNamespace, "app="+app)
 }
 
+// soleReadyPod waits up to 2 minutes for ns to have exactly one Ready pod
+// that matches selector, and returns it.
+func (c *cluster) soleReadyPod(t *testing.T, ns, selector string) pod {
+	t.Helper()
+	var p pod
+	waitUntil(t, 2*time.Minute, "one ready pod "+selector+" in "+ns, func() bool {
+		pods := c.fixturePodsIn(t, ns, selector)
+		if len(pods) == 1 {
+			p = pods[0]
+		}
+		return len(pods) == 1
+	})
+	return p
+}
+
 // fixturePodsIn returns the Ready pods in ns that match a label selector.
 func (c *cluster) fixturePodsIn(t *testing.T, ns, selector string) []pod {
 	t.Helper()

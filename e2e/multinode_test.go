@@ -127,6 +127,29 @@ func TestTwoNodes(t *testing.T) {
 		}
 	})
 
+	// drainWorker drains the worker and returns when kubectl drain is
+	// done, with the time it began. When the test ends, the worker is
+	// uncordoned and the test waits for a py-serv replica ready on each
+	// node again: the evicted replica's successor, not the evicted one
+	// still terminating.
+	drainWorker := func(t *testing.T, evicted string) time.Time {
+		t.Cleanup(func() {
+			c.kubectl(t, "uncordon", worker)
+			waitUntil(t, 3*time.Minute, "a "+pyServ+" replica ready on each node again", func() bool {
+				nodes := map[string]bool{}
+				for _, p := range c.fixturePods(t, pyServ) {
+					nodes[p.Spec.NodeName] = nodes[p.Spec.NodeName] || p.Metadata.Name != evicted
+				}
+				return nodes[control] && nodes[worker]
+			})
+		})
+		began := time.Now()
+		if out, err := c.run(t.Context(), "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2m"); err != nil {
+			t.Fatalf("kubectl drain %s: %v\n%s", worker, err, out)
+		}
+		return began
+	}
+
 	// The worker is drained under a session whose target is the
 	// worker's replica: the target pod is evicted (its replacement cannot
 	// be scheduled while the worker is cordoned: the topology spread),
@@ -158,22 +181,7 @@ func TestTwoNodes(t *testing.T) {
 		}()
 		waitUntil(t, 2*time.Minute, "the session to start", func() bool { return strings.Contains(readFile(outFile), "ready\n") })
 		c.checkAgentOn(t, worker)
-		defer func() {
-			c.kubectl(t, "uncordon", worker)
-			waitUntil(t, 3*time.Minute, "a "+pyServ+" replica ready on each node again", func() bool {
-				// The evicted replica's successor, not the evicted one
-				// still terminating.
-				nodes := map[string]bool{}
-				for _, p := range c.fixturePods(t, pyServ) {
-					nodes[p.Spec.NodeName] = nodes[p.Spec.NodeName] || p.Metadata.Name != onWorker.Metadata.Name
-				}
-				return nodes[control] && nodes[worker]
-			})
-		}()
-		drained := time.Now()
-		if out, err := c.run(t.Context(), "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2m"); err != nil {
-			t.Fatalf("kubectl drain %s: %v\n%s", worker, err, out)
-		}
+		drained := drainWorker(t, onWorker.Metadata.Name)
 		select {
 		case <-done:
 		case <-time.After(2 * time.Minute):
@@ -227,20 +235,7 @@ func TestTwoNodes(t *testing.T) {
 			return got == body
 		})
 		c.checkAgentOn(t, worker)
-		defer func() {
-			c.kubectl(t, "uncordon", worker)
-			waitUntil(t, 3*time.Minute, "a "+pyServ+" replica ready on each node again", func() bool {
-				nodes := map[string]bool{}
-				for _, p := range c.fixturePods(t, pyServ) {
-					nodes[p.Spec.NodeName] = nodes[p.Spec.NodeName] || p.Metadata.Name != onW.Metadata.Name
-				}
-				return nodes[control] && nodes[worker]
-			})
-		}()
-		drained := time.Now()
-		if out, err := c.run(t.Context(), "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=2m"); err != nil {
-			t.Fatalf("kubectl drain %s: %v\n%s", worker, err, out)
-		}
+		drained := drainWorker(t, onW.Metadata.Name)
 		waitUntil(t, 2*time.Minute, "the session to steal the replica on "+control, func() bool {
 			got, _ := podGet(onC.Status.PodIP, "/", nil)
 			return got == body

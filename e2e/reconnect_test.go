@@ -280,14 +280,7 @@ func TestReconnect(t *testing.T) {
 		c.installRolloutCRD(t)
 		ns := c.namespace(t, "mirrord-rollout")
 		c.apply(t, fmt.Sprintf(rolloutApp, ns, testappImage))
-		var old pod
-		waitUntil(t, 2*time.Minute, "the rollout's pod to be ready", func() bool {
-			pods := c.fixturePodsIn(t, ns, "app=web")
-			if len(pods) == 1 {
-				old = pods[0]
-			}
-			return len(pods) == 1
-		})
+		old := c.soleReadyPod(t, ns, "app=web")
 		out := c.startLocalIn(t, ns, "preload", "rollout/web", cfg,
 			"python3", "../integration/testdata/reconnectapp.py", strconv.Itoa(port), "local preload", "http://backend.default:8080/")
 		waitUntil(t, 2*time.Minute, "the steal", func() bool { return stolen(old.Status.PodIP, "preload") })
