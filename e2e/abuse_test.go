@@ -76,8 +76,14 @@ func TestIncomingAbuse(t *testing.T) {
 		id := c.kubectl(t, "get", "pod", "-n", ns, agentPod, "-o", "jsonpath={.status.containerStatuses[0].containerID}")
 		return strings.TrimPrefix(strings.TrimSpace(id), "containerd://")
 	}
-	id := containerID()
+	// The session may reach the agent before the kubelet reports its
+	// container (and so its ID) running.
+	var id string
+	waitUntil(t, time.Minute, "the agent's container ID", func() bool { id = containerID(); return id != "" })
 	tg.AgentPID = containerPID(t, id)
+	if comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(tg.AgentPID), "comm")); strings.TrimSpace(string(comm)) != "mirrord" {
+		t.Fatalf("the agent container's process %d is %q, not mirrord", tg.AgentPID, comm)
+	}
 	t.Logf("agent pod %s: container %.12s, pid %d; memory limit %s", agentPod, id, tg.AgentPID,
 		c.kubectl(t, "get", "pod", "-n", ns, agentPod, "-o", "jsonpath={.spec.containers[0].resources.limits.memory}"))
 
@@ -101,6 +107,9 @@ func TestIncomingAbuse(t *testing.T) {
 // cgroup).
 func containerPID(t *testing.T, id string) int {
 	t.Helper()
+	if id == "" {
+		t.Fatal("containerPID: no container ID")
+	}
 	inContainer := func(pid string) bool {
 		b, err := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
 		return err == nil && strings.Contains(string(b), id)
