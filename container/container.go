@@ -179,7 +179,7 @@ func Run(ctx context.Context, cfg *config.Config, argv []string, o Options) erro
 		}
 		id := strings.TrimSpace(string(cid))
 		o.Progress.Info(fmt.Sprintf("container %.12s runs detached; mirrord keeps its session until it stops (Ctrl-C ends the session, and the container's program with it)", id))
-		code, err = runRuntime(ctx, ra.Runtime, []string{"wait", id}, Options{Stdout: io.Discard, Stderr: o.Stderr})
+		code, err = waitDetached(ctx, ra.Runtime, id, o)
 		if err != nil {
 			return err
 		}
@@ -188,6 +188,34 @@ func Run(ctx context.Context, cfg *config.Config, argv []string, o Options) erro
 		return &session.ExitError{Code: code}
 	}
 	return nil
+}
+
+// waitDetached waits for the detached container id to stop and returns
+// the runtime's wait status. podman's wait can return while the container
+// still runs (seen in CI: 0.3 s after `run -d`, with status 0; podman
+// issue 27423 and dockerode issue 807 report the same): it waits again
+// while the runtime says the container runs. A wait that failed or was
+// signalled (Ctrl-C, relayed to it) ends the session.
+func waitDetached(ctx context.Context, runtime, id string, o Options) (int, error) {
+	for {
+		code, err := runRuntime(ctx, runtime, []string{"wait", id}, Options{Stdout: io.Discard, Stderr: o.Stderr})
+		if err != nil || code != 0 || !containerRunning(ctx, runtime, id) {
+			return code, err
+		}
+		o.Log.Info("container: the runtime's wait returned while the container runs; waiting again", "id", id)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// containerRunning says whether the runtime reports container id running
+// (false once it is gone, or when the runtime cannot say).
+func containerRunning(ctx context.Context, runtime, id string) bool {
+	out, err := exec.CommandContext(ctx, runtime, "inspect", "--format", "{{.State.Running}}", id).Output()
+	return err == nil && strings.TrimSpace(string(out)) == "true"
 }
 
 func isRuntime(argv0 string) bool {
