@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg *config.Config, argv []string, o Options) erro
 
 // waitDetached waits for the detached container id to stop and returns
 // the runtime's wait status. podman's wait can return while the container
-// still runs (seen in CI: 0.3 s after `run -d`, with status 0; podman
+// still runs (seen in CI: within 0.8 s of the start, with status 0; podman
 // issue 27423 and dockerode issue 807 report the same): it waits again
 // while the runtime says the container runs. A wait that failed or was
 // signalled (Ctrl-C, relayed to it) ends the session.
