@@ -214,8 +214,8 @@ func waitDetached(ctx context.Context, runtime, id string, o Options) (int, erro
 // containerRunning says whether the runtime reports container id running
 // (false once it is gone, or when the runtime cannot say).
 func containerRunning(ctx context.Context, runtime, id string) bool {
-	out, err := exec.CommandContext(ctx, runtime, "inspect", "--format", "{{.State.Running}}", id).Output()
-	return err == nil && strings.TrimSpace(string(out)) == "true"
+	out, err := runtimeOutput(ctx, runtime, "container", "inspect", "--format", "{{.State.Running}}", id)
+	return err == nil && strings.TrimSpace(out) == "true"
 }
 
 func isRuntime(argv0 string) bool {

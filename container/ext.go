@@ -293,10 +293,7 @@ func (e *Ext) waitReady(ctx context.Context, limit time.Duration) (*SidecarReady
 }
 
 // running reports whether the sidecar still runs.
-func (e *Ext) running(ctx context.Context) bool {
-	out, err := runtimeOutput(ctx, e.runtime, "container", "inspect", "--format", "{{.State.Running}}", e.ID)
-	return err == nil && strings.TrimSpace(out) == "true"
-}
+func (e *Ext) running(ctx context.Context) bool { return containerRunning(ctx, e.runtime, e.ID) }
 
 // Wait returns when the sidecar has ended (its session ends after the
 // program's last process, or when none came), or when ctx is done.
@@ -305,11 +302,13 @@ func (e *Ext) Wait(ctx context.Context) {
 		// `wait` fails at once for a container already removed (--rm).
 		cmd := exec.CommandContext(ctx, e.runtime, "wait", e.ID)
 		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-		if cmd.Run() == nil || !e.running(ctx) {
+		cmd.Run()
+		if !e.running(ctx) {
 			return
 		}
 		// The runtime's client failed while the container runs (the
-		// engine restarting): wait again.
+		// engine restarting), or returned early, as podman's wait can
+		// (waitDetached): wait again.
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):

@@ -44,7 +44,7 @@ wait)
 	[ $n -ge ` + strconv.Itoa(tt.stopsAt) + ` ] && touch ` + qs + `
 	echo 0
 	exit ` + strconv.Itoa(tt.waitCode) + `;;
-inspect)
+container)
 	` + inspect + `;;
 esac
 `
