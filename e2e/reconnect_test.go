@@ -115,11 +115,7 @@ func TestReconnect(t *testing.T) {
 		}()
 		back := restartAPIServer(t, c)
 		stolenAgain(t, p.Status.PodIP, "netstack", 30*time.Second, back, "the API server was ready")
-		if got, err := keptAfter(kept, p.Status.PodIP, 5*time.Second); err != nil {
-			t.Errorf("the connection stolen before the restart: %v", err)
-		} else {
-			t.Logf("the connection stolen before the restart: %s", got)
-		}
+		keptAfter(t, kept, p.Status.PodIP, "the restart")
 		close(stop)
 		if !<-away {
 			t.Errorf("the target's app never answered while the API server was away")
@@ -144,11 +140,7 @@ func TestReconnect(t *testing.T) {
 			t.Fatal("the session has no connection to the API server to cut")
 		}
 		stolenAgain(t, p.Status.PodIP, "preload", 10*time.Second, cut, "the cut")
-		if got, err := keptAfter(kept, p.Status.PodIP, 5*time.Second); err != nil {
-			t.Errorf("the connection stolen before the cut: %v", err)
-		} else {
-			t.Logf("the connection stolen before the cut: %s", got)
-		}
+		keptAfter(t, kept, p.Status.PodIP, "the cut")
 		outgoing(t, p.Status.PodIP)
 		say(t, out, "lost the connection to the agent; reconnecting", "reconnected to the agent after")
 	})
@@ -497,12 +489,23 @@ func keptAlive(t *testing.T, podIP, want string) net.Conn {
 	return conn
 }
 
-// keptAfter checks a kept-alive connection stolen before a fault: closed
-// or reset (the session it was stolen for is gone), or, as py-serv's
-// probes make the steal one per request, the agent's, answering its next
-// request (from the session again, or the target's app). A connection
-// that hangs is the failure.
-func keptAfter(conn net.Conn, podIP string, d time.Duration) (string, error) {
+// keptAfter checks a kept-alive connection stolen before fault: closed or
+// reset (the session it was stolen for is gone), or, as py-serv's probes
+// make the steal one per request, the agent's, answering its next request
+// (from the session again, or the target's app) within 5 s. A connection
+// that hangs is the failure; what it did is logged.
+func keptAfter(t *testing.T, conn net.Conn, podIP, fault string) {
+	t.Helper()
+	if got, err := keptAnswer(conn, podIP, 5*time.Second); err != nil {
+		t.Errorf("the connection stolen before %s: %v", fault, err)
+	} else {
+		t.Logf("the connection stolen before %s: %s", fault, got)
+	}
+}
+
+// keptAnswer is what a kept-alive connection does with one more request
+// within d: an error only if it hangs.
+func keptAnswer(conn net.Conn, podIP string, d time.Duration) (string, error) {
 	conn.SetDeadline(time.Now().Add(d))
 	if _, err := fmt.Fprintf(conn, "GET /kept-after HTTP/1.1\r\nHost: %s\r\n\r\n", podIP); err != nil {
 		return "closed: " + err.Error(), nil
