@@ -157,7 +157,18 @@ func TestDNSFilter(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	mustContain(t, out, "dns "+localIP, "tcp "+localBody, "udp local-echo:ping")
+	// The local server's connections are this machine's own (the sandbox
+	// moved the program's sockets here): the program's end is this
+	// machine's address on the local link, not the sandbox's.
+	want := []string{"dns " + localIP, "tcp " + localBody, "udp local-echo:ping", "tcp from " + hostIP, "udp from " + hostIP}
+	mustContain(t, out, want...)
+	// The same as the child of a program under the preload (its sandbox
+	// asks the parent's session where each connect goes).
+	out, err = f.mirrord(ctx(t), nil, "-f", cfg, "--", "sh", "-c", goclientBin+" "+svcName)
+	if err != nil {
+		t.Fatalf("under a preloaded shell: %v\n%s", err, out)
+	}
+	mustContain(t, out, want...)
 
 	// --no-remote-dns: everything resolves locally.
 	out, err = f.mirrord(ctx(t), nil, "--no-remote-dns", "--", "getent", "hosts", "localonly.test")

@@ -461,37 +461,59 @@ func (c *udpConn) Read(b []byte) (int, error) {
 
 // remote decides whether an outgoing connection goes through the agent.
 func (p *Proxy) remote(ctx context.Context, proto addrfilter.Protocol, dst netip.AddrPort) bool {
+	r, _ := p.route(ctx, proto, dst, true)
+	return r
+}
+
+// route decides whether an outgoing connection goes through the agent.
+// Without resolve it looks no name up: a name filter is then matched by
+// the names the program resolved already, and known is false when a
+// lookup could change the answer.
+func (p *Proxy) route(ctx context.Context, proto addrfilter.Protocol, dst netip.AddrPort, resolve bool) (remote, known bool) {
 	out := p.cfg.Feature.Network.Outgoing
 	if (proto == addrfilter.TCP && !out.TCP) || (proto == addrfilter.UDP && !out.UDP) {
-		return false
+		return false, true
 	}
 	t := addrfilter.Target{Protocol: proto, Addr: dst.Addr().Unmap(), Port: dst.Port()}
 	switch {
 	case len(p.outgoing.Remote) > 0:
-		return p.anyMatch(ctx, p.outgoing.Remote, t, true)
+		return p.anyMatch(ctx, p.outgoing.Remote, t, true, resolve)
 	case len(p.outgoing.Local) > 0:
-		return !p.anyMatch(ctx, p.outgoing.Local, t, false)
+		m, known := p.anyMatch(ctx, p.outgoing.Local, t, false, resolve)
+		return !m, known
 	}
-	return true
+	return true, true
 }
 
 // anyMatch matches t against filters. A name filter matches when the
 // program reached t.Addr through that name (we saw the DNS answer), or when
 // the name resolves to t.Addr: remotely for a remote list when remote DNS
-// is on, locally otherwise, as upstream mirrord does.
-func (p *Proxy) anyMatch(ctx context.Context, fs []addrfilter.Filter, t addrfilter.Target, remoteList bool) bool {
+// is on, locally otherwise, as upstream mirrord does. Without resolve no
+// name is looked up, and known is false when one might have matched.
+func (p *Proxy) anyMatch(ctx context.Context, fs []addrfilter.Filter, t addrfilter.Target, remoteList, resolve bool) (match, known bool) {
+	known = true
 	for _, f := range fs {
 		tt := t
 		if f.Name != "" {
-			if p.names.has(f.Name, t.Addr) || p.resolvesTo(ctx, f.Name, t.Addr, remoteList && p.cfg.Feature.Network.DNS.Enabled) {
+			switch {
+			case p.names.has(f.Name, t.Addr):
+				tt.Name = f.Name
+			case !resolve:
+				named := tt
+				named.Name = f.Name
+				if f.Match(named) {
+					known = false // the name might resolve to t.Addr
+				}
+				continue
+			case p.resolvesTo(ctx, f.Name, t.Addr, remoteList && p.cfg.Feature.Network.DNS.Enabled):
 				tt.Name = f.Name
 			}
 		}
 		if f.Match(tt) {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return false, known
 }
 
 // DialRemoteTCP connects to dst from the target, whatever the outgoing
@@ -505,33 +527,46 @@ func (p *Proxy) DialRemoteUDP(ctx context.Context, dst netip.AddrPort) (net.Conn
 	return p.dialRemoteUDP(ctx, dst)
 }
 
-// ConnectErrno is what a program's connect to dst gets at once, before
-// any packet: ENOBUFS when it would go through the agent and the session
-// already has all the connections the agent allows, 0 otherwise; udp
-// says whether the socket is UDP (ok: TCP or UDP at all). The sandbox
-// asks it (goshim.WithConnectCheck), since through its network a refused
-// dial can only show as a reset; the preload gets the agent's own answer.
-func (p *Proxy) ConnectErrno(dst netip.AddrPort, udp func() (isUDP, ok bool)) syscall.Errno {
-	limit := p.Hello().MaxConnections
-	sess, _ := p.current()
-	if limit <= 0 || sess.NumStreams() < limit {
-		return 0
-	}
+// ConnectRoute says where a program's connect to dst goes, before any
+// packet: local when the outgoing filter keeps it on this machine (the
+// sandbox then makes the program's socket one of this machine's, and the
+// kernel connects it: no engine in the data path); otherwise errno is
+// ENOBUFS when it would go through the agent and the session already has
+// all the connections the agent allows, 0 when it goes through the
+// sandbox's network. udp says whether the socket is UDP (ok: TCP or UDP
+// at all). The sandbox asks it (goshim.WithConnectCheck) on its
+// supervisor's loop, so the answer never waits for a name lookup: a
+// connect that a name filter might keep local goes through the sandbox's
+// network, whose dial decides with the lookup. (Through that network a
+// refused dial can only show as a reset; the preload gets the agent's own
+// answer.)
+func (p *Proxy) ConnectRoute(dst netip.AddrPort, udp func() (isUDP, ok bool)) (local bool, errno syscall.Errno) {
 	isUDP, ok := udp()
 	if !ok {
-		return 0
+		return false, 0
 	}
 	proto := addrfilter.TCP
 	if isUDP {
 		proto = addrfilter.UDP
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if !p.remote(ctx, proto, dst) {
-		return 0
+	remote, known := p.route(context.Background(), proto, dst, false)
+	if !remote && known {
+		return true, 0
+	}
+	limit := p.Hello().MaxConnections
+	sess, _ := p.current()
+	if limit <= 0 || sess.NumStreams() < limit {
+		return false, 0
+	}
+	if !known {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if !p.remote(ctx, proto, dst) {
+			return false, 0
+		}
 	}
 	p.checkLimit(&protocol.ErrorReply{Code: "ENOBUFS", Message: protocol.SessionFull(limit)})
-	return syscall.ENOBUFS
+	return false, syscall.ENOBUFS
 }
 
 // limitEventEvery spaces the LimitReached events of a program that keeps

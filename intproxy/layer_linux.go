@@ -385,13 +385,17 @@ func (l *layerServer) handle(ctx context.Context, f []string, sock int) (string,
 	case "FC", "FR", "FO":
 		return l.sandboxFile(ctx, f[0], f[1:])
 	case "LC":
-		// A sandboxed program's connect (LayerClient.ConnectErrno).
+		// A sandboxed program's connect (LayerClient.ConnectRoute).
 		dst, err := netip.ParseAddrPort(net.JoinHostPort(arg(1), arg(2)))
 		if err != nil {
-			return "L", nil
+			return "OK", nil
 		}
-		if e := l.p.ConnectErrno(dst, func() (bool, bool) { return arg(3) == "udp", true }); e != 0 {
+		local, e := l.p.ConnectRoute(dst, func() (bool, bool) { return arg(3) == "udp", true })
+		switch {
+		case e != 0:
 			return "E\t" + strconv.Itoa(int(e)), nil
+		case local:
+			return "L", nil
 		}
 		return "OK", nil
 	case "K":
@@ -1315,26 +1319,26 @@ func (c LayerClient) Listening(ctx context.Context, addr netip.AddrPort) error {
 	return err
 }
 
-// ConnectErrno asks the session about a sandboxed program's connect to dst
-// (Proxy.ConnectErrno), for goshim.WithConnectCheck.
-func (c LayerClient) ConnectErrno(ctx context.Context, dst netip.AddrPort, udp func() (bool, bool)) syscall.Errno {
+// ConnectRoute asks the session about a sandboxed program's connect to dst
+// (Proxy.ConnectRoute), for goshim.WithConnectCheck.
+func (c LayerClient) ConnectRoute(ctx context.Context, dst netip.AddrPort, udp func() (bool, bool)) (local bool, errno syscall.Errno) {
 	isUDP, ok := udp()
 	if !ok {
-		return 0
+		return false, 0
 	}
 	proto := "tcp"
 	if isUDP {
 		proto = "udp"
 	}
 	f, err := c.call(ctx, fmt.Sprintf("LC\t%s\t%d\t%s", dst.Addr().Unmap(), dst.Port(), proto))
-	if err != nil || len(f) != 2 || f[0] != "E" {
-		return 0
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e):
+		return false, e // the session's answer (replyFields made it an error)
+	case err != nil:
+		return false, 0 // no answer: the sandbox's network decides
 	}
-	n, err := strconv.Atoi(f[1])
-	if err != nil {
-		return 0
-	}
-	return syscall.Errno(n)
+	return len(f) == 1 && f[0] == "L", 0
 }
 
 // OriginalPeer asks the session for the target's client of the connection

@@ -99,3 +99,47 @@ func TestDNSRouting(t *testing.T) {
 		}
 	}
 }
+
+// ConnectRoute keeps on this machine what the outgoing filter keeps there,
+// without looking a name up: a name the program has not resolved yet goes
+// through the sandbox's network, whose dial looks it up.
+func TestConnectRoute(t *testing.T) {
+	db := netip.MustParseAddrPort("10.0.0.5:5432")
+	web := netip.MustParseAddrPort("10.1.0.9:443")
+	tcp := func() (bool, bool) { return false, true }
+	udp := func() (bool, bool) { return true, true }
+	other := func() (bool, bool) { return false, false }
+	tests := []struct {
+		name     string
+		cfg      string
+		dst      netip.AddrPort
+		sock     func() (bool, bool)
+		resolved bool // the program resolved db.internal to db's address
+		want     bool
+	}{
+		{"default: the target", `{}`, web, tcp, false, false},
+		{"tcp off", `{"feature": {"network": {"outgoing": {"tcp": false}}}}`, web, tcp, false, true},
+		{"tcp off, a UDP socket", `{"feature": {"network": {"outgoing": {"tcp": false}}}}`, web, udp, false, false},
+		{"udp off", `{"feature": {"network": {"outgoing": {"udp": false}}}}`, web, udp, false, true},
+		{"neither TCP nor UDP", `{"feature": {"network": {"outgoing": {"tcp": false}}}}`, web, other, false, false},
+		{"local subnet", `{"feature": {"network": {"outgoing": {"filter": {"local": ["10.0.0.0/24"]}}}}}`, db, tcp, false, true},
+		{"local subnet, other dst", `{"feature": {"network": {"outgoing": {"filter": {"local": ["10.0.0.0/24"]}}}}}`, web, tcp, false, false},
+		{"remote list, other port", `{"feature": {"network": {"outgoing": {"filter": {"remote": [":5432"]}}}}}`, web, tcp, false, true},
+		{"local name, not resolved yet", `{"feature": {"network": {"outgoing": {"filter": {"local": ["db.internal"]}}}}}`, db, tcp, false, false},
+		{"local name, resolved", `{"feature": {"network": {"outgoing": {"filter": {"local": ["db.internal"]}}}}}`, db, tcp, true, true},
+		{"local name, another port", `{"feature": {"network": {"outgoing": {"filter": {"local": ["db.internal:5432"]}}}}}`, web, tcp, false, false},
+		{"remote name, not resolved yet", `{"feature": {"network": {"outgoing": {"filter": {"remote": ["db.internal"]}}}}}`, db, tcp, false, false},
+		{"remote name, resolved", `{"feature": {"network": {"outgoing": {"filter": {"remote": ["db.internal"]}}}}}`, db, tcp, true, false},
+		{"remote name, not that port", `{"feature": {"network": {"outgoing": {"filter": {"remote": ["db.internal:80"]}}}}}`, db, tcp, false, true},
+	}
+	for _, tt := range tests {
+		p := proxyFor(t, tt.cfg)
+		if tt.resolved {
+			p.names.add("db.internal.", db.Addr())
+		}
+		local, errno := p.ConnectRoute(tt.dst, tt.sock)
+		if local != tt.want || errno != 0 {
+			t.Errorf("%s: ConnectRoute(%v) = %v, %v; want %v, 0", tt.name, tt.dst, local, errno, tt.want)
+		}
+	}
+}

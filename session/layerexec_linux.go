@@ -99,10 +99,10 @@ func LayerExec(ctx context.Context, path string, args []string) error {
 			return client.OriginalPeer(lctx, from, port)
 		}))
 	}
-	opts = append(opts, goshim.WithConnectCheck(func(dst netip.AddrPort, udp func() (bool, bool)) syscall.Errno {
+	opts = append(opts, goshim.WithConnectCheck(func(dst netip.AddrPort, udp func() (bool, bool)) (bool, syscall.Errno) {
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		return client.ConnectErrno(lctx, dst, udp)
+		return client.ConnectRoute(lctx, dst, udp)
 	}))
 	if os.Getenv("MIRRORD_LAYER_UNIX") == "1" {
 		// The session's proxy decides about each path, as it does for

@@ -53,7 +53,7 @@ func (s *Session) runNetstack(ctx context.Context, argv, progEnv []string) error
 	if proxy.HasUnixStreams() {
 		opts = append(opts, goshim.WithUnixStreams(proxy.RelayUnix))
 	}
-	opts = append(opts, goshim.WithConnectCheck(proxy.ConnectErrno))
+	opts = append(opts, goshim.WithConnectCheck(proxy.ConnectRoute))
 	var lost func() error
 	err = RunSandbox(ctx, spec, opts, proxy, log, func(ctx context.Context, pid int) {
 		go serveIncomingPorts(ctx, cfg, proxy, ports.snapshot, log)

@@ -1,6 +1,7 @@
 // Command bulk measures TCP throughput: it sends BYTES to a sink at ADDR,
 // half-closes, waits for the sink to confirm it read everything, and prints
-// the rate in MB/s (10^6 bytes per second).
+// the rate in MB/s (10^6 bytes per second). With FROM it binds the
+// connection to that local address first.
 package main
 
 import (
@@ -13,8 +14,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: bulk ADDR BYTES")
+	if len(os.Args) != 3 && len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: bulk ADDR BYTES [FROM]")
 		os.Exit(2)
 	}
 	n, err := strconv.ParseInt(os.Args[2], 10, 64)
@@ -23,7 +24,11 @@ func main() {
 		os.Exit(2)
 	}
 	start := time.Now()
-	c, err := net.Dial("tcp", os.Args[1])
+	var d net.Dialer
+	if len(os.Args) == 4 {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(os.Args[3])}
+	}
+	c, err := d.Dial("tcp", os.Args[1])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

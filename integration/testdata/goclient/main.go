@@ -43,6 +43,12 @@ func main() {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	fmt.Printf("tcp %s\n", body)
+	// The program's own end of a connection: this machine's address for a
+	// connection made from this machine, the sandbox's for one through it.
+	if tc, err := net.DialTimeout("tcp", net.JoinHostPort(host, "8080"), 5*time.Second); err == nil {
+		fmt.Printf("tcp from %s\n", tc.LocalAddr().(*net.TCPAddr).IP)
+		tc.Close()
+	}
 
 	u, err := net.Dial("udp", net.JoinHostPort(host, "9000"))
 	if err != nil {
@@ -58,6 +64,7 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("udp %s\n", buf[:n])
+	fmt.Printf("udp from %s\n", u.LocalAddr().(*net.UDPAddr).IP)
 	fmt.Printf("env %s\n", os.Getenv("SECRET_TOKEN"))
 	hostname, _ := os.Hostname()
 	fmt.Printf("hostname %s\n", hostname)
