@@ -60,11 +60,8 @@ func (t *target) dial(ctx context.Context, network, addr string, timeout time.Du
 		return &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
 	}
 
-	fd := -1
-	if err := t.inNetns(func() (err error) {
-		fd, err = unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		return err
-	}); err != nil {
+	fd, err := t.socket(family, typ)
+	if err != nil {
 		return nil, opErr("socket", err)
 	}
 	// A non-blocking descriptor joins Go's poller, so that the wait

@@ -36,7 +36,9 @@ func netnsTarget(t *testing.T) *target {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	return &target{netns: ns}
+	tg := &target{netns: ns}
+	t.Cleanup(tg.sockets.drain) // before the namespace's file closes
+	return tg
 }
 
 // TestTargetDial: connections made by target.dial start in the target's
@@ -100,6 +102,46 @@ func TestTargetDial(t *testing.T) {
 			}
 		})
 	}
+	t.Run("many, from the socket pool", func(t *testing.T) {
+		// More dials than the pool holds: its batches and background
+		// refills all make their sockets in the namespace.
+		for i := range 5 * poolBatch {
+			c, err := tg.dial(context.Background(), "tcp", v4.String(), 5*time.Second)
+			if err != nil {
+				t.Fatalf("dial %d: %v", i, err)
+			}
+			b, err := io.ReadAll(c)
+			c.Close()
+			if err != nil || string(b) != "hello from the namespace" {
+				t.Fatalf("dial %d: read %q, %v", i, b, err)
+			}
+		}
+		var want uint64
+		if err := tg.inNetns(func() error {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			want, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+			return err
+		}); err != nil {
+			t.Skipf("no network namespace cookies (Linux 5.14): %v", err)
+		}
+		for i := range 3 * poolBatch {
+			fd, err := tg.socket(unix.AF_INET6, unix.SOCK_STREAM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+			fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+			fdfl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+			unix.Close(fd)
+			if err != nil || got != want || fl&unix.O_NONBLOCK == 0 || fdfl&unix.FD_CLOEXEC == 0 {
+				t.Fatalf("socket %d: namespace cookie %d (%v), want %d; flags %#x, fd flags %#x", i, got, err, want, fl, fdfl)
+			}
+		}
+	})
 	t.Run("udp", func(t *testing.T) {
 		c, err := tg.dial(context.Background(), "udp", echo.LocalAddr().String(), 5*time.Second)
 		if err != nil {

@@ -21,6 +21,8 @@ type target struct {
 	pid   int
 	netns *os.File // /proc/<pid>/ns/net, held open so the namespace cannot be swapped under us
 	utsns *os.File
+
+	sockets socketPool // sockets made in netns, ready for dials (sockpool.go)
 }
 
 func openTarget(pid int) (*target, error) {
