@@ -55,6 +55,11 @@ func (c *AgentCmd) Run(env *Env) error {
 		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)
+			if n, err := releaseImagePages(); err != nil {
+				log.Debug("could not release the binary's start-up pages", "err", err)
+			} else {
+				log.Debug("released the binary's start-up pages", "mapped", n)
+			}
 		},
 	}
 	if c.Restore != "" && c.CopyPod == "" {
