@@ -113,11 +113,16 @@ func BenchmarkConnect(b *testing.B) {
 			if _, err := inetSocket(fd, unix.SOCK_STREAM); err != nil {
 				b.Fatal(err)
 			}
-			c, err := l.connectRelay(fd, unix.AF_INET)
+			ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			c, err := l.connectRelay(ln, fd, unix.AF_INET)
 			if err != nil {
 				b.Fatal(err)
 			}
 			c.Close()
+			ln.Close()
 			unix.Close(fd)
 		}
 	})

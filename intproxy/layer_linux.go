@@ -434,11 +434,30 @@ func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort, sock int
 		l.p.log.Warn("layer: a connect request without the program's socket", "dst", dst, "err", err)
 		return errnoReply(err)
 	}
+	// The relay's listener is made while the agent dials: its calls then
+	// add nothing to the program's wait.
+	type listened struct {
+		ln  *net.TCPListener
+		err error
+	}
+	lc := make(chan listened, 1)
+	go func() {
+		ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		lc <- listened{ln, err}
+	}()
 	remote, err := l.p.dialRemoteTCP(ctx, dst)
+	r := <-lc
+	if r.err != nil {
+		if remote != nil {
+			remote.Close()
+		}
+		return errnoReply(r.err)
+	}
+	defer r.ln.Close()
 	if err != nil {
 		return errnoReply(err)
 	}
-	c, err := l.connectRelay(sock, family)
+	c, err := l.connectRelay(r.ln, sock, family)
 	if err != nil {
 		remote.Close()
 		return errnoReply(err)
@@ -454,17 +473,13 @@ func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort, sock int
 // relayAccept bounds the wait for the program's socket to reach the relay.
 const relayAccept = 5 * time.Second
 
-// connectRelay connects the program's TCP socket sock (of family) to a
-// new loopback listener and returns the proxy's end of that connection.
-// A connection from any other socket that reaches the listener first is
-// closed. sock keeps its file status flags: a non-blocking socket's
-// connect completes while the proxy waits for it.
-func (l *layerServer) connectRelay(sock, family int) (*net.TCPConn, error) {
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, err
-	}
-	defer ln.Close()
+// connectRelay connects the program's TCP socket sock (of family) to ln,
+// a new loopback listener, and returns the proxy's end of that
+// connection. A connection from any other socket that reaches the
+// listener first is closed. sock keeps its file status flags: a
+// non-blocking socket's connect completes while the proxy waits for it.
+func (l *layerServer) connectRelay(ln *net.TCPListener, sock, family int) (*net.TCPConn, error) {
+	var err error
 	if l.relayListening != nil {
 		l.relayListening(ln.Addr())
 	}
