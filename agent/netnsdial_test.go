@@ -105,7 +105,7 @@ func TestTargetDial(t *testing.T) {
 	t.Run("many, from the socket pool", func(t *testing.T) {
 		// More dials than the pool holds: its batches and background
 		// refills all make their sockets in the namespace.
-		for i := range 5 * poolBatch {
+		for i := range 5 * poolSize {
 			c, err := tg.dial(context.Background(), "tcp", v4.String(), 5*time.Second)
 			if err != nil {
 				t.Fatalf("dial %d: %v", i, err)
@@ -115,6 +115,21 @@ func TestTargetDial(t *testing.T) {
 			if err != nil || string(b) != "hello from the namespace" {
 				t.Fatalf("dial %d: read %q, %v", i, b, err)
 			}
+		}
+		// At rest the pool holds exactly poolSize of the kind dialed: the
+		// agent's open files count its connections plus a constant.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			tg.sockets.mu.Lock()
+			n := len(tg.sockets.ready[sockKind{unix.AF_INET, unix.SOCK_STREAM}])
+			tg.sockets.mu.Unlock()
+			if n == poolSize {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d sockets ready after the dials, want %d", n, poolSize)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		var want uint64
 		if err := tg.inNetns(func() error {
@@ -128,7 +143,7 @@ func TestTargetDial(t *testing.T) {
 		}); err != nil {
 			t.Skipf("no network namespace cookies (Linux 5.14): %v", err)
 		}
-		for i := range 3 * poolBatch {
+		for i := range 3 * poolSize {
 			fd, err := tg.socket(unix.AF_INET6, unix.SOCK_STREAM)
 			if err != nil {
 				t.Fatal(err)

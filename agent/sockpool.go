@@ -2,6 +2,7 @@ package agent
 
 import (
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -9,23 +10,26 @@ import (
 // socketPool keeps a few sockets made in the target's network namespace
 // ready for the agent's dials. A socket keeps the namespace it was made
 // in, and making one there takes a thread switched into the namespace and
-// back (inNetns): measured at ≈70 µs of the ≈100 µs an outgoing connect
-// took in the agent, on 2 cores. A batch pays that switch once for
-// poolBatch sockets, and the pool refills in the background before it
-// runs dry, so a dial finds its socket waiting. Unbound, unconnected
-// sockets cost the kernel a little memory and the agent a descriptor each.
+// back (inNetns): measured at ≈30 of the ≈100 µs an outgoing connect took
+// in the agent, on 2 cores. Sockets are made poolSize at a time, in one
+// switch: when a dial finds none ready, and shortly after the last of a
+// run of dials (poolTopUp), which tops every kind in use up to poolSize.
+// So an agent at rest holds exactly poolSize unbound, unconnected sockets
+// of each kind it has dialed (a little kernel memory and a descriptor
+// each), and its count of open files says whether it leaks connections.
 type socketPool struct {
-	mu      sync.Mutex
-	ready   map[sockKind][]int
-	filling map[sockKind]bool
-	fills   sync.WaitGroup
+	mu    sync.Mutex
+	ready map[sockKind][]int
+	timer *time.Timer // the next top-up; nil when none is due
+	fills sync.WaitGroup
+	done  bool // drained: no more top-ups
 }
 
 type sockKind struct{ family, typ int }
 
 const (
-	poolBatch = 8 // sockets made per switch into the namespace
-	poolLow   = 4 // the pool refills when it has fewer ready
+	poolSize  = 8                     // sockets kept ready per kind
+	poolTopUp = 50 * time.Millisecond // after the last dial, the pool is topped up
 )
 
 // socket returns a non-blocking, close-on-exec socket of family and typ
@@ -33,19 +37,23 @@ const (
 func (t *target) socket(family, typ int) (int, error) {
 	p, k := &t.sockets, sockKind{family, typ}
 	p.mu.Lock()
+	p.scheduleTopUp(t)
 	if fds := p.ready[k]; len(fds) > 0 {
 		fd := fds[len(fds)-1]
 		p.ready[k] = fds[:len(fds)-1]
-		if len(fds)-1 < poolLow && !p.filling[k] {
-			p.startFill(t, k)
-		}
 		p.mu.Unlock()
 		return fd, nil
+	}
+	if p.ready == nil {
+		p.ready = map[sockKind][]int{}
+	}
+	if _, ok := p.ready[k]; !ok {
+		p.ready[k] = nil // a kind in use: top-ups fill it
 	}
 	p.mu.Unlock()
 	// None ready (the first dial of its kind, or a burst): make a batch
 	// now, keep one and pool the rest.
-	fds, err := t.makeSockets(k, poolBatch)
+	fds, err := t.makeSockets(k, poolSize)
 	if err != nil {
 		return -1, err
 	}
@@ -53,25 +61,65 @@ func (t *target) socket(family, typ int) (int, error) {
 	return fds[0], nil
 }
 
-// startFill refills kind k's pool on a goroutine of its own. p.mu is held.
-func (p *socketPool) startFill(t *target, k sockKind) {
-	if p.filling == nil {
-		p.filling = map[sockKind]bool{}
+// scheduleTopUp (re)arms the top-up, so that it runs poolTopUp after the
+// last dial of a run. p.mu is held.
+func (p *socketPool) scheduleTopUp(t *target) {
+	if p.done {
+		return
 	}
-	p.filling[k] = true
-	p.fills.Go(func() {
-		fds, _ := t.makeSockets(k, poolBatch)
+	if p.timer != nil && p.timer.Stop() {
+		p.timer.Reset(poolTopUp) // it had not run: no second run either
+		return
+	}
+	// None due, or one that is running already: a new one.
+	p.fills.Add(1)
+	var tm *time.Timer
+	tm = time.AfterFunc(poolTopUp, func() {
+		defer p.fills.Done()
 		p.mu.Lock()
-		p.filling[k] = false
+		if p.timer == tm {
+			p.timer = nil
+		}
+		need := map[sockKind]int{}
+		for k, fds := range p.ready {
+			if n := poolSize - len(fds); n > 0 {
+				need[k] = n
+			}
+		}
 		p.mu.Unlock()
-		p.put(k, fds)
+		for k, n := range need {
+			if fds, err := t.makeSockets(k, n); err == nil {
+				p.put(k, fds)
+			}
+		}
 	})
+	p.timer = tm
 }
 
-// drain waits for the refills under way and closes the pooled sockets.
-// The agent never needs it (its sockets end with it); a test that closes
-// the namespace does.
+// put pools fds, closing those beyond poolSize.
+func (p *socketPool) put(k sockKind, fds []int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, fd := range fds {
+		if p.done || len(p.ready[k]) >= poolSize {
+			unix.Close(fd)
+			continue
+		}
+		p.ready[k] = append(p.ready[k], fd)
+	}
+}
+
+// drain stops the top-ups, waits for one under way and closes the pooled
+// sockets. The agent never needs it (its sockets end with it); a test
+// that closes the namespace does.
 func (p *socketPool) drain() {
+	p.mu.Lock()
+	p.done = true
+	if p.timer != nil && p.timer.Stop() {
+		p.fills.Done() // it will not run
+		p.timer = nil
+	}
+	p.mu.Unlock()
 	p.fills.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -80,22 +128,6 @@ func (p *socketPool) drain() {
 			unix.Close(fd)
 		}
 		delete(p.ready, k)
-	}
-}
-
-// put pools fds, closing those beyond two batches.
-func (p *socketPool) put(k sockKind, fds []int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ready == nil {
-		p.ready = map[sockKind][]int{}
-	}
-	for _, fd := range fds {
-		if len(p.ready[k]) >= 2*poolBatch {
-			unix.Close(fd)
-			continue
-		}
-		p.ready[k] = append(p.ready[k], fd)
 	}
 }
 
