@@ -159,7 +159,7 @@ func TestBenchAgentMemory(t *testing.T) {
 		agentMemSection, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), loadAvg())
 	fmt.Fprintf(&b, "The hermetic agent (`mirrord agent`, the binary the agent image holds; a new one per mode) next to the fake pod; a session (`mirrord exec`, preload, Node's HTTP server) steals the pod's port; "+
 		"then %d connections from the svc namespace each carry one request, answered by the local app, and stay open. "+
-		"RSS is the agent's whole resident memory (about 40 MiB of it are the binary's pages, shared and reclaimable); RssAnon its own allocations. "+
+		"RSS is the agent's whole resident memory: its own allocations (RssAnon) and the pages of its binary it has mapped (shared and reclaimable; once it listens the agent unmaps those that starting up mapped, about 30 MiB). "+
 		"Sampled every 200 ms until steady.\n\n", agentMemConns)
 	b.WriteString("| State | RSS MiB | RssAnon MiB | Open files |\n|---|---:|---:|---:|\n")
 	for _, row := range rows {

@@ -541,15 +541,19 @@ func (p *Proxy) DialRemoteUDP(ctx context.Context, dst netip.AddrPort) (net.Conn
 // refused dial can only show as a reset; the preload gets the agent's own
 // answer.)
 func (p *Proxy) ConnectRoute(dst netip.AddrPort, udp func() (isUDP, ok bool)) (local bool, errno syscall.Errno) {
-	isUDP, ok := udp()
-	if !ok {
-		return false, 0
+	// Asking udp costs the sandbox a copy of the socket: only when the
+	// answer depends on it.
+	ctx := context.Background()
+	remote, known := p.route(ctx, addrfilter.TCP, dst, false)
+	if ru, ku := p.route(ctx, addrfilter.UDP, dst, false); ru != remote || ku != known {
+		isUDP, ok := udp()
+		if !ok {
+			return false, 0
+		}
+		if isUDP {
+			remote, known = ru, ku
+		}
 	}
-	proto := addrfilter.TCP
-	if isUDP {
-		proto = addrfilter.UDP
-	}
-	remote, known := p.route(context.Background(), proto, dst, false)
 	if !remote && known {
 		return true, 0
 	}
@@ -557,6 +561,14 @@ func (p *Proxy) ConnectRoute(dst netip.AddrPort, udp func() (isUDP, ok bool)) (l
 	sess, _ := p.current()
 	if limit <= 0 || sess.NumStreams() < limit {
 		return false, 0
+	}
+	isUDP, ok := udp()
+	if !ok {
+		return false, 0
+	}
+	proto := addrfilter.TCP
+	if isUDP {
+		proto = addrfilter.UDP
 	}
 	if !known {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -142,4 +142,21 @@ func TestConnectRoute(t *testing.T) {
 			t.Errorf("%s: ConnectRoute(%v) = %v, %v; want %v, 0", tt.name, tt.dst, local, errno, tt.want)
 		}
 	}
+	// The socket's protocol is asked for (a copy of the program's socket,
+	// in the sandbox) only when the answer depends on it.
+	for _, tt := range []struct {
+		cfg  string
+		asks bool
+	}{
+		{`{}`, false},
+		{`{"feature": {"network": {"outgoing": {"filter": {"local": ["10.0.0.0/24"]}}}}}`, false},
+		{`{"feature": {"network": {"outgoing": {"filter": {"local": ["tcp://10.0.0.0/24"]}}}}}`, true},
+		{`{"feature": {"network": {"outgoing": {"udp": false}}}}`, true},
+	} {
+		asked := false
+		proxyFor(t, tt.cfg).ConnectRoute(db, func() (bool, bool) { asked = true; return false, true })
+		if asked != tt.asks {
+			t.Errorf("%s: asked for the protocol: %v, want %v", tt.cfg, asked, tt.asks)
+		}
+	}
 }
