@@ -19,7 +19,7 @@ import (
 
 // netnsTarget is a target whose network namespace is a new one made for
 // the test (`ip netns`), with its loopback up.
-func netnsTarget(t *testing.T) *target {
+func netnsTarget(t testing.TB) *target {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (ip netns)")
@@ -273,4 +273,56 @@ func TestExchangeInNamespace(t *testing.T) {
 			t.Errorf("%s: %q, want %q", name, got, want)
 		}
 	}
+}
+
+// BenchmarkTargetDial: a TCP connect from the target's namespace to a
+// server there, with the socket from the pool (as target.dial makes it)
+// and with a thread switched into the namespace for each socket (as it
+// was made before the pool).
+func BenchmarkTargetDial(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root (ip netns)")
+	}
+	tg := netnsTarget(b)
+	var ln net.Listener
+	if err := tg.inNetns(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := ln.Addr().String()
+	b.Run("pooled socket", func(b *testing.B) {
+		for b.Loop() {
+			c, err := tg.dial(context.Background(), "tcp", addr, 5*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
+	b.Run("a switch into the namespace per socket", func(b *testing.B) {
+		for b.Loop() {
+			var fd int
+			if err := tg.inNetns(func() (err error) {
+				fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				return err
+			}); err != nil {
+				b.Fatal(err)
+			}
+			tg.sockets.put(sockKind{unix.AF_INET, unix.SOCK_STREAM}, []int{fd})
+			c, err := tg.dial(context.Background(), "tcp", addr, 5*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
 }
