@@ -47,6 +47,18 @@ func keepTarget(req *http.Request) {
 	req.URL.Opaque, req.URL.RawQuery, req.URL.ForceQuery = path, query, hasQuery && query == ""
 }
 
+// writeRequest writes req, read from a peer, to w. Request.Write is a
+// client's: to a request without a User-Agent it adds its own
+// ("Go-http-client/1.1"), which the app would take for the peer's. An
+// empty one in the header map keeps it out (and is not written itself).
+func writeRequest(w io.Writer, req *http.Request) error {
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = []string{""}
+		defer delete(req.Header, "User-Agent")
+	}
+	return req.Write(w)
+}
+
 // dialApp connects to the target's app at orig, from the target's
 // network namespace (past the redirect, which spares the agent's own
 // connections).
@@ -146,7 +158,7 @@ func (in *incoming) mirrorRequest(sub *subscription, source, dest string, req *h
 		st.Close()
 		return err
 	}
-	if err := req.Write(st); err != nil {
+	if err := writeRequest(st, req); err != nil {
 		st.Close()
 		return err
 	}

@@ -215,7 +215,7 @@ func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 				return
 			}
 		}
-		if err := req.Write(dst.conn); err != nil {
+		if err := writeRequest(dst.conn, req); err != nil {
 			return
 		}
 		resp, err := http.ReadResponse(dst.r, req)

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -139,6 +140,43 @@ func TestRawTargets(t *testing.T) {
 		}, true)
 		if got != want {
 			t.Errorf("HTTP/2 %q: answered %q, want %q", target, got, want)
+		}
+	}
+}
+
+// uaApp answers with the User-Agent lines its request had, in X-UA.
+func uaApp(side string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-UA", fmt.Sprintf("%s %q", side, r.Header.Values("User-Agent")))
+	})
+}
+
+// TestUserAgentAsSent: a request of a filtered steal reaches its app with
+// the User-Agent the peer sent, and none when it sent none (net/http's
+// Request.Write would add its own), whichever app the filter picks.
+func TestUserAgentAsSent(t *testing.T) {
+	app := loopbackListener(t)
+	t.Cleanup(servesHTTP(app, uaApp("app")))
+	front := loopbackListener(t)
+	for _, tc := range []struct{ path, ua, want string }{
+		{"/x", "", `app []`},
+		{"/x", "User-Agent: curl/8.5.0\r\n", `app ["curl/8.5.0"]`},
+		{"/local", "", `local []`},
+		{"/local", "User-Agent: curl/8.5.0\r\n", `local ["curl/8.5.0"]`},
+	} {
+		agentSide, cliSide := sessionPair(t)
+		stopLocal := servesHTTP(streamListener{cliSide}, uaApp("local"))
+		in, _, orig := fuzzIncoming(t, app.Addr().(*net.TCPAddr), agentSide, "steal")
+		input := "GET " + tc.path + " HTTP/1.1\r\nHost: app\r\n" + tc.ua + "\r\n"
+		out, _ := runConn(t, front, []byte(input), func(c *net.TCPConn) { in.serveFiltered(c, orig) }, nil, false)
+		stopLocal()
+		agentSide.Close()
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v in %q", input, err, out)
+		}
+		if got := resp.Header.Get("X-UA"); got != tc.want {
+			t.Errorf("%q: the app saw User-Agent %s, want %s", input, got, tc.want)
 		}
 	}
 }
