@@ -48,15 +48,56 @@ func keepTarget(req *http.Request) {
 }
 
 // writeRequest writes req, read from a peer, to w. Request.Write is a
-// client's: to a request without a User-Agent it adds its own
-// ("Go-http-client/1.1"), which the app would take for the peer's. An
-// empty one in the header map keeps it out (and is not written itself).
+// client's, and two of its ways would change what the app sees: to a
+// request without a User-Agent it adds its own ("Go-http-client/1.1"),
+// which an empty one in the header map keeps out (and is not written
+// itself); and it writes every request as HTTP/1.1, so an HTTP/1.0
+// peer's request is given back its version in the request line. (An app
+// that took it for HTTP/1.1 would answer in chunks, which an HTTP/1.0
+// client cannot read.)
 func writeRequest(w io.Writer, req *http.Request) error {
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{""}
 		defer delete(req.Header, "User-Agent")
 	}
+	if req.ProtoMajor == 1 && req.ProtoMinor == 0 {
+		w = &requestLineVersion{w: w, proto: "HTTP/1.0"}
+	}
 	return req.Write(w)
+}
+
+// requestLineVersion passes writes to w, replacing the version at the end
+// of the first line (Request.Write's "HTTP/1.1") with proto.
+type requestLineVersion struct {
+	w     io.Writer
+	proto string
+	line  []byte // the first line so far
+	done  bool
+}
+
+func (v *requestLineVersion) Write(p []byte) (int, error) {
+	if v.done {
+		return v.w.Write(p)
+	}
+	i := bytes.Index(append(v.line[max(len(v.line)-1, 0):], p...), []byte("\r\n"))
+	if i < 0 {
+		v.line = append(v.line, p...)
+		return len(p), nil
+	}
+	// The line ends in p, at n.
+	n := i - min(len(v.line), 1) + 2
+	line := append(v.line, p[:n]...)
+	v.done = true
+	if body, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1\r\n")); ok {
+		line = append(append(body, ' '), v.proto+"\r\n"...)
+	}
+	if _, err := v.w.Write(line); err != nil {
+		return 0, err
+	}
+	if _, err := v.w.Write(p[n:]); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // dialApp connects to the target's app at orig, from the target's

@@ -180,3 +180,58 @@ func TestUserAgentAsSent(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP10AsSent: an HTTP/1.0 request of a filtered steal reaches its
+// app as HTTP/1.0, whichever app the filter picks, so that the app does
+// not answer in chunks, which the HTTP/1.0 peer could not read: the peer
+// gets the body as the app sent it, to the connection's end.
+func TestHTTP10AsSent(t *testing.T) {
+	streams := func(side string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Proto", side+" "+r.Proto)
+			w.Write([]byte("part1"))
+			w.(http.Flusher).Flush() // no length: chunked, unless HTTP/1.0
+			w.Write([]byte("part2"))
+		})
+	}
+	app := loopbackListener(t)
+	t.Cleanup(servesHTTP(app, streams("app")))
+	front := loopbackListener(t)
+	for _, side := range []string{"app", "local"} {
+		agentSide, cliSide := sessionPair(t)
+		stopLocal := servesHTTP(streamListener{cliSide}, streams("local"))
+		in, _, orig := fuzzIncoming(t, app.Addr().(*net.TCPAddr), agentSide, "steal")
+		path := map[string]string{"app": "/x", "local": "/local"}[side]
+		input := "GET " + path + " HTTP/1.0\r\nHost: app\r\n\r\n"
+		out, _ := runConn(t, front, []byte(input), func(c *net.TCPConn) { in.serveFiltered(c, orig) }, nil, false)
+		stopLocal()
+		agentSide.Close()
+		head, body, _ := strings.Cut(string(out), "\r\n\r\n")
+		head += "\r\n"
+		if !strings.HasPrefix(head, "HTTP/1.0 200 ") || !strings.Contains(head, "X-Proto: "+side+" HTTP/1.0\r\n") ||
+			strings.Contains(head, "Transfer-Encoding") || body != "part1part2" {
+			t.Errorf("%q: the peer got %q, want an HTTP/1.0 answer from %s, its body to the end", input, out, side)
+		}
+	}
+}
+
+// TestRequestLineVersion: the request line's version is replaced however
+// the writes cut the request.
+func TestRequestLineVersion(t *testing.T) {
+	const in = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nbody"
+	const want = "GET /a HTTP/1.0\r\nHost: x\r\n\r\nbody"
+	for size := 1; size <= len(in); size++ {
+		var out bytes.Buffer
+		v := &requestLineVersion{w: &out, proto: "HTTP/1.0"}
+		for p := in; p != ""; {
+			n := min(size, len(p))
+			if m, err := v.Write([]byte(p[:n])); m != n || err != nil {
+				t.Fatalf("writes of %d: Write = %d, %v", size, m, err)
+			}
+			p = p[n:]
+		}
+		if out.String() != want {
+			t.Errorf("writes of %d: %q, want %q", size, out.String(), want)
+		}
+	}
+}
