@@ -38,7 +38,11 @@ func releaseImagePages() (int64, error) {
 	var total int64
 	sc := bufio.NewScanner(bytes.NewReader(maps))
 	for sc.Scan() {
-		// start-end perms offset dev inode path
+		// start-end perms offset dev inode path. The inode alone says
+		// which mappings are the binary's: on overlayfs (a container's
+		// image) the maps show the layer's device, not the one stat
+		// gives, and another read-only file that shared the number
+		// would come to no harm either.
 		f := strings.Fields(sc.Text())
 		if len(f) < 6 || strings.Contains(f[1], "w") || f[4] != strconv.FormatUint(st.Ino, 10) {
 			continue
