@@ -67,11 +67,12 @@ func writeRequest(w io.Writer, req *http.Request) error {
 }
 
 // requestLineVersion passes writes to w, replacing the version at the end
-// of the first line (Request.Write's "HTTP/1.1") with proto.
+// of the first line (Request.Write's "HTTP/1.1") with proto. It holds the
+// writes back until that line is whole.
 type requestLineVersion struct {
 	w     io.Writer
 	proto string
-	line  []byte // the first line so far
+	held  []byte // what was written before the first line ended
 	done  bool
 }
 
@@ -79,22 +80,20 @@ func (v *requestLineVersion) Write(p []byte) (int, error) {
 	if v.done {
 		return v.w.Write(p)
 	}
-	i := bytes.Index(append(v.line[max(len(v.line)-1, 0):], p...), []byte("\r\n"))
+	v.held = append(v.held, p...)
+	i := bytes.Index(v.held, []byte("\r\n"))
 	if i < 0 {
-		v.line = append(v.line, p...)
 		return len(p), nil
 	}
-	// The line ends in p, at n.
-	n := i - min(len(v.line), 1) + 2
-	line := append(v.line, p[:n]...)
 	v.done = true
-	if body, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1\r\n")); ok {
-		line = append(append(body, ' '), v.proto+"\r\n"...)
+	line, rest := v.held[:i+2], v.held[i+2:]
+	if head, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1\r\n")); ok {
+		line = append(append(head[:len(head):len(head)], ' '), v.proto+"\r\n"...)
 	}
 	if _, err := v.w.Write(line); err != nil {
 		return 0, err
 	}
-	if _, err := v.w.Write(p[n:]); err != nil {
+	if _, err := v.w.Write(rest); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -286,15 +286,7 @@ func BenchmarkTargetDial(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	serveEach(ln, func(c net.Conn) { c.Close() })
 	addr := ln.Addr().String()
 	b.Run("pooled socket", func(b *testing.B) {
 		for b.Loop() {
