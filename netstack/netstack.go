@@ -178,7 +178,17 @@ func (ns *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 	ns.wg.Add(1)
 	go func() {
 		defer ns.wg.Done()
-		stop := context.AfterFunc(ns.ctx, func() { in.Close(); out.Close() })
+		stop := context.AfterFunc(ns.ctx, func() {
+			in.Close()
+			out.Close()
+			// A stream to the agent, closed, still reads until the
+			// agent's end closes too, which may never come (a
+			// destination that never reads keeps the agent's relay
+			// busy): the program is gone, so nothing waits for it.
+			if d, ok := out.(interface{ SetReadDeadline(time.Time) error }); ok {
+				d.SetReadDeadline(time.Now())
+			}
+		})
 		defer stop()
 		relay.Splice(in, out)
 		in.Close()
