@@ -41,6 +41,9 @@ type Options struct {
 	// MaxConnections limits the streams each session may have open at
 	// once (sessionlimits.go); 0 is DefaultMaxConnections.
 	MaxConnections int
+	// MaxSessionBytes limits the bytes the agent holds for each session
+	// (sessionlimits.go); 0 is DefaultMaxSessionBytes.
+	MaxSessionBytes int64
 	// Ready is called with the listening address once the agent accepts
 	// connections.
 	Ready func(addr net.Addr)
@@ -63,7 +66,11 @@ type Agent struct {
 
 	in *incoming
 
-	maxStreams int // per session (sessionlimits.go)
+	maxStreams int   // per session (sessionlimits.go)
+	maxBytes   int64 // per session (sessionlimits.go)
+	// budgets are the sessions' byte budgets, for the streams the agent
+	// opens to them.
+	budgets sync.Map // *yamux.Session → *relay.Budget
 
 	mu      sync.Mutex
 	clients int
@@ -104,6 +111,9 @@ func Run(ctx context.Context, opts Options) error {
 	a := &Agent{opts: opts, log: opts.Logger, target: t, done: make(chan struct{}), pending: map[string]time.Time{}, live: map[string]int{}, current: map[string]*yamux.Session{}, maxStreams: opts.MaxConnections}
 	if a.maxStreams <= 0 {
 		a.maxStreams = DefaultMaxConnections
+	}
+	if a.maxBytes = opts.MaxSessionBytes; a.maxBytes <= 0 {
+		a.maxBytes = DefaultMaxSessionBytes
 	}
 	if a.resolver, err = t.resolver(); err != nil {
 		// DNS requests will fail with this error; the rest still works.
@@ -300,15 +310,16 @@ const helloWait = 10 * time.Second
 // is read; it answers a refusal itself. Accepted, the client is known by
 // its session, and the caller answers on the returned stream (and closes
 // it) once it counts the client in.
-func (a *Agent) authenticate(sess *yamux.Session, c *client) (*yamux.Stream, error) {
+func (a *Agent) authenticate(sess *yamux.Session, c *client) (*relay.Stream, error) {
 	timer := time.AfterFunc(helloWait, func() { sess.Close() })
 	defer timer.Stop()
-	st, err := sess.AcceptStream()
+	yst, err := sess.AcceptStream()
 	if err != nil {
 		return nil, fmt.Errorf("no hello: %w", err)
 	}
+	st := a.stream(sess, yst)
 	st.SetDeadline(time.Now().Add(helloWait))
-	refuse := func(msg string) (*yamux.Stream, error) {
+	refuse := func(msg string) (*relay.Stream, error) {
 		protocol.Write(st, &protocol.ErrorReply{Message: msg})
 		st.Close()
 		return nil, errors.New(msg)
@@ -378,12 +389,16 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 	// them from relaying each frame header as a message of its own.
 	mux := protocol.MuxConfig()
 	mux.MaxStreamWindowSize = agentWindow
-	sess, err := yamux.Server(relay.FrameConn(conn), mux)
+	budget := a.newBudget(conn.RemoteAddr().String())
+	sess, err := yamux.Server(budget.Conn(conn), mux)
 	if err != nil {
 		a.log.Warn("session", "err", err)
 		return
 	}
 	defer sess.Close()
+	budget.Attach(sess)
+	a.budgets.Store(sess, budget)
+	defer a.budgets.Delete(sess)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -428,11 +443,11 @@ func (a *Agent) serveClient(ctx context.Context, conn net.Conn) {
 			a.log.Info("client gone", "remote", conn.RemoteAddr().String(), "err", err)
 			return
 		}
-		go a.serveStream(sess, st, c)
+		go a.serveStream(sess, a.stream(sess, st), c)
 	}
 }
 
-func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream, c *client) {
+func (a *Agent) serveStream(sess *yamux.Session, st *relay.Stream, c *client) {
 	defer st.Close()
 	req, err := protocol.Read(st)
 	if err != nil {
@@ -499,7 +514,7 @@ func (a *Agent) serveStream(sess *yamux.Session, st *yamux.Stream, c *client) {
 // dial connects from the target (TCP from its network namespace, a unix
 // socket in its file system) and then copies bytes between the stream and
 // the connection until both sides are done.
-func (a *Agent) dial(st *yamux.Stream, req *protocol.DialRequest) {
+func (a *Agent) dial(st *relay.Stream, req *protocol.DialRequest) {
 	var conn net.Conn
 	var err error
 	reply := &protocol.DialReply{}
@@ -530,7 +545,7 @@ func (a *Agent) dial(st *yamux.Stream, req *protocol.DialRequest) {
 }
 
 // udp relays datagrams between the stream and a UDP socket in the target.
-func (a *Agent) udp(st *yamux.Stream, req *protocol.UDPOpen) {
+func (a *Agent) udp(st *relay.Stream, req *protocol.UDPOpen) {
 	network := req.Network
 	if network != "udp4" && network != "udp6" {
 		network = "udp"

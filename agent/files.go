@@ -10,9 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 )
 
 // maxChunk bounds one read or write message: large files travel in
@@ -131,7 +130,7 @@ func fileError(err error) *protocol.ErrorReply {
 
 // serveFile runs one file operation; for open, it then serves reads and
 // writes on the stream until the client closes it.
-func (a *Agent) serveFile(st *yamux.Stream, req *protocol.FileRequest) {
+func (a *Agent) serveFile(st *relay.Stream, req *protocol.FileRequest) {
 	reply, fd, err := a.fileOp(req)
 	if err != nil {
 		protocol.Write(st, fileError(err))

@@ -206,6 +206,10 @@ func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 					st.Close()
 					return
 				}
+				// A peer that does not read its answers keeps their
+				// bytes on this stream: when the session's budget
+				// resets it, the peer's connection goes too.
+				st.OnAbort(func() { relay.Abort(c) })
 				dst = &upstream{conn: st, r: bufio.NewReader(st)}
 				clients[owner] = dst
 			}

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mirrord-go/mirrord/protocol"
+	"github.com/mirrord-go/mirrord/relay"
 )
 
 // DefaultMaxConnections is how many streams one session may have open
@@ -54,11 +55,47 @@ func (a *Agent) checkStreams(sess *yamux.Session) error {
 
 // openStream opens a stream to the client of sess for an incoming
 // connection, within the session's limit.
-func (a *Agent) openStream(sess *yamux.Session) (*yamux.Stream, error) {
+func (a *Agent) openStream(sess *yamux.Session) (*relay.Stream, error) {
 	if a.maxStreams > 0 && sess.NumStreams() >= a.maxStreams {
 		return nil, errSessionFull{a.maxStreams}
 	}
-	return sess.OpenStream()
+	st, err := sess.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	return a.stream(sess, st), nil
+}
+
+// DefaultMaxSessionBytes is how many bytes the agent holds for one session
+// at most (relay.Budget): what its program sent that the destination has
+// not taken yet, and what the agent is sending it while its window is
+// shut. Without it, a session's bound would be the count of its streams
+// times a window and a copy buffer each (DefaultMaxConnections), far above
+// the agent pod's memory limit: a program uploading to destinations that
+// never read, or clients of a stolen port that never read their answers,
+// could take the agent down for every session. Past it, the connections
+// that hold the most and have moved nothing for longest are reset, and
+// the program sees ECONNRESET. A bulk transfer holds at most a window
+// (agentWindow) and a copy buffer, so 32 MiB leaves room for about 25
+// uploads stalled at once; in memory the bytes take up to twice as much
+// (yamux's buffer grows by doubling).
+const DefaultMaxSessionBytes = 32 << 20
+
+// newBudget returns the byte budget of a session from remote, which logs
+// each connection it resets.
+func (a *Agent) newBudget(remote string) *relay.Budget {
+	return relay.NewBudget(a.maxBytes, func(id uint32, held int64) {
+		a.log.Warn("session over its byte budget: reset the connection holding the most", "remote", remote, "stream", id, "held", held, "budget", a.maxBytes)
+	})
+}
+
+// stream wraps st, a stream of sess, for sess's budget (a test's Agent
+// may have none).
+func (a *Agent) stream(sess *yamux.Session, st *yamux.Stream) *relay.Stream {
+	if b, ok := a.budgets.Load(sess); ok {
+		return b.(*relay.Budget).Stream(st)
+	}
+	return relay.NewBudget(0, nil).Stream(st)
 }
 
 // isSessionFull reports whether err is a session's refusal past its limit.

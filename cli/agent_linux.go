@@ -15,7 +15,10 @@ import (
 )
 
 // agentVars are the agent flags' defaults in help texts.
-var agentVars = kong.Vars{"agent_max_connections": strconv.Itoa(agent.DefaultMaxConnections)}
+var agentVars = kong.Vars{
+	"agent_max_connections":   strconv.Itoa(agent.DefaultMaxConnections),
+	"agent_max_session_bytes": strconv.Itoa(agent.DefaultMaxSessionBytes),
+}
 
 // AgentCmd is the hidden `mirrord agent`, the side next to the target.
 type AgentCmd struct {
@@ -28,6 +31,7 @@ type AgentCmd struct {
 	Restore            string        `name:"restore" help:"NAMESPACE/KIND/NAME of the workload the session scaled down (copy_target.scale_down), to restore once no client is left (needs --copy-pod)."`
 	RestoreAfter       time.Duration `name:"restore-after" default:"3s" help:"How long after the last client left to restore --restore."`
 	MaxConnections     int           `name:"max-connections" default:"${agent_max_connections}" help:"How many connections (and open remote files) each session may have through the agent at once; past it the program's connect fails with ENOBUFS and incoming connections go to the target's app."`
+	MaxSessionBytes    int64         `name:"max-session-bytes" default:"${agent_max_session_bytes}" help:"How many bytes the agent holds for each session at most: what its program sent that the destination has not taken yet, and what the agent sends it while the program does not read. Past it, the connections holding the most are reset (the program sees ECONNRESET)."`
 }
 
 // Run serves until the TTL expires. The first line on stdout is
@@ -52,6 +56,7 @@ func (c *AgentCmd) Run(env *Env) error {
 		TTL:                c.TTL,
 		FirstClientTimeout: c.FirstClientTimeout,
 		MaxConnections:     c.MaxConnections,
+		MaxSessionBytes:    c.MaxSessionBytes,
 		Logger:             srv.log,
 		Ready: func(addr net.Addr) {
 			fmt.Fprintf(env.Stdout, "agent listening on %s\n", addr)

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/hashicorp/yamux"
 )
 
 // ErrAborted is what a connection's Read returns when its bytes can never
@@ -40,18 +42,39 @@ func CloseWrite(w io.Writer) {
 }
 
 // Copy copies src to dst until src ends, then closes dst's write half;
-// when src was aborted (ErrAborted), it resets dst.
+// when src was reset or aborted, it resets dst, so that the reset reaches
+// the far end as it would on a direct connection.
 func Copy(dst io.Writer, src io.Reader) {
-	if errors.Is(copyData(dst, src), ErrAborted) {
+	if wasReset(copyData(dst, src)) {
 		Abort(dst)
 		return
 	}
 	CloseWrite(dst)
 }
 
+// wasReset says whether a read's error is a reset rather than an end:
+// ErrAborted (the way to the agent lost) or a yamux stream the peer reset
+// (its Budget did). A TCP connection's reset is passed on as an end, as
+// before: a reset stream drops the bytes still buffered on the far side,
+// which a direct connection's reset would have let the program read.
+func wasReset(err error) bool {
+	return errors.Is(err, ErrAborted) || errors.Is(err, yamux.ErrConnectionReset)
+}
+
 // Splice copies both ways and returns when both directions are done. It
 // does not close a or b; callers do.
+//
+// A side that may be reset from elsewhere (a Budget's Stream) has the
+// other side aborted when it is: its relay may be blocked writing there.
 func Splice(a, b io.ReadWriter) {
+	if s, ok := a.(aborter); ok {
+		s.OnAbort(func() { Abort(b) })
+		defer s.OnAbort(nil)
+	}
+	if s, ok := b.(aborter); ok {
+		s.OnAbort(func() { Abort(a) })
+		defer s.OnAbort(nil)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -61,6 +84,9 @@ func Splice(a, b io.ReadWriter) {
 	Copy(b, a)
 	wg.Wait()
 }
+
+// aborter is a connection that may be reset from elsewhere (Stream).
+type aborter interface{ OnAbort(func()) }
 
 // Buffer sizes of copyData. A connection starts with a small buffer; one
 // whose reads fill it (a bulk transfer) moves to a large one, so that a

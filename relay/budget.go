@@ -1,0 +1,341 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// A Budget bounds the bytes one yamux session's streams hold on this side:
+// bytes the peer sent that no one has consumed yet (in yamux's receive
+// buffers, or read by a relay still writing them on), and bytes a relay
+// is writing to the peer while the peer's window is shut. Flow control
+// bounds each stream on its own (a window), but not their sum: a program
+// that uploads on a thousand connections to destinations that never
+// read, or a thousand clients of a stolen port that never read their
+// answers, would make the side that relays hold a window and a copy
+// buffer for each. hashicorp/yamux has no session-wide receive budget,
+// so the Budget keeps one from what crosses the session's connection
+// (Conn) and its streams (Stream): over the limit for budgetGrace, it
+// resets streams, those holding the most whose readers have been away
+// longest first, until it is within the limit again. A reset stream ends
+// on both ends, its relay aborts the connection on its other side, and
+// onReset is told. The program on the far end sees
+// ECONNRESET, as from a peer that dropped the connection.
+type Budget struct {
+	limit   int64
+	onReset func(id uint32, held int64)
+
+	conn *frameConn
+	sess atomic.Pointer[yamux.Session]
+
+	mu       sync.Mutex
+	total    int64
+	streams  map[uint32]*account
+	checking bool // a check is due (checkLocked)
+}
+
+// account is what the Budget knows of one stream.
+type account struct {
+	held                int64
+	localFIN, remoteFIN bool
+	st                  *Stream
+	// consumed is when the stream's reader last took bytes (or when it
+	// began): of the streams holding much, the one whose reader has been
+	// away longest is reset, not one that is busy moving bytes.
+	consumed time.Time
+}
+
+// NewBudget returns a budget of limit bytes; onReset (may be nil) is told
+// of each stream it resets and the bytes it held.
+func NewBudget(limit int64, onReset func(id uint32, held int64)) *Budget {
+	if onReset == nil {
+		onReset = func(uint32, int64) {}
+	}
+	return &Budget{limit: limit, onReset: onReset, streams: map[uint32]*account{}}
+}
+
+// Conn wraps the connection the budget's session runs on; it is FrameConn
+// too. One Conn per Budget.
+func (b *Budget) Conn(c net.Conn) net.Conn {
+	b.conn = &frameConn{Conn: c, budget: b}
+	return b.conn
+}
+
+// Attach tells the budget its session, which it pings to have a reset
+// take effect on this side at once (see frameConn.Read). When the session
+// ends, the relays of its streams that still run sessionEndGrace later are
+// aborted: a relay blocked writing to a destination that never reads
+// would otherwise hold its connection and buffers for good.
+func (b *Budget) Attach(sess *yamux.Session) {
+	b.sess.Store(sess)
+	go func() {
+		<-sess.CloseChan()
+		time.Sleep(sessionEndGrace)
+		b.mu.Lock()
+		var sts []*Stream
+		for id, a := range b.streams {
+			if a.st != nil {
+				sts = append(sts, a.st)
+			}
+			delete(b.streams, id)
+		}
+		b.total = 0
+		b.mu.Unlock()
+		for _, s := range sts {
+			s.aborted()
+		}
+	}()
+}
+
+// sessionEndGrace is how long the relays of a session that ended may go
+// on: what its program sent last is still on its way to the destinations.
+const sessionEndGrace = 5 * time.Second
+
+// Held returns the bytes the session's streams hold now.
+func (b *Budget) Held() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total
+}
+
+// Stream wraps a stream of the budget's session so that what it consumes
+// and sends is counted, and so that a reset of it reaches its relay.
+func (b *Budget) Stream(st *yamux.Stream) *Stream {
+	s := &Stream{Stream: st, b: b, id: st.StreamID()}
+	b.mu.Lock()
+	if a := b.streams[s.id]; a != nil {
+		a.st = s
+	}
+	b.mu.Unlock()
+	return s
+}
+
+// yamux frame types and flags (spec.md).
+const (
+	yamuxTypeWindowUpdate = 1
+	yamuxFlagSYN          = 1
+	yamuxFlagFIN          = 4
+	yamuxFlagRST          = 8
+)
+
+// frame is called with each frame header that crosses the connection,
+// in is whether it came from the peer. A SYN starts an account, a RST or
+// the second FIN ends it; a data frame from the peer is held until read.
+func (b *Budget) frame(in bool, hdr []byte) {
+	typ, flags := hdr[1], binary.BigEndian.Uint16(hdr[2:])
+	id, length := binary.BigEndian.Uint32(hdr[4:]), binary.BigEndian.Uint32(hdr[8:])
+	if id == 0 || typ > yamuxTypeWindowUpdate {
+		return // pings and go-aways
+	}
+	b.mu.Lock()
+	a := b.streams[id]
+	if a == nil && flags&yamuxFlagSYN != 0 {
+		a = &account{consumed: time.Now()}
+		b.streams[id] = a
+	}
+	if a == nil {
+		b.mu.Unlock()
+		return
+	}
+	if in && typ == yamuxTypeData {
+		a.held += int64(length)
+		b.total += int64(length)
+	}
+	if flags&yamuxFlagFIN != 0 {
+		if in {
+			a.remoteFIN = true
+		} else {
+			a.localFIN = true
+		}
+	}
+	if flags&yamuxFlagRST != 0 || a.localFIN && a.remoteFIN {
+		b.total -= a.held
+		delete(b.streams, id)
+	}
+	b.checkLocked()
+	b.mu.Unlock()
+}
+
+// add counts n more (or, negative, fewer) bytes held by stream id, and
+// resets a stream when that takes the budget past its limit; read says
+// that the stream's reader took bytes.
+func (b *Budget) add(id uint32, n int64, read bool) {
+	b.mu.Lock()
+	a := b.streams[id]
+	if a == nil {
+		b.mu.Unlock()
+		return
+	}
+	a.held += n
+	b.total += n
+	if n > 0 {
+		b.checkLocked()
+	} else if read {
+		a.consumed = time.Now()
+	}
+	b.mu.Unlock()
+}
+
+// budgetGrace is how long the budget may be over its limit before it
+// resets a stream: long enough that a stream whose reader is busy moving
+// bytes has taken some (and so is not the one reset), short enough that
+// little more arrives meanwhile (each stream's window bounds it too).
+const budgetGrace = 100 * time.Millisecond
+
+// checkLocked has the budget checked budgetGrace from now, when it is
+// over its limit and no check is due.
+func (b *Budget) checkLocked() {
+	if b.limit <= 0 || b.total <= b.limit || b.checking {
+		return
+	}
+	b.checking = true
+	time.AfterFunc(budgetGrace, b.check)
+}
+
+// check resets streams while the budget is over its limit.
+func (b *Budget) check() {
+	for {
+		b.mu.Lock()
+		victim := b.victimLocked()
+		if victim == 0 {
+			b.checking = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.reset(victim)
+	}
+}
+
+// victimLocked picks the stream to reset when the budget is over its
+// limit: of those that hold at least half as much as the one that holds
+// the most, the one whose reader has been away longest.
+func (b *Budget) victimLocked() uint32 {
+	if b.total <= b.limit {
+		return 0
+	}
+	var most int64
+	for _, a := range b.streams {
+		most = max(most, a.held)
+	}
+	var victim uint32
+	var since time.Time
+	for id, a := range b.streams {
+		if a.held > 0 && 2*a.held >= most && (victim == 0 || a.consumed.Before(since)) {
+			victim, since = id, a.consumed
+		}
+	}
+	return victim
+}
+
+// reset ends stream id on both ends (a RST frame to the peer, and one
+// made to look as if the peer sent it, so that this side's yamux drops
+// the stream and its buffer), aborts its relay's other side, and tells
+// onReset.
+func (b *Budget) reset(id uint32) {
+	b.mu.Lock()
+	a := b.streams[id]
+	if a == nil {
+		b.mu.Unlock()
+		return
+	}
+	held := a.held
+	b.total -= a.held
+	delete(b.streams, id)
+	b.mu.Unlock()
+	b.resetFrames(id)
+	if a.st != nil {
+		a.st.aborted()
+	}
+	b.onReset(id, held)
+}
+
+// resetFrames sends the peer a RST for stream id and has this side's
+// yamux read one.
+func (b *Budget) resetFrames(id uint32) {
+	var hdr [yamuxHeaderSize]byte
+	hdr[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint16(hdr[2:], yamuxFlagRST)
+	binary.BigEndian.PutUint32(hdr[4:], id)
+	b.conn.injectOut(hdr[:])
+	b.conn.injectIn(hdr[:])
+	if sess := b.sess.Load(); sess != nil {
+		// yamux's reader takes the made-up frame between two of the
+		// peer's; a ping's answer is one, however idle the session.
+		go sess.Ping()
+	}
+}
+
+// A Stream is a yamux stream whose bytes a Budget counts. What a Read
+// returns stays counted until the next Read (a relay has written it on by
+// then), what a Write is sending until it returns.
+type Stream struct {
+	*yamux.Stream
+	b       *Budget
+	id      uint32
+	last    atomic.Int64 // what the last Read returned
+	onAbort atomic.Pointer[func()]
+	gone    atomic.Bool
+}
+
+func (s *Stream) Read(p []byte) (int, error) {
+	if n := s.last.Swap(0); n > 0 {
+		s.b.add(s.id, -n, true)
+	}
+	n, err := s.Stream.Read(p)
+	if n > 0 {
+		s.last.Add(int64(n))
+	}
+	return n, err
+}
+
+func (s *Stream) Write(p []byte) (int, error) {
+	s.b.add(s.id, int64(len(p)), false)
+	defer s.b.add(s.id, -int64(len(p)), false)
+	return s.Stream.Write(p)
+}
+
+// Abort resets the stream on both ends: the program on the far end sees
+// ECONNRESET (the relays there abort their side), where Close would let it
+// read an orderly end. relay.Abort calls it.
+func (s *Stream) Abort() {
+	s.b.mu.Lock()
+	a := s.b.streams[s.id]
+	if a != nil {
+		s.b.total -= a.held
+		delete(s.b.streams, s.id)
+	}
+	s.b.mu.Unlock()
+	if a == nil || s.b.conn == nil {
+		// Not (or no longer) a stream the budget follows: closed, as a
+		// plain yamux stream would be.
+		s.Stream.Close()
+		return
+	}
+	s.b.resetFrames(s.id)
+}
+
+// OnAbort sets what to do when the budget resets the stream, or when the
+// session ended and the stream's relay still runs (nil: nothing): Splice
+// aborts the connection on the relay's other side, whose writes may be
+// what keeps the stream's bytes here, until it returns.
+func (s *Stream) OnAbort(f func()) {
+	s.onAbort.Store(&f)
+	if f != nil && s.gone.Load() {
+		f()
+	}
+}
+
+func (s *Stream) aborted() {
+	if s.gone.Swap(true) {
+		return
+	}
+	if f := s.onAbort.Load(); f != nil && *f != nil {
+		(*f)()
+	}
+}

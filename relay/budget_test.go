@@ -1,0 +1,302 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// budgetPair runs a yamux session over loopback TCP: the server's side
+// (the agent's, in mirrord) kept to a Budget of limit bytes with 256 KiB
+// windows, the client's plain.
+func budgetPair(t *testing.T, limit int64) (client, server *yamux.Session, b *Budget, resets chan uint32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	resets = make(chan uint32, 100)
+	b = NewBudget(limit, func(id uint32, held int64) { resets <- id })
+	if server, err = yamux.Server(b.Conn(sc), cfg); err != nil {
+		t.Fatal(err)
+	}
+	b.Attach(server)
+	if client, err = yamux.Client(cc, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server, b, resets
+}
+
+// Streams whose reader stalls fill their windows; past the budget the
+// fullest are reset on both ends, until what is held fits again. A
+// stream that flows meanwhile keeps every byte, in order, and the session
+// serves new streams after.
+func TestBudgetResetsTheFullest(t *testing.T) {
+	const limit = 1 << 20
+	client, server, b, resets := budgetPair(t, limit)
+
+	// The flowing stream: 16 MiB, read as it comes, checked at the end.
+	want := make([]byte, 16<<20)
+	for i := range want {
+		want[i] = byte(i * 7 / 5)
+	}
+	flow, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { flow.Write(want); flow.Close() }()
+	sflow, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(b.Stream(sflow)); got <- b }()
+
+	// Eight stalled streams: 512 KiB each on their way, never read.
+	const stalled = 8
+	var wg sync.WaitGroup
+	writeErrs := make(chan error, stalled)
+	var held []*Stream
+	for range stalled {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := st.Write(make([]byte, 512<<10))
+			writeErrs <- err
+		}()
+		sst, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, b.Stream(sst))
+	}
+
+	if g := <-got; !bytes.Equal(g, want) {
+		t.Fatalf("the flowing stream got %d bytes (sha %x), want %d (sha %x)", len(g), sha256.Sum256(g), len(want), sha256.Sum256(want))
+	}
+	// Each stalled stream holds its window, 256 KiB: eight are twice the
+	// budget, so at least four are reset.
+	deadline := time.After(10 * time.Second)
+	var reset []uint32
+	for len(reset) < 4 {
+		select {
+		case id := <-resets:
+			reset = append(reset, id)
+		case <-deadline:
+			t.Fatalf("%d streams reset, want at least 4; held %d", len(reset), b.Held())
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if h := b.Held(); h > limit {
+		t.Errorf("held %d bytes after the resets, want at most %d", h, limit)
+	}
+	// Reset streams fail on both ends: the writer's write, and this
+	// side's read, without waiting for anything more from the peer.
+	resetErrs := 0
+	for range reset {
+		select {
+		case err := <-writeErrs:
+			if !errors.Is(err, yamux.ErrConnectionReset) {
+				t.Errorf("a reset stream's writer got %v, want %v", err, yamux.ErrConnectionReset)
+			}
+			resetErrs++
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d reset streams' writers returned", resetErrs, len(reset))
+		}
+	}
+	for _, st := range held {
+		for _, id := range reset {
+			if st.StreamID() != id {
+				continue
+			}
+			st.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadAll(st); !errors.Is(err, yamux.ErrConnectionReset) {
+				t.Errorf("stream %d, reset: this side's read got %v, want %v", id, err, yamux.ErrConnectionReset)
+			}
+		}
+	}
+	// yamux forgot them (they no longer count against a session's limit).
+	if n := server.NumStreams(); n > stalled-len(reset)+1 {
+		t.Errorf("server has %d streams open, want at most %d", n, stalled-len(reset)+1)
+	}
+	// The session goes on.
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("ping"))
+	sst, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(b.Stream(sst), buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("a new stream after the resets: %q, %v", buf, err)
+	}
+	client.Close()
+	wg.Wait()
+}
+
+// A relay blocked writing to a connection that never reads holds the
+// stream's bytes: the reset aborts that connection too (its reader sees
+// ECONNRESET) and the relay returns.
+func TestBudgetAbortsTheRelay(t *testing.T) {
+	client, server, b, resets := budgetPair(t, 256<<10)
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientErr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1<<20)
+		for {
+			if _, err := st.Write(buf); err != nil {
+				clientErr <- err
+				return
+			}
+		}
+	}()
+	sst, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := net.Dial("tcp", sink.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := sink.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sink's receive buffer is small, so that the relay blocks soon.
+	in.(*net.TCPConn).SetReadBuffer(4096)
+	done := make(chan struct{})
+	go func() { Splice(b.Stream(sst), out); close(done) }()
+	select {
+	case <-resets:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no reset; held %d", b.Held())
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the relay still runs after its stream was reset")
+	}
+	select {
+	case err := <-clientErr:
+		if !errors.Is(err, yamux.ErrConnectionReset) {
+			t.Errorf("the stream's writer got %v, want %v", err, yamux.ErrConnectionReset)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream's writer still writes after the reset")
+	}
+	in.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, in); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the sink read %v, want ECONNRESET", err)
+	}
+}
+
+// Copy passes a stream's reset on as a reset: the connection it writes
+// to is aborted, not closed.
+func TestCopyPassesAResetOn(t *testing.T) {
+	client, server, b, _ := budgetPair(t, 0)
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("x"))
+	sst, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	out, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go Copy(out, st)
+	b.Stream(sst).Abort()
+	in.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, in); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the program's side read %v, want ECONNRESET", err)
+	}
+}
+
+// When the session ends, a relay still blocked writing to a destination
+// that never reads is aborted (after sessionEndGrace), so that the agent
+// does not hold its connection and buffers for good.
+func TestBudgetSessionEndAbortsStalledRelays(t *testing.T) {
+	client, server, b, _ := budgetPair(t, 0)
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go st.Write(make([]byte, 8<<20))
+	sst, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := net.Dial("tcp", sink.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := sink.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { Splice(b.Stream(sst), out); close(done) }()
+	time.Sleep(200 * time.Millisecond) // the relay blocks on the sink
+	client.Close()
+	select {
+	case <-done:
+	case <-time.After(sessionEndGrace + 5*time.Second):
+		t.Fatal("the relay still runs after its session ended")
+	}
+	in.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, in); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the sink read %v, want ECONNRESET", err)
+	}
+}
