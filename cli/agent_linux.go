@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -47,6 +48,10 @@ func (c *AgentCmd) Run(env *Env) error {
 	token := agentToken(env)
 	if token == "" && !loopbackOnly(c.Listen) {
 		return fmt.Errorf("--listen %s: other machines could reach this agent, and without a session token anyone who does could use it (its target's network, files, environment and incoming traffic); set %s for the agent and its clients, or listen on 127.0.0.1", c.Listen, agentTokenVar)
+	}
+	if soft := agentMemoryLimit(cgroupMemoryLimit("/sys/fs/cgroup")); soft > 0 {
+		debug.SetMemoryLimit(soft)
+		log.Debug("soft memory limit from the cgroup's", "bytes", soft)
 	}
 	opts := agent.Options{
 		TargetPID:          c.TargetPID,

@@ -63,3 +63,37 @@ func releaseImagePages() (int64, error) {
 	}
 	return total, sc.Err()
 }
+
+// cgroupMemoryLimit returns the memory limit of the cgroup this process
+// runs in (cgroup v2's memory.max, else v1's memory.limit_in_bytes), or 0
+// when there is none.
+func cgroupMemoryLimit(root string) int64 {
+	for _, name := range []string{"memory.max", "memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(root + "/" + name)
+		if err != nil {
+			continue
+		}
+		s := strings.TrimSpace(string(b))
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 || n >= 1<<50 { // "max", or v1's "no limit"
+			return 0
+		}
+		return n
+	}
+	return 0
+}
+
+// agentMemoryLimit is the soft memory limit the agent gives Go's runtime
+// (debug.SetMemoryLimit) in a cgroup limited to limit bytes: 80 % of it.
+// Without one the garbage collector lets the heap grow to twice what is
+// live before collecting, and a burst the session budgets allow (each
+// session's bytes, relay.Budget) plus its garbage would reach the pod's
+// limit, where the kernel kills the agent for every session; near the soft
+// limit the collector runs more often instead. 0 without a limit, or when
+// GOMEMLIMIT says otherwise.
+func agentMemoryLimit(limit int64) int64 {
+	if limit <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	return limit / 10 * 8
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,5 +49,43 @@ func TestReleaseImagePages(t *testing.T) {
 	// The code it dropped is mapped back when it runs again.
 	if _, err := releaseImagePages(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCgroupMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, content string
+		want                int64
+	}{
+		{"v2 limited", "memory.max", "104857600\n", 104857600},
+		{"v2 unlimited", "memory.max", "max\n", 0},
+		{"v1 limited", "memory/memory.limit_in_bytes", "268435456\n", 268435456},
+		{"v1 unlimited", "memory/memory.limit_in_bytes", "9223372036854771712\n", 0},
+		{"none", "", "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tc.file != "" {
+				os.MkdirAll(filepath.Dir(filepath.Join(root, tc.file)), 0o755)
+				if err := os.WriteFile(filepath.Join(root, tc.file), []byte(tc.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := cgroupMemoryLimit(root); got != tc.want {
+				t.Errorf("cgroupMemoryLimit = %d, want %d", got, tc.want)
+			}
+		})
+	}
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT")
+	if got := agentMemoryLimit(100 << 20); got != 100<<20/10*8 {
+		t.Errorf("agentMemoryLimit(100 MiB) = %d, want 80 %%", got)
+	}
+	if got := agentMemoryLimit(0); got != 0 {
+		t.Errorf("agentMemoryLimit(0) = %d, want 0", got)
+	}
+	t.Setenv("GOMEMLIMIT", "50MiB")
+	if got := agentMemoryLimit(100 << 20); got != 0 {
+		t.Errorf("agentMemoryLimit with GOMEMLIMIT set = %d, want 0 (the variable rules)", got)
 	}
 }
