@@ -76,7 +76,7 @@ func (a *Agent) openStream(sess *yamux.Session) (*relay.Stream, error) {
 // the agent pod's memory limit: a program uploading to destinations that
 // never read, or clients of a stolen port that never read their answers,
 // could take the agent down for every session. Past it, the connections
-// that hold the most and have moved nothing for longest are reset, and
+// that hold the most and moved the fewest bytes lately are reset, and
 // the program sees ECONNRESET. A bulk transfer holds at most a window
 // (agentWindow) and a copy buffer, 768 KiB, so 16 MiB leaves room for
 // about 21 uploads stalled at once. In memory the bytes take more (yamux's

@@ -20,12 +20,12 @@ import (
 // answers, would make the side that relays hold a window and a copy
 // buffer for each. hashicorp/yamux has no session-wide receive budget,
 // so the Budget keeps one from what crosses the session's connection
-// (Conn) and its streams (Stream): over the limit for budgetGrace, it
-// resets streams, those holding the most whose readers have been away
-// longest first, until it is within the limit again. A reset stream ends
-// on both ends, its relay aborts the connection on its other side, and
-// onReset is told. The program on the far end sees
-// ECONNRESET, as from a peer that dropped the connection.
+// (Conn) and its streams (Stream): over the limit for budgetGrace (or by
+// a quarter, at once), it resets streams, those holding the most that
+// moved the fewest bytes lately first (victimLocked), until it is within
+// the limit again. A reset stream ends on both ends, its relay aborts the
+// connection on its other side, and onReset is told. The program on the
+// far end sees ECONNRESET, as from a peer that dropped the connection.
 type Budget struct {
 	limit   int64
 	onReset func(id uint32, held int64)
@@ -46,9 +46,38 @@ type account struct {
 	localFIN, remoteFIN bool
 	st                  *Stream
 	// consumed is when the stream's reader last took bytes (or when it
-	// began): of the streams holding much, the one whose reader has been
-	// away longest is reset, not one that is busy moving bytes.
-	consumed time.Time
+	// began); moved and before are the bytes it took in the second since
+	// window and in the one before. Of the streams holding much, the one
+	// that moved least lately is reset, the one whose reader has been away
+	// longest among equals: not one that is busy moving bytes, even if its
+	// reader paused a moment longer than a new stream has been stalled.
+	consumed      time.Time
+	window        time.Time
+	moved, before int64
+}
+
+// recent returns the bytes a took in the last one to two seconds.
+func (a *account) recent(now time.Time) int64 {
+	switch d := now.Sub(a.window); {
+	case d < time.Second:
+		return a.moved + a.before
+	case d < 2*time.Second:
+		return a.moved
+	}
+	return 0
+}
+
+// took counts n bytes taken by a's reader at now.
+func (a *account) took(n int64, now time.Time) {
+	if d := now.Sub(a.window); d >= time.Second {
+		a.before = 0
+		if d < 2*time.Second {
+			a.before = a.moved
+		}
+		a.moved, a.window = 0, now
+	}
+	a.moved += n
+	a.consumed = now
 }
 
 // NewBudget returns a budget of limit bytes; onReset (may be nil) is told
@@ -136,7 +165,8 @@ func (b *Budget) frame(in bool, hdr []byte) {
 	b.mu.Lock()
 	a := b.streams[id]
 	if a == nil && flags&yamuxFlagSYN != 0 {
-		a = &account{consumed: time.Now()}
+		now := time.Now()
+		a = &account{consumed: now, window: now}
 		b.streams[id] = a
 	}
 	if a == nil {
@@ -177,7 +207,7 @@ func (b *Budget) add(id uint32, n int64, read bool) {
 	if n > 0 {
 		b.checkLocked()
 	} else if read {
-		a.consumed = time.Now()
+		a.took(-n, time.Now())
 	}
 	b.mu.Unlock()
 }
@@ -228,7 +258,8 @@ func (b *Budget) check() {
 
 // victimLocked picks the stream to reset when the budget is over its
 // limit: of those that hold at least half as much as the one that holds
-// the most, the one whose reader has been away longest.
+// the most, the one that moved least lately, and of those the one whose
+// reader has been away longest.
 func (b *Budget) victimLocked() uint32 {
 	if b.total <= b.limit {
 		return 0
@@ -237,11 +268,17 @@ func (b *Budget) victimLocked() uint32 {
 	for _, a := range b.streams {
 		most = max(most, a.held)
 	}
+	now := time.Now()
 	var victim uint32
-	var since time.Time
+	var v *account
+	var vRecent int64
 	for id, a := range b.streams {
-		if a.held > 0 && 2*a.held >= most && (victim == 0 || a.consumed.Before(since)) {
-			victim, since = id, a.consumed
+		if a.held <= 0 || 2*a.held < most {
+			continue
+		}
+		r := a.recent(now)
+		if v == nil || r < vRecent || r == vRecent && a.consumed.Before(v.consumed) {
+			victim, v, vRecent = id, a, r
 		}
 	}
 	return victim

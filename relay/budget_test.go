@@ -300,3 +300,39 @@ func TestBudgetSessionEndAbortsStalledRelays(t *testing.T) {
 		t.Errorf("the sink read %v, want ECONNRESET", err)
 	}
 }
+
+// The stream reset is one that holds much and moved least lately: never
+// a small one, never a busy one while an idle one holds as much.
+func TestBudgetVictim(t *testing.T) {
+	now := time.Now()
+	idle := func(held int64, away time.Duration) *account {
+		return &account{held: held, consumed: now.Add(-away), window: now.Add(-away)}
+	}
+	busy := func(held int64, away time.Duration) *account {
+		a := idle(held, away)
+		a.took(1<<20, now.Add(-away))
+		return a
+	}
+	for _, tc := range []struct {
+		name    string
+		streams map[uint32]*account
+		want    uint32
+	}{
+		{"the biggest", map[uint32]*account{1: idle(100, time.Second), 3: idle(900, time.Second), 5: idle(300, time.Second)}, 3},
+		{"idle before busy", map[uint32]*account{1: busy(900, time.Millisecond), 3: idle(600, time.Millisecond)}, 3},
+		{"small never", map[uint32]*account{1: busy(900, 0), 3: idle(100, time.Hour)}, 1},
+		{"away longest among equals", map[uint32]*account{1: idle(500, time.Second), 3: idle(500, time.Minute)}, 3},
+		{"busy long ago is idle", map[uint32]*account{1: busy(500, 3*time.Second), 3: busy(500, time.Millisecond)}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBudget(1, nil)
+			b.streams = tc.streams
+			for _, a := range tc.streams {
+				b.total += a.held
+			}
+			if got := b.victimLocked(); got != tc.want {
+				t.Errorf("victim %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
