@@ -3,8 +3,10 @@ package relay
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"syscall"
@@ -334,5 +336,117 @@ func TestBudgetVictim(t *testing.T) {
 				t.Errorf("victim %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// chunkConn returns what it holds in reads of random sizes.
+type chunkConn struct {
+	net.Conn
+	b   []byte
+	rnd *rand.Rand
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(c.b), 1+c.rnd.IntN(3000))
+	copy(p, c.b[:n])
+	c.b = c.b[n:]
+	return n, nil
+}
+
+// Frames made up for yamux's reader come whole, between the peer's
+// frames, however the connection's reads cut them; the peer's frames
+// come unchanged.
+func TestFrameConnInjectsBetweenFrames(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	frame := func(typ byte, id uint32, body []byte) []byte {
+		h := make([]byte, yamuxHeaderSize, yamuxHeaderSize+len(body))
+		h[1] = typ
+		binary.BigEndian.PutUint32(h[4:], id)
+		binary.BigEndian.PutUint32(h[8:], uint32(len(body)))
+		if typ != yamuxTypeData {
+			binary.BigEndian.PutUint32(h[8:], 1234)
+			return h
+		}
+		return append(h, body...)
+	}
+	var want [][]byte
+	var wire []byte
+	for i := range 500 {
+		var f []byte
+		if rnd.IntN(3) == 0 {
+			f = frame(yamuxTypeWindowUpdate, uint32(i), nil)
+		} else {
+			body := make([]byte, rnd.IntN(5000))
+			for j := range body {
+				body[j] = byte(i + j)
+			}
+			f = frame(yamuxTypeData, uint32(i), body)
+		}
+		want = append(want, f)
+		wire = append(wire, f...)
+	}
+	b := NewBudget(0, nil)
+	c := b.Conn(&chunkConn{b: wire, rnd: rnd}).(*frameConn)
+	injected := frame(yamuxTypeWindowUpdate, 99999, nil)
+	binary.BigEndian.PutUint16(injected[2:], yamuxFlagRST)
+	var out []byte
+	buf := make([]byte, 4096)
+	injects := 0
+	var at []int // where the output was at each injection
+	for {
+		c.imu.Lock()
+		idle := len(c.in) == 0
+		c.imu.Unlock()
+		if idle && rnd.IntN(20) == 0 {
+			c.injectIn(injected)
+			at = append(at, len(out))
+			injects++
+		}
+		n, err := c.Read(buf[:1+rnd.IntN(len(buf)-1)])
+		out = append(out, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Hand over what is still waiting (injections after the last frame).
+	for {
+		n, _ := c.Read(buf)
+		if n == 0 {
+			break
+		}
+		out = append(out, buf[:n]...)
+	}
+	got, seen, pos := 0, 0, 0
+	for len(out) > 0 {
+		if len(out) < yamuxHeaderSize {
+			t.Fatalf("%d bytes left, less than a header", len(out))
+		}
+		f := out[:yamuxHeaderSize]
+		if out[1] == yamuxTypeData {
+			f = out[:yamuxHeaderSize+int(binary.BigEndian.Uint32(out[8:]))]
+		}
+		out = out[len(f):]
+		pos += len(f)
+		if bytes.Equal(f, injected) {
+			// Handed over once the frame being read is: no later.
+			if gap := pos - len(f) - at[seen]; gap > yamuxHeaderSize+5000 {
+				t.Errorf("injection %d came %d bytes after it was made, more than a frame", seen, gap)
+			}
+			seen++
+			continue
+		}
+		if got >= len(want) || !bytes.Equal(f, want[got]) {
+			t.Fatalf("frame %d differs from the peer's", got)
+		}
+		got++
+	}
+	if got != len(want) || seen != injects {
+		t.Errorf("%d of %d frames, %d of %d injected", got, len(want), seen, injects)
 	}
 }

@@ -35,12 +35,14 @@ type frameConn struct {
 	// With a budget, the frames read are followed too: the header being
 	// read, the body bytes still to come, and what was read past a frame
 	// boundary while a made-up frame waited for one. Only yamux's reader
-	// reads; in (the frames to hand it) is under mu.
+	// reads; in (the frames to hand it) is under imu, not mu, which a
+	// write blocked on a slow connection may hold.
 	budget *Budget
 	rhdr   [yamuxHeaderSize]byte
 	rhdrN  int
 	body   uint32
 	carry  []byte
+	imu    sync.Mutex
 	in     []byte
 }
 
@@ -91,9 +93,9 @@ func (c *frameConn) injectOut(frame []byte) {
 
 // injectIn hands frame to yamux's reader between two of the peer's frames.
 func (c *frameConn) injectIn(frame []byte) {
-	c.mu.Lock()
+	c.imu.Lock()
 	c.in = append(c.in, frame...)
-	c.mu.Unlock()
+	c.imu.Unlock()
 }
 
 // Read follows the frames read (for the budget: which stream each body
@@ -104,15 +106,15 @@ func (c *frameConn) Read(p []byte) (int, error) {
 	if c.budget == nil {
 		return c.Conn.Read(p)
 	}
-	c.mu.Lock()
+	c.imu.Lock()
 	waiting := len(c.in) > 0
 	if waiting && c.rhdrN == 0 && c.body == 0 {
 		n := copy(p, c.in)
 		c.in = c.in[n:]
-		c.mu.Unlock()
+		c.imu.Unlock()
 		return n, nil
 	}
-	c.mu.Unlock()
+	c.imu.Unlock()
 	var n int
 	var err error
 	if len(c.carry) > 0 {
