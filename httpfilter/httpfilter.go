@@ -118,12 +118,20 @@ func (f pathFilter) String() string        { return "path=" + f.re.String() }
 type methodFilter string
 
 // Method returns a filter that matches one HTTP method, case-insensitively.
+// A method is a token (RFC 9110, section 5.6.2): ASCII letters, digits and
+// !#$%&'*+-.^_`|~, so that its case folds as a request's does (fuzzing
+// found "ı", which upper-cases to "I" and then no longer matches itself).
 func Method(m string) (Filter, error) {
 	m = strings.TrimSpace(m)
-	if m == "" || strings.ContainsAny(m, " \t/:") {
-		return nil, fmt.Errorf("invalid HTTP method %q", m)
+	if m == "" || strings.IndexFunc(m, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+		return nil, fmt.Errorf("invalid HTTP method %q: a method is a token of ASCII letters, digits and !#$%%&'*+-.^_`|~", m)
 	}
 	return methodFilter(strings.ToUpper(m)), nil
+}
+
+// isTokenChar says whether r may be part of an HTTP token.
+func isTokenChar(r rune) bool {
+	return r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
 }
 
 func (f methodFilter) Match(r *Request) bool { return strings.EqualFold(r.Method, string(f)) }

@@ -82,7 +82,14 @@ func TestFilters(t *testing.T) {
 	if _, err := AnyOf(); err == nil {
 		t.Error("AnyOf() with no filters should fail")
 	}
-	if _, err := Method("GE T"); err == nil {
-		t.Error(`Method("GE T") should fail`)
+	for _, m := range []string{"GE T", "ı", "GET/1", "Ü", "a:b", ""} {
+		if _, err := Method(m); err == nil {
+			t.Errorf("Method(%q) should fail: not a token", m)
+		}
+	}
+	for _, m := range []string{"get", "M-SEARCH", "PROPFIND", "x~!"} {
+		if _, err := Method(m); err != nil {
+			t.Errorf("Method(%q): %v", m, err)
+		}
 	}
 }
