@@ -130,7 +130,8 @@ func Run(ctx context.Context, opts Options) error {
 		Hostname:   host,
 		Resolver:   resolverInfo(a.resolver),
 
-		MaxConnections: a.maxStreams,
+		MaxConnections:  a.maxStreams,
+		MaxSessionBytes: a.maxBytes,
 	}
 
 	a.in = &incoming{a: a, subs: map[uint16][]*subscription{}, rules: map[uint16]*nftables.Rule{}, conns: map[*net.TCPConn]struct{}{}}

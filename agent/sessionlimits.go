@@ -77,14 +77,14 @@ func (a *Agent) openStream(sess *yamux.Session) (*relay.Stream, error) {
 // never read, or clients of a stolen port that never read their answers,
 // could take the agent down for every session. Past it, the connections
 // that hold the most and moved the fewest bytes lately are reset, and
-// the program sees ECONNRESET. A bulk transfer holds at most a window
-// (agentWindow) and a copy buffer, 768 KiB, so 16 MiB leaves room for
-// about 21 uploads stalled at once. In memory the bytes take more (yamux's
-// buffer grows by doubling; the yamux protocol's first window, 256 KiB per
-// stream, arrives before anything is counted): with 1,000 uploads to a
-// destination that never reads, the agent's RssAnon peaked at 77 MiB
-// (hermetic, GOMEMLIMIT 80 MiB as in its pod), against 196 MiB and rising
-// without a budget.
+// the program sees ECONNRESET. A stalled upload holds a window
+// (agentWindow), counted twice since yamux's buffer grows by doubling
+// (relay.Budget), and a copy buffer: 1.25 MiB, so 16 MiB leaves room for
+// about 13 uploads stalled at once. With 1,000 uploads to a destination
+// that never reads, the agent's RssAnon peaked at 66 MiB in the first
+// moments (every stream's first window, 256 KiB, arrives before the first
+// reset) and settled at 25 MiB (hermetic, GOMEMLIMIT 80 MiB as in its
+// pod), against 196 MiB and rising without a budget.
 const DefaultMaxSessionBytes = 16 << 20
 
 // newBudget returns the byte budget of a session from remote, which logs

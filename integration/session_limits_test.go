@@ -181,8 +181,8 @@ print("after:", c.makefile("rb").read().decode(), flush=True)
 // window and a copy buffer; with a budget of 2 MiB per session (the
 // default is 16) the connections holding the most are reset — the
 // program's send fails with ECONNRESET under both engines — until what the
-// agent holds fits, the rest stay stalled as on a direct connection, and
-// the session goes on.
+// agent holds fits, the rest stay stalled as on a direct connection,
+// mirrord says why, and the session goes on.
 func TestSessionByteBudget(t *testing.T) {
 	f := newFixture(t)
 	var ln net.Listener
@@ -230,6 +230,10 @@ func TestSessionByteBudget(t *testing.T) {
 		}
 		if !strings.Contains(out, "after: app got: hi") {
 			t.Errorf("a connection after the resets did not get through:\n%s", out)
+		}
+		// mirrord says why, once for the lot.
+		if n := strings.Count(out, "the agent reset a connection of the program (ECONNRESET): this session held more than 2 MiB in the agent, its limit"); n != 1 {
+			t.Errorf("mirrord said %d times that the agent reset connections over the session's budget, want once:\n%s", n, out)
 		}
 	})
 }

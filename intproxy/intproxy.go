@@ -62,6 +62,7 @@ type Proxy struct {
 	subs    map[*subscription]bool
 
 	lastLimit time.Time // the last LimitReached event (checkLimit)
+	lastReset time.Time // the last one for a reset over the byte budget
 }
 
 // AgentAddr says where an agent listens and what it asks of its clients.
@@ -128,7 +129,7 @@ func (p *Proxy) dialAgent(ctx context.Context, a AgentAddr) (*yamux.Session, pro
 	if err != nil {
 		return nil, protocol.HelloReply{}, fmt.Errorf("cannot reach the agent at %s: %w", a.Addr, err)
 	}
-	sess, err := yamux.Client(conn, protocol.MuxConfig())
+	sess, err := yamux.Client(relay.WatchResets(conn, func(uint32) { p.overBudget() }), protocol.MuxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, protocol.HelloReply{}, fmt.Errorf("agent session: %w", err)
@@ -588,6 +589,22 @@ const limitEventEvery = 10 * time.Second
 // checkLimit tells the user, through an event, when err is the agent's
 // refusal of a connection past the session's limit: the program only
 // sees ENOBUFS, which does not say whose limit it is.
+// overBudget tells, at most once every limitEventEvery, that the agent
+// reset a connection of the session over its byte budget.
+func (p *Proxy) overBudget() {
+	p.mu.Lock()
+	now := time.Now()
+	quiet := now.Sub(p.lastReset) < limitEventEvery
+	if !quiet {
+		p.lastReset = now
+	}
+	limit := p.hello.MaxSessionBytes
+	p.mu.Unlock()
+	if !quiet {
+		p.event(LimitReached, "%s", protocol.OverBudget(limit))
+	}
+}
+
 func (p *Proxy) checkLimit(err error) {
 	var er *protocol.ErrorReply
 	if !errors.As(err, &er) || er.Code != "ENOBUFS" {

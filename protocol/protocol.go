@@ -84,6 +84,16 @@ type HelloReply struct {
 	// MaxConnections is how many streams the session may have open at
 	// once (0: no limit said); past it the agent refuses with ENOBUFS.
 	MaxConnections int `json:"max_connections,omitempty"`
+	// MaxSessionBytes is the bytes the agent holds for the session at
+	// most (0: not said); past it the agent resets the connections that
+	// hold the most (relay.Budget).
+	MaxSessionBytes int64 `json:"max_session_bytes,omitempty"`
+}
+
+// OverBudget is what mirrord says when the agent reset connections of the
+// session to keep it within MaxSessionBytes.
+func OverBudget(limit int64) string {
+	return fmt.Sprintf("the agent reset a connection of the program (ECONNRESET): this session held more than %d MiB in the agent, its limit — bytes sent that the destination does not take, or answers the program does not read; the connections holding the most are reset", limit>>20)
 }
 
 // SessionFull is the message of the agent's refusal (ENOBUFS) of a

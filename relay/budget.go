@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/binary"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ type Budget struct {
 	total    int64
 	streams  map[uint32]*account
 	checking bool // a check is due or running (checkLocked)
+	withheld bool // some stream's window is withheld (sent)
 	timer    *time.Timer
 }
 
@@ -54,6 +56,9 @@ type account struct {
 	consumed      time.Time
 	window        time.Time
 	moved, before int64
+	// withheld is the window this side granted the stream that the peer
+	// was not told of yet (sent).
+	withheld uint32
 }
 
 // recent returns the bytes a took in the last one to two seconds.
@@ -153,6 +158,78 @@ const (
 	yamuxFlagRST          = 8
 )
 
+// bufferGrowth is what a byte waiting in yamux's receive buffer costs, in
+// bytes: the buffer is a bytes.Buffer, which grows by doubling and keeps
+// its size, so a stalled stream's buffer takes up to twice its window
+// (measured: 890 KiB per stream stalled with a 512 KiB window). A byte
+// a reader took counts once, in the reader's buffer.
+const bufferGrowth = 2
+
+// peerFrame is frame for the headers of the frames the peer sent.
+func (b *Budget) peerFrame(hdr []byte) { b.frame(true, hdr) }
+
+// budgetResetMark is the length field of the RST frames a Budget sends
+// (a window increment, which a reset stream ignores): WatchResets on the
+// peer's side tells them from other resets.
+const budgetResetMark = 0x6d627564 // "mbud"
+
+// sent is frame for a frame header this side's yamux writes; while the
+// budget is over its limit it withholds the window a stream grants: the
+// header to send instead (the same, or the window zeroed when it carries
+// flags), or withheld when nothing is to be sent. yamux then believes the
+// peer may send more than the peer was told, which is safe; releaseCredit
+// grants the rest once the budget is within its limit again. Without it
+// the peer could fill every stream's whole window while resets catch up.
+func (b *Budget) sent(hdr []byte) (out []byte, withheld bool) {
+	typ, flags := hdr[1], binary.BigEndian.Uint16(hdr[2:])
+	id, delta := binary.BigEndian.Uint32(hdr[4:]), binary.BigEndian.Uint32(hdr[8:])
+	b.frame(false, hdr)
+	if typ != yamuxTypeWindowUpdate || id == 0 || delta == 0 || flags&yamuxFlagRST != 0 {
+		return hdr, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a := b.streams[id]
+	if a == nil || b.limit <= 0 || b.total <= b.limit {
+		return hdr, false
+	}
+	a.withheld += delta
+	b.withheld = true
+	if flags == 0 {
+		return nil, true
+	}
+	out = append([]byte(nil), hdr...)
+	binary.BigEndian.PutUint32(out[8:], 0)
+	return out, false
+}
+
+// releaseCredit grants the windows withheld (sent), when the budget is
+// within its limit.
+func (b *Budget) releaseCredit() {
+	b.mu.Lock()
+	if !b.withheld || b.total > b.limit {
+		b.mu.Unlock()
+		return
+	}
+	b.withheld = false
+	var frames []byte
+	for id, a := range b.streams {
+		if a.withheld == 0 {
+			continue
+		}
+		var hdr [yamuxHeaderSize]byte
+		hdr[1] = yamuxTypeWindowUpdate
+		binary.BigEndian.PutUint32(hdr[4:], id)
+		binary.BigEndian.PutUint32(hdr[8:], a.withheld)
+		frames = append(frames, hdr[:]...)
+		a.withheld = 0
+	}
+	b.mu.Unlock()
+	if len(frames) > 0 {
+		b.conn.injectOut(frames)
+	}
+}
+
 // frame is called with each frame header that crosses the connection,
 // in is whether it came from the peer. A SYN starts an account, a RST or
 // the second FIN ends it; a data frame from the peer is held until read.
@@ -174,8 +251,8 @@ func (b *Budget) frame(in bool, hdr []byte) {
 		return
 	}
 	if in && typ == yamuxTypeData {
-		a.held += int64(length)
-		b.total += int64(length)
+		a.held += bufferGrowth * int64(length)
+		b.total += bufferGrowth * int64(length)
 	}
 	if flags&yamuxFlagFIN != 0 {
 		if in {
@@ -189,7 +266,12 @@ func (b *Budget) frame(in bool, hdr []byte) {
 		delete(b.streams, id)
 	}
 	b.checkLocked()
+	release := b.withheld && b.total <= b.limit
 	b.mu.Unlock()
+	if release {
+		// Not here: the writer's lock may be held (sent).
+		go b.releaseCredit()
+	}
 }
 
 // add counts n more (or, negative, fewer) bytes held by stream id, and
@@ -209,7 +291,11 @@ func (b *Budget) add(id uint32, n int64, read bool) {
 	} else if read {
 		a.took(-n, time.Now())
 	}
+	release := b.withheld && b.total <= b.limit
 	b.mu.Unlock()
+	if release {
+		b.releaseCredit()
+	}
 }
 
 // budgetGrace is how long the budget may be over its limit before it
@@ -249,12 +335,34 @@ func (b *Budget) check() {
 		if victim == 0 {
 			b.checking = false
 			b.mu.Unlock()
+			b.releaseCredit()
 			return
 		}
 		b.mu.Unlock()
 		b.reset(victim)
+		collectSoon()
 	}
 }
+
+// collecting is set while a collection after resets is due.
+var collecting atomic.Bool
+
+// collectSoon runs the garbage collector once the relays of the streams
+// just reset have ended (collectAfter): resets free a budget's worth of
+// buffers at once, which the collector would otherwise leave until the
+// heap doubled (or, under a soft memory limit, until near it), so that the
+// agent's memory follows what it holds, not what it held.
+func collectSoon() {
+	if collecting.Swap(true) {
+		return
+	}
+	time.AfterFunc(collectAfter, func() {
+		collecting.Store(false)
+		debug.FreeOSMemory()
+	})
+}
+
+const collectAfter = 50 * time.Millisecond
 
 // victimLocked picks the stream to reset when the budget is over its
 // limit: of those that hold at least half as much as the one that holds
@@ -299,7 +407,7 @@ func (b *Budget) reset(id uint32) {
 	b.total -= a.held
 	delete(b.streams, id)
 	b.mu.Unlock()
-	b.resetFrames(id)
+	b.resetFrames(id, true)
 	if a.st != nil {
 		a.st.aborted()
 	}
@@ -307,14 +415,17 @@ func (b *Budget) reset(id uint32) {
 }
 
 // resetFrames sends the peer a RST for stream id and has this side's
-// yamux read one.
-func (b *Budget) resetFrames(id uint32) {
+// yamux read one; mark says the budget reset it (budgetResetMark).
+func (b *Budget) resetFrames(id uint32, mark bool) {
 	var hdr [yamuxHeaderSize]byte
 	hdr[1] = yamuxTypeWindowUpdate
 	binary.BigEndian.PutUint16(hdr[2:], yamuxFlagRST)
 	binary.BigEndian.PutUint32(hdr[4:], id)
-	b.conn.injectOut(hdr[:])
 	b.conn.injectIn(hdr[:])
+	if mark {
+		binary.BigEndian.PutUint32(hdr[8:], budgetResetMark)
+	}
+	b.conn.injectOut(hdr[:])
 	if sess := b.sess.Load(); sess != nil {
 		// yamux's reader takes the made-up frame between two of the
 		// peer's; a ping's answer is one, however idle the session.
@@ -340,6 +451,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	n, err := s.Stream.Read(p)
 	if n > 0 {
+		s.b.add(s.id, -(bufferGrowth-1)*int64(n), false)
 		s.last.Add(int64(n))
 	}
 	return n, err
@@ -368,7 +480,7 @@ func (s *Stream) Abort() {
 		s.Stream.Close()
 		return
 	}
-	s.b.resetFrames(s.id)
+	s.b.resetFrames(s.id, false)
 }
 
 // OnAbort sets what to do when the budget resets the stream, or when the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,8 +19,14 @@ import (
 
 // budgetPair runs a yamux session over loopback TCP: the server's side
 // (the agent's, in mirrord) kept to a Budget of limit bytes with 256 KiB
-// windows, the client's plain.
+// windows, the client's watching for its resets (WatchResets, whose ids
+// go to watched).
 func budgetPair(t *testing.T, limit int64) (client, server *yamux.Session, b *Budget, resets chan uint32) {
+	client, server, b, resets, _ = budgetPairWatched(t, limit)
+	return client, server, b, resets
+}
+
+func budgetPairWatched(t *testing.T, limit int64) (client, server *yamux.Session, b *Budget, resets, watched chan uint32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,11 +49,12 @@ func budgetPair(t *testing.T, limit int64) (client, server *yamux.Session, b *Bu
 		t.Fatal(err)
 	}
 	b.Attach(server)
-	if client, err = yamux.Client(cc, cfg); err != nil {
+	watched = make(chan uint32, 100)
+	if client, err = yamux.Client(WatchResets(cc, func(id uint32) { watched <- id }), cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server, b, resets
+	return client, server, b, resets, watched
 }
 
 // Streams whose reader stalls fill their windows; past the budget the
@@ -55,7 +63,7 @@ func budgetPair(t *testing.T, limit int64) (client, server *yamux.Session, b *Bu
 // serves new streams after.
 func TestBudgetResetsTheFullest(t *testing.T) {
 	const limit = 1 << 20
-	client, server, b, resets := budgetPair(t, limit)
+	client, server, b, resets, watched := budgetPairWatched(t, limit)
 
 	// The flowing stream: 16 MiB, read as it comes, checked at the end.
 	want := make([]byte, 16<<20)
@@ -139,6 +147,17 @@ func TestBudgetResetsTheFullest(t *testing.T) {
 			if _, err := io.ReadAll(st); !errors.Is(err, yamux.ErrConnectionReset) {
 				t.Errorf("stream %d, reset: this side's read got %v, want %v", id, err, yamux.ErrConnectionReset)
 			}
+		}
+	}
+	// The client's side was told which (mirrord says so).
+	for range reset {
+		select {
+		case id := <-watched:
+			if !slices.Contains(reset, id) {
+				t.Errorf("the client was told of a reset of stream %d, which was not reset", id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the client was not told of every reset")
 		}
 	}
 	// yamux forgot them (they no longer count against a session's limit).
@@ -230,7 +249,7 @@ func TestBudgetAbortsTheRelay(t *testing.T) {
 // Copy passes a stream's reset on as a reset: the connection it writes
 // to is aborted, not closed.
 func TestCopyPassesAResetOn(t *testing.T) {
-	client, server, b, _ := budgetPair(t, 0)
+	client, server, b, _, watched := budgetPairWatched(t, 0)
 	st, err := client.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -258,6 +277,12 @@ func TestCopyPassesAResetOn(t *testing.T) {
 	in.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.Copy(io.Discard, in); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("the program's side read %v, want ECONNRESET", err)
+	}
+	// Not the budget's reset: mirrord says nothing of it.
+	select {
+	case id := <-watched:
+		t.Errorf("the client was told stream %d was reset over the budget", id)
+	default:
 	}
 }
 

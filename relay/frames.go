@@ -38,9 +38,7 @@ type frameConn struct {
 	// reads; in (the frames to hand it) is under imu, not mu, which a
 	// write blocked on a slow connection may hold.
 	budget *Budget
-	rhdr   [yamuxHeaderSize]byte
-	rhdrN  int
-	body   uint32
+	frames follower
 	carry  []byte
 	imu    sync.Mutex
 	in     []byte
@@ -70,7 +68,10 @@ func (c *frameConn) Write(p []byte) (int, error) {
 		return max(int(n)-yamuxHeaderSize, 0), err
 	}
 	if len(p) == yamuxHeaderSize && c.budget != nil {
-		c.budget.frame(false, p)
+		var withheld bool
+		if p, withheld = c.budget.sent(p); withheld {
+			return yamuxHeaderSize, nil
+		}
 	}
 	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
 		copy(c.hdr[:], p)
@@ -108,7 +109,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 	}
 	c.imu.Lock()
 	waiting := len(c.in) > 0
-	if waiting && c.rhdrN == 0 && c.body == 0 {
+	if waiting && c.frames.between() {
 		n := copy(p, c.in)
 		c.in = c.in[n:]
 		c.imu.Unlock()
@@ -123,38 +124,73 @@ func (c *frameConn) Read(p []byte) (int, error) {
 	} else {
 		n, err = c.Conn.Read(p)
 	}
-	m := c.follow(p[:n], waiting && err == nil)
+	m := c.frames.follow(p[:n], waiting && err == nil, c.budget.peerFrame)
 	if m < n {
 		c.carry = append(append([]byte(nil), p[m:n]...), c.carry...)
 	}
 	return m, err
 }
 
-// follow reads the frames in b, which continue those read before; with
-// stop, it stops at the first frame boundary and returns how far it read.
-func (c *frameConn) follow(b []byte, stop bool) int {
+// follower follows the frames of a yamux session's byte stream.
+type follower struct {
+	hdr  [yamuxHeaderSize]byte
+	n    int    // bytes of hdr read
+	body uint32 // bytes of the current data frame's body still to come
+}
+
+// between says whether the bytes followed end at a frame boundary.
+func (f *follower) between() bool { return f.n == 0 && f.body == 0 }
+
+// follow reads the frames in b, which continue those followed before,
+// calling header with each whole frame header; with stop, it stops at
+// the first frame boundary and returns how far it read.
+func (f *follower) follow(b []byte, stop bool, header func(hdr []byte)) int {
 	i := 0
 	for i < len(b) {
-		if c.body > 0 {
-			k := min(int(c.body), len(b)-i)
-			c.body -= uint32(k)
+		if f.body > 0 {
+			k := min(int(f.body), len(b)-i)
+			f.body -= uint32(k)
 			i += k
 		} else {
-			k := copy(c.rhdr[c.rhdrN:], b[i:])
-			c.rhdrN += k
+			k := copy(f.hdr[f.n:], b[i:])
+			f.n += k
 			i += k
-			if c.rhdrN < yamuxHeaderSize {
+			if f.n < yamuxHeaderSize {
 				continue
 			}
-			c.rhdrN = 0
-			c.budget.frame(true, c.rhdr[:])
-			if c.rhdr[1] == yamuxTypeData {
-				c.body = binary.BigEndian.Uint32(c.rhdr[8:])
+			f.n = 0
+			header(f.hdr[:])
+			if f.hdr[1] == yamuxTypeData {
+				f.body = binary.BigEndian.Uint32(f.hdr[8:])
 			}
 		}
-		if stop && c.body == 0 && c.rhdrN == 0 {
+		if stop && f.between() {
 			return i
 		}
 	}
 	return i
+}
+
+// WatchResets wraps the connection a yamux session runs on, on the side
+// whose peer keeps a Budget: reset is called with each stream the peer's
+// budget reset (the session itself only sees a reset stream).
+func WatchResets(c net.Conn, reset func(id uint32)) net.Conn {
+	return &resetWatch{Conn: c, reset: reset}
+}
+
+type resetWatch struct {
+	net.Conn
+	frames follower
+	reset  func(id uint32)
+}
+
+func (w *resetWatch) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	w.frames.follow(p[:n], false, func(hdr []byte) {
+		if hdr[1] == yamuxTypeWindowUpdate && binary.BigEndian.Uint16(hdr[2:])&yamuxFlagRST != 0 &&
+			binary.BigEndian.Uint32(hdr[8:]) == budgetResetMark {
+			w.reset(binary.BigEndian.Uint32(hdr[4:]))
+		}
+	})
+	return n, err
 }
