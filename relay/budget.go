@@ -102,33 +102,44 @@ func (b *Budget) Conn(c net.Conn) net.Conn {
 }
 
 // Attach tells the budget its session, which it pings to have a reset
-// take effect on this side at once (see frameConn.Read). When the session
-// ends, the relays of its streams that still run sessionEndGrace later are
-// aborted: a relay blocked writing to a destination that never reads
-// would otherwise hold its connection and buffers for good.
+// take effect on this side at once (see frameConn.Read). Once the session
+// ended, the relays of its streams that moved nothing for sessionEndGrace
+// are aborted: a relay blocked writing to a destination that never reads
+// would otherwise hold its connection and buffers for good, while one
+// still passing on what the program sent last goes on.
 func (b *Budget) Attach(sess *yamux.Session) {
 	b.sess.Store(sess)
 	go func() {
 		<-sess.CloseChan()
-		time.Sleep(sessionEndGrace)
-		b.mu.Lock()
-		var sts []*Stream
-		for id, a := range b.streams {
-			if a.st != nil {
-				sts = append(sts, a.st)
+		for {
+			time.Sleep(sessionEndGrace)
+			now := time.Now()
+			b.mu.Lock()
+			var stuck []*Stream
+			for id, a := range b.streams {
+				if now.Sub(a.consumed) < sessionEndGrace {
+					continue
+				}
+				if a.st != nil {
+					stuck = append(stuck, a.st)
+				}
+				b.total -= a.held
+				delete(b.streams, id)
 			}
-			delete(b.streams, id)
-		}
-		b.total = 0
-		b.mu.Unlock()
-		for _, s := range sts {
-			s.aborted()
+			left := len(b.streams)
+			b.mu.Unlock()
+			for _, s := range stuck {
+				s.aborted()
+			}
+			if left == 0 {
+				return
+			}
 		}
 	}()
 }
 
-// sessionEndGrace is how long the relays of a session that ended may go
-// on: what its program sent last is still on its way to the destinations.
+// sessionEndGrace is how long a relay of a session that ended may move
+// nothing before it is aborted.
 const sessionEndGrace = 5 * time.Second
 
 // Held returns the bytes the session's streams hold now.
