@@ -475,3 +475,47 @@ func TestFrameConnInjectsBetweenFrames(t *testing.T) {
 		t.Errorf("%d of %d frames, %d of %d injected", got, len(want), seen, injects)
 	}
 }
+
+// Streams that end as usual (both sides close, or one resets) leave no
+// account behind, and nothing counted.
+func TestBudgetForgetsEndedStreams(t *testing.T) {
+	client, server, b, _ := budgetPair(t, 64<<20)
+	go func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				s := b.Stream(st)
+				io.Copy(s, s) // echo until the client's half-close
+				s.Close()
+			}()
+		}
+	}()
+	for i := range 100 {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := bytes.Repeat([]byte{byte(i)}, 100_000)
+		go func() { st.Write(msg); st.Close() }()
+		got, err := io.ReadAll(st)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("stream %d echoed %d bytes, %v", i, len(got), err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.mu.Lock()
+		n, held := len(b.streams), b.total
+		b.mu.Unlock()
+		if n == 0 && held == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d accounts and %d bytes left after every stream ended", n, held)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
