@@ -57,6 +57,25 @@ func budgetPairWatched(t *testing.T, limit int64) (client, server *yamux.Session
 	return client, server, b, resets, watched
 }
 
+// tcpPair returns both ends of a loopback TCP connection: out, which a
+// relay writes to, and in, a sink that reads only when the test does.
+func tcpPair(t *testing.T) (out, in net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if out, err = net.Dial("tcp", ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if in, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close(); in.Close() })
+	return out, in
+}
+
 // Streams whose reader stalls fill their windows; past the budget the
 // fullest are reset on both ends, until what is held fits again. A
 // stream that flows meanwhile keeps every byte, in order, and the session
@@ -187,11 +206,6 @@ func TestBudgetResetsTheFullest(t *testing.T) {
 // ECONNRESET) and the relay returns.
 func TestBudgetAbortsTheRelay(t *testing.T) {
 	client, server, b, resets := budgetPair(t, 256<<10)
-	sink, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
 	st, err := client.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -210,14 +224,7 @@ func TestBudgetAbortsTheRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := net.Dial("tcp", sink.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := sink.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, in := tcpPair(t)
 	// The sink's receive buffer is small, so that the relay blocks soon.
 	in.(*net.TCPConn).SetReadBuffer(4096)
 	done := make(chan struct{})
@@ -259,19 +266,7 @@ func TestCopyPassesAResetOn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	out, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, in := tcpPair(t)
 	go Copy(out, st)
 	b.Stream(sst).Abort()
 	in.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -291,11 +286,6 @@ func TestCopyPassesAResetOn(t *testing.T) {
 // does not hold its connection and buffers for good.
 func TestBudgetSessionEndAbortsStalledRelays(t *testing.T) {
 	client, server, b, _ := budgetPair(t, 0)
-	sink, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
 	st, err := client.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -305,14 +295,7 @@ func TestBudgetSessionEndAbortsStalledRelays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := net.Dial("tcp", sink.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := sink.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, in := tcpPair(t)
 	done := make(chan struct{})
 	go func() { Splice(b.Stream(sst), out); close(done) }()
 	time.Sleep(200 * time.Millisecond) // the relay blocks on the sink
