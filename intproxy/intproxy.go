@@ -586,9 +586,6 @@ func (p *Proxy) ConnectRoute(dst netip.AddrPort, udp func() (isUDP, ok bool)) (l
 // connecting past the session's limit.
 const limitEventEvery = 10 * time.Second
 
-// checkLimit tells the user, through an event, when err is the agent's
-// refusal of a connection past the session's limit: the program only
-// sees ENOBUFS, which does not say whose limit it is.
 // overBudget tells, at most once every limitEventEvery, that the agent
 // reset a connection of the session over its byte budget.
 func (p *Proxy) overBudget() {
@@ -605,6 +602,9 @@ func (p *Proxy) overBudget() {
 	}
 }
 
+// checkLimit tells the user, through an event, when err is the agent's
+// refusal of a connection past the session's limit: the program only
+// sees ENOBUFS, which does not say whose limit it is.
 func (p *Proxy) checkLimit(err error) {
 	var er *protocol.ErrorReply
 	if !errors.As(err, &er) || er.Code != "ENOBUFS" {
