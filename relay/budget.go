@@ -123,8 +123,7 @@ func (b *Budget) Attach(sess *yamux.Session) {
 				if a.st != nil {
 					stuck = append(stuck, a.st)
 				}
-				b.total -= a.held
-				delete(b.streams, id)
+				b.dropLocked(id, a)
 			}
 			left := len(b.streams)
 			b.mu.Unlock()
@@ -273,8 +272,7 @@ func (b *Budget) frame(in bool, hdr []byte) {
 		}
 	}
 	if flags&yamuxFlagRST != 0 || a.localFIN && a.remoteFIN {
-		b.total -= a.held
-		delete(b.streams, id)
+		b.dropLocked(id, a)
 	}
 	b.checkLocked()
 	release := b.withheld && b.total <= b.limit
@@ -408,21 +406,34 @@ func (b *Budget) victimLocked() uint32 {
 // the stream and its buffer), aborts its relay's other side, and tells
 // onReset.
 func (b *Budget) reset(id uint32) {
-	b.mu.Lock()
-	a := b.streams[id]
+	a := b.forget(id)
 	if a == nil {
-		b.mu.Unlock()
 		return
 	}
-	held := a.held
-	b.total -= a.held
-	delete(b.streams, id)
-	b.mu.Unlock()
 	b.resetFrames(id, true)
 	if a.st != nil {
 		a.st.aborted()
 	}
-	b.onReset(id, held)
+	b.onReset(id, a.held)
+}
+
+// forget ends the account of stream id and returns it (nil: there was
+// none, or it ended already).
+func (b *Budget) forget(id uint32) *account {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a := b.streams[id]
+	if a != nil {
+		b.dropLocked(id, a)
+	}
+	return a
+}
+
+// dropLocked ends a, the account of stream id: what it held no longer
+// counts.
+func (b *Budget) dropLocked(id uint32, a *account) {
+	b.total -= a.held
+	delete(b.streams, id)
 }
 
 // resetFrames sends the peer a RST for stream id and has this side's
@@ -478,14 +489,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 // ECONNRESET (the relays there abort their side), where Close would let it
 // read an orderly end. relay.Abort calls it.
 func (s *Stream) Abort() {
-	s.b.mu.Lock()
-	a := s.b.streams[s.id]
-	if a != nil {
-		s.b.total -= a.held
-		delete(s.b.streams, s.id)
-	}
-	s.b.mu.Unlock()
-	if a == nil || s.b.conn == nil {
+	if s.b.forget(s.id) == nil || s.b.conn == nil {
 		// Not (or no longer) a stream the budget follows: closed, as a
 		// plain yamux stream would be.
 		s.Stream.Close()
