@@ -43,6 +43,12 @@ func looksLikeHTTP1(b []byte) bool {
 type upstream struct {
 	conn net.Conn
 	r    *bufio.Reader
+	tap  *headTap
+}
+
+func newUpstream(conn net.Conn) *upstream {
+	tap := &headTap{r: conn}
+	return &upstream{conn: conn, r: bufio.NewReader(tap), tap: tap}
 }
 
 func (u *upstream) close() {
@@ -95,7 +101,8 @@ func (in *incoming) serveFiltered(c net.Conn, orig netAddrPort) {
 // inside of a TLS connection the agent ended (e says how): then the
 // target's app is reached with TLS again, and the local side is told.
 func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
-	lim := &headLimiter{r: c}
+	tap := &headTap{r: c}
+	lim := &headLimiter{r: tap}
 	br := bufio.NewReader(lim)
 	w := in.waiting.add(c)
 	defer w.stop()
@@ -115,7 +122,7 @@ func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 		if err != nil {
 			return nil, err
 		}
-		app = &upstream{conn: conn, r: bufio.NewReader(conn)}
+		app = newUpstream(conn)
 		return app, nil
 	}
 	if e == nil && bytes.HasPrefix([]byte(h2Preface), head) {
@@ -154,7 +161,9 @@ func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 		}
 		w.setDeadline(time.Now().Add(headTimeout))
 		lim.start()
+		tap.begin(br)
 		req, err := http.ReadRequest(br)
+		rawReq := tap.end(br)
 		tooLarge := lim.end()
 		evicted := w.stop()
 		if err != nil {
@@ -210,7 +219,7 @@ func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 				// bytes on this stream: when the session's budget
 				// resets it, the peer's connection goes too.
 				st.OnAbort(func() { relay.Abort(c) })
-				dst = &upstream{conn: st, r: bufio.NewReader(st)}
+				dst = newUpstream(st)
 				clients[owner] = dst
 			}
 		}
@@ -219,17 +228,22 @@ func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 				return
 			}
 		}
-		if err := writeRequest(dst.conn, req); err != nil {
+		if err := forwardRequest(dst.conn, req, br, rawReq); err != nil {
 			return
 		}
-		resp, err := http.ReadResponse(dst.r, req)
+		readResponse := func() (*http.Response, []byte, error) {
+			dst.tap.begin(dst.r)
+			resp, err := http.ReadResponse(dst.r, req)
+			return resp, dst.tap.end(dst.r), err
+		}
+		resp, rawResp, err := readResponse()
 		for err == nil && resp.StatusCode/100 == 1 && resp.StatusCode != http.StatusSwitchingProtocols {
 			// An interim answer (100 Continue, 103 Early Hints): the
 			// peer gets it, and the final answer follows.
 			if writeInterim(c, resp) != nil {
 				return
 			}
-			resp, err = http.ReadResponse(dst.r, req)
+			resp, rawResp, err = readResponse()
 		}
 		if err != nil {
 			return
@@ -255,8 +269,9 @@ func (in *incoming) serveHTTP(c net.Conn, orig netAddrPort, e *endedTLS) {
 			keepAlive(resp)
 			delete(clients, owner)
 			drop = true
+			rawResp = nil // changed
 		}
-		err = writePooled(c, resp, dst.r)
+		err = forwardResponse(c, resp, dst.r, rawResp)
 		resp.Body.Close()
 		if drop {
 			dst.close()

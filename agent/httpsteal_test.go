@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -232,6 +233,95 @@ func TestRequestLineVersion(t *testing.T) {
 		}
 		if out.String() != want {
 			t.Errorf("writes of %d: %q, want %q", size, out.String(), want)
+		}
+	}
+}
+
+// rawApp answers each request on a connection with answer, after reading
+// its head (and a body of the length its Content-Length gives), and
+// sends every head it read, byte for byte, to heads.
+func rawApp(ln net.Listener, answer string, heads chan<- string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for {
+				var head strings.Builder
+				n := 0
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					head.WriteString(line)
+					if k, ok := strings.CutPrefix(strings.ToLower(line), "content-length:"); ok {
+						n, _ = strconv.Atoi(strings.TrimSpace(k))
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				body := make([]byte, n)
+				if _, err := io.ReadFull(br, body); err != nil {
+					return
+				}
+				heads <- head.String() + string(body)
+				if _, err := c.Write([]byte(answer)); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// TestHeadsAsSent: the requests of a filtered steal reach their app, and
+// the apps' answers the peer, as they were sent, byte for byte (header
+// names in their case and order, no header added), whichever app the
+// filter picks; each app's answer keeps its own head too.
+func TestHeadsAsSent(t *testing.T) {
+	app := loopbackListener(t)
+	appHeads := make(chan string, 10)
+	const appAnswer = "HTTP/1.1 200 OK\r\nx-side: app\r\ncontent-length: 3\r\nX-Mixed-Case:  two  spaces \r\n\r\napp"
+	go rawApp(app, appAnswer, appHeads)
+	front := loopbackListener(t)
+	for _, tc := range []struct {
+		request string
+		local   bool
+	}{
+		{"GET /x?a=%7C HTTP/1.1\r\nhost: app\r\nx-b: 2\r\nx-a: 1\r\naccept: */*\r\n\r\n", false},
+		{"GET /local HTTP/1.1\r\nhost: app\r\nx-b: 2\r\nx-a: 1\r\n\r\n", true},
+		{"POST /x HTTP/1.1\r\nHOST: app\r\ncontent-length: 5\r\nzz: last\r\n\r\nhello", false},
+		{"POST /local/p HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nx-dup: 1\r\nx-dup: 2\r\n\r\nhello", true},
+	} {
+		agentSide, cliSide := sessionPair(t)
+		localHeads := make(chan string, 10)
+		const localAnswer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-side: local\r\n\r\nlocal"
+		go rawApp(streamListener{cliSide}, localAnswer, localHeads)
+		in, _, orig := fuzzIncoming(t, app.Addr().(*net.TCPAddr), agentSide, "steal")
+		out, _ := runConn(t, front, []byte(tc.request), func(c *net.TCPConn) { in.serveFiltered(c, orig) },
+			func(out []byte) bool {
+				return bytes.HasSuffix(out, []byte("app")) || bytes.HasSuffix(out, []byte("local"))
+			}, false)
+		cliSide.Close()
+		agentSide.Close()
+		heads, answer := appHeads, appAnswer
+		if tc.local {
+			heads, answer = localHeads, localAnswer
+		}
+		select {
+		case got := <-heads:
+			if got != tc.request {
+				t.Errorf("the app (local %v) saw\n%q\nwant\n%q", tc.local, got, tc.request)
+			}
+		default:
+			t.Errorf("%q did not reach its app (local %v); the peer got %q", tc.request, tc.local, out)
+		}
+		if string(out) != answer {
+			t.Errorf("%q: the peer got\n%q\nwant\n%q", tc.request, out, answer)
 		}
 	}
 }
