@@ -25,7 +25,7 @@ type Bar struct {
 // Columns charted by preference (the first header containing one of these
 // wins), and columns never charted nor used as labels.
 var (
-	preferred = []string{"median", "req/s", "p50", "value", "rssanon", "rss", "kib"}
+	preferred = []string{"median", "req/s", "p50", "value", "rssanon", "rss", "kib", "all processes"}
 	skipped   = []string{"runs", "target", "goal", "requests", "lost", "misrouted", "samples", "min", "open files", "p99"}
 	number    = regexp.MustCompile(`^([+-]?[0-9][0-9,]*\.?[0-9]*)\s*(.*)$`)
 )

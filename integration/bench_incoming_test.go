@@ -53,7 +53,7 @@ func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f'
 
 // startNodeEcho runs testdata/echoserver.js in the namespace ns (the pod)
 // until the test ends.
-func startNodeEcho(t *testing.T, ns, port, name string) {
+func startNodeEcho(t *testing.T, ns, port, name string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, "node", "testdata/echoserver.js", port, name)
 	out, err := cmd.StdoutPipe()
@@ -69,6 +69,88 @@ func startNodeEcho(t *testing.T, ns, port, name string) {
 		t.Fatalf("echo server in %s: %q", ns, line)
 	}
 	go io.Copy(io.Discard, out)
+	return cmd
+}
+
+// procCPU is the CPU time (user and system) the process pid has used, 0
+// if it is gone.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// descendants lists the processes below pid, with their command names.
+func descendants(pid int) map[int]string {
+	parent, comm := map[int]int{}, map[int]string{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[end+2:])
+		parent[p], _ = strconv.Atoi(f[1])
+		comm[p] = s[open+1 : end]
+	}
+	out := map[int]string{}
+	for p := range parent {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				out[p] = comm[p]
+				break
+			}
+		}
+	}
+	return out
+}
+
+// cpuRoles is the CPU time each part of a filtered steal's path has used
+// so far: the load client (this process), the apps (the target's, its
+// twin, the local one), the agent, and mirrord exec (with any helper
+// process of its engine).
+type cpuRoles struct{ client, apps, agent, cli time.Duration }
+
+func readCPURoles(agent int, apps []int, cli int) cpuRoles {
+	r := cpuRoles{client: procCPU(os.Getpid()), agent: procCPU(agent), cli: procCPU(cli)}
+	for _, p := range apps {
+		r.apps += procCPU(p)
+	}
+	for p, comm := range descendants(cli) {
+		if comm == "node" {
+			r.apps += procCPU(p)
+		} else {
+			r.cli += procCPU(p)
+		}
+	}
+	return r
+}
+
+func (r cpuRoles) sub(o cpuRoles) cpuRoles {
+	return cpuRoles{r.client - o.client, r.apps - o.apps, r.agent - o.agent, r.cli - o.cli}
+}
+
+func (r cpuRoles) add(o cpuRoles) cpuRoles {
+	return cpuRoles{r.client + o.client, r.apps + o.apps, r.agent + o.agent, r.cli + o.cli}
+}
+
+func (r cpuRoles) total() time.Duration { return r.client + r.apps + r.agent + r.cli }
+
+// perRequest is d spread over n requests, in µs.
+func perRequest(d time.Duration, n int) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Microsecond)/float64(n), 'f', 0, 64)
 }
 
 // loadClient is a keep-alive HTTP client in the svc namespace with up to
@@ -179,15 +261,16 @@ func TestBenchIncoming(t *testing.T) {
 	f := newFixture(t)
 	// The target's app on the stolen port, and its twin on a port no one
 	// subscribes: the direct baseline, measured in the same conditions.
-	startNodeEcho(t, f.pod, "8896", "orig")
-	startNodeEcho(t, f.pod, "8897", "orig")
-	f.startAgent("--ttl", "60s")
+	target := startNodeEcho(t, f.pod, "8896", "orig")
+	twin := startNodeEcho(t, f.pod, "8897", "orig")
+	agent := f.startAgent("--ttl", "60s")
 	stolenURL, directURL := "http://"+podIP+":8896", "http://"+podIP+":8897"
 
 	type row struct {
 		engine                string
 		direct, steal         []loadResult
 		seqDirect, seqThrough loadResult
+		cpuDirect, cpuSteal   cpuRoles // over the runs under load
 	}
 	var rows []row
 	for _, engine := range engines {
@@ -215,10 +298,13 @@ func TestBenchIncoming(t *testing.T) {
 				url      string
 				stealing bool
 				into     *[]loadResult
-			}{{directURL, false, &r.direct}, {stolenURL, true, &r.steal}} {
+				cpu      *cpuRoles
+			}{{directURL, false, &r.direct, &r.cpuDirect}, {stolenURL, true, &r.steal, &r.cpuSteal}} {
 				client := f.loadClient(t, loadConcurrency)
 				runLoad(client, p.url, 200, loadConcurrency, p.stealing)
+				before := readCPURoles(agent.Process.Pid, []int{target.Process.Pid, twin.Process.Pid}, app.Process.Pid)
 				res := runLoad(client, p.url, loadRequests, loadConcurrency, p.stealing)
+				*p.cpu = p.cpu.add(readCPURoles(agent.Process.Pid, []int{target.Process.Pid, twin.Process.Pid}, app.Process.Pid).sub(before))
 				client.CloseIdleConnections()
 				*p.into = append(*p.into, res)
 				t.Logf("%s round %d %s: %d requests in %v, lost %d, misrouted %d, p50 %s ms, p99 %s ms", engine, round, p.url,
@@ -275,6 +361,23 @@ func TestBenchIncoming(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | filtered steal, all requests | %d | %d | %d | %s | %s | %s |\n", r.engine, loadRounds*loadRequests, s.lost, s.misrouted, rate(s, loadRounds), ms(percentile(s.all(), 50)), ms(percentile(s.all(), 99)))
 		fmt.Fprintf(&b, "| %s | … matched: agent → mirrord → local app | %d | | | | %s | %s |\n", r.engine, len(s.local), ms(percentile(s.local, 50)), ms(percentile(s.local, 99)))
 		fmt.Fprintf(&b, "| %s | … not matched: agent → the target's app | %d | | | | %s | %s |\n", r.engine, len(s.orig), ms(percentile(s.orig, 50)), ms(percentile(s.orig, 99)))
+	}
+	b.WriteString("\n| Engine | filtered steal / direct (req/s) | Target |\n|---|---:|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %.2f | ≥ 0.8 |\n", r.engine, merge(r.direct).elapsed.Seconds()/merge(r.steal).elapsed.Seconds())
+	}
+	// Where the CPUs go: the machine is saturated under this load, so
+	// the rate is what a request costs all the processes on its path.
+	n := loadRounds * loadRequests
+	fmt.Fprintf(&b, "\nCPU time per request under load (µs; each process's user and system time over the same runs, /proc/PID/stat). "+
+		"The machine has %d CPUs: at 0.8 of the direct rate, all processes together can spend at most %d CPUs ÷ (0.8 × that rate) per request.\n\n", runtime.NumCPU(), runtime.NumCPU())
+	b.WriteString("| Engine | Path | load client µs | apps µs | agent µs | mirrord exec µs | all processes µs | at most, for 0.8 of direct, µs |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		d, s := r.cpuDirect, r.cpuSteal
+		budget := time.Duration(float64(runtime.NumCPU()) * float64(time.Second) / (0.8 * float64(n) / merge(r.direct).elapsed.Seconds()))
+		fmt.Fprintf(&b, "| %s | direct (no mirrord) | %s | %s | | | %s | |\n", r.engine, perRequest(d.client, n), perRequest(d.apps, n), perRequest(d.total(), n))
+		fmt.Fprintf(&b, "| %s | filtered steal | %s | %s | %s | %s | %s | %s |\n", r.engine, perRequest(s.client, n), perRequest(s.apps, n),
+			perRequest(s.agent, n), perRequest(s.cli, n), perRequest(s.total(), n), perRequest(budget, 1))
 	}
 	fmt.Fprintf(&b, "\nOne request at a time on one connection per path, the paths in turns (%d requests each, after 50 to warm up): the latency each path adds.\n\n", seqRequests)
 	b.WriteString("| Engine | Path | p50 ms | p99 ms | p50 added ms | p99 added ms | Target (p50 added) |\n|---|---|---:|---:|---:|---:|---|\n")

@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,7 +36,8 @@ func TestBenchPreload(t *testing.T) {
 	const execs, rounds = 100, 9
 	loop := fmt.Sprintf("i=0; while [ $i -lt %d ]; do /bin/true; i=$((i+1)); done", execs)
 	script := fmt.Sprintf(`for r in $(seq %d); do a=$(date +%%s%%N); env -u LD_PRELOAD sh -c '%s'; b=$(date +%%s%%N); sh -c '%s'; c=$(date +%%s%%N); env LD_PRELOAD=%s sh -c '%s'; d=$(date +%%s%%N); echo pair $((b-a)) $((c-b)) $((d-c)); done`, rounds, loop, loop, empty, loop)
-	var added, floor, preloadLat, netstackLat, directLat []float64
+	hopsSock := startConnHops(t, f.pod)
+	var added, floor, preloadLat, netstackLat, directLat, hopsLat []float64
 	for range benchRuns {
 		out, err := f.mirrord(ctx(t), nil, "--engine", "preload", "--", "sh", "-c", script)
 		if err != nil {
@@ -67,6 +69,16 @@ func TestBenchPreload(t *testing.T) {
 			t.Fatalf("connlat output %q", dout)
 		}
 		directLat = append(directLat, v)
+		// The floor: the same hops, with nothing else in them.
+		hout, err := exec.CommandContext(ctx(t), "python3", "testdata/connhops.py", hopsSock, svcIP, "8080", "200").CombinedOutput()
+		if err != nil {
+			t.Fatalf("connhops: %v\n%s", err, hout)
+		}
+		v, err = strconv.ParseFloat(strings.TrimSpace(string(hout)), 64)
+		if err != nil {
+			t.Fatalf("connhops output %q", hout)
+		}
+		hopsLat = append(hopsLat, v)
 		for _, e := range []struct {
 			engine string
 			into   *[]float64
@@ -100,8 +112,41 @@ func TestBenchPreload(t *testing.T) {
 	fmt.Fprintf(&b, "| connect latency to a remote service, preload engine | %.0f µs | ≤ 300 µs |\n", pl)
 	fmt.Fprintf(&b, "| connect latency to a remote service, netstack engine | %.0f µs | ≤ 300 µs |\n", nl)
 	fmt.Fprintf(&b, "| preload / netstack connect latency | %.2f | (reported) |\n", pl/nl)
+	fmt.Fprintf(&b, "| reference: the preload's hops with nothing else in them (`testdata/connhops`: the socket goes with a request over a unix socket to a proxy, which asks an agent over one open TCP connection, which connects from the pod's namespace; the proxy connects the socket to its loopback listener; Python client as above) | %.0f µs | (reported: the floor of this design on this machine) |\n", median(hopsLat))
 	mergeBenchSection(t, b.String())
 	t.Logf("per exec %.3f ms; connect direct %.0f µs, preload %.0f µs, netstack %.0f µs", perExec/1000, dl, pl, nl)
+}
+
+// startConnHops builds and starts testdata/connhops (an agent whose
+// sockets are in the namespace ns, and a proxy asking it) until the test
+// ends, and returns the proxy's unix socket.
+func startConnHops(t *testing.T, ns string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "connhops")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/connhops").CombinedOutput(); err != nil {
+		t.Fatalf("build connhops: %v\n%s", err, out)
+	}
+	start := func(args ...string) string {
+		cmd := exec.Command(bin, args...)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			t.Fatalf("connhops %s: %v", args[0], err)
+		}
+		return strings.TrimSpace(line)
+	}
+	agent := start("agent", "/var/run/netns/"+ns)
+	sock := fmt.Sprintf("@mirrord-connhops-%d", os.Getpid())
+	start("proxy", agent, sock)
+	return sock
 }
 
 // loadFields is the 1, 5 and 15 minute load averages of /proc/loadavg.

@@ -89,6 +89,18 @@ func TestBench(t *testing.T) {
 	inNetns(t, f.svc, func() (err error) { svcSink, err = net.Listen("tcp", svcIP+":9999"); return err })
 	serveSink(t, svcSink)
 
+	// The floor of any path through two relays that look at the bytes
+	// (mirrord's two, the CLI and the agent, must: yamux frames the
+	// streams): two plain relays copying through user space, one on
+	// loopback in the CLI's place, one in the agent's, which connects from
+	// the pod's namespace. Both run in this process.
+	podDial := func() (c net.Conn, err error) {
+		inNetns(t, f.pod, func() error { c, err = net.Dial("tcp", svcIP+":9999"); return nil })
+		return c, err
+	}
+	agentPlace := plainRelay(t, podDial)
+	cliPlace := plainRelay(t, func() (net.Conn, error) { return net.Dial("tcp", agentPlace) })
+
 	size := strconv.Itoa(benchBytes)
 	localCfg := writeConfig(t, `{"feature": {"network": {"outgoing": {"filter": {"local": ["`+hostIP+`"]}}}}}`)
 	paths := []struct {
@@ -112,6 +124,17 @@ func TestBench(t *testing.T) {
 		{"through the agent (netstack + agent)", func() (string, error) {
 			return f.mirrord(ctx(t), nil, "--", bulk, svcIP+":9999", size)
 		}},
+		{"reference: two plain relays in mirrord's places (user-space copies, no mirrord)", func() (string, error) {
+			out, err := exec.Command(bulk, cliPlace, size).CombinedOutput()
+			return string(out), err
+		}},
+		{"direct in the pod namespace, Python sender (no mirrord)", func() (string, error) {
+			out, err := exec.Command("ip", "netns", "exec", f.pod, "python3", "testdata/bulk.py", svcIP+":9999", size).CombinedOutput()
+			return string(out), err
+		}},
+		{"through the agent, preload engine, Python sender", func() (string, error) {
+			return f.mirrord(ctx(t), nil, "--engine", "preload", "--", "python3", "testdata/bulk.py", svcIP+":9999", size)
+		}},
 	}
 	rates := make([][]float64, len(paths))
 	for run := 0; run < benchRuns; run++ {
@@ -131,6 +154,8 @@ func TestBench(t *testing.T) {
 	netstackRatio := med[1] / med[0]
 	gvisorRatio := med[2] / med[0]
 	agentRatio := med[4] / med[3]
+	floorRatio := med[5] / med[3]
+	preloadRatio := med[7] / med[6]
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Bulk TCP throughput (netstack engine, agent)\n\nWritten by `make bench` (`TestBench`) on %s (%s/%s, %d CPUs, %s).\n",
@@ -144,8 +169,50 @@ func TestBench(t *testing.T) {
 	fmt.Fprintf(&b, "| netstack engine / loopback | %.2f | ≥ 0.8 |\n", netstackRatio)
 	fmt.Fprintf(&b, "| gVisor's netstack / loopback | %.2f | (reported: the data path of a connection to the target) |\n", gvisorRatio)
 	fmt.Fprintf(&b, "| through the agent / direct in the pod | %.2f | ≥ 0.7 |\n", agentRatio)
+	fmt.Fprintf(&b, "| through the agent, preload engine / direct in the pod (Python sender both) | %.2f | ≥ 0.7 |\n", preloadRatio)
+	fmt.Fprintf(&b, "| two plain relays / direct in the pod | %.2f | (reported: the floor of a path through two relays that copy the bytes, on this machine) |\n", floorRatio)
 	mergeBenchSection(t, b.String())
 	t.Logf("netstack/loopback = %.2f (gVisor %.2f), agent/direct = %.2f; wrote bench/results.md", netstackRatio, gvisorRatio, agentRatio)
+}
+
+// plainRelay listens on loopback and relays each connection to one that
+// dial makes, copying both ways through a user-space buffer as mirrord's
+// relays do (no splice), half-closing each direction at its end. It
+// returns the listener's address.
+func plainRelay(t *testing.T, dial func() (net.Conn, error)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	copyHalf := func(dst, src net.Conn, done chan<- struct{}) {
+		buf := make([]byte, 256<<10)
+		io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
+		dst.(*net.TCPConn).CloseWrite()
+		done <- struct{}{}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				d, err := dial()
+				if err != nil {
+					return
+				}
+				defer d.Close()
+				done := make(chan struct{}, 2)
+				go copyHalf(d, c, done)
+				go copyHalf(c, d, done)
+				<-done
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 func fmtRuns(xs []float64) string {
