@@ -442,8 +442,15 @@ func (l *layerServer) routeTCP(ctx context.Context, dst netip.AddrPort, sock int
 	}
 	lc := make(chan listened, 1)
 	go func() {
-		ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		lc <- listened{ln, err}
+		// No keepalive on the relay's connection: both ends are here
+		// (and its options were 4 of a connect's syscalls).
+		lcfg := net.ListenConfig{KeepAlive: -1}
+		ln, err := lcfg.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		if err != nil {
+			lc <- listened{nil, err}
+			return
+		}
+		lc <- listened{ln.(*net.TCPListener), nil}
 	}()
 	remote, err := l.p.dialRemoteTCP(ctx, dst)
 	r := <-lc

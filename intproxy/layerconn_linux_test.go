@@ -42,7 +42,15 @@ func TestRouteTCPOtherSocket(t *testing.T) {
 		name     string
 		family   int
 		nonblock bool
-	}{{"ipv4", unix.AF_INET, false}, {"ipv6 dual-stack", unix.AF_INET6, false}, {"non-blocking", unix.AF_INET, true}} {
+		bind     unix.Sockaddr // the program's bind before its connect
+	}{
+		{"ipv4", unix.AF_INET, false, nil},
+		{"ipv6 dual-stack", unix.AF_INET6, false, nil},
+		{"non-blocking", unix.AF_INET, true, nil},
+		{"bound by the program to any address", unix.AF_INET, false, &unix.SockaddrInet4{}},
+		{"bound by the program to loopback", unix.AF_INET, false, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}},
+		{"ipv6, bound by the program to any address", unix.AF_INET6, false, &unix.SockaddrInet6{}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var intruder net.Conn
 			l := &layerServer{p: p, relayListening: func(a net.Addr) {
@@ -51,12 +59,24 @@ func TestRouteTCPOtherSocket(t *testing.T) {
 					t.Errorf("the intruder could not even connect: %v", err)
 				}
 			}}
+			defer l.cleanup()
 			fd := programSocket(t, tc.family, unix.SOCK_STREAM)
 			if tc.nonblock {
 				unix.SetNonblock(fd, true)
 			}
+			var bound netip.AddrPort
+			if tc.bind != nil {
+				if err := unix.Bind(fd, tc.bind); err != nil {
+					t.Fatal(err)
+				}
+				sa, _ := unix.Getsockname(fd)
+				bound = sockaddrPort(sa)
+			}
 			if reply := l.routeTCP(ctx, dst, fd); reply != "Y" {
 				t.Fatalf("reply %q, want Y", reply)
+			}
+			if sa, _ := unix.Getsockname(fd); tc.bind != nil && sockaddrPort(sa).Port() != bound.Port() {
+				t.Errorf("the program's socket, bound to %v, is now at %v", bound, sockaddrPort(sa))
 			}
 			if intruder == nil {
 				t.Fatal("no intruder")
