@@ -296,6 +296,8 @@ func TestHeadsAsSent(t *testing.T) {
 		{"GET /local HTTP/1.1\r\nhost: app\r\nx-b: 2\r\nx-a: 1\r\n\r\n", true},
 		{"POST /x HTTP/1.1\r\nHOST: app\r\ncontent-length: 5\r\nzz: last\r\n\r\nhello", false},
 		{"POST /local/p HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nx-dup: 1\r\nx-dup: 2\r\n\r\nhello", true},
+		// HTTP/1.0 without a Host: none is added (net/http wrote "Host: ").
+		{"GET /x HTTP/1.0\r\n\r\n", false},
 	} {
 		agentSide, cliSide := sessionPair(t)
 		localHeads := make(chan string, 10)
