@@ -143,7 +143,8 @@ func (in *incoming) mirrorFiltered(c *net.TCPConn, orig netAddrPort, sub *subscr
 // ends the copies of the connection, which the target's app still gets.
 // Only a matching request's body is held.
 func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub *subscription) {
-	lim := &headLimiter{r: r}
+	tap := &headTap{r: r}
+	lim := &headLimiter{r: tap}
 	br := bufio.NewReader(lim)
 	head, _ := br.Peek(8)
 	if !looksLikeHTTP1(head) {
@@ -151,10 +152,15 @@ func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub 
 	}
 	for {
 		lim.start()
+		tap.begin(br)
 		req, err := http.ReadRequest(br)
+		raw := tap.end(br)
 		lim.end()
 		if err != nil {
 			return
+		}
+		if len(req.TransferEncoding) > 0 {
+			raw = nil // the copy's body goes with a length instead
 		}
 		keepTarget(req)
 		if !sub.filter.Match(filterRequest(req)) {
@@ -180,7 +186,7 @@ func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub 
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.ContentLength = int64(len(body))
 		req.TransferEncoding = nil
-		if err := in.mirrorRequest(sub, c.RemoteAddr().String(), orig.String(), req); err != nil {
+		if err := in.mirrorRequest(sub, c.RemoteAddr().String(), orig.String(), req, raw); err != nil {
 			return
 		}
 	}
@@ -189,7 +195,7 @@ func (in *incoming) copyMatching(r io.Reader, c net.Conn, orig netAddrPort, sub 
 // mirrorRequest sends one request to sub on a stream of its own: the
 // local app sees each copy on a new connection, so a server that closes
 // after one answer (HTTP/1.0, Connection: close) still gets every copy.
-func (in *incoming) mirrorRequest(sub *subscription, source, dest string, req *http.Request) error {
+func (in *incoming) mirrorRequest(sub *subscription, source, dest string, req *http.Request, raw []byte) error {
 	st, err := in.a.openStream(sub.sess)
 	if err != nil {
 		return err
@@ -198,7 +204,7 @@ func (in *incoming) mirrorRequest(sub *subscription, source, dest string, req *h
 		st.Close()
 		return err
 	}
-	if err := writeRequest(st, req); err != nil {
+	if err := forwardRequest(st, req, nil, raw); err != nil {
 		st.Close()
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/mirrord-go/mirrord/protocol"
 )
 
 // upstreamResponse reads a response that an upstream writes in parts:
@@ -325,5 +327,44 @@ func TestHeadsAsSent(t *testing.T) {
 		if string(out) != answer {
 			t.Errorf("%q: the peer got\n%q\nwant\n%q", tc.request, out, answer)
 		}
+	}
+}
+
+// TestMirrorCopyAsSent: a filtered mirror's copy of a request reaches the
+// session as the peer sent it, byte for byte.
+func TestMirrorCopyAsSent(t *testing.T) {
+	app := loopbackListener(t)
+	go rawApp(app, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", make(chan string, 10))
+	front := loopbackListener(t)
+	const request = "GET /local/m?q=%7C HTTP/1.1\r\nhost: app\r\nx-b: 2\r\nx-a: 1\r\n\r\n"
+	agentSide, cliSide := sessionPair(t)
+	defer cliSide.Close()
+	defer agentSide.Close()
+	copies := make(chan string, 1)
+	go func() {
+		st, err := cliSide.AcceptStream()
+		if err != nil {
+			copies <- err.Error()
+			return
+		}
+		defer st.Close()
+		if _, err := protocol.ReadReply[*protocol.Incoming](st); err != nil {
+			copies <- err.Error()
+			return
+		}
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(st)
+		copies <- string(b)
+	}()
+	in, sub, orig := fuzzIncoming(t, app.Addr().(*net.TCPAddr), agentSide, "mirror")
+	runConn(t, front, []byte(request), func(c *net.TCPConn) { in.mirrorFiltered(c, orig, sub) },
+		func(out []byte) bool { return bytes.HasSuffix(out, []byte("ok")) }, false)
+	select {
+	case got := <-copies:
+		if got != request {
+			t.Errorf("the session's copy:\n%q\nwant\n%q", got, request)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no copy")
 	}
 }

@@ -71,8 +71,9 @@ func (t *headTap) end(br *bufio.Reader) []byte {
 	return head
 }
 
-// forwardRequest writes req, being read from src, to w: its head as the
-// peer sent it (raw, nil if not known) and its body as it comes, when the
+// forwardRequest writes req, being read from src (nil: its body is held
+// whole), to w: its head as the peer sent it (raw, nil if not known) and
+// its body as it comes, when the
 // body's framing is a plain length and its target a path; otherwise
 // through writeRequest, as the targets keepTarget leaves alone (an
 // absolute URI reaches the app as a path there).
@@ -92,7 +93,11 @@ func forwardRequest(w io.Writer, req *http.Request, src *bufio.Reader, raw []byt
 		writers.Put(bw)
 	}()
 	bw.Write(raw)
-	if err := copyFlushing(bw, flushingBody{req.Body, bw, src}); err != nil {
+	var body io.Reader = req.Body
+	if src != nil {
+		body = flushingBody{req.Body, bw, src}
+	}
+	if err := copyFlushing(bw, body); err != nil {
 		return err
 	}
 	return bw.Flush()
