@@ -205,13 +205,20 @@ func refuse(c net.Conn, status int) {
 // between requests holds none.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
-// writePooled is writeResponse to c through a buffer of writers.
-func writePooled(c net.Conn, resp *http.Response, src *bufio.Reader) error {
+// pooledWriter returns a buffer of writers writing to w, and the function
+// that gives it back.
+func pooledWriter(w io.Writer) (*bufio.Writer, func()) {
 	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(c)
-	defer func() {
+	bw.Reset(w)
+	return bw, func() {
 		bw.Reset(nil)
 		writers.Put(bw)
-	}()
+	}
+}
+
+// writePooled is writeResponse to c through a buffer of writers.
+func writePooled(c net.Conn, resp *http.Response, src *bufio.Reader) error {
+	bw, done := pooledWriter(c)
+	defer done()
 	return writeResponse(bw, resp, src)
 }

@@ -314,12 +314,8 @@ func writeResponse(bw *bufio.Writer, resp *http.Response, src *bufio.Reader) err
 // writeInterim writes a 1xx response, which has no body, to the peer
 // (resp.Write would add a Content-Length, which RFC 9110 forbids there).
 func writeInterim(c net.Conn, resp *http.Response) error {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(c)
-	defer func() {
-		bw.Reset(nil)
-		writers.Put(bw)
-	}()
+	bw, done := pooledWriter(c)
+	defer done()
 	reason := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
 	if reason == "" {
 		reason = http.StatusText(resp.StatusCode)

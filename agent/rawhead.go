@@ -86,12 +86,8 @@ func forwardRequest(w io.Writer, req *http.Request, src *bufio.Reader, raw []byt
 		_, err := w.Write(raw)
 		return err
 	}
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
-	defer func() {
-		bw.Reset(nil)
-		writers.Put(bw)
-	}()
+	bw, done := pooledWriter(w)
+	defer done()
 	bw.Write(raw)
 	var body io.Reader = req.Body
 	if src != nil {
@@ -111,12 +107,8 @@ func forwardResponse(c net.Conn, resp *http.Response, src *bufio.Reader, raw []b
 	if raw == nil || len(resp.TransferEncoding) > 0 {
 		return writePooled(c, resp, src)
 	}
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(c)
-	defer func() {
-		bw.Reset(nil)
-		writers.Put(bw)
-	}()
+	bw, done := pooledWriter(c)
+	defer done()
 	bw.Write(raw)
 	if err := copyFlushing(bw, flushingBody{resp.Body, bw, src}); err != nil {
 		return err
