@@ -73,10 +73,10 @@ func (t *headTap) end(br *bufio.Reader) []byte {
 
 // forwardRequest writes req, being read from src (nil: its body is held
 // whole), to w: its head as the peer sent it (raw, nil if not known) and
-// its body as it comes, when the
-// body's framing is a plain length and its target a path; otherwise
-// through writeRequest, as the targets keepTarget leaves alone (an
-// absolute URI reaches the app as a path there).
+// its body as it comes, when the body's framing is a plain length and its
+// target a path; otherwise through writeRequest (so the targets that
+// keepTarget leaves alone keep their old way: an absolute URI reaches the
+// app as a path).
 func forwardRequest(w io.Writer, req *http.Request, src *bufio.Reader, raw []byte) error {
 	t := req.RequestURI
 	if raw == nil || len(req.TransferEncoding) > 0 || req.ContentLength < 0 || !strings.HasPrefix(t, "/") || strings.HasPrefix(t, "//") {
