@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -55,6 +56,10 @@ func waitLine(t *testing.T, file, prefix string) string {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(file)
+		// Whole lines only: the program may be writing the last one (a
+		// read once took "listening 127.0.0.1:" for the line, port
+		// missing).
+		b = b[:bytes.LastIndexByte(b, '\n')+1]
 		sc := bufio.NewScanner(strings.NewReader(string(b)))
 		for sc.Scan() {
 			if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
