@@ -129,9 +129,7 @@ func (p *Proxy) dialAgent(ctx context.Context, a AgentAddr) (*yamux.Session, pro
 	if err != nil {
 		return nil, protocol.HelloReply{}, fmt.Errorf("cannot reach the agent at %s: %w", a.Addr, err)
 	}
-	// FrameConn: a frame leaves in one write, so the agent (or the
-	// port-forward in between) is woken once per frame, not per header.
-	sess, err := yamux.Client(relay.WatchResets(relay.FrameConn(conn), func(uint32) { p.overBudget() }), protocol.MuxConfig())
+	sess, err := yamux.Client(relay.WatchResets(conn, func(uint32) { p.overBudget() }), protocol.MuxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, protocol.HelloReply{}, fmt.Errorf("agent session: %w", err)
