@@ -86,17 +86,7 @@ func forwardRequest(w io.Writer, req *http.Request, src *bufio.Reader, raw []byt
 		_, err := w.Write(raw)
 		return err
 	}
-	bw, done := pooledWriter(w)
-	defer done()
-	bw.Write(raw)
-	var body io.Reader = req.Body
-	if src != nil {
-		body = flushingBody{req.Body, bw, src}
-	}
-	if err := copyFlushing(bw, body); err != nil {
-		return err
-	}
-	return bw.Flush()
+	return writeRaw(w, raw, req.Body, src)
 }
 
 // forwardResponse writes resp, being read from src, to the peer c: its
@@ -107,22 +97,28 @@ func forwardResponse(c net.Conn, resp *http.Response, src *bufio.Reader, raw []b
 	if raw == nil || len(resp.TransferEncoding) > 0 {
 		return writePooled(c, resp, src)
 	}
-	bw, done := pooledWriter(c)
-	defer done()
-	bw.Write(raw)
-	if err := copyFlushing(bw, flushingBody{resp.Body, bw, src}); err != nil {
-		return err
-	}
-	return bw.Flush()
+	return writeRaw(c, raw, resp.Body, src)
 }
 
 var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
-// copyFlushing copies body to bw with Write only (bufio.Writer's ReadFrom
-// would fill its buffer from a body that flushes it).
-func copyFlushing(bw *bufio.Writer, body io.Reader) error {
+// writeRaw writes head, then body, to w through a buffer of writers,
+// flushed whenever src (where body is being read from; nil if body is
+// held whole) has nothing more buffered. The copy uses Write only:
+// bufio.Writer's ReadFrom would fill its buffer from a body that flushes
+// it.
+func writeRaw(w io.Writer, head []byte, body io.ReadCloser, src *bufio.Reader) error {
+	bw, done := pooledWriter(w)
+	defer done()
+	bw.Write(head)
+	var r io.Reader = body
+	if src != nil {
+		r = flushingBody{body, bw, src}
+	}
 	buf := bodyBuffers.Get().(*[]byte)
 	defer bodyBuffers.Put(buf)
-	_, err := io.CopyBuffer(struct{ io.Writer }{bw}, struct{ io.Reader }{body}, *buf)
-	return err
+	if _, err := io.CopyBuffer(struct{ io.Writer }{bw}, struct{ io.Reader }{r}, *buf); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
