@@ -56,6 +56,17 @@ func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f'
 func startNodeEcho(t *testing.T, ns, port, name string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, "node", "testdata/echoserver.js", port, name)
+	if line := startReading(t, cmd); line != "listening\n" {
+		t.Fatalf("echo server in %s: %q", ns, line)
+	}
+	return cmd
+}
+
+// startReading starts cmd until the test ends and returns the first line
+// it prints, with its newline (what it printed, if it ended before one);
+// the rest of its output is read and dropped.
+func startReading(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -65,51 +76,34 @@ func startNodeEcho(t *testing.T, ns, port, name string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
-		t.Fatalf("echo server in %s: %q", ns, line)
-	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
 	go io.Copy(io.Discard, out)
-	return cmd
+	return line
 }
 
 // procCPU is the CPU time (user and system) the process pid has used, 0
 // if it is gone.
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	p, _ := readProc(pid)
+	return p.cpu
 }
 
-// descendants lists the processes below pid, with their command names.
-func descendants(pid int) map[int]string {
-	parent, comm := map[int]int{}, map[int]string{}
+// descendants lists the processes below pid.
+func descendants(pid int) map[int]procInfo {
+	all := map[int]procInfo{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+		if p, err := strconv.Atoi(e.Name()); err == nil {
+			if info, ok := readProc(p); ok {
+				all[p] = info
+			}
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[end+2:])
-		parent[p], _ = strconv.Atoi(f[1])
-		comm[p] = s[open+1 : end]
 	}
-	out := map[int]string{}
-	for p := range parent {
-		for q := parent[p]; q > 1; q = parent[q] {
+	out := map[int]procInfo{}
+	for p, info := range all {
+		for q := info.ppid; q > 1; q = all[q].ppid {
 			if q == pid {
-				out[p] = comm[p]
+				out[p] = info
 				break
 			}
 		}
@@ -128,11 +122,11 @@ func readCPURoles(agent int, apps []int, cli int) cpuRoles {
 	for _, p := range apps {
 		r.apps += procCPU(p)
 	}
-	for p, comm := range descendants(cli) {
-		if comm == "node" {
-			r.apps += procCPU(p)
+	for _, p := range descendants(cli) {
+		if p.comm == "node" {
+			r.apps += p.cpu
 		} else {
-			r.cli += procCPU(p)
+			r.cli += p.cpu
 		}
 	}
 	return r

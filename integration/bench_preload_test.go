@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -127,19 +126,9 @@ func startConnHops(t *testing.T, ns string) string {
 		t.Fatalf("build connhops: %v\n%s", err, out)
 	}
 	start := func(args ...string) string {
-		cmd := exec.Command(bin, args...)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			t.Fatalf("connhops %s: %v", args[0], err)
+		line := startReading(t, exec.Command(bin, args...))
+		if !strings.HasSuffix(line, "\n") {
+			t.Fatalf("connhops %s: no line (%q)", args[0], line)
 		}
 		return strings.TrimSpace(line)
 	}

@@ -54,14 +54,8 @@ func killStaleProcesses(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
-			// pid (comm) state ppid ...: comm may hold spaces.
-			if i := strings.LastIndexByte(string(st), ')'); i > 0 {
-				if f := strings.Fields(string(st[i+1:])); len(f) > 1 {
-					ppid, _ := strconv.Atoi(f[1])
-					children[ppid] = append(children[ppid], pid)
-				}
-			}
+		if p, ok := readProc(pid); ok {
+			children[p.ppid] = append(children[p.ppid], pid)
 		}
 		exe, _ := os.Readlink("/proc/" + e.Name() + "/exe")
 		for _, d := range stale {
